@@ -1,0 +1,1 @@
+"""Flower ClientApp for fedalign (a thin adapter over :mod:`fedalign.student`)."""

@@ -1,0 +1,16 @@
+"""Graph datasets (synthetic and real, via PyG) and their federated partitions."""
+
+from .datasets import DATASET_NAMES, MULTILABEL_DATASETS, GraphDataset, GraphSplit, load_dataset, metric_name
+from .partition import PARTITION_SCHEMES, ClientData, partition_dataset
+
+__all__ = [
+    "DATASET_NAMES",
+    "MULTILABEL_DATASETS",
+    "PARTITION_SCHEMES",
+    "ClientData",
+    "GraphDataset",
+    "GraphSplit",
+    "load_dataset",
+    "metric_name",
+    "partition_dataset",
+]

@@ -1,0 +1,233 @@
+"""Splitting a dataset among federated clients.
+
+Schemes (:data:`PARTITION_SCHEMES`):
+
+* ``replicate`` -- every client gets the whole dataset (the paper's setting);
+  the alignment graph is the training graph itself.
+* ``iid``, ``dirichlet``, ``community`` -- single-graph data. A seeded
+  ``public_fraction`` of all nodes forms the public set P (labels never
+  used); its induced subgraph is the alignment graph shared by all clients.
+  The other nodes are split among clients (uniformly at random, by per-class
+  Dirichlet label skew, or by whole Louvain communities); client i trains on
+  the subgraph induced by its own nodes and P, with the dataset's masks
+  restricted to its own nodes.
+* ``graphs`` (``iid`` is an alias on multi-graph data) -- a
+  ``public_fraction`` share of the training graphs forms the alignment graph;
+  the other training graphs are dealt to clients whole; every client
+  evaluates on the dataset's val/test graphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import subgraph
+
+from .datasets import GraphDataset, GraphSplit
+
+PARTITION_SCHEMES: tuple[str, ...] = ("replicate", "iid", "dirichlet", "community", "graphs")
+_NODE_SCHEMES = ("iid", "dirichlet", "community")
+_GRAPH_SCHEMES = ("graphs", "iid")
+
+
+@dataclass
+class ClientData:
+    """One client's view of the data.
+
+    Attributes:
+        client_id: index in ``[0, num_clients)``.
+        train, val, test: the client's splits; outside ``replicate`` they share
+            one local ``Data`` for single-graph data. Local graphs made by a
+            split carry ``global_id`` long ``[N_i]``: the node's index in the
+            dataset's graph (single-graph) or in ``dataset.train.graph``
+            (multi-graph training graphs).
+        alignment: the graph on which structure statistics are computed
+            (``x`` float32 ``[N_a, F]``, ``edge_index`` long ``[2, E_a]``),
+            identical for all clients. In ``replicate`` mode it is the very
+            object ``train.graph``; otherwise it also carries ``global_id``
+            long ``[N_a]`` and no labels.
+    """
+
+    client_id: int
+    train: GraphSplit
+    val: GraphSplit
+    test: GraphSplit
+    alignment: Data
+
+
+def partition_dataset(
+    dataset: GraphDataset,
+    num_clients: int,
+    scheme: str = "replicate",
+    alpha: float = 0.5,
+    public_fraction: float = 0.2,
+    seed: int = 0,
+) -> list[ClientData]:
+    """Split ``dataset`` among ``num_clients`` clients (module docstring: schemes).
+
+    Args:
+        alpha: Dirichlet concentration of ``dirichlet`` (> 0; small -> strong label skew).
+        public_fraction: share in [0, 1) of nodes (single-graph) or training
+            graphs (multi-graph, at least one graph) forming the alignment
+            graph; must be > 0 outside ``replicate``, ignored by it.
+        seed: seeds the public draw, the split and Louvain; same seed -> same partition.
+
+    Returns:
+        ``num_clients`` :class:`ClientData`, ordered by ``client_id``.
+
+    Raises:
+        ValueError: unknown scheme, scheme not applicable to the data kind,
+            ``num_clients < 1``, invalid ``alpha``/``public_fraction``, or a
+            client left without training data.
+    """
+    if scheme not in PARTITION_SCHEMES:
+        raise ValueError(f"unknown partition scheme {scheme!r}; valid schemes: {', '.join(PARTITION_SCHEMES)}")
+    if num_clients < 1:
+        raise ValueError(f"num_clients must be >= 1, got {num_clients}")
+    if scheme == "replicate":
+        return [ClientData(i, dataset.train, dataset.val, dataset.test, dataset.train.graph)
+                for i in range(num_clients)]
+    if not 0 <= public_fraction < 1:
+        raise ValueError(f"public_fraction must be in [0, 1), got {public_fraction}")
+    if public_fraction == 0:
+        raise ValueError(f"scheme {scheme!r} builds the alignment graph from a public share of the data, so it needs "
+                         "public_fraction > 0 (only 'replicate' works without one)")
+    allowed = _NODE_SCHEMES if dataset.transductive else _GRAPH_SCHEMES
+    if scheme not in allowed:
+        raise ValueError(
+            f"scheme {scheme!r} does not apply to {'single' if dataset.transductive else 'multi'}-graph dataset "
+            f"{dataset.name!r}: single-graph data takes replicate/{'/'.join(_NODE_SCHEMES)}, multi-graph data "
+            f"takes replicate/graphs (alias iid)"
+        )
+    if scheme == "dirichlet" and not alpha > 0:
+        raise ValueError(f"dirichlet needs alpha > 0, got {alpha}")
+    rng = np.random.default_rng(seed)
+    if dataset.transductive:
+        return _split_nodes(dataset, num_clients, scheme, alpha, public_fraction, seed, rng)
+    return _split_graphs(dataset, num_clients, public_fraction, rng)
+
+
+def _induced(graph: Data, nodes: torch.Tensor, with_labels: bool) -> Data:
+    """Subgraph induced by ``nodes`` (sorted long ``[n]``), relabelled 0..n-1, with ``global_id = nodes``."""
+    edge_index, _ = subgraph(nodes, graph.edge_index, relabel_nodes=True, num_nodes=graph.num_nodes)
+    out = Data(x=graph.x[nodes], edge_index=edge_index, global_id=nodes)
+    if with_labels:
+        out.y = graph.y[nodes]
+    if "graph_id" in graph:
+        out.graph_id = graph.graph_id[nodes]
+    return out
+
+
+def _public_count(fraction: float, total: int, unit: str) -> int:
+    """``round(fraction * total)``, at least 1, leaving at least one ``unit`` for the clients."""
+    count = max(1, round(fraction * total))
+    if count >= total:
+        raise ValueError(f"public_fraction={fraction} leaves no {unit} for the clients out of {total}; lower it")
+    return count
+
+
+def _split_nodes(
+    dataset: GraphDataset, num_clients: int, scheme: str, alpha: float, public_fraction: float, seed: int,
+    rng: np.random.Generator,
+) -> list[ClientData]:
+    graph = dataset.train.graph
+    order = rng.permutation(graph.num_nodes)
+    num_public = _public_count(public_fraction, graph.num_nodes, "node")
+    public, private = np.sort(order[:num_public]), order[num_public:]
+    if scheme == "iid":
+        parts = np.array_split(private, num_clients)
+    elif scheme == "dirichlet":
+        if dataset.multilabel:
+            raise ValueError(f"dirichlet label skew needs single-label classes; {dataset.name!r} is multilabel")
+        parts = _dirichlet_parts(private, graph.y.numpy()[private], num_clients, alpha, rng)
+    else:
+        parts = _community_parts(graph.edge_index, private, num_clients, seed)
+
+    alignment = _induced(graph, torch.from_numpy(public), with_labels=False)
+    clients = []
+    for i, own in enumerate(parts):
+        if not dataset.train.mask[torch.from_numpy(own)].any():
+            hint = ", a larger alpha" if scheme == "dirichlet" else ""
+            raise ValueError(
+                f"partition scheme {scheme!r}: client {i} of {num_clients} receives no training node "
+                f"({len(own)} own nodes, none in the train split); use fewer clients{hint} or a smaller "
+                f"public_fraction"
+            )
+        nodes = torch.from_numpy(np.union1d(own, public))
+        local = _induced(graph, nodes, with_labels=True)
+        is_own = torch.from_numpy(np.isin(nodes.numpy(), own))
+        train, val, test = (GraphSplit(local, split.mask[nodes] & is_own)
+                            for split in (dataset.train, dataset.val, dataset.test))
+        clients.append(ClientData(i, train, val, test, alignment))
+    return clients
+
+
+def _dirichlet_parts(
+    nodes: np.ndarray, labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Per class, deal the class's ``nodes`` to clients in proportions drawn from ``Dir(alpha * 1)``."""
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for c in np.unique(labels):
+        members = rng.permutation(nodes[labels == c])
+        proportions = rng.dirichlet(np.full(num_clients, alpha))
+        cuts = (np.cumsum(proportions)[:-1] * len(members)).astype(int)
+        for part, chunk in zip(parts, np.split(members, cuts)):
+            part.append(chunk)
+    return [np.concatenate(p) for p in parts]
+
+
+def _community_graph(edge_index: torch.Tensor, nodes: np.ndarray) -> nx.Graph:
+    """Undirected networkx graph induced by ``nodes`` (ids kept), the input of Louvain.
+
+    Nodes are added in increasing id order, then edges in ``edge_index``
+    column order (self loops dropped): Louvain's result depends on insertion
+    order, so this construction is part of the ``community`` scheme.
+    """
+    src, dst = edge_index.numpy()
+    keep = np.isin(src, nodes) & np.isin(dst, nodes) & (src != dst)
+    graph = nx.Graph()
+    graph.add_nodes_from(np.sort(nodes).tolist())
+    graph.add_edges_from(zip(src[keep].tolist(), dst[keep].tolist()))
+    return graph
+
+
+def _community_parts(edge_index: torch.Tensor, nodes: np.ndarray, num_clients: int, seed: int) -> list[np.ndarray]:
+    """Louvain communities of the graph induced by ``nodes``, dealt whole, largest first, to the smallest client."""
+    communities = nx.community.louvain_communities(_community_graph(edge_index, nodes), seed=seed)
+    communities = sorted((sorted(c) for c in communities), key=lambda c: (-len(c), c[0]))
+    parts: list[list[int]] = [[] for _ in range(num_clients)]
+    for community in communities:
+        smallest = min(range(num_clients), key=lambda i: len(parts[i]))
+        parts[smallest].extend(community)
+    return [np.array(p, dtype=np.int64) for p in parts]
+
+
+def _split_graphs(
+    dataset: GraphDataset, num_clients: int, public_fraction: float, rng: np.random.Generator
+) -> list[ClientData]:
+    train = dataset.train.graph
+    graph_ids = torch.unique(train.graph_id).numpy()
+    order = rng.permutation(graph_ids)
+    num_public = _public_count(public_fraction, len(graph_ids), "training graph")
+    public, private = order[:num_public], order[num_public:]
+    if len(private) < num_clients:
+        raise ValueError(
+            f"partition scheme 'graphs': {len(private)} non-public training graphs cannot give each of "
+            f"{num_clients} clients at least one graph; use fewer clients or a smaller public_fraction"
+        )
+
+    def union_of(ids: np.ndarray, with_labels: bool) -> Data:
+        nodes = torch.from_numpy(np.isin(train.graph_id.numpy(), ids)).nonzero().view(-1)
+        return _induced(train, nodes, with_labels)
+
+    alignment = union_of(public, with_labels=False)
+    clients = []
+    for i, ids in enumerate(np.array_split(private, num_clients)):
+        local = union_of(ids, with_labels=True)
+        clients.append(ClientData(i, GraphSplit(local, torch.ones(local.num_nodes, dtype=torch.bool)),
+                                  dataset.val, dataset.test, alignment))
+    return clients

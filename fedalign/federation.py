@@ -1,0 +1,235 @@
+"""The server side of the method: schedules, the statistics cache, rounds.
+
+:class:`Coordinator` runs an experiment over any :class:`Transport`, the
+object that delivers requests to clients and brings back their replies.
+:class:`InProcessTransport` calls :class:`~fedalign.student.StudentClient`
+objects directly; the Flower ServerApp (``server/``) implements the same
+three calls with Flower messages, so both engines run this very code and
+produce the same round log.
+
+Schedules (``federation.schedule``):
+
+* ``alternating`` (the paper's): in round r (1-based) client (r - 1) mod K
+  trains against the cached statistics of its frozen peers, then its fresh
+  statistics replace its entry in the cache.
+* ``simultaneous``: every client trains each round against the statistics
+  all peers released in the previous round.
+
+The coordinator only ever holds statistics and scalar metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .config import ExperimentConfig
+from .student import Statistics, StudentClient, build_client
+
+
+@dataclass
+class Reply:
+    """What one client sent back for one request.
+
+    ``statistics`` is None when the client released nothing (or failed:
+    then ``error`` says why). ``bytes_received`` / ``bytes_sent`` count the
+    statistics payload from the client's point of view (float32 arrays in,
+    arrays out), in bytes.
+    """
+
+    client: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    statistics: Statistics | None = None
+    error: str | None = None
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    seconds: float = 0.0
+
+
+class Transport(Protocol):
+    """Delivers the coordinator's requests to clients."""
+
+    def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
+        """Each client's current statistics (no training)."""
+
+    def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
+        """``jobs``: trainer id -> {peer id: peer statistics}. Returns fresh statistics + metrics."""
+
+    def evaluate(self, clients: list[int], round_number: int) -> dict[int, Reply]:
+        """Validation/test metrics of each client."""
+
+
+def payload_bytes(statistics: Statistics | None) -> int:
+    """Size in bytes of a statistics payload (the arrays' raw data)."""
+    return int(sum(np.asarray(p).nbytes for p in statistics)) if statistics else 0
+
+
+def trainers_for_round(schedule: str, round_number: int, num_clients: int) -> list[int]:
+    """The clients that train in ``round_number`` (1-based)."""
+    if schedule == "alternating":
+        return [(round_number - 1) % num_clients]
+    if schedule == "simultaneous":
+        return list(range(num_clients))
+    raise ValueError(f"unknown schedule {schedule!r}; choose alternating or simultaneous")
+
+
+class InProcessTransport:
+    """Runs every client in this process, one :class:`StudentClient` each."""
+
+    def __init__(self, clients: dict[int, StudentClient]) -> None:
+        self.clients = clients
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> "InProcessTransport":
+        return cls({i: build_client(cfg, i) for i in range(cfg.federation.num_clients)})
+
+    def _call(self, client: int, fn: Callable[[], tuple[dict, Statistics | None]], received: int) -> Reply:
+        start = time.perf_counter()
+        metrics, stats = fn()
+        return Reply(client, metrics, stats, None, received, payload_bytes(stats), time.perf_counter() - start)
+
+    def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
+        return {i: self._call(i, lambda i=i: ({}, self.clients[i].release()), 0) for i in clients}
+
+    def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
+        def work(i: int, peers: dict[int, Statistics]):
+            metrics = self.clients[i].train(peers, round_number)
+            return metrics, self.clients[i].release()
+
+        return {
+            i: self._call(i, lambda i=i, p=peers: work(i, p), sum(payload_bytes(s) for s in peers.values()))
+            for i, peers in jobs.items()
+        }
+
+    def evaluate(self, clients: list[int], round_number: int) -> dict[int, Reply]:
+        return {i: self._call(i, lambda i=i: (self.clients[i].evaluate(), None), 0) for i in clients}
+
+
+@dataclass
+class RoundRecord:
+    """One line of ``rounds.jsonl``: one client's part in one round."""
+
+    round: int
+    client: int
+    status: str  # "ok" or "missing" (no reply / error reply)
+    peers: list[int]
+    metrics: dict[str, float]
+    bytes_received: int
+    bytes_sent: int
+    seconds: float
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        row = {
+            "round": self.round, "client": self.client, "status": self.status, "peers": self.peers,
+            **self.metrics,
+            "bytes_received": self.bytes_received, "bytes_sent": self.bytes_sent,
+            "seconds": round(self.seconds, 6),
+        }
+        if self.error:
+            row["error"] = self.error
+        return row
+
+
+class RoundListener(Protocol):
+    def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None: ...
+
+
+class Coordinator:
+    """Runs the rounds of one experiment over a transport.
+
+    Args:
+        cfg: the experiment config (schedule, rounds, number of clients).
+        transport: how requests reach the clients.
+        listeners: called after every round with its records (logging, progress).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, transport: Transport, listeners: list[RoundListener] = ()) -> None:
+        self.cfg = cfg
+        self.transport = transport
+        self.listeners = list(listeners)
+        self.cache: dict[int, Statistics] = {}
+        self.records: list[RoundRecord] = []
+
+    @property
+    def num_clients(self) -> int:
+        return self.cfg.federation.num_clients
+
+    def _needs_statistics(self) -> bool:
+        return self.cfg.align.strategy != "none" and self.num_clients > 1
+
+    def initialise(self) -> list[RoundRecord]:
+        """Round 0: fill the cache with every client's initial statistics."""
+        if not self._needs_statistics():
+            return []
+        replies = self.transport.query(list(range(self.num_clients)), 0)
+        return self._absorb(0, {i: [] for i in range(self.num_clients)}, replies)
+
+    def run_round(self, round_number: int) -> list[RoundRecord]:
+        trainers = trainers_for_round(self.cfg.federation.schedule, round_number, self.num_clients)
+        jobs = {
+            i: ({j: s for j, s in self.cache.items() if j != i} if self._needs_statistics() else {})
+            for i in trainers
+        }
+        replies = self.transport.train(jobs, round_number)
+        # The cache is updated only after all replies of the round are in, so
+        # simultaneous trainers all see the previous round's statistics.
+        return self._absorb(round_number, {i: sorted(p) for i, p in jobs.items()}, replies)
+
+    def _absorb(self, round_number: int, peers: dict[int, list[int]], replies: dict[int, Reply]) -> list[RoundRecord]:
+        records = []
+        for client in sorted(peers):
+            reply = replies.get(client)
+            if reply is None or reply.error is not None:
+                error = reply.error if reply is not None else "no reply before the timeout"
+                records.append(RoundRecord(round_number, client, "missing", peers[client], {}, 0, 0, 0.0, error))
+                continue
+            if reply.statistics is not None and self._needs_statistics():
+                self.cache[client] = reply.statistics
+            records.append(RoundRecord(round_number, client, "ok", peers[client], reply.metrics,
+                                       reply.bytes_received, reply.bytes_sent, reply.seconds))
+        self.records.extend(records)
+        for listener in self.listeners:
+            listener.on_round(round_number, self.cfg.federation.rounds, records)
+        return records
+
+    def run(self) -> list[RoundRecord]:
+        """Round 0 (initial statistics), then rounds 1..R. Returns every record."""
+        self.initialise()
+        for r in range(1, self.cfg.federation.rounds + 1):
+            self.run_round(r)
+        return self.records
+
+
+def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) -> dict:
+    """Best validation metric per client and the test metric of that same round.
+
+    Ties in validation keep the earliest round. Clients that never reported
+    a validation metric get ``None``.
+    """
+    clients = {}
+    for c in range(num_clients):
+        rows = [r for r in records if r.client == c and r.status == "ok" and "val_metric" in r.metrics]
+        if not rows:
+            clients[str(c)] = {"best_val": None, "test_at_best_val": None, "best_round": None, "rounds_trained": 0}
+            continue
+        best = max(rows, key=lambda r: (r.metrics["val_metric"], -r.round))
+        clients[str(c)] = {
+            "best_val": best.metrics["val_metric"],
+            "test_at_best_val": best.metrics["test_metric"],
+            "best_round": best.round,
+            "rounds_trained": len(rows),
+        }
+    tests = [v["test_at_best_val"] for v in clients.values() if v["test_at_best_val"] is not None]
+    return {
+        "metric": metric_name,
+        "clients": clients,
+        "mean_test_at_best_val": float(np.mean(tests)) if tests else None,
+        "missing_rounds": [{"round": r.round, "client": r.client, "error": r.error}
+                           for r in records if r.status == "missing"],
+        "bytes_sent_total": int(sum(r.bytes_sent for r in records)),
+        "bytes_received_total": int(sum(r.bytes_received for r in records)),
+    }

@@ -1,0 +1,13 @@
+"""GraphSAGE student (Hamilton et al., 2017): mean-aggregating ``SAGEConv`` layers."""
+
+from torch import nn
+from torch_geometric.nn import SAGEConv
+
+from .base import Student
+
+
+class SAGEStudent(Student):
+    """Hidden and output layers are ``SAGEConv(in_dim, out_dim, aggr="mean")``."""
+
+    def make_layer(self, in_dim: int, out_dim: int, is_output: bool) -> nn.Module:
+        return SAGEConv(in_dim, out_dim, aggr="mean")

@@ -1,0 +1,132 @@
+"""Run folders: the resolved config, the per-round log, the summary, a plot.
+
+A run writes into ``<output.dir>/<name>-<UTC timestamp>/``:
+
+* ``config.yaml``: the fully resolved experiment config;
+* ``rounds.jsonl``: one JSON object per client per round, appended and
+  flushed as each round ends (nothing is lost if the run dies);
+* ``summary.json``: status (``finished`` / ``failed``), best validation
+  metric per client with the test metric of the same round, totals;
+* ``curves.png``: validation metric against round, one line per client.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from .config import ExperimentConfig
+from .federation import RoundRecord, summarise
+
+
+def new_run_dir(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
+    """A fresh, uniquely named folder for one run (created)."""
+    base = Path(root if root is not None else cfg.output.dir)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = base / f"{cfg.name}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = base / f"{cfg.name}-{stamp}-{suffix}"
+    path.mkdir(parents=True)
+    return path
+
+
+def _clean(value):
+    """JSON has no NaN/Inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunWriter:
+    """Writes a run folder as rounds arrive (a ``RoundListener``)."""
+
+    def __init__(self, run_dir: Path, cfg: ExperimentConfig, metric_name: str, engine: str) -> None:
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.metric_name = metric_name
+        self.engine = engine
+        self.records: list[RoundRecord] = []
+        self.started = time.time()
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self._log = (self.run_dir / "rounds.jsonl").open("a")
+
+    def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
+        for record in records:
+            row = {k: _clean(v) for k, v in record.to_json().items()}
+            self._log.write(json.dumps(row) + "\n")
+        self._log.flush()
+        self.records.extend(records)
+
+    def finish(self, error: BaseException | None = None) -> dict:
+        """Write ``summary.json`` (and the plot); returns the summary."""
+        self._log.close()
+        summary = summarise(self.records, self.cfg.federation.num_clients, self.metric_name)
+        summary = {
+            "name": self.cfg.name,
+            "engine": self.engine,
+            "status": "failed" if error else "finished",
+            "error": f"{type(error).__name__}: {error}" if error else None,
+            "rounds_completed": max((r.round for r in self.records), default=0),
+            "wall_seconds": round(time.time() - self.started, 3),
+            **summary,
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_clean) + "\n")
+        if self.cfg.output.plot and self.records:
+            plot_curves(self.records, self.run_dir / "curves.png", self.metric_name, self.cfg.name)
+        return summary
+
+
+class ProgressPrinter:
+    """One line per round on a stream (stderr by default)."""
+
+    def __init__(self, metric_name: str, stream: TextIO | None = None) -> None:
+        self.metric_name = metric_name
+        self.stream = stream or sys.stderr
+        self.started = time.perf_counter()
+
+    def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
+        parts = []
+        for r in records:
+            if r.status != "ok":
+                parts.append(f"client {r.client}: MISSING ({r.error})")
+            elif "val_metric" in r.metrics:
+                parts.append(
+                    f"client {r.client}: task {r.metrics['task_loss']:.4f} align {r.metrics['align_loss']:.4f} "
+                    f"val {r.metrics['val_metric']:.4f} test {r.metrics['test_metric']:.4f}"
+                )
+        label = "init" if round_number == 0 else f"{round_number}/{total_rounds}"
+        elapsed = time.perf_counter() - self.started
+        print(f"[round {label} | {elapsed:6.1f}s] " + ("; ".join(parts) or "statistics collected"),
+              file=self.stream, flush=True)
+
+
+def plot_curves(records: list[RoundRecord], path: Path, metric_name: str, title: str) -> None:
+    """Validation metric against round, one line per client (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for client in sorted({r.client for r in records}):
+        rows = [r for r in records if r.client == client and r.status == "ok" and "val_metric" in r.metrics]
+        if rows:
+            ax.plot([r.round for r in rows], [r.metrics["val_metric"] for r in rows],
+                    marker=".", label=f"client {client}")
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"validation {metric_name}")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

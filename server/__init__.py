@@ -1,0 +1,1 @@
+"""Flower ServerApp for fedalign (a thin adapter over :mod:`fedalign.federation`)."""

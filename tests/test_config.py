@@ -1,0 +1,66 @@
+"""Configs: defaults, YAML files, overrides, and errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from fedalign.config import ConfigError, config_from_dict, load_config
+
+SIMULATIONS = Path(__file__).resolve().parent.parent / "simulations"
+
+
+@pytest.mark.parametrize("path", sorted(SIMULATIONS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_file_is_valid(path):
+    load_config(path)
+
+
+def test_defaults_are_the_paper_setting():
+    cfg = config_from_dict({})
+    assert cfg.align.strategy == "alignahead" and cfg.align.tau == 100.0 and cfg.align.kernel == "l1"
+    assert cfg.federation.schedule == "alternating" and cfg.partition.scheme == "replicate"
+    assert cfg.data.name == "synthetic-csbm"
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_config(SIMULATIONS / "quickstart.yaml", ["federation.rounds=3", "align.strategy=none", "model.hidden_layers=[2, 3]"])
+    assert cfg.federation.rounds == 3 and cfg.align.strategy == "none"
+    assert cfg.model.for_client(0)["hidden_layers"] == 2 and cfg.model.for_client(1)["hidden_layers"] == 3
+
+
+@pytest.mark.parametrize("raw,key,words", [
+    ({"train": {"lrr": 0.1}}, "train.lrr", "unknown key"),
+    ({"trian": {}}, "trian", "unknown key"),
+    ({"train": {"lr": "fast"}}, "train.lr", "expected float"),
+    ({"federation": {"num_clients": 2.5}}, "federation.num_clients", "expected int"),
+    ({"align": {"weight": -1}}, "align.weight", ">= 0"),
+    ({"align": {"strategy": "ahead"}}, "align.strategy", "must be one of"),
+    ({"federation": {"num_clients": 1}}, "federation.num_clients", "at least 2 clients"),
+    ({"model": {"hidden_layers": 1}}, "model.hidden_layers", ">= 2"),
+    ({"model": {"hidden_layers": [2, 3, 4]}}, "model.hidden_layers", "needs 2 entries"),
+    ({"data": {"name": "imagenet"}}, "data.name", "unknown dataset"),
+    ({"data": {"split": [0.8, 0.3, 0.1]}}, "data.split", "summing to at most 1"),
+    ({"partition": {"scheme": "iid", "public_fraction": 0.0}}, "partition.public_fraction", "must be > 0"),
+    ({"align": {"tau": 0}}, "align.tau", "> 0"),
+    ({"model": {"arch": "gat", "hidden_dim": 10, "heads": 4}}, "model.hidden_dim", "divisible by heads"),
+    ({"device": "tpu"}, "device", "must be one of"),
+])
+def test_bad_values_fail_naming_the_key(raw, key, words):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    assert str(err.value).startswith(key + ":") and words in str(err.value)
+
+
+def test_single_student_without_alignment_is_allowed():
+    cfg = config_from_dict({"federation": {"num_clients": 1}, "align": {"strategy": "none"}})
+    assert cfg.federation.num_clients == 1
+
+
+def test_missing_file_and_bad_override(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(SIMULATIONS / "quickstart.yaml", ["rounds"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

@@ -1,0 +1,62 @@
+"""Students: shapes, depth, residual connections, per-family layers."""
+
+import pytest
+import torch
+from torch_geometric.nn import GATConv, GCNConv, SAGEConv
+
+from fedalign.models import build_student
+
+X = torch.randn(30, 12)
+EDGE_INDEX = torch.randint(0, 30, (2, 90))
+
+
+@pytest.mark.parametrize("arch,conv", [("gcn", GCNConv), ("gat", GATConv), ("sage", SAGEConv)])
+@pytest.mark.parametrize("depth", [2, 4])
+def test_forward_returns_logits_and_every_hidden_layer(arch, conv, depth):
+    model = build_student(arch, 12, 5, hidden_layers=depth, hidden_dim=16, dropout=0.0, residual=False, heads=4)
+    logits, hiddens = model(X, EDGE_INDEX)
+    assert logits.shape == (30, 5)
+    assert len(hiddens) == depth and all(h.shape == (30, 16) for h in hiddens)
+    assert all(isinstance(layer, conv) for layer in model.layers) and isinstance(model.output, conv)
+
+
+def test_hidden_outputs_are_the_layer_activations():
+    model = build_student("gcn", 12, 3, hidden_layers=3, hidden_dim=8, dropout=0.0, residual=False)
+    _, hiddens = model(X, EDGE_INDEX)
+    h1 = torch.nn.functional.elu(model.layers[0](X, EDGE_INDEX))
+    h2 = torch.nn.functional.elu(model.layers[1](h1, EDGE_INDEX))
+    assert torch.allclose(hiddens[0], h1) and torch.allclose(hiddens[1], h2)
+
+
+def test_residual_adds_the_skip():
+    model = build_student("sage", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=True)
+    _, hiddens = model(X, EDGE_INDEX)
+    h1 = torch.nn.functional.elu(model.layers[0](X, EDGE_INDEX)) + model.input_skip(X)
+    h2 = torch.nn.functional.elu(model.layers[1](h1, EDGE_INDEX)) + h1
+    assert torch.allclose(hiddens[0], h1, atol=1e-6) and torch.allclose(hiddens[1], h2, atol=1e-6)
+
+
+def test_dropout_only_in_training():
+    model = build_student("gcn", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.5, residual=False)
+    model.eval()
+    a, b = model(X, EDGE_INDEX)[0], model(X, EDGE_INDEX)[0]
+    assert torch.equal(a, b)
+    model.train()
+    torch.manual_seed(0)
+    c = model(X, EDGE_INDEX)[0]
+    assert not torch.allclose(a, c)
+
+
+def test_gat_hidden_width_is_split_across_heads():
+    model = build_student("gat", 12, 3, hidden_layers=2, hidden_dim=16, dropout=0.0, residual=False, heads=4)
+    assert model.layers[0].heads == 4 and model.layers[0].out_channels == 4
+    assert model.output.concat is False
+    with pytest.raises(ValueError, match="multiple of heads"):
+        build_student("gat", 12, 3, hidden_layers=2, hidden_dim=10, dropout=0.0, residual=False, heads=4)
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ValueError, match="hidden_layers must be >= 2"):
+        build_student("gcn", 12, 3, hidden_layers=1, hidden_dim=8, dropout=0.0, residual=False)
+    with pytest.raises(ValueError, match="unknown architecture 'mlp'"):
+        build_student("mlp", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=False)

@@ -1,0 +1,115 @@
+"""One student: the loss it optimises, what it releases, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from fedalign.alignment import layer_pairs
+from fedalign.config import config_from_dict
+from fedalign.statistics import structure_kl, structure_log_probs
+from fedalign.student import build_client, task_metric
+
+BASE = {
+    "data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 120}},
+    "model": {"hidden_layers": 3, "hidden_dim": 8, "dropout": 0.0},
+}
+
+
+def cfg_with(**sections):
+    raw = {**BASE}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return config_from_dict(raw)
+
+
+def test_released_statistics_are_distributions_over_in_edges():
+    student = build_client(cfg_with(), 0)
+    stats = student.release()
+    edge_index = student.alignment.edge_index
+    assert len(stats) == 3 and all(s.shape == (edge_index.size(1),) and s.dtype == np.float32 for s in stats)
+    for s in stats:
+        sums = np.zeros(student.alignment.num_nodes)
+        np.add.at(sums, edge_index[1].numpy(), s)
+        has_in = np.bincount(edge_index[1].numpy(), minlength=len(sums)) > 0
+        np.testing.assert_allclose(sums[has_in], 1.0, rtol=1e-5)
+
+
+def test_alignment_loss_is_the_mean_over_peers_of_the_summed_pair_kl():
+    cfg = cfg_with(federation={"num_clients": 3})
+    students = [build_client(cfg, i) for i in range(3)]
+    me = students[0]
+    peers = {i: [torch.from_numpy(p).log() for p in students[i].statistics()] for i in (1, 2)}
+    me.model.eval()
+    _, hiddens = me.model(me.alignment.x, me.alignment.edge_index)
+    ei = me.alignment.edge_index
+    expected = 0.0
+    for log_p in peers.values():
+        for s, p in [(2, 1), (3, 2), (1, 3)]:  # alignahead, L = 3
+            expected += structure_kl(log_p[p - 1], structure_log_probs(hiddens[s - 1], ei), ei[1], me.alignment.num_nodes)
+    assert me.alignment_loss(hiddens, peers).item() == pytest.approx(expected.item() / 2, rel=1e-6)
+
+
+def test_students_of_different_depths_align():
+    cfg = cfg_with(model={"hidden_layers": [2, 4]}, federation={"rounds": 2})
+    a, b = build_client(cfg, 0), build_client(cfg, 1)
+    assert (a.depth, b.depth) == (2, 4)
+    assert layer_pairs("alignahead", 2, 4) == [(1, 1), (2, 3)]
+    metrics = a.train({1: b.statistics()}, 1)
+    assert metrics["align_loss"] > 0
+    metrics = b.train({0: a.statistics()}, 2)
+    assert metrics["align_loss"] > 0
+
+
+def test_zero_weight_equals_no_alignment():
+    runs = []
+    for align in ({"strategy": "alignahead", "weight": 0.0}, {"strategy": "none"}):
+        cfg = cfg_with(align=align, federation={"num_clients": 2})
+        student, peer = build_client(cfg, 0), build_client(cfg, 1)
+        runs.append(student.train({1: peer.statistics()}, 1))
+    assert runs[0]["task_loss"] == runs[1]["task_loss"] and runs[0]["val_metric"] == runs[1]["val_metric"]
+
+
+def test_training_reduces_the_task_loss():
+    cfg = cfg_with(train={"local_epochs": 30, "lr": 0.01})
+    student = build_client(cfg, 0)
+    first = cfg_with(train={"local_epochs": 1, "lr": 0.01})
+    one_epoch = build_client(first, 0).train({}, 1)["task_loss"]
+    assert student.train({}, 1)["task_loss"] < one_epoch
+
+
+def test_a_round_is_reproducible_whatever_the_global_rng_state():
+    cfg = cfg_with(model={"dropout": 0.5})
+    results = []
+    for noise in (0, 123):
+        torch.manual_seed(noise)
+        torch.rand(10)
+        student = build_client(cfg, 0)
+        results.append(student.train({1: build_client(cfg, 1).statistics()}, 7))
+    assert results[0] == results[1]
+
+
+def test_checkpoint_round_trip_continues_identically(tmp_path):
+    cfg = cfg_with(train={"local_epochs": 2})
+    a = build_client(cfg, 0)
+    a.train({}, 1)
+    torch.save(a.state_dict(), tmp_path / "ckpt.pt")
+    b = build_client(cfg, 0)
+    b.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
+    assert a.train({}, 2) == b.train({}, 2)
+    for x, y in zip(a.statistics(), b.statistics()):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_wrong_peer_shape_is_rejected_with_a_clear_message():
+    student = build_client(cfg_with(), 0)
+    with pytest.raises(ValueError, match="statistics of peer 1, layer 1: shape"):
+        student.train({1: [np.ones(5, dtype=np.float32)]}, 1)
+
+
+def test_task_metrics_against_hand_computed_values():
+    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
+    assert task_metric(logits, torch.tensor([0, 1, 1]), multilabel=False) == pytest.approx(2 / 3)
+    ml_logits = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0]])
+    y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    # tp = 2, fp = 1, fn = 1 -> F1 = 4 / 6
+    assert task_metric(ml_logits, y, multilabel=True) == pytest.approx(4 / 6)
