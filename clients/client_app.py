@@ -5,7 +5,9 @@ The node's ``partition-id`` (set by the simulation engine, or by
 ``data-root`` and ``state-dir`` in the node config say where its data and
 checkpoints live. Model and optimiser state persist across rounds in a
 checkpoint on the client's disk, keyed by the run tag, so any process (a
-new simulation worker, a restarted SuperNode) can pick the student up.
+new simulation worker, a restarted SuperNode) can pick the student up. The
+checkpoint also holds the client's privacy ledgers, so it is written after
+every release (query and train), not only after training.
 """
 
 from __future__ import annotations
@@ -72,8 +74,11 @@ def _reply(msg: Message, metrics: dict, statistics, pid: int, started: float) ->
 def query(msg: Message, context: Context) -> Message:
     """This client's current statistics on the alignment graph."""
     started = time.perf_counter()
-    student, pid, _, _, _ = _load_student(msg, context)
-    return _reply(msg, {}, student.release(), pid, started)
+    student, pid, round_number, _, checkpoint = _load_student(msg, context)
+    statistics, release_metrics = student.release(round_number)
+    if student.ledger is not None:  # the release was recorded: persist the privacy spent
+        _save(student, checkpoint)
+    return _reply(msg, release_metrics, statistics, pid, started)
 
 
 @app.train()
@@ -82,8 +87,9 @@ def train(msg: Message, context: Context) -> Message:
     started = time.perf_counter()
     student, pid, round_number, peers, checkpoint = _load_student(msg, context)
     metrics = student.train(peers, round_number)
-    _save(student, checkpoint)
-    return _reply(msg, metrics, student.release(), pid, started)
+    statistics, release_metrics = student.release(round_number)
+    _save(student, checkpoint)  # after the release, so the checkpoint's ledger includes it
+    return _reply(msg, {**metrics, **release_metrics}, statistics, pid, started)
 
 
 @app.evaluate()

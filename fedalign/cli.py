@@ -4,6 +4,7 @@
     fedalign run simulations/cora.yaml --engine inprocess    # same code, no Flower
     fedalign run simulations/cora.yaml --set federation.rounds=10 --set align.strategy=none
     fedalign validate simulations/cora.yaml                  # check a config, train nothing
+    fedalign sweep simulations/cora-strategies.yaml          # a resumable grid of runs
 
 The Flower engine lives in the ``server`` package (the library itself never
 imports Flower); it is loaded only when asked for.
@@ -17,6 +18,7 @@ import json
 import sys
 
 from .config import ConfigError, load_config
+from .sweep import load_sweep, run_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,24 +33,37 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--engine", choices=("flower", "inprocess"), default="flower",
                      help="flower: Flower Simulation Runtime (default); inprocess: every student in this process")
     run.add_argument("--run-dir", default=None, help="write outputs here instead of a new folder under output.dir")
+    sweep = sub.add_parser("sweep", help="run a grid of experiments (resumable) and tabulate them")
+    sweep.add_argument("sweep", help="sweep YAML, e.g. simulations/cora-strategies.yaml")
     return parser
+
+
+def _engine(name: str):
+    """The run function of an engine: (cfg, run_dir) -> (run_dir, summary)."""
+    if name == "flower":
+        return importlib.import_module("server.simulation").run_flower_simulation
+    return importlib.import_module("fedalign.runner").run_inprocess
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = load_config(args.config, args.set)
+        if args.command == "sweep":
+            spec = load_sweep(args.sweep)
+        else:
+            cfg = load_config(args.config, args.set)
     except ConfigError as err:
         print(f"fedalign: config error: {err}", file=sys.stderr)
         return 2
+    if args.command == "sweep":
+        rows = run_sweep(spec, _engine(spec.engine))
+        print((spec.output / "table.md").read_text())
+        print(f"{len(rows)} cells; results in {spec.output}")
+        return 0
     if args.command == "validate":
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    if args.engine == "flower":
-        run = importlib.import_module("server.simulation").run_flower_simulation
-    else:
-        run = importlib.import_module("fedalign.runner").run_inprocess
-    run_dir, summary = run(cfg, args.run_dir)
+    run_dir, summary = _engine(args.engine)(cfg, args.run_dir)
     print(json.dumps({k: summary[k] for k in ("status", "metric", "mean_test_at_best_val", "clients")}, indent=2))
     print(f"outputs written to {run_dir}")
     return 0

@@ -8,11 +8,16 @@ before any data is loaded or any model trained.
 
 Model keys may be given per student as a list of length
 ``federation.num_clients`` (e.g. ``hidden_layers: [2, 4]``).
+
+The ``privacy`` section (:class:`PrivacyConfig`) turns on differential
+privacy; see :mod:`fedalign.privacy` for what is protected and how it is
+accounted.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -87,6 +92,51 @@ class TrainConfig:
 
 
 @dataclass
+class DPSGDConfig:
+    """Per-graph DP-SGD for local training (multi-graph datasets with partition scheme ``graphs`` only).
+
+    Each local epoch takes ``round(1 / sample_rate)`` steps; each step Poisson-samples the
+    client's training graphs with probability ``sample_rate``, clips every graph's gradient
+    of the task loss to ``max_grad_norm`` and adds ``N(0, (noise_multiplier * max_grad_norm)^2)``
+    noise (:class:`fedalign.privacy.DPSGDTrainer`). Unit of privacy: one training graph.
+    """
+
+    enabled: bool = False
+    noise_multiplier: float = 1.0  # sigma of DP-SGD; 0 = clipped SGD without noise (epsilon = inf)
+    max_grad_norm: float = 1.0  # per-graph L2 clip bound, in gradient units
+    sample_rate: float = 0.5  # q in (0, 1]: Poisson inclusion probability of a graph per step
+
+
+@dataclass
+class PrivacyConfig:
+    """Differential privacy of what a client releases (:mod:`fedalign.privacy`).
+
+    ``mechanism: gaussian`` clips each release of structure statistics (all layers) to L2 norm
+    ``clip_norm`` and adds Gaussian noise of std ``noise_multiplier * clip_norm`` per coordinate;
+    unit of privacy: the client's whole local dataset. Give exactly one of ``noise_multiplier``
+    (sigma) and ``target_epsilon`` (sigma is then solved so that the client's planned releases,
+    :func:`planned_releases`, spend exactly that epsilon at ``delta``; ``.inf`` = clip only, no
+    noise, no privacy). ``max_epsilon`` is a hard budget: a release that would exceed it is
+    withheld (the client still trains; peers keep its last statistics).
+    """
+
+    mechanism: Literal["none", "gaussian"] = "none"
+    noise_multiplier: float | None = None  # sigma; noise std sigma * clip_norm per coordinate
+    target_epsilon: float | None = None  # alternative to sigma: the epsilon of all planned releases
+    clip_norm: float = 1.0  # C: L2 bound of one release (scope release) or of each layer (scope layer)
+    clip_scope: Literal["release", "layer"] = "release"
+    delta: float = 1e-5
+    accountant: Literal["rdp", "prv"] = "rdp"
+    max_epsilon: float | None = None  # budget of the statistics mechanism; None = unlimited
+    dp_sgd: DPSGDConfig = field(default_factory=DPSGDConfig)
+
+    @property
+    def enabled(self) -> bool:
+        """True when any mechanism protects the releases (statistics noise or DP-SGD)."""
+        return self.mechanism != "none" or self.dp_sgd.enabled
+
+
+@dataclass
 class OutputConfig:
     dir: str = "outputs"  # run folders are created below this
     progress: bool = True  # one line per round on stderr
@@ -104,6 +154,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,7 +285,65 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(cfg.train.local_epochs >= 1, "train.local_epochs", f"must be >= 1, got {cfg.train.local_epochs}")
     _check(cfg.train.lr > 0, "train.lr", f"must be > 0, got {cfg.train.lr}")
     _check(cfg.train.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {cfg.train.weight_decay}")
+    _validate_privacy(cfg, dataset)
     return cfg
+
+
+def _validate_privacy(cfg: ExperimentConfig, dataset: str) -> None:
+    from .data import MULTI_GRAPH_DATASETS
+
+    p = cfg.privacy
+    sigma, eps = p.noise_multiplier, p.target_epsilon
+    _check(sigma is None or 0 <= sigma < math.inf, "privacy.noise_multiplier",
+           f"must be >= 0 and finite (noise std = noise_multiplier * clip_norm), got {sigma}")
+    _check(eps is None or eps > 0, "privacy.target_epsilon",
+           f"must be > 0 (or .inf for clipping without noise), got {eps}")
+    _check(0 < p.delta < 1, "privacy.delta", f"must be in (0, 1), e.g. 1e-5, got {p.delta}")
+    _check(0 < p.clip_norm < math.inf, "privacy.clip_norm", f"must be > 0 and finite, got {p.clip_norm}")
+    _check(p.max_epsilon is None or p.max_epsilon > 0, "privacy.max_epsilon",
+           f"the privacy budget must be > 0, got {p.max_epsilon}")
+    if p.mechanism == "gaussian":
+        _check((sigma is None) != (eps is None), "privacy.noise_multiplier",
+               "mechanism 'gaussian' needs exactly one of privacy.noise_multiplier (sigma) and "
+               f"privacy.target_epsilon, got noise_multiplier={sigma}, target_epsilon={eps}")
+    else:
+        for key, value in (("noise_multiplier", sigma), ("target_epsilon", eps), ("max_epsilon", p.max_epsilon)):
+            _check(value is None, f"privacy.{key}",
+                   f"set to {value} but privacy.mechanism is 'none', so no statistics noise is added; "
+                   "set privacy.mechanism: gaussian, or remove the key")
+    d = p.dp_sgd
+    _check(0 < d.sample_rate <= 1, "privacy.dp_sgd.sample_rate", f"must be in (0, 1], got {d.sample_rate}")
+    _check(0 < d.max_grad_norm < math.inf, "privacy.dp_sgd.max_grad_norm",
+           f"must be > 0 and finite, got {d.max_grad_norm}")
+    _check(0 <= d.noise_multiplier < math.inf, "privacy.dp_sgd.noise_multiplier",
+           f"must be >= 0 and finite, got {d.noise_multiplier}")
+    if d.enabled:
+        _check(dataset in MULTI_GRAPH_DATASETS, "privacy.dp_sgd",
+               f"DP-SGD needs a multi-graph dataset ({', '.join(MULTI_GRAPH_DATASETS)}), where one graph is one "
+               f"sample; {cfg.data.name!r} is a single graph, and per-node clipping gives no honest per-node "
+               "guarantee there (a node's features and label reach its neighbours' gradients through message "
+               "passing). Disable privacy.dp_sgd and use the statistics mechanism (privacy.mechanism: gaussian), "
+               "or use a multi-graph dataset")
+        _check(cfg.partition.scheme in ("graphs", "iid"), "privacy.dp_sgd",
+               f"DP-SGD needs partition.scheme 'graphs' (or its alias 'iid'), got {cfg.partition.scheme!r}: the "
+               "statistics are DP only as post-processing of the DP-SGD model on a public alignment graph, but in "
+               "'replicate' they are computed on the private training graphs themselves")
+
+
+def planned_releases(cfg: ExperimentConfig, client_id: int) -> int:
+    """How many statistics releases client ``client_id`` makes in a full run.
+
+    One in round 0 plus one per round it trains: ``federation.rounds`` under the
+    ``simultaneous`` schedule; under ``alternating`` the rounds r in 1..R with
+    ``(r - 1) mod K == client_id``, i.e. ``ceil((R - client_id) / K)`` (at most
+    ``ceil(R / K)``). Used to plan the noise of ``privacy.target_epsilon``.
+    """
+    rounds, k = cfg.federation.rounds, cfg.federation.num_clients
+    if not 0 <= client_id < k:
+        raise ValueError(f"client id {client_id} out of range for federation.num_clients={k}")
+    if cfg.federation.schedule == "simultaneous":
+        return 1 + rounds
+    return 1 + max(0, -(-(rounds - client_id) // k))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -16,6 +16,12 @@ Schedules (``federation.schedule``):
   all peers released in the previous round.
 
 The coordinator only ever holds statistics and scalar metrics.
+
+Privacy (``privacy`` config section): a client whose privacy budget is spent
+replies without statistics; its record gets status ``withheld``, its last
+statistics stay in the cache and its peers carry on. Clients report the
+epsilon they have spent as the metric ``epsilon``; :func:`summarise` keeps
+each client's last value and their maximum.
 """
 
 from __future__ import annotations
@@ -92,12 +98,17 @@ class InProcessTransport:
         return Reply(client, metrics, stats, None, received, payload_bytes(stats), time.perf_counter() - start)
 
     def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
-        return {i: self._call(i, lambda i=i: ({}, self.clients[i].release()), 0) for i in clients}
+        def work(i: int):
+            stats, release_metrics = self.clients[i].release(round_number)
+            return release_metrics, stats
+
+        return {i: self._call(i, lambda i=i: work(i), 0) for i in clients}
 
     def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
         def work(i: int, peers: dict[int, Statistics]):
             metrics = self.clients[i].train(peers, round_number)
-            return metrics, self.clients[i].release()
+            stats, release_metrics = self.clients[i].release(round_number)
+            return {**metrics, **release_metrics}, stats
 
         return {
             i: self._call(i, lambda i=i, p=peers: work(i, p), sum(payload_bytes(s) for s in peers.values()))
@@ -114,7 +125,7 @@ class RoundRecord:
 
     round: int
     client: int
-    status: str  # "ok" or "missing" (no reply / error reply)
+    status: str  # "ok", "missing" (no reply / error reply) or "withheld" (replied, released no statistics)
     peers: list[int]
     metrics: dict[str, float]
     bytes_received: int
@@ -187,9 +198,13 @@ class Coordinator:
                 error = reply.error if reply is not None else "no reply before the timeout"
                 records.append(RoundRecord(round_number, client, "missing", peers[client], {}, 0, 0, 0.0, error))
                 continue
-            if reply.statistics is not None and self._needs_statistics():
-                self.cache[client] = reply.statistics
-            records.append(RoundRecord(round_number, client, "ok", peers[client], reply.metrics,
+            status = "ok"
+            if self._needs_statistics():
+                if reply.statistics is not None:
+                    self.cache[client] = reply.statistics
+                else:  # e.g. a spent privacy budget: the cache keeps the client's last statistics
+                    status = "withheld"
+            records.append(RoundRecord(round_number, client, status, peers[client], reply.metrics,
                                        reply.bytes_received, reply.bytes_sent, reply.seconds))
         self.records.extend(records)
         for listener in self.listeners:
@@ -201,6 +216,9 @@ class Coordinator:
         self.initialise()
         for r in range(1, self.cfg.federation.rounds + 1):
             self.run_round(r)
+        trained = [r for r in self.records if r.round > 0]
+        if trained and all(r.status == "missing" for r in trained):
+            raise RuntimeError(f"no client completed any round; first error: {trained[0].error}")
         return self.records
 
 
@@ -208,11 +226,16 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
     """Best validation metric per client and the test metric of that same round.
 
     Ties in validation keep the earliest round. Clients that never reported
-    a validation metric get ``None``.
+    a validation metric get ``None``. Rounds whose release was withheld still
+    count (the client trained and evaluated). When any record carries
+    ``epsilon``, each client gets ``epsilon`` (its last reported value, None if
+    it never reported one) and the summary a top-level ``epsilon``, the
+    maximum over clients, plus ``withheld_rounds``.
     """
     clients = {}
     for c in range(num_clients):
-        rows = [r for r in records if r.client == c and r.status == "ok" and "val_metric" in r.metrics]
+        rows = [r for r in records
+                if r.client == c and r.status in ("ok", "withheld") and "val_metric" in r.metrics]
         if not rows:
             clients[str(c)] = {"best_val": None, "test_at_best_val": None, "best_round": None, "rounds_trained": 0}
             continue
@@ -223,6 +246,19 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
             "best_round": best.round,
             "rounds_trained": len(rows),
         }
+    privacy = {}
+    if any("epsilon" in r.metrics for r in records):
+        spent = []
+        for c in range(num_clients):
+            reported = [r for r in records if r.client == c and "epsilon" in r.metrics]
+            last = max(reported, key=lambda r: r.round).metrics["epsilon"] if reported else None
+            clients[str(c)]["epsilon"] = last
+            if last is not None:
+                spent.append(last)
+        privacy = {
+            "epsilon": max(spent),
+            "withheld_rounds": [{"round": r.round, "client": r.client} for r in records if r.status == "withheld"],
+        }
     tests = [v["test_at_best_val"] for v in clients.values() if v["test_at_best_val"] is not None]
     return {
         "metric": metric_name,
@@ -232,4 +268,5 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
                            for r in records if r.status == "missing"],
         "bytes_sent_total": int(sum(r.bytes_sent for r in records)),
         "bytes_received_total": int(sum(r.bytes_received for r in records)),
+        **privacy,
     }

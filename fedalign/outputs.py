@@ -96,13 +96,19 @@ class ProgressPrinter:
     def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
         parts = []
         for r in records:
-            if r.status != "ok":
+            if r.status == "missing":
                 parts.append(f"client {r.client}: MISSING ({r.error})")
-            elif "val_metric" in r.metrics:
+                continue
+            epsilon = f" ε {r.metrics['epsilon']:.3g}" if "epsilon" in r.metrics else ""
+            if "val_metric" in r.metrics:
                 parts.append(
                     f"client {r.client}: task {r.metrics['task_loss']:.4f} align {r.metrics['align_loss']:.4f} "
                     f"val {r.metrics['val_metric']:.4f} test {r.metrics['test_metric']:.4f}"
+                    + ("" if r.status == "withheld" else epsilon)
                 )
+            if r.status == "withheld":
+                spent = f", ε={r.metrics['epsilon']:.4g}" if "epsilon" in r.metrics else ""
+                parts.append(f"client {r.client} withheld its release (privacy budget exhausted{spent})")
         label = "init" if round_number == 0 else f"{round_number}/{total_rounds}"
         elapsed = time.perf_counter() - self.started
         print(f"[round {label} | {elapsed:6.1f}s] " + ("; ".join(parts) or "statistics collected"),

@@ -569,7 +569,7 @@ class DPSGDTrainer:
             summed clipped gradients. 0 only with ``clip_only=True`` (no
             privacy, recorded as epsilon = infinity).
         max_grad_norm: per-graph L2 clip bound, in gradient units.
-        generator: seeded source of both the sampling and the noise.
+        generator: seeded source of both the sampling and the noise, on the model's device.
         ledger: where each step is recorded.
         clip_only: the explicit no-noise path.
     """
@@ -615,7 +615,9 @@ class DPSGDTrainer:
 
     def sample_batch(self) -> list[int]:
         """Poisson sampling: the indices of the graphs drawn this step (possibly none)."""
-        mask = torch.rand(self.num_graphs, generator=self.generator) < self.sample_rate
+        # Drawn on the generator's device: one generator serves sampling and Opacus' noise, which
+        # is drawn on the parameters' device, so a CUDA model needs a CUDA generator.
+        mask = torch.rand(self.num_graphs, generator=self.generator, device=self.generator.device) < self.sample_rate
         return mask.nonzero().flatten().tolist()
 
     def step(self, graphs: Sequence[Data]) -> float:

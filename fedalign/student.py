@@ -8,6 +8,31 @@ and labels stay inside.
 
 Statistics travel as float32 numpy arrays of probabilities, one array of
 shape ``[E]`` per layer (E = edges of the alignment graph).
+
+Differential privacy (``privacy`` config section, :mod:`fedalign.privacy`):
+
+* ``privacy.mechanism: gaussian`` -- every release goes through a
+  :class:`~fedalign.privacy.StatisticsMechanism` (clip, Gaussian noise,
+  projection back to distributions) and is recorded in the client's
+  :class:`~fedalign.privacy.PrivacyLedger`; the release metrics carry the
+  ledger's ``epsilon`` (client-level: the whole local dataset is the unit).
+  A release that would take epsilon past ``privacy.max_epsilon`` is withheld.
+  The noise of round r is drawn from a generator seeded with
+  ``derive_seed(seed, client, r, 1)``, so both engines release the same
+  values. That makes runs reproducible, but anyone who knows the config seed
+  (the server does) can regenerate the noise: the guarantee assumes the seed
+  is secret, which this simulation setup does not enforce.
+* ``privacy.dp_sgd.enabled`` (multi-graph data, scheme ``graphs``) -- local
+  training takes per-graph DP-SGD steps on the task loss; the alignment term,
+  computed on the public alignment graph, is added to the noisy gradient
+  without clipping or noise (see :meth:`StudentClient._train_dp_sgd`). The
+  statistics then read only the DP-SGD model and the public graph, so they
+  are DP by post-processing: with the statistics mechanism off, ``epsilon``
+  in the release metrics is the DP-SGD ledger's epsilon (unit: one training
+  graph), and ``dp_sgd_epsilon`` is reported in the train metrics.
+
+Only the statistics are covered: the scalar metrics a client reports
+(losses, validation/test scores) are not privatised.
 """
 
 from __future__ import annotations
@@ -23,12 +48,16 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from .alignment import layer_pairs
-from .config import ExperimentConfig
+from torch_geometric.utils import subgraph
+
+from .config import ExperimentConfig, planned_releases
 from .data import ClientData, GraphDataset, GraphSplit, load_dataset, partition_dataset
 from .models import Student, build_student
+from .privacy import DPSGDTrainer, PrivacyLedger, StatisticsMechanism, require_per_graph_samples
 from .statistics import layer_statistics, structure_kl
 
 Statistics = list[np.ndarray]  # one float32 [E] probability array per layer
+ReleaseMetrics = dict[str, float]  # "epsilon" (when privacy is on) and "withheld" (0.0 / 1.0)
 
 
 def derive_seed(*parts: int) -> int:
@@ -43,6 +72,48 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was requested but no CUDA GPU is visible; use device: auto or cpu")
     return torch.device(name)
+
+
+@functools.lru_cache(maxsize=64)
+def statistics_mechanism(
+    clip_norm: float,
+    clip_scope: str,
+    num_layers: int,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    delta: float,
+    releases: int,
+    accountant: str,
+) -> StatisticsMechanism:
+    """The statistics mechanism of one client (cached: solving for a target epsilon takes a search).
+
+    With ``target_epsilon`` the noise is solved for ``releases`` releases
+    (:meth:`StatisticsMechanism.for_budget`; ``inf`` = clip only); otherwise
+    ``noise_multiplier`` is sigma itself (0 = clip only, by explicit request).
+    """
+    if target_epsilon is not None:
+        return StatisticsMechanism.for_budget(target_epsilon, delta, releases, clip_norm, clip_scope,
+                                              num_layers=num_layers, accountant=accountant)
+    return StatisticsMechanism(clip_norm, noise_multiplier, clip_scope, num_layers=num_layers,
+                               clip_only=noise_multiplier == 0)
+
+
+def split_into_graphs(split: GraphSplit) -> list[Data]:
+    """The graphs of a multi-graph split (by ``graph_id``), each relabelled 0..n-1.
+
+    Every returned ``Data`` has ``x``, ``edge_index``, ``y`` and ``mask`` (the
+    split's mask restricted to the graph), in increasing ``graph_id`` order.
+    Edges never cross graphs in a disjoint union, so nothing is lost.
+    """
+    graph = split.graph
+    if "graph_id" not in graph:
+        raise ValueError("this split has no graph_id: it is a single graph, not a union of graphs")
+    graphs = []
+    for gid in torch.unique(graph.graph_id).tolist():
+        nodes = (graph.graph_id == gid).nonzero().view(-1)
+        edge_index, _ = subgraph(nodes, graph.edge_index, relabel_nodes=True, num_nodes=graph.num_nodes)
+        graphs.append(Data(x=graph.x[nodes], edge_index=edge_index, y=graph.y[nodes], mask=split.mask[nodes]))
+    return graphs
 
 
 @dataclass
@@ -115,6 +186,30 @@ class StudentClient:
         # One forward pass serves task and alignment when they share a graph (replicate mode).
         self.shared_forward = self.alignment is self.train_split.graph
         self.epochs_trained = 0
+        self._setup_privacy()
+
+    def _setup_privacy(self) -> None:
+        privacy = self.cfg.privacy
+        self.mechanism: StatisticsMechanism | None = None
+        self.ledger: PrivacyLedger | None = None  # the statistics mechanism's releases
+        self.dp_sgd_ledger: PrivacyLedger | None = None  # the DP-SGD steps
+        self.private_graphs: list[Data] = []
+        if privacy.mechanism == "gaussian":
+            self.mechanism = statistics_mechanism(
+                privacy.clip_norm, privacy.clip_scope, self.depth, privacy.noise_multiplier,
+                privacy.target_epsilon, privacy.delta, planned_releases(self.cfg, self.client_id),
+                privacy.accountant,
+            )
+            self.ledger = PrivacyLedger(privacy.accountant, privacy.delta)
+        if privacy.dp_sgd.enabled:
+            if self.shared_forward or "graph_id" not in self.train_split.graph:
+                raise ValueError(
+                    "privacy.dp_sgd needs a multi-graph dataset partitioned with scheme 'graphs', so that the "
+                    "statistics are computed on a public alignment graph separate from the training graphs"
+                )
+            self.private_graphs = split_into_graphs(self.train_split)
+            require_per_graph_samples(len(self.private_graphs), transductive=False)
+            self.dp_sgd_ledger = PrivacyLedger(privacy.accountant, privacy.delta)
 
     @property
     def depth(self) -> int:
@@ -131,10 +226,38 @@ class StudentClient:
         log_probs = layer_statistics(hiddens, self.alignment.edge_index, self.cfg.align.tau, self.cfg.align.kernel)
         return [lp.exp().float().cpu().numpy() for lp in log_probs]
 
-    def release(self) -> Statistics | None:
-        """What this client sends to the server: its statistics, or None when
-        the alignment strategy is ``none`` (independent students share nothing)."""
-        return None if self.cfg.align.strategy == "none" else self.statistics()
+    def release(self, round_number: int) -> tuple[Statistics | None, ReleaseMetrics]:
+        """What this client sends to the server in ``round_number``, and release metrics.
+
+        Returns ``(statistics, metrics)``:
+
+        * alignment strategy ``none``: ``(None, {})`` (independent students share nothing);
+        * no privacy: the raw :meth:`statistics` and ``{}``;
+        * ``privacy.mechanism: gaussian``: the clipped, noised, re-projected
+          statistics (noise seeded by ``derive_seed(seed, client, round_number, 1)``),
+          recorded in :attr:`ledger`, with ``epsilon`` (the ledger's epsilon after this
+          release) and ``withheld: 0.0``. When the release would take epsilon past
+          ``privacy.max_epsilon``, nothing is released or recorded: ``(None,
+          {"epsilon": spent so far, "withheld": 1.0})``;
+        * DP-SGD only: the raw statistics (DP by post-processing) with ``epsilon`` =
+          the DP-SGD ledger's epsilon and ``withheld: 0.0``.
+        """
+        if self.cfg.align.strategy == "none":
+            return None, {}
+        if self.mechanism is None:
+            if self.dp_sgd_ledger is None:
+                return self.statistics(), {}
+            return self.statistics(), {"epsilon": self.dp_sgd_ledger.epsilon(), "withheld": 0.0}
+        multiplier = self.mechanism.effective_noise_multiplier
+        budget = self.cfg.privacy.max_epsilon
+        if budget is not None and self.ledger.epsilon_if(multiplier) > budget:
+            return None, {"epsilon": self.ledger.epsilon(), "withheld": 1.0}
+        raw = [torch.from_numpy(s).double() for s in self.statistics()]
+        generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, self.client_id, round_number, 1))
+        target = self.alignment.edge_index[1].cpu()
+        noisy = self.mechanism.release(raw, target, self.alignment.num_nodes, generator)
+        self.ledger.record(multiplier)
+        return [n.float().numpy() for n in noisy], {"epsilon": self.ledger.epsilon(), "withheld": 0.0}
 
     # ------------------------------------------------------------ training
 
@@ -165,7 +288,9 @@ class StudentClient:
 
         Returns:
             metrics of the last epoch: ``task_loss`` and ``align_loss`` (nats),
-            plus :meth:`evaluate`'s metrics after training.
+            plus :meth:`evaluate`'s metrics after training; with DP-SGD, also
+            ``dp_sgd_epsilon`` (the DP-SGD ledger's epsilon after this call), and
+            ``task_loss`` is the mean over the last Poisson batch (NaN if empty).
         """
         self._check_peer_statistics(peer_statistics)
         torch.manual_seed(derive_seed(self.cfg.seed, self.client_id, round_number))
@@ -174,6 +299,8 @@ class StudentClient:
             for pid, stats in peer_statistics.items()
         }
         align_on = self.cfg.align.strategy != "none" and self.cfg.align.weight > 0 and bool(peers)
+        if self.dp_sgd_ledger is not None:
+            return self._train_dp_sgd(peers, align_on, round_number)
         split = self.train_split
         self.model.train()
         for _ in range(self.cfg.train.local_epochs):
@@ -189,6 +316,58 @@ class StudentClient:
             self.optimizer.step()
             self.epochs_trained += 1
         return {"task_loss": loss_task.item(), "align_loss": loss_align.item(), **self.evaluate()}
+
+    def _graph_task_loss(self, model: Student, graph: Data) -> Tensor:
+        """The task loss of one private training graph (the DP-SGD sample)."""
+        logits = model(graph.x, graph.edge_index)[0]
+        return task_loss(logits[graph.mask], graph.y[graph.mask], self.task.multilabel)
+
+    def _train_dp_sgd(self, peers: dict[int, list[Tensor]], align_on: bool, round_number: int) -> dict[str, float]:
+        """Local epochs of per-graph DP-SGD on the task loss, plus the public alignment term.
+
+        Each epoch takes ``round(1 / sample_rate)`` :class:`~fedalign.privacy.DPSGDTrainer`
+        steps (Poisson sampling of the private graphs, per-graph clipping, noise; each
+        step recorded in :attr:`dp_sgd_ledger`). The alignment loss reads only the model,
+        the public alignment graph and the peers' released statistics, so its gradient
+        needs no clipping or noise: it is computed at the same parameters before each
+        step and added, times ``align.weight``, to the private gradient by a
+        ``DPOptimizer`` step hook, which Opacus runs after clipping, noising and
+        averaging and before the wrapped optimiser's step. The update is thus
+        ``Adam(noisy mean clipped task gradient + a * alignment gradient)``.
+        """
+        dp = self.cfg.privacy.dp_sgd
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        align_grads: list[Tensor | None] = []
+
+        def add_alignment_gradient(_optimizer) -> None:
+            for p, g in zip(params, align_grads):
+                if g is not None:
+                    p.grad.add_(g)
+
+        trainer = DPSGDTrainer(
+            self.model, self.optimizer, self._graph_task_loss,
+            num_graphs=len(self.private_graphs), sample_rate=dp.sample_rate,
+            noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            generator=torch.Generator(device=self.device).manual_seed(
+                derive_seed(self.cfg.seed, self.client_id, round_number, 2)),
+            ledger=self.dp_sgd_ledger, clip_only=dp.noise_multiplier == 0,
+        )
+        trainer.optimizer.attach_step_hook(add_alignment_gradient)
+        steps = max(1, round(1 / dp.sample_rate))
+        self.model.train()
+        loss_task, loss_align = float("nan"), torch.zeros((), device=self.device)
+        for _ in range(self.cfg.train.local_epochs):
+            for _ in range(steps):
+                align_grads.clear()
+                if align_on:
+                    _, hiddens = self.model(self.alignment.x, self.alignment.edge_index)
+                    loss_align = self.alignment_loss(hiddens, peers)
+                    align_grads.extend(torch.autograd.grad(self.cfg.align.weight * loss_align, params,
+                                                           allow_unused=True))
+                loss_task = trainer.step(self.private_graphs)
+            self.epochs_trained += 1
+        return {"task_loss": loss_task, "align_loss": loss_align.item(),
+                "dp_sgd_epsilon": self.dp_sgd_ledger.epsilon(), **self.evaluate()}
 
     def _check_peer_statistics(self, peer_statistics: dict[int, Statistics]) -> None:
         num_edges = self.alignment.edge_index.size(1)
@@ -222,17 +401,31 @@ class StudentClient:
     # ------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume this client: model, optimiser, epoch count."""
-        return {
+        """Everything needed to resume this client: model, optimiser, epoch count,
+        and the privacy ledgers (``privacy_ledger``, ``dp_sgd_ledger``) when privacy is on."""
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epochs_trained": self.epochs_trained,
         }
+        if self.ledger is not None:
+            state["privacy_ledger"] = self.ledger.state_dict()
+        if self.dp_sgd_ledger is not None:
+            state["dp_sgd_ledger"] = self.dp_sgd_ledger.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epochs_trained = state["epochs_trained"]
+        for key, ledger in (("privacy_ledger", self.ledger), ("dp_sgd_ledger", self.dp_sgd_ledger)):
+            if ledger is not None:
+                if key not in state:
+                    raise ValueError(
+                        f"checkpoint has no {key!r} but this client's privacy config needs one; resuming would "
+                        "forget the privacy already spent. Start a new run, or resume with the original config"
+                    )
+                ledger.load_state_dict(state[key])
 
 
 # ---------------------------------------------------------------- construction

@@ -61,13 +61,17 @@ class FlowerTransport:
         ]
         started = time.perf_counter()
         replies: dict[int, Reply] = {}
+        self.unattributed_errors: list[str] = []
         for msg in self.grid.send_and_receive(messages, timeout=self.cfg.federation.timeout):
             node = msg.metadata.src_node_id
             client, peers = requests[node]
             received = sum(payload_bytes(s) for s in (peers or {}).values())
             if msg.has_error():
+                error = f"error reply from node {node}: {msg.error.reason}"
                 if client >= 0:
-                    replies[client] = Reply(client, error=f"error reply from node {node}: {msg.error.reason}")
+                    replies[client] = Reply(client, error=error)
+                else:  # a node whose partition is not known yet (first contact)
+                    self.unattributed_errors.append(error)
                 continue
             metrics, stats = decode_reply(msg.content)
             client = int(metrics["partition-id"])
@@ -82,7 +86,11 @@ class FlowerTransport:
         known = {self.node_of[c]: (c, None) for c in clients if c in self.node_of}
         if len(known) < len(clients):  # first contact: ask every node, learn partitions
             known = {node: (-1, None) for node in self.wait_for_nodes()}
-        return {c: r for c, r in self._exchange(MessageType.QUERY, known, round_number).items() if c in clients}
+        replies = {c: r for c, r in self._exchange(MessageType.QUERY, known, round_number).items() if c in clients}
+        for c in clients:  # clients that failed before saying who they are get the nodes' errors
+            if c not in replies and self.unattributed_errors:
+                replies[c] = Reply(c, error="; ".join(self.unattributed_errors))
+        return replies
 
     def _ensure_known(self, clients: list[int]) -> None:
         if any(c not in self.node_of for c in clients):

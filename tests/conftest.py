@@ -22,8 +22,8 @@ def synthetic_ppi():
 
 @pytest.fixture(scope="session")
 def real_data_root() -> Path:
-    """The read-only real-data root ($FEDALIGN_DATA_ROOT, else /work/shared/data); skips when absent."""
-    root = Path(os.environ.get("FEDALIGN_DATA_ROOT", "/work/shared/data"))
+    """The read-only real-data root ($FEDALIGN_DATA_ROOT, else ../shared/data beside the project); skips when absent."""
+    root = Path(os.environ.get("FEDALIGN_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
     if not (root / "Planetoid" / "Cora" / "raw").is_dir():
         pytest.skip(f"real data not available: no {root}/Planetoid/Cora/raw (set FEDALIGN_DATA_ROOT)")
     return root

@@ -3,15 +3,20 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fedalign.config import ConfigError, config_from_dict, load_config
+from fedalign.sweep import cells, load_sweep
 
 SIMULATIONS = Path(__file__).resolve().parent.parent / "simulations"
 
 
 @pytest.mark.parametrize("path", sorted(SIMULATIONS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_experiment_file_is_valid(path):
-    load_config(path)
+    if "grid" in yaml.safe_load(path.read_text()):
+        assert len(cells(load_sweep(path))) >= 2  # a sweep: every cell's config is validated
+    else:
+        load_config(path)
 
 
 def test_defaults_are_the_paper_setting():
@@ -64,3 +69,24 @@ def test_missing_file_and_bad_override(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_privacy_is_off_by_default_and_reads_infinite_epsilon_from_yaml():
+    cfg = config_from_dict({})
+    assert cfg.privacy.mechanism == "none" and not cfg.privacy.enabled and not cfg.privacy.dp_sgd.enabled
+    cfg = load_config(SIMULATIONS / "quickstart.yaml", ["privacy.mechanism=gaussian", "privacy.target_epsilon=.inf",
+                                                        "privacy.clip_scope=layer"])
+    assert cfg.privacy.target_epsilon == float("inf") and cfg.privacy.enabled and cfg.privacy.clip_scope == "layer"
+
+
+@pytest.mark.parametrize("raw,key,words", [
+    ({"privacy": {"mechanism": "gaussian"}}, "privacy.noise_multiplier", "exactly one of"),
+    ({"privacy": {"mechanism": "gaussian", "noise_multiplier": -1}}, "privacy.noise_multiplier", ">= 0"),
+    ({"privacy": {"mechanism": "gaussian", "target_epsilon": 1, "delta": 2}}, "privacy.delta", "(0, 1)"),
+    ({"privacy": {"dp_sgd": {"sample_rate": 0}}}, "privacy.dp_sgd.sample_rate", "(0, 1]"),
+    ({"privacy": {"dp_sgd": {"enabled": True}}}, "privacy.dp_sgd", "multi-graph"),
+])
+def test_bad_privacy_values_fail_naming_the_key(raw, key, words):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    assert str(err.value).startswith(key + ":") and words in str(err.value)

@@ -52,6 +52,15 @@ def test_flower_simulation_matches_in_process_run(tmp_path, monkeypatch):
         assert (flower_dir / name).is_file()
 
 
+@pytest.fixture
+def server_identity(monkeypatch):
+    """Outside a Flower runtime, the process must say which run/task it is to create messages."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, attr, getattr(TaskIdentity, attr) or 1)
+
+
 def _call_client(tmp_path, message_type, peers=None):
     cfg = config_from_dict(FIDELITY)
     content = encode_request(cfg, 1, "leak-test", peers)
@@ -65,7 +74,7 @@ def _call_client(tmp_path, message_type, peers=None):
 
 
 @pytest.mark.parametrize("message_type", ["query", "train", "evaluate"])
-def test_replies_hold_only_statistics_and_scalar_metrics(tmp_path, message_type):
+def test_replies_hold_only_statistics_and_scalar_metrics(tmp_path, message_type, server_identity):
     peers = None
     if message_type == "train":
         from fedalign.student import build_client

@@ -24,7 +24,8 @@ def cfg_with(**sections):
 
 def test_released_statistics_are_distributions_over_in_edges():
     student = build_client(cfg_with(), 0)
-    stats = student.release()
+    stats, metrics = student.release(0)
+    assert metrics == {}  # privacy off: no release metrics
     edge_index = student.alignment.edge_index
     assert len(stats) == 3 and all(s.shape == (edge_index.size(1),) and s.dtype == np.float32 for s in stats)
     for s in stats:

@@ -314,6 +314,10 @@ def _load_real(
 
 MULTILABEL_DATASETS: tuple[str, ...] = ("synthetic-ppi", "ppi")
 
+# Inductive datasets made of many graphs (one graph = one sample, e.g. for per-graph DP-SGD);
+# every other dataset is a single (transductive) graph.
+MULTI_GRAPH_DATASETS: tuple[str, ...] = ("synthetic-ppi", "ppi")
+
 
 def metric_name(name: str) -> str:
     """The metric reported for dataset ``name``: ``micro_f1`` (multilabel) or ``accuracy``."""

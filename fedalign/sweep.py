@@ -1,0 +1,230 @@
+"""Grids of experiments: run every cell once, resumably, and tabulate.
+
+A sweep file (YAML) names a base experiment and a grid of overrides::
+
+    base: cora.yaml                 # experiment file, relative to the sweep file
+    set: [federation.rounds=200]    # overrides applied to every cell (optional)
+    grid:                           # the cartesian product of these values
+      align.strategy: [none, one-to-one, alignahead]
+      seed: [0, 1, 2]
+    engine: inprocess               # or flower (Flower Simulation Runtime)
+    output: results/cora-strategies # results folder, relative to the sweep file
+    plot: {x: align.strategy}       # optional: x axis key (and `line` key) of plot.png
+
+Each cell runs into ``<output>/runs/<cell id>/``; a cell whose
+``summary.json`` says ``finished`` is not run again, so an interrupted sweep
+resumes where it stopped. After every cell the sweep rewrites
+``results.csv`` (one row per cell), ``table.md`` (mean +- std over seeds of
+the test metric at best validation, one row per combination of the
+non-seed keys) and ``plot.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from .config import ConfigError, ExperimentConfig, load_config
+
+
+@dataclass
+class SweepSpec:
+    base: Path
+    grid: dict[str, list[Any]]
+    output: Path
+    overrides: list[str] = field(default_factory=list)
+    engine: str = "inprocess"
+    plot: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def group_keys(self) -> list[str]:
+        """Grid keys that define a table row (all but the seed)."""
+        return [k for k in self.grid if k != "seed"]
+
+
+SWEEP_KEYS = {"base", "set", "grid", "engine", "output", "plot"}
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and check a sweep file; every cell's config is validated up front."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {str(path)!r} not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = set(raw) - SWEEP_KEYS
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown sweep key (valid: {', '.join(sorted(SWEEP_KEYS))})")
+    for key in ("base", "grid", "output"):
+        if key not in raw:
+            raise ConfigError(f"{key}: missing from the sweep file {path}")
+    grid = raw["grid"]
+    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError("grid: expected a mapping of config keys to non-empty lists of values")
+    if raw.get("engine", "inprocess") not in ("inprocess", "flower"):
+        raise ConfigError(f"engine: must be 'inprocess' or 'flower', got {raw['engine']!r}")
+    spec = SweepSpec(
+        base=(path.parent / raw["base"]).resolve(), grid=grid, output=(path.parent / raw["output"]).resolve(),
+        overrides=list(raw.get("set") or []), engine=raw.get("engine", "inprocess"), plot=raw.get("plot") or {},
+    )
+    for cell in cells(spec):
+        cell_config(spec, cell)  # fail before any training
+    return spec
+
+
+def cells(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every combination of grid values, in grid order."""
+    keys = list(spec.grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())]
+
+
+def cell_id(cell: dict[str, Any]) -> str:
+    """A file-name-safe, stable name for a cell, e.g. ``align.strategy=none__seed=0``."""
+    return "__".join(f"{k}={v}" for k, v in cell.items()).replace("/", "_").replace(" ", "")
+
+
+def cell_config(spec: SweepSpec, cell: dict[str, Any]) -> ExperimentConfig:
+    sets = [f"{k}={json.dumps(v) if not (isinstance(v, float) and math.isinf(v)) else '.inf'}" for k, v in cell.items()]
+    cfg = load_config(spec.base, spec.overrides + sets + ["output.plot=false", "output.progress=false"])
+    cfg.name = cell_id(cell)
+    return cfg
+
+
+def _finished(run_dir: Path) -> dict | None:
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        data = json.loads(summary.read_text())
+        if data.get("status") == "finished":
+            return data
+    return None
+
+
+def run_sweep(spec: SweepSpec, runner: Callable[[ExperimentConfig, Path], tuple[Path, dict]],
+              stream=None) -> list[dict]:
+    """Run every unfinished cell with ``runner(cfg, run_dir)``; returns the result rows."""
+    stream = stream or sys.stderr
+    all_cells = cells(spec)
+    rows = []
+    for index, cell in enumerate(all_cells, start=1):
+        run_dir = spec.output / "runs" / cell_id(cell)
+        summary = _finished(run_dir)
+        label = ", ".join(f"{k}={v}" for k, v in cell.items())
+        if summary is None:
+            if run_dir.exists():  # a cell interrupted earlier: start it afresh
+                for stale in ("rounds.jsonl", "summary.json"):
+                    (run_dir / stale).unlink(missing_ok=True)
+            started = time.perf_counter()
+            _, summary = runner(cell_config(spec, cell), run_dir)
+            note = f"{time.perf_counter() - started:.1f}s"
+        else:
+            note = "done earlier, skipped"
+        rows.append(result_row(cell, summary))
+        metric = summary.get("mean_test_at_best_val")
+        print(f"[sweep {index}/{len(all_cells)}] {label}: test {metric if metric is None else round(metric, 4)} ({note})",
+              file=stream, flush=True)
+        write_results(spec, rows)
+    return rows
+
+
+def result_row(cell: dict[str, Any], summary: dict) -> dict[str, Any]:
+    row = {**cell, "metric": summary["metric"], "test": summary["mean_test_at_best_val"]}
+    for client, values in summary["clients"].items():
+        row[f"test_client{client}"] = values["test_at_best_val"]
+        row[f"best_round_client{client}"] = values["best_round"]
+    if "epsilon" in summary:
+        row["epsilon_spent"] = summary["epsilon"]
+    row["bytes_sent_total"] = summary["bytes_sent_total"]
+    row["wall_seconds"] = summary["wall_seconds"]
+    return row
+
+
+def aggregate(spec: SweepSpec, rows: list[dict]) -> list[dict]:
+    """Mean and std (over seeds) of the test metric per combination of the other keys."""
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in spec.group_keys), []).append(row["test"])
+    table = []
+    for key, values in groups.items():
+        values = [v for v in values if v is not None]
+        table.append({
+            **dict(zip(spec.group_keys, key)), "n": len(values),
+            "mean": float(np.mean(values)) if values else None,
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        })
+    return table
+
+
+def write_results(spec: SweepSpec, rows: list[dict]) -> None:
+    spec.output.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with (spec.output / "results.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = aggregate(spec, rows)
+    metric = rows[0]["metric"] if rows else "metric"
+    header = spec.group_keys + [f"test {metric} (mean ± std)", "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in table:
+        cells_text = [str(entry[k]) for k in spec.group_keys]
+        value = "n/a" if entry["mean"] is None else f"{entry['mean']:.4f} ± {entry['std']:.4f}"
+        lines.append("| " + " | ".join(cells_text + [value, str(entry["n"])]) + " |")
+    (spec.output / "table.md").write_text("\n".join(lines) + "\n")
+    if spec.plot.get("x"):
+        plot_sweep(spec, table, metric, spec.output / "plot.png")
+
+
+def plot_sweep(spec: SweepSpec, table: list[dict], metric: str, path: Path) -> None:
+    """Test metric (mean +- std) against ``plot.x``, one line per ``plot.line`` value.
+
+    An infinite x (e.g. epsilon = inf, no privacy) is drawn at the right edge
+    and also as a dashed horizontal reference line per series.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_key, line_key = spec.plot["x"], spec.plot.get("line")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    series: dict[Any, list[dict]] = {}
+    for entry in table:
+        if entry["mean"] is not None:
+            series.setdefault(entry.get(line_key) if line_key else "", []).append(entry)
+    numeric = all(isinstance(e[x_key], (int, float)) for e in table)
+    finite = sorted({e[x_key] for e in table if numeric and math.isfinite(e[x_key])}) if numeric else []
+    inf_pos = (finite[-1] * 2 if finite else 1.0) if numeric else None
+    labels = sorted({str(e[x_key]) for e in table}) if not numeric else None
+    for name, entries in series.items():
+        entries = sorted(entries, key=lambda e: (e[x_key] if numeric else labels.index(str(e[x_key]))))
+        xs = [(inf_pos if numeric and math.isinf(e[x_key]) else e[x_key]) if numeric else labels.index(str(e[x_key]))
+              for e in entries]
+        line = ax.errorbar(xs, [e["mean"] for e in entries], yerr=[e["std"] for e in entries],
+                           marker="o", capsize=3, label=f"{line_key}={name}" if line_key else None)
+        for e in entries:
+            if numeric and math.isinf(e[x_key]):
+                ax.axhline(e["mean"], linestyle="--", alpha=0.5, color=line[0].get_color())
+    if numeric:
+        if finite and finite[0] > 0 and finite[-1] / finite[0] >= 8:
+            ax.set_xscale("log")
+        ticks = finite + ([inf_pos] if any(math.isinf(e[x_key]) for e in table) else [])
+        ax.set_xticks(ticks, [f"{t:g}" for t in finite] + (["∞ (no DP)"] if len(ticks) > len(finite) else []))
+    else:
+        ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(f"test {metric} at best validation")
+    ax.grid(alpha=0.3)
+    if line_key:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
