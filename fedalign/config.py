@@ -121,13 +121,16 @@ class PrivacyConfig:
     """
 
     mechanism: Literal["none", "gaussian"] = "none"
-    noise_multiplier: float | None = None  # sigma; noise std sigma * clip_norm per coordinate
+    noise_multiplier: float | None = None  # sigma; noise std sigma * clip_norm per coordinate (0 = clip only)
     target_epsilon: float | None = None  # alternative to sigma: the epsilon of all planned releases
     clip_norm: float = 1.0  # C: L2 bound of one release (scope release) or of each layer (scope layer)
     clip_scope: Literal["release", "layer"] = "release"
     delta: float = 1e-5
     accountant: Literal["rdp", "prv"] = "rdp"
     max_epsilon: float | None = None  # budget of the statistics mechanism; None = unlimited
+    # Noise from the experiment seed (reproducible, for tests and comparisons) or, by default, from
+    # OS entropy: a seed the server knows would let it regenerate and subtract the noise.
+    reproducible_noise: bool = False
     dp_sgd: DPSGDConfig = field(default_factory=DPSGDConfig)
 
     @property

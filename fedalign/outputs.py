@@ -40,9 +40,13 @@ def new_run_dir(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
 
 
 def _clean(value):
-    """JSON has no NaN/Inf: write them as null."""
+    """JSON has no NaN/Inf: write infinities as the string "inf" and NaN as null (recursively)."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
 
 
@@ -61,7 +65,7 @@ class RunWriter:
 
     def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
         for record in records:
-            row = {k: _clean(v) for k, v in record.to_json().items()}
+            row = _clean(record.to_json())
             self._log.write(json.dumps(row) + "\n")
         self._log.flush()
         self.records.extend(records)
@@ -79,7 +83,7 @@ class RunWriter:
             "wall_seconds": round(time.time() - self.started, 3),
             **summary,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_clean) + "\n")
+        (self.run_dir / "summary.json").write_text(json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n")
         if self.cfg.output.plot and self.records:
             plot_curves(self.records, self.run_dir / "curves.png", self.metric_name, self.cfg.name)
         return summary

@@ -226,6 +226,14 @@ class StudentClient:
         log_probs = layer_statistics(hiddens, self.alignment.edge_index, self.cfg.align.tau, self.cfg.align.kernel)
         return [lp.exp().float().cpu().numpy() for lp in log_probs]
 
+    def _noise_generator(self, device: torch.device, round_number: int, stream: int) -> torch.Generator:
+        """Privacy noise source: OS entropy unless ``privacy.reproducible_noise`` (then from the seed)."""
+        generator = torch.Generator(device=device)
+        if self.cfg.privacy.reproducible_noise:
+            return generator.manual_seed(derive_seed(self.cfg.seed, self.client_id, round_number, stream))
+        generator.seed()  # non-deterministic
+        return generator
+
     def release(self, round_number: int) -> tuple[Statistics | None, ReleaseMetrics]:
         """What this client sends to the server in ``round_number``, and release metrics.
 
@@ -253,7 +261,7 @@ class StudentClient:
         if budget is not None and self.ledger.epsilon_if(multiplier) > budget:
             return None, {"epsilon": self.ledger.epsilon(), "withheld": 1.0}
         raw = [torch.from_numpy(s).double() for s in self.statistics()]
-        generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, self.client_id, round_number, 1))
+        generator = self._noise_generator(torch.device("cpu"), round_number, 1)
         target = self.alignment.edge_index[1].cpu()
         noisy = self.mechanism.release(raw, target, self.alignment.num_nodes, generator)
         self.ledger.record(multiplier)
@@ -348,8 +356,7 @@ class StudentClient:
             self.model, self.optimizer, self._graph_task_loss,
             num_graphs=len(self.private_graphs), sample_rate=dp.sample_rate,
             noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-            generator=torch.Generator(device=self.device).manual_seed(
-                derive_seed(self.cfg.seed, self.client_id, round_number, 2)),
+            generator=self._noise_generator(self.device, round_number, 2),
             ledger=self.dp_sgd_ledger, clip_only=dp.noise_multiplier == 0,
         )
         trainer.optimizer.attach_step_hook(add_alignment_gradient)

@@ -203,13 +203,14 @@ def plot_sweep(spec: SweepSpec, table: list[dict], metric: str, path: Path) -> N
     numeric = all(isinstance(e[x_key], (int, float)) for e in table)
     finite = sorted({e[x_key] for e in table if numeric and math.isfinite(e[x_key])}) if numeric else []
     inf_pos = (finite[-1] * 2 if finite else 1.0) if numeric else None
-    labels = sorted({str(e[x_key]) for e in table}) if not numeric else None
+    labels = [str(v) for v in spec.grid[x_key]] if not numeric else None  # categories in grid order
     for name, entries in series.items():
         entries = sorted(entries, key=lambda e: (e[x_key] if numeric else labels.index(str(e[x_key]))))
         xs = [(inf_pos if numeric and math.isinf(e[x_key]) else e[x_key]) if numeric else labels.index(str(e[x_key]))
               for e in entries]
         line = ax.errorbar(xs, [e["mean"] for e in entries], yerr=[e["std"] for e in entries],
-                           marker="o", capsize=3, label=f"{line_key}={name}" if line_key else None)
+                           marker="o", capsize=3, linestyle="-" if numeric else "none",
+                           label=f"{line_key}={name}" if line_key else None)
         for e in entries:
             if numeric and math.isinf(e[x_key]):
                 ax.axhline(e["mean"], linestyle="--", alpha=0.5, color=line[0].get_color())

@@ -125,3 +125,16 @@ def test_summary_picks_test_metric_at_best_validation():
     assert summary["clients"]["0"] == {"best_val": 0.7, "test_at_best_val": 0.6, "best_round": 3, "rounds_trained": 3}
     assert summary["clients"]["1"]["best_val"] is None
     assert summary["missing_rounds"] == [{"round": 2, "client": 1, "error": "gone"}]
+
+
+class BrokenTransport(InProcessTransport):
+    """Every training call comes back as an error reply."""
+
+    def train(self, jobs, round_number):
+        return {i: Reply(i, error="ClientApp raised ValueError: boom") for i in jobs}
+
+
+def test_a_run_where_no_client_ever_answers_fails_with_the_error():
+    cfg = config_from_dict({**SMALL, "federation": {**SMALL["federation"], "num_clients": 2, "rounds": 2}})
+    with pytest.raises(RuntimeError, match="no client completed any round; first error: ClientApp raised ValueError: boom"):
+        Coordinator(cfg, BrokenTransport.from_config(cfg)).run()

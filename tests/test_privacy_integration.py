@@ -89,20 +89,20 @@ def test_bad_privacy_configs_fail_naming_the_key(privacy, key, words):
 
 def test_dp_sgd_single_graph_message_explains_why():
     with pytest.raises(ConfigError) as err:
-        config(privacy={"dp_sgd": {"enabled": True}})
+        config(privacy={"reproducible_noise": True, "dp_sgd": {"enabled": True}})
     message = str(err.value)
     assert "no honest per-node guarantee" in message and "statistics mechanism" in message
 
 
 def test_dp_sgd_needs_the_graphs_scheme():
     with pytest.raises(ConfigError) as err:
-        config(PPI, partition={"scheme": "replicate"}, privacy={"dp_sgd": {"enabled": True}})
+        config(PPI, partition={"scheme": "replicate"}, privacy={"reproducible_noise": True, "dp_sgd": {"enabled": True}})
     assert str(err.value).startswith("privacy.dp_sgd:") and "post-processing" in str(err.value)
     assert config(PPI, partition={"scheme": "iid"}, privacy={"dp_sgd": {"enabled": True}}).privacy.dp_sgd.enabled
 
 
 def test_infinite_target_epsilon_is_allowed_and_clips_only():
-    cfg = config_from_dict({**SMALL, "privacy": {"mechanism": "gaussian", "target_epsilon": math.inf}})
+    cfg = config_from_dict({**SMALL, "privacy": {"mechanism": "gaussian", "reproducible_noise": True, "target_epsilon": math.inf}})
     student = build_client(cfg, 0)
     assert student.mechanism.clip_only
     stats, metrics = student.release(0)
@@ -126,7 +126,7 @@ def test_planned_releases_count_round_zero_and_the_rounds_a_client_trains(schedu
 
 
 def test_gaussian_release_is_noisy_valid_and_matches_an_independent_mechanism():
-    cfg = config(privacy={"mechanism": "gaussian", "noise_multiplier": 0.5, "clip_norm": 1.0})
+    cfg = config(privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 0.5, "clip_norm": 1.0})
     student = build_client(cfg, 1)
     raw = student.statistics()
     stats, metrics = student.release(3)
@@ -147,7 +147,7 @@ def test_gaussian_release_is_noisy_valid_and_matches_an_independent_mechanism():
 
 
 def test_no_alignment_releases_nothing_even_with_privacy():
-    cfg = config(align={"strategy": "none"}, privacy={"mechanism": "gaussian", "noise_multiplier": 1.0})
+    cfg = config(align={"strategy": "none"}, privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 1.0})
     student = build_client(cfg, 0)
     assert student.release(0) == (None, {})
     assert student.ledger.releases == 0
@@ -156,7 +156,7 @@ def test_no_alignment_releases_nothing_even_with_privacy():
 @pytest.mark.parametrize("scope", ["release", "layer"])
 def test_epsilon_in_the_round_log_grows_and_matches_an_independent_ledger(tmp_path, scope):
     sigma = 3.0
-    cfg = config(privacy={"mechanism": "gaussian", "noise_multiplier": sigma, "clip_scope": scope})
+    cfg = config(privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": sigma, "clip_scope": scope})
     run_dir, summary = run_inprocess(cfg, tmp_path / "run")
     rows = read_rounds(run_dir)
     z = sigma / 2 if scope == "release" else sigma / (2 * math.sqrt(2))  # L = 2 layers
@@ -183,7 +183,7 @@ def test_runs_without_privacy_report_no_epsilon(tmp_path):
 def test_target_epsilon_is_reached_after_the_planned_releases(tmp_path, schedule, accountant):
     target = 2.0
     cfg = config(federation={"rounds": 5 if schedule == "alternating" else 2, "schedule": schedule},
-                 privacy={"mechanism": "gaussian", "target_epsilon": target, "accountant": accountant})
+                 privacy={"mechanism": "gaussian", "reproducible_noise": True, "target_epsilon": target, "accountant": accountant})
     run_dir, summary = run_inprocess(cfg, tmp_path / "run")
     rows = read_rounds(run_dir)
     for client in (0, 1):
@@ -232,7 +232,7 @@ class RecordingTransport(InProcessTransport):
 def test_an_exhausted_budget_withholds_the_release_and_the_run_finishes(tmp_path, capsys):
     sigma = 4.0
     cfg = config(federation={"rounds": 5},
-                 privacy={"mechanism": "gaussian", "noise_multiplier": sigma,
+                 privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": sigma,
                           "max_epsilon": budget_between(sigma / 2, 2)},
                  output={"progress": True})
     transport = RecordingTransport({i: build_client(cfg, i) for i in range(2)})
@@ -259,7 +259,7 @@ def test_an_exhausted_budget_withholds_the_release_and_the_run_finishes(tmp_path
 def test_a_withheld_release_keeps_the_previous_statistics_in_the_cache():
     sigma = 4.0
     cfg = config(federation={"rounds": 4},
-                 privacy={"mechanism": "gaussian", "noise_multiplier": sigma,
+                 privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": sigma,
                           "max_epsilon": budget_between(sigma / 2, 2)})
     transport = RecordingTransport({i: build_client(cfg, i) for i in range(2)})
     coordinator = Coordinator(cfg, transport)
@@ -287,7 +287,7 @@ def test_progress_line_shows_epsilon():
 
 
 def test_same_seed_gives_identical_noisy_statistics():
-    cfg = config(federation={"rounds": 3}, privacy={"mechanism": "gaussian", "noise_multiplier": 1.0})
+    cfg = config(federation={"rounds": 3}, privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 1.0})
     runs = []
     for _ in range(2):
         transport = RecordingTransport({i: build_client(cfg, i) for i in range(2)})
@@ -299,12 +299,12 @@ def test_same_seed_gives_identical_noisy_statistics():
         for a, b in zip(first[key], second[key]):
             np.testing.assert_array_equal(a, b)
     assert first_records == second_records
-    other = config(seed=1, federation={"rounds": 3}, privacy={"mechanism": "gaussian", "noise_multiplier": 1.0})
+    other = config(seed=1, federation={"rounds": 3}, privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 1.0})
     assert not np.array_equal(build_client(other, 0).release(0)[0][0], first[(0, 0)][0])
 
 
 def test_checkpoint_round_trip_restores_the_ledger(tmp_path):
-    cfg = config(privacy={"mechanism": "gaussian", "noise_multiplier": 2.0})
+    cfg = config(privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 2.0})
     a = build_client(cfg, 0)
     a.release(0)
     a.train({}, 1)
@@ -332,7 +332,7 @@ def test_flower_client_app_keeps_the_ledger_across_calls(tmp_path, monkeypatch):
     for attr in ("_run_id", "_task_id", "_node_id"):  # outside a Flower runtime, say which task this is
         monkeypatch.setattr(TaskIdentity, attr, getattr(TaskIdentity, attr) or 1)
 
-    cfg = config(privacy={"mechanism": "gaussian", "noise_multiplier": 2.0})
+    cfg = config(privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 2.0})
     peer = build_client(cfg, 1).statistics()
 
     def call(message_type, round_number, peers=None):
@@ -401,7 +401,7 @@ def test_dp_sgd_step_adds_the_public_alignment_gradient_without_clipping():
 
 
 def test_dp_sgd_client_splits_its_training_union_into_graphs():
-    cfg = config(PPI, privacy={"dp_sgd": {"enabled": True}})
+    cfg = config(PPI, privacy={"reproducible_noise": True, "dp_sgd": {"enabled": True}})
     student = build_client(cfg, 0)
     union = student.train_split.graph
     assert len(student.private_graphs) == len(torch.unique(union.graph_id)) >= 2
@@ -410,10 +410,18 @@ def test_dp_sgd_client_splits_its_training_union_into_graphs():
 
 
 def test_dp_sgd_ledger_survives_a_checkpoint(tmp_path):
-    cfg = config(PPI, privacy={"dp_sgd": {"enabled": True}})
+    cfg = config(PPI, privacy={"reproducible_noise": True, "dp_sgd": {"enabled": True}})
     a = build_client(cfg, 0)
     a.train({}, 1)
     torch.save(a.state_dict(), tmp_path / "ckpt.pt")
     b = build_client(cfg, 0)
     b.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
     assert b.dp_sgd_ledger.state_dict() == a.dp_sgd_ledger.state_dict() and b.dp_sgd_ledger.releases > 0
+
+
+def test_noise_is_secret_by_default():
+    """Without privacy.reproducible_noise the noise is not derived from the (server-known) seed."""
+    cfg = config_from_dict({**SMALL, "privacy": {"mechanism": "gaussian", "noise_multiplier": 1.0}})
+    first, _ = build_client(cfg, 0).release(1)
+    second, _ = build_client(cfg, 0).release(1)
+    assert not np.array_equal(first[0], second[0])
