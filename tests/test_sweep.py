@@ -69,3 +69,23 @@ def test_bad_cell_fails_before_any_run(tmp_path):
 
 def test_cells_are_the_cartesian_product(sweep_file):
     assert len(cells(load_sweep(sweep_file))) == 4
+
+
+@pytest.mark.slow
+def test_privacy_sweep_runs_as_flower_simulations(tmp_path, monkeypatch):
+    from server.simulation import run_flower_simulation
+
+    monkeypatch.setenv("FEDALIGN_STATE_DIR", str(tmp_path / "state"))
+    base = {**BASE, "partition": {"scheme": "iid", "public_fraction": 0.3},
+            "privacy": {"mechanism": "gaussian", "target_epsilon": 1.0}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    path = tmp_path / "sweep.yaml"
+    path.write_text("base: base.yaml\ngrid:\n  privacy.target_epsilon: [2.0, .inf]\nengine: flower\noutput: results\n"
+                    "plot: {x: privacy.target_epsilon}\n")
+    spec = load_sweep(path)
+    rows = run_sweep(spec, run_flower_simulation)
+    assert [r["privacy.target_epsilon"] for r in rows] == [2.0, math.inf]
+    # each client's epsilon after all its planned releases is at most the target (and close to it)
+    assert rows[0]["epsilon_spent"] == pytest.approx(2.0, rel=0.05) and rows[0]["epsilon_spent"] <= 2.0 + 1e-6
+    assert math.isinf(rows[1]["epsilon_spent"])
+    assert (tmp_path / "results" / "plot.png").is_file()
