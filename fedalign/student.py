@@ -39,17 +39,16 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
-
-from .alignment import layer_pairs
 from torch_geometric.utils import subgraph
 
+from .alignment import layer_pairs
 from .config import ExperimentConfig, planned_releases
 from .data import ClientData, GraphDataset, GraphSplit, load_dataset, partition_dataset
 from .models import Student, build_student
@@ -455,8 +454,6 @@ def _prepared_data(data_json: str, partition_json: str, num_clients: int, seed: 
 
 def prepare_data(cfg: ExperimentConfig) -> tuple[GraphDataset, list[ClientData]]:
     """Load and partition the dataset (cached per process: every client shares one copy)."""
-    from dataclasses import asdict
-
     return _prepared_data(
         json.dumps(asdict(cfg.data), sort_keys=True), json.dumps(asdict(cfg.partition), sort_keys=True),
         cfg.federation.num_clients, cfg.seed,
