@@ -17,11 +17,11 @@ Differential privacy (``privacy`` config section, :mod:`fedalign.privacy`):
   :class:`~fedalign.privacy.PrivacyLedger`; the release metrics carry the
   ledger's ``epsilon`` (client-level: the whole local dataset is the unit).
   A release that would take epsilon past ``privacy.max_epsilon`` is withheld.
-  The noise of round r is drawn from a generator seeded with
-  ``derive_seed(seed, client, r, 1)``, so both engines release the same
-  values. That makes runs reproducible, but anyone who knows the config seed
-  (the server does) can regenerate the noise: the guarantee assumes the seed
-  is secret, which this simulation setup does not enforce.
+  The noise comes from OS entropy. With ``privacy.reproducible_noise`` it is
+  drawn from a generator seeded with ``derive_seed(seed, client, r, 1)``, so
+  both engines release the same values; but anyone who knows the config seed
+  (the server does) can then regenerate and subtract the noise, so use that
+  only for tests and comparisons.
 * ``privacy.dp_sgd.enabled`` (multi-graph data, scheme ``graphs``) -- local
   training takes per-graph DP-SGD steps on the task loss; the alignment term,
   computed on the public alignment graph, is added to the noisy gradient
@@ -241,7 +241,7 @@ class StudentClient:
         * alignment strategy ``none``: ``(None, {})`` (independent students share nothing);
         * no privacy: the raw :meth:`statistics` and ``{}``;
         * ``privacy.mechanism: gaussian``: the clipped, noised, re-projected
-          statistics (noise seeded by ``derive_seed(seed, client, round_number, 1)``),
+          statistics (noise from :meth:`_noise_generator`),
           recorded in :attr:`ledger`, with ``epsilon`` (the ledger's epsilon after this
           release) and ``withheld: 0.0``. When the release would take epsilon past
           ``privacy.max_epsilon``, nothing is released or recorded: ``(None,
