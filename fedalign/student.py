@@ -182,6 +182,7 @@ class StudentClient:
             GraphSplit(to_device(s.graph), s.mask.to(self.device)) for s in (data.train, data.val, data.test)
         )
         self.alignment = to_device(data.alignment)
+        self._prepared: dict[int, Tensor] = {}  # id(graph) -> model.prepare(graph's edges), built once
         # One forward pass serves task and alignment when they share a graph (replicate mode).
         self.shared_forward = self.alignment is self.train_split.graph
         self.epochs_trained = 0
@@ -210,6 +211,12 @@ class StudentClient:
             require_per_graph_samples(len(self.private_graphs), transductive=False)
             self.dp_sgd_ledger = PrivacyLedger(privacy.accountant, privacy.delta)
 
+    def _forward(self, graph: Data) -> tuple[Tensor, list[Tensor]]:
+        """The model on one of this client's graphs, its propagation structure prepared once."""
+        if id(graph) not in self._prepared:
+            self._prepared[id(graph)] = self.model.prepare(graph.edge_index, graph.num_nodes)
+        return self.model(graph.x, self._prepared[id(graph)])
+
     @property
     def depth(self) -> int:
         """L, the number of hidden layers this student shares statistics for."""
@@ -221,7 +228,7 @@ class StudentClient:
     def statistics(self) -> Statistics:
         """Per-layer probabilities ``p_l(u|v)`` on the alignment graph (eval mode)."""
         self.model.eval()
-        _, hiddens = self.model(self.alignment.x, self.alignment.edge_index)
+        _, hiddens = self._forward(self.alignment)
         log_probs = layer_statistics(hiddens, self.alignment.edge_index, self.cfg.align.tau, self.cfg.align.kernel)
         return [lp.exp().float().cpu().numpy() for lp in log_probs]
 
@@ -312,12 +319,12 @@ class StudentClient:
         self.model.train()
         for _ in range(self.cfg.train.local_epochs):
             self.optimizer.zero_grad()
-            logits, hiddens = self.model(split.graph.x, split.graph.edge_index)
+            logits, hiddens = self._forward(split.graph)
             loss_task = task_loss(logits[split.mask], split.graph.y[split.mask], self.task.multilabel)
             loss_align = torch.zeros((), device=self.device)
             if align_on:
                 if not self.shared_forward:
-                    _, hiddens = self.model(self.alignment.x, self.alignment.edge_index)
+                    _, hiddens = self._forward(self.alignment)
                 loss_align = self.alignment_loss(hiddens, peers)
             (loss_task + self.cfg.align.weight * loss_align).backward()
             self.optimizer.step()
@@ -366,7 +373,7 @@ class StudentClient:
             for _ in range(steps):
                 align_grads.clear()
                 if align_on:
-                    _, hiddens = self.model(self.alignment.x, self.alignment.edge_index)
+                    _, hiddens = self._forward(self.alignment)
                     loss_align = self.alignment_loss(hiddens, peers)
                     align_grads.extend(torch.autograd.grad(self.cfg.align.weight * loss_align, params,
                                                            allow_unused=True))
@@ -397,7 +404,7 @@ class StudentClient:
         for name, split in (("val", self.val_split), ("test", self.test_split)):
             key = id(split.graph)
             if key not in outputs:
-                outputs[key] = self.model(split.graph.x, split.graph.edge_index)[0]
+                outputs[key] = self._forward(split.graph)[0]
             logits, y = outputs[key][split.mask], split.graph.y[split.mask]
             metrics[f"{name}_metric"] = task_metric(logits, y, self.task.multilabel)
             if name == "val":

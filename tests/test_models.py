@@ -23,9 +23,25 @@ def test_forward_returns_logits_and_every_hidden_layer(arch, conv, depth):
 def test_hidden_outputs_are_the_layer_activations():
     model = build_student("gcn", 12, 3, hidden_layers=3, hidden_dim=8, dropout=0.0, residual=False)
     _, hiddens = model(X, EDGE_INDEX)
-    h1 = torch.nn.functional.elu(model.layers[0](X, EDGE_INDEX))
-    h2 = torch.nn.functional.elu(model.layers[1](h1, EDGE_INDEX))
+    graph = model.prepare(EDGE_INDEX, 30)
+    h1 = torch.nn.functional.elu(model.layers[0](X, graph))
+    h2 = torch.nn.functional.elu(model.layers[1](h1, graph))
     assert torch.allclose(hiddens[0], h1) and torch.allclose(hiddens[1], h2)
+
+
+def test_gcn_prepared_adjacency_equals_pyg_gcnconv():
+    """The precomputed sparse propagation computes what a default GCNConv does on edge_index."""
+    model = build_student("gcn", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=False)
+    reference = GCNConv(12, 8)  # normalize=True, self-loops: the textbook GCN layer
+    reference.lin.weight.data.copy_(model.layers[0].lin.weight.data)
+    reference.bias.data.copy_(model.layers[0].bias.data)
+    graph = model.prepare(EDGE_INDEX, 30)
+    assert model.prepare(graph, 30) is graph  # preparing twice is a no-op
+    assert torch.allclose(model.layers[0](X, graph), reference(X, EDGE_INDEX), atol=1e-6)
+    x = X.clone().requires_grad_()
+    (g_fast,) = torch.autograd.grad(model.layers[0](x, graph).pow(2).sum(), x)
+    (g_ref,) = torch.autograd.grad(reference(x, EDGE_INDEX).pow(2).sum(), x)
+    assert torch.allclose(g_fast, g_ref, atol=1e-5)
 
 
 def test_residual_adds_the_skip():

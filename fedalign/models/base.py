@@ -7,6 +7,11 @@ connection, and dropout. The output layer maps to the ``[N, num_classes]``
 logits. The forward pass returns the logits and the L hidden-layer outputs
 (after activation and residual, before dropout): those are the
 representations whose structure is aligned between students.
+
+Every family may precompute what its layers need from a graph once
+(:meth:`Student.prepare`: e.g. GCN's normalised sparse adjacency) so that
+training on a fixed graph does not redo it every epoch; ``forward`` takes
+either a plain ``edge_index`` or the result of ``prepare``.
 """
 
 from __future__ import annotations
@@ -54,20 +59,29 @@ class Student(nn.Module):
         """One message-passing layer ``(x [N, in_dim], edge_index [2, E]) -> [N, out_dim]``."""
         raise NotImplementedError
 
+    def prepare(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        """What the layers take as the graph, computed once per graph.
+
+        Args: edge_index long [2, E] (or an already prepared graph: returned
+        unchanged); num_nodes N. The default is ``edge_index`` itself.
+        """
+        return edge_index
+
     def forward(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Args: x float [N, F], edge_index long [2, E].
+        """Args: x float [N, F]; edge_index long [2, E], or ``prepare(edge_index, N)``.
 
         Returns: logits float [N, C] and the L hidden outputs, each [N, hidden_dim].
         """
+        graph = self.prepare(edge_index, x.size(0))
         hiddens = []
         h = x
         for i, layer in enumerate(self.layers):
-            out = nn.functional.elu(layer(h, edge_index))
+            out = nn.functional.elu(layer(h, graph))
             if self.residual:
                 out = out + (self.input_skip(h) if i == 0 else h)
             hiddens.append(out)
             h = nn.functional.dropout(out, p=self.dropout, training=self.training)
-        return self.output(h, edge_index), hiddens
+        return self.output(h, graph), hiddens
 
     @property
     def device(self) -> torch.device:
