@@ -6,12 +6,13 @@ Requests (``RecordDict``):
   config as JSON), ``round`` (int, 0 = initial query), ``run-tag`` (str, names
   the run; clients key their checkpoints by it);
 * ``"peers"`` (ArrayRecord, ``train`` only): ``"<peer id>.<layer>"`` ->
-  float32 [E] probabilities, layers numbered from 1.
+  [E] probabilities (float32, or float16 with ``align.statistics_dtype``),
+  layers numbered from 1.
 
 Replies:
 
 * ``"statistics"`` (ArrayRecord, when the client releases): ``"<layer>"`` ->
-  float32 [E];
+  [E] probabilities in the wire dtype;
 * ``"metrics"`` (MetricRecord): scalar metrics, always including
   ``partition-id``.
 
@@ -37,7 +38,7 @@ def encode_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
     })
     if peers is not None:
         content[PEERS] = ArrayRecord({
-            f"{peer}.{layer}": Array(np.ascontiguousarray(p, dtype=np.float32))
+            f"{peer}.{layer}": Array(np.ascontiguousarray(p))
             for peer, stats in peers.items() for layer, p in enumerate(stats, start=1)
         })
     return content
@@ -60,7 +61,7 @@ def encode_reply(metrics: dict[str, float], statistics: list[np.ndarray] | None)
     content = RecordDict({METRICS: MetricRecord({k: float(v) for k, v in metrics.items()})})
     if statistics is not None:
         content[STATISTICS] = ArrayRecord({
-            str(layer): Array(np.ascontiguousarray(p, dtype=np.float32)) for layer, p in enumerate(statistics, start=1)
+            str(layer): Array(np.ascontiguousarray(p)) for layer, p in enumerate(statistics, start=1)
         })
     return content
 

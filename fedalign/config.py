@@ -82,6 +82,9 @@ class AlignConfig:
     weight: float = 1.0  # a: weight of the alignment loss
     tau: float = 100.0  # temperature of the structure kernel
     kernel: Literal["l1", "l2sq", "cosine"] = "l1"
+    # Wire precision of released statistics: float16 halves the bytes sent and received; receivers
+    # compute in float32 (probabilities below ~6e-8 round to 0 and then add nothing to the KL).
+    statistics_dtype: Literal["float32", "float16"] = "float32"
 
 
 @dataclass

@@ -42,7 +42,7 @@ class Reply:
 
     ``statistics`` is None when the client released nothing (or failed:
     then ``error`` says why). ``bytes_received`` / ``bytes_sent`` count the
-    statistics payload from the client's point of view (float32 arrays in,
+    statistics payload from the client's point of view (arrays in,
     arrays out), in bytes.
     """
 

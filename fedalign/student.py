@@ -6,8 +6,9 @@ ClientApp wraps it. It only ever *returns* structure statistics (per-layer
 probabilities on the alignment graph) and scalar metrics; weights, features
 and labels stay inside.
 
-Statistics travel as float32 numpy arrays of probabilities, one array of
-shape ``[E]`` per layer (E = edges of the alignment graph).
+Statistics travel as numpy arrays of probabilities, one array of shape
+``[E]`` per layer (E = edges of the alignment graph), in float32 or, with
+``align.statistics_dtype: float16``, in float16 (half the bytes).
 
 Differential privacy (``privacy`` config section, :mod:`fedalign.privacy`):
 
@@ -55,7 +56,7 @@ from .models import Student, build_student
 from .privacy import DPSGDTrainer, PrivacyLedger, StatisticsMechanism, require_per_graph_samples
 from .statistics import layer_statistics, structure_kl
 
-Statistics = list[np.ndarray]  # one float32 [E] probability array per layer
+Statistics = list[np.ndarray]  # one [E] probability array per layer (float32 or float16)
 ReleaseMetrics = dict[str, float]  # "epsilon" (when privacy is on) and "withheld" (0.0 / 1.0)
 
 
@@ -255,13 +256,15 @@ class StudentClient:
           {"epsilon": spent so far, "withheld": 1.0})``;
         * DP-SGD only: the raw statistics (DP by post-processing) with ``epsilon`` =
           the DP-SGD ledger's epsilon and ``withheld: 0.0``.
+
+        Released arrays are in ``align.statistics_dtype`` (float32 or float16).
         """
         if self.cfg.align.strategy == "none":
             return None, {}
         if self.mechanism is None:
             if self.dp_sgd_ledger is None:
-                return self.statistics(), {}
-            return self.statistics(), {"epsilon": self.dp_sgd_ledger.epsilon(), "withheld": 0.0}
+                return self._on_wire(self.statistics()), {}
+            return self._on_wire(self.statistics()), {"epsilon": self.dp_sgd_ledger.epsilon(), "withheld": 0.0}
         multiplier = self.mechanism.effective_noise_multiplier
         budget = self.cfg.privacy.max_epsilon
         if budget is not None and self.ledger.epsilon_if(multiplier) > budget:
@@ -271,7 +274,12 @@ class StudentClient:
         target = self.alignment.edge_index[1].cpu()
         noisy = self.mechanism.release(raw, target, self.alignment.num_nodes, generator)
         self.ledger.record(multiplier)
-        return [n.float().numpy() for n in noisy], {"epsilon": self.ledger.epsilon(), "withheld": 0.0}
+        return self._on_wire([n.float().numpy() for n in noisy]), {"epsilon": self.ledger.epsilon(), "withheld": 0.0}
+
+    def _on_wire(self, statistics: Statistics) -> Statistics:
+        """The statistics in the wire precision ``align.statistics_dtype``."""
+        dtype = np.dtype(self.cfg.align.statistics_dtype)
+        return [p.astype(dtype, copy=False) for p in statistics]
 
     # ------------------------------------------------------------ training
 

@@ -114,3 +114,14 @@ def test_task_metrics_against_hand_computed_values():
     y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
     # tp = 2, fp = 1, fn = 1 -> F1 = 4 / 6
     assert task_metric(ml_logits, y, multilabel=True) == pytest.approx(4 / 6)
+
+
+def test_float16_wire_statistics_halve_the_bytes_and_round_the_float32_release():
+    exact, _ = build_client(cfg_with(), 0).release(0)
+    half, _ = build_client(cfg_with(align={"statistics_dtype": "float16"}), 0).release(0)
+    assert all(h.dtype == np.float16 and h.nbytes * 2 == e.nbytes for h, e in zip(half, exact))
+    for h, e in zip(half, exact):  # float16 keeps 11 significant bits: relative error <= 2^-11
+        np.testing.assert_allclose(h.astype(np.float32), e, rtol=2.0 ** -11, atol=6e-8)
+    # a peer trains on float16 statistics as on any others
+    metrics = build_client(cfg_with(align={"statistics_dtype": "float16"}), 1).train({0: half}, 1)
+    assert np.isfinite(metrics["align_loss"]) and metrics["align_loss"] >= 0
