@@ -8,6 +8,11 @@ checkpoint on the client's disk, keyed by the run tag, so any process (a
 new simulation worker, a restarted SuperNode) can pick the student up. The
 checkpoint also holds the client's privacy ledgers, so it is written after
 every release (query and train), not only after training.
+
+Requests are idempotent: the checkpoint keeps the last reply (its message
+type and round), and a repeated request -- a restarted server re-sending
+the round it did not see finish -- gets that same reply again, without
+training twice or spending privacy budget twice.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from flwr.clientapp import ClientApp
 from fedalign.config import ExperimentConfig
 from fedalign.student import StudentClient, build_client
 
-from .protocol import decode_request, encode_reply
+from .protocol import IDENTIFY_ROUND, decode_request, encode_reply
 
 app = ClientApp()
 
@@ -45,56 +50,84 @@ def _checkpoint_path(context: Context, run_tag: str, pid: int) -> Path:
     return Path(str(root)) / run_tag / f"client-{pid}.pt"
 
 
-def _load_student(msg: Message, context: Context):
-    cfg, round_number, run_tag, peers = decode_request(msg.content)
-    if "data-root" in context.node_config:
-        cfg.data.root = str(context.node_config["data-root"])
-    pid = _partition_id(context, cfg)
-    student = build_client(cfg, pid)
-    checkpoint = _checkpoint_path(context, run_tag, pid)
-    if checkpoint.exists():
-        student.load_state_dict(torch.load(checkpoint, map_location=student.device, weights_only=True))
-    return student, pid, round_number, peers, checkpoint
+class _Call:
+    """One request to this client: its student (restored from the checkpoint) and what was asked."""
 
+    def __init__(self, msg: Message, context: Context) -> None:
+        self.started = time.perf_counter()
+        self.msg = msg
+        cfg, self.round, run_tag, self.peers = decode_request(msg.content)
+        if "data-root" in context.node_config:
+            cfg.data.root = str(context.node_config["data-root"])
+        self.pid = _partition_id(context, cfg)
+        self.checkpoint = _checkpoint_path(context, run_tag, self.pid)
+        self.saved: dict = {}
+        self.student: StudentClient | None = None
+        if self.round != IDENTIFY_ROUND:
+            self.student = build_client(cfg, self.pid)
+            if self.checkpoint.exists():
+                self.saved = torch.load(self.checkpoint, map_location=self.student.device, weights_only=True)
+                self.student.load_state_dict(self.saved)
 
-def _save(student: StudentClient, checkpoint: Path) -> None:
-    """Atomic write: a crash mid-save never leaves a truncated checkpoint."""
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    tmp = checkpoint.with_suffix(f".tmp{os.getpid()}")
-    torch.save(student.state_dict(), tmp)
-    tmp.replace(checkpoint)
+    @property
+    def request(self) -> str:
+        return f"{self.msg.metadata.message_type}:{self.round}"
 
+    def repeated(self) -> Message | None:
+        """The stored reply if this exact request was answered before."""
+        last = self.saved.get("last_reply")
+        if not last or last["request"] != self.request:
+            return None
+        statistics = [t.numpy() for t in last["statistics"]] if last["statistics"] is not None else None
+        return self.reply(dict(last["metrics"]), statistics)
 
-def _reply(msg: Message, metrics: dict, statistics, pid: int, started: float) -> Message:
-    metrics = {**metrics, "partition-id": pid, "client-seconds": time.perf_counter() - started}
-    return Message(content=encode_reply(metrics, statistics), reply_to=msg)
+    def reply(self, metrics: dict, statistics) -> Message:
+        metrics = {**metrics, "partition-id": self.pid, "client-seconds": time.perf_counter() - self.started}
+        return Message(content=encode_reply(metrics, statistics), reply_to=self.msg)
+
+    def save(self, metrics: dict, statistics) -> Message:
+        """Checkpoint the student with this reply (atomically: a crash never leaves a torn file); return it."""
+        state = self.student.state_dict()
+        state["last_reply"] = {
+            "request": self.request, "metrics": dict(metrics),
+            "statistics": [torch.from_numpy(p) for p in statistics] if statistics is not None else None,
+        }
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        tmp.replace(self.checkpoint)
+        return self.reply(metrics, statistics)
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """This client's current statistics on the alignment graph."""
-    started = time.perf_counter()
-    student, pid, round_number, _, checkpoint = _load_student(msg, context)
-    statistics, release_metrics = student.release(round_number)
-    if student.ledger is not None:  # the release was recorded: persist the privacy spent
-        _save(student, checkpoint)
-    return _reply(msg, release_metrics, statistics, pid, started)
+    """This client's current statistics on the alignment graph (round -1: only which client this is)."""
+    call = _Call(msg, context)
+    if call.student is None:
+        return call.reply({}, None)
+    repeated = call.repeated()
+    if repeated is not None:
+        return repeated
+    statistics, release_metrics = call.student.release(call.round)
+    if call.student.ledger is None:  # nothing recorded: no need to persist anything
+        return call.reply(release_metrics, statistics)
+    return call.save(release_metrics, statistics)  # persist the privacy spent with the release
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train local epochs against the peers' statistics; reply with fresh statistics."""
-    started = time.perf_counter()
-    student, pid, round_number, peers, checkpoint = _load_student(msg, context)
-    metrics = student.train(peers, round_number)
-    statistics, release_metrics = student.release(round_number)
-    _save(student, checkpoint)  # after the release, so the checkpoint's ledger includes it
-    return _reply(msg, {**metrics, **release_metrics}, statistics, pid, started)
+    call = _Call(msg, context)
+    repeated = call.repeated()
+    if repeated is not None:
+        return repeated
+    metrics = call.student.train(call.peers, call.round)
+    statistics, release_metrics = call.student.release(call.round)
+    return call.save({**metrics, **release_metrics}, statistics)  # the checkpoint's ledger includes the release
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Validation and test metrics of the current student."""
-    started = time.perf_counter()
-    student, pid, _, _, _ = _load_student(msg, context)
-    return _reply(msg, student.evaluate(), None, pid, started)
+    call = _Call(msg, context)
+    return call.reply(call.student.evaluate(), None)

@@ -9,14 +9,19 @@ Requests (``RecordDict``):
   [E] probabilities (float32, or float16 with ``align.statistics_dtype``),
   layers numbered from 1.
 
+* round ``-1`` (``query`` only) asks a node which client it is: the reply
+  carries ``partition-id`` and nothing else (no release, no training).
+
 Replies:
 
 * ``"statistics"`` (ArrayRecord, when the client releases): ``"<layer>"`` ->
   [E] probabilities in the wire dtype;
-* ``"metrics"`` (MetricRecord): scalar metrics, always including
-  ``partition-id``.
+* ``"metrics"`` (MetricRecord): scalar metrics named in :data:`REPLY_METRICS`,
+  always including ``partition-id``.
 
-Nothing else travels: no weights, features or labels.
+Nothing else travels: no weights, features or labels. Both ends enforce it:
+:func:`encode_reply` refuses other metrics, and :func:`decode_reply` raises
+:class:`ProtocolError` on any other record, metric name or array layout.
 """
 
 from __future__ import annotations
@@ -29,6 +34,18 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from fedalign.config import ExperimentConfig, config_from_dict
 
 CONFIG, PEERS, STATISTICS, METRICS = "config", "peers", "statistics", "metrics"
+IDENTIFY_ROUND = -1
+
+# Every scalar a client may report: training/evaluation metrics, privacy spent, and transport data.
+REPLY_METRICS = frozenset({
+    "task_loss", "align_loss", "val_metric", "test_metric", "val_loss",  # StudentClient.train / evaluate
+    "epsilon", "withheld", "dp_sgd_epsilon",  # privacy (StudentClient.release / train)
+    "partition-id", "client-seconds",  # which client replied, and how long it worked
+})
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow this wire format; the message says what is wrong."""
 
 
 def encode_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
@@ -58,6 +75,9 @@ def decode_request(content: RecordDict) -> tuple[ExperimentConfig, int, str, dic
 
 
 def encode_reply(metrics: dict[str, float], statistics: list[np.ndarray] | None) -> RecordDict:
+    unexpected = sorted(set(metrics) - REPLY_METRICS)
+    if unexpected:
+        raise ProtocolError(f"refusing to send metrics {unexpected}: a client sends only {sorted(REPLY_METRICS)}")
     content = RecordDict({METRICS: MetricRecord({k: float(v) for k, v in metrics.items()})})
     if statistics is not None:
         content[STATISTICS] = ArrayRecord({
@@ -67,9 +87,34 @@ def encode_reply(metrics: dict[str, float], statistics: list[np.ndarray] | None)
 
 
 def decode_reply(content: RecordDict) -> tuple[dict[str, float], list[np.ndarray] | None]:
-    metrics = dict(content[METRICS]) if METRICS in content else {}
-    statistics = None
-    if STATISTICS in content:
-        arrays = content[STATISTICS]
-        statistics = [arrays[key].numpy() for key in sorted(arrays.keys(), key=int)]
+    """(metrics, statistics or None) from a client's reply; :class:`ProtocolError` if it is not one."""
+    unexpected = sorted(set(content.keys()) - {METRICS, STATISTICS})
+    if unexpected:
+        raise ProtocolError(f"reply carries unexpected records {unexpected}; a client sends only "
+                            f"{METRICS!r} and {STATISTICS!r}")
+    if not isinstance(content.get(METRICS), MetricRecord):
+        raise ProtocolError(f"reply has no {METRICS!r} MetricRecord")
+    metrics = dict(content[METRICS])
+    unexpected = sorted(set(metrics) - REPLY_METRICS)
+    if unexpected:
+        raise ProtocolError(f"reply carries unexpected metrics {unexpected}")
+    if not all(isinstance(v, (int, float)) for v in metrics.values()):
+        raise ProtocolError("reply metrics must be scalars")
+    if "partition-id" not in metrics:
+        raise ProtocolError("reply does not say which client sent it (no 'partition-id' metric)")
+    if STATISTICS not in content:
+        return metrics, None
+    arrays = content[STATISTICS]
+    if not isinstance(arrays, ArrayRecord):
+        raise ProtocolError(f"{STATISTICS!r} must be an ArrayRecord")
+    keys = list(arrays.keys())
+    if sorted(keys) != [str(layer) for layer in range(1, len(keys) + 1)] or not keys:
+        raise ProtocolError(f"statistics keys must be the layers '1'..'L', got {sorted(keys)[:5]}")
+    statistics = []
+    for key in sorted(keys, key=int):
+        array = arrays[key]
+        if len(array.shape) != 1 or array.dtype not in ("float32", "float16"):
+            raise ProtocolError(f"statistics layer {key}: expected a 1-D float32/float16 array, "
+                                f"got shape {tuple(array.shape)} dtype {array.dtype}")
+        statistics.append(array.numpy())
     return metrics, statistics

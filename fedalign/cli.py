@@ -3,6 +3,7 @@
     fedalign run simulations/quickstart.yaml                 # Flower simulation (default)
     fedalign run simulations/cora.yaml --engine inprocess    # same code, no Flower
     fedalign run simulations/cora.yaml --set federation.rounds=10 --set align.strategy=none
+    fedalign run simulations/cora.yaml --resume outputs/cora-20261123-101500   # carry on a stopped run
     fedalign validate simulations/cora.yaml                  # check a config, train nothing
     fedalign sweep simulations/cora-strategies.yaml          # a resumable grid of runs
 
@@ -32,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. --set federation.rounds=10 (repeatable)")
     run.add_argument("--engine", choices=("flower", "inprocess"), default="flower",
                      help="flower: Flower Simulation Runtime (default); inprocess: every student in this process")
-    run.add_argument("--run-dir", default=None, help="write outputs here instead of a new folder under output.dir")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--run-dir", default=None, help="write outputs here instead of a new folder under output.dir")
+    where.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue a stopped run from its saved state (same config; rounds may grow)")
     sweep = sub.add_parser("sweep", help="run a grid of experiments (resumable) and tabulate them")
     sweep.add_argument("sweep", help="sweep YAML, e.g. simulations/cora-strategies.yaml")
     return parser
@@ -63,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    run_dir, summary = _engine(args.engine)(cfg, args.run_dir)
+    try:
+        run_dir, summary = _engine(args.engine)(cfg, args.resume or args.run_dir, resume=args.resume is not None)
+    except ValueError as err:
+        if args.resume is None or "cannot resume" not in str(err):
+            raise
+        print(f"fedalign: {err}", file=sys.stderr)
+        return 2
     print(json.dumps({k: summary[k] for k in ("status", "metric", "mean_test_at_best_val", "clients")}, indent=2))
     print(f"outputs written to {run_dir}")
     return 0

@@ -17,6 +17,16 @@ Schedules (``federation.schedule``):
 
 The coordinator only ever holds statistics and scalar metrics.
 
+Every release is checked (:mod:`fedalign.validation`) before it enters the
+cache: a malformed or hostile one gets status ``rejected`` with the reason,
+is logged, and is never forwarded; the cache keeps the client's last valid
+statistics.
+
+After every round the coordinator can save its state (:class:`ServerState`:
+the last completed round and the cache) so that a restarted server resumes
+the experiment instead of starting over; the round records themselves are in
+``rounds.jsonl``.
+
 Privacy (``privacy`` config section): a client whose privacy budget is spent
 replies without statistics; its record gets status ``withheld``, its last
 statistics stay in the cache and its peers carry on. Clients report the
@@ -26,14 +36,20 @@ each client's last value and their maximum.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
 from .config import ExperimentConfig
-from .student import Statistics, StudentClient, build_client
+from .student import Statistics, StudentClient, build_client, prepare_data
+from .validation import AlignmentGraphSpec, StatisticsRejected, check_statistics
+
+log = logging.getLogger("fedalign")
 
 
 @dataclass
@@ -41,8 +57,10 @@ class Reply:
     """What one client sent back for one request.
 
     ``statistics`` is None when the client released nothing (or failed:
-    then ``error`` says why). ``bytes_received`` / ``bytes_sent`` count the
-    statistics payload from the client's point of view (arrays in,
+    then ``error`` says why). ``rejected`` is set by a transport that refused
+    the reply's content before decoding it (unknown message type, unexpected
+    records, oversized payload). ``bytes_received`` / ``bytes_sent`` count
+    the statistics payload from the client's point of view (arrays in,
     arrays out), in bytes.
     """
 
@@ -53,6 +71,7 @@ class Reply:
     bytes_received: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
+    rejected: str | None = None
 
 
 class Transport(Protocol):
@@ -80,6 +99,59 @@ def trainers_for_round(schedule: str, round_number: int, num_clients: int) -> li
     if schedule == "simultaneous":
         return list(range(num_clients))
     raise ValueError(f"unknown schedule {schedule!r}; choose alternating or simultaneous")
+
+
+def alignment_graph_spec(cfg: ExperimentConfig) -> AlignmentGraphSpec | None:
+    """The public alignment graph of the experiment, for checking releases.
+
+    The server builds it from the same data and partition config as the
+    clients. None (with a warning) when this process cannot read the data:
+    releases are then checked without the per-node sums.
+    """
+    try:
+        _, clients = prepare_data(cfg)
+    except FileNotFoundError as error:
+        log.warning("the server cannot read the dataset (%s); statistics are checked for shape, dtype and "
+                    "range only, not for per-node sums. Give the server data.root to check them fully.", error)
+        return None
+    graph = clients[0].alignment
+    return AlignmentGraphSpec.from_edge_index(graph.edge_index, graph.num_nodes)
+
+
+class ServerState:
+    """The coordinator's state in a run folder, saved after every round.
+
+    ``server-state.npz`` holds the last completed round (``completed_round``)
+    and the statistics cache (``"<client>.<layer>"`` -> the cached array),
+    written atomically (a crash mid-save leaves the previous state). The
+    privacy ledgers live with the clients, in their checkpoints; the
+    epsilon each client reported is in ``rounds.jsonl``.
+    """
+
+    FILE = "server-state.npz"
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / self.FILE
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def save(self, completed_round: int, cache: dict[int, Statistics]) -> None:
+        arrays = {f"{client}.{layer}": p for client, stats in cache.items() for layer, p in enumerate(stats, start=1)}
+        tmp = self.path.with_name(f".{self.FILE}.tmp{os.getpid()}.npz")
+        np.savez(tmp, completed_round=np.int64(completed_round), **arrays)
+        tmp.replace(self.path)
+
+    def load(self) -> tuple[int, dict[int, Statistics]]:
+        """(last completed round, cache)."""
+        with np.load(self.path) as saved:
+            completed = int(saved["completed_round"])
+            layers: dict[int, dict[int, np.ndarray]] = {}
+            for key in saved.files:
+                if key != "completed_round":
+                    client, layer = (int(part) for part in key.split("."))
+                    layers.setdefault(client, {})[layer] = saved[key]
+        return completed, {c: [ls[l] for l in sorted(ls)] for c, ls in layers.items()}
 
 
 class InProcessTransport:
@@ -125,7 +197,9 @@ class RoundRecord:
 
     round: int
     client: int
-    status: str  # "ok", "missing" (no reply / error reply) or "withheld" (replied, released no statistics)
+    # "ok"; "missing" (no reply / error reply); "withheld" (replied, released no statistics);
+    # "rejected" (the reply or its statistics failed the checks: nothing cached or forwarded)
+    status: str
     peers: list[int]
     metrics: dict[str, float]
     bytes_received: int
@@ -144,6 +218,18 @@ class RoundRecord:
             row["error"] = self.error
         return row
 
+    @classmethod
+    def from_json(cls, row: dict) -> "RoundRecord":
+        """Inverse of :meth:`to_json` (as written to ``rounds.jsonl``: "inf" strings, null for NaN)."""
+        fixed = {"round", "client", "status", "peers", "bytes_received", "bytes_sent", "seconds", "error"}
+
+        def number(value) -> float:
+            return float("nan") if value is None else float(value)
+
+        return cls(int(row["round"]), int(row["client"]), row["status"], list(row["peers"]),
+                   {k: number(v) for k, v in row.items() if k not in fixed},
+                   int(row["bytes_received"]), int(row["bytes_sent"]), float(row["seconds"]), row.get("error"))
+
 
 class RoundListener(Protocol):
     def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None: ...
@@ -156,14 +242,24 @@ class Coordinator:
         cfg: the experiment config (schedule, rounds, number of clients).
         transport: how requests reach the clients.
         listeners: called after every round with its records (logging, progress).
+        graph: the public alignment graph, to check releases against; None ->
+            :func:`alignment_graph_spec` (or, when the server cannot read the
+            data, checks without per-node sums, on the first release's edge count).
+        state: where to save the state after every round (None: not saved).
     """
 
-    def __init__(self, cfg: ExperimentConfig, transport: Transport, listeners: list[RoundListener] = ()) -> None:
+    def __init__(self, cfg: ExperimentConfig, transport: Transport, listeners: list[RoundListener] = (),
+                 graph: AlignmentGraphSpec | None = None, state: "ServerState | None" = None) -> None:
         self.cfg = cfg
         self.transport = transport
         self.listeners = list(listeners)
         self.cache: dict[int, Statistics] = {}
         self.records: list[RoundRecord] = []
+        self.completed_round = -1  # the last round whose records are in; -1 before round 0
+        self.state = state
+        self.graph: AlignmentGraphSpec | int | None = graph
+        if graph is None and self._needs_statistics():
+            self.graph = alignment_graph_spec(cfg)
 
     @property
     def num_clients(self) -> int:
@@ -190,6 +286,26 @@ class Coordinator:
         # simultaneous trainers all see the previous round's statistics.
         return self._absorb(round_number, {i: sorted(p) for i, p in jobs.items()}, replies)
 
+    def expected_bytes(self, client: int) -> int | None:
+        """Size of an honest release of ``client`` in bytes (None while the edge count is unknown)."""
+        if self.graph is None:
+            return None
+        num_edges = self.graph.num_edges if isinstance(self.graph, AlignmentGraphSpec) else self.graph
+        layers = self.cfg.model.for_client(client)["hidden_layers"]
+        return layers * num_edges * np.dtype(self.cfg.align.statistics_dtype).itemsize
+
+    def _check(self, client: int, statistics: Statistics) -> Statistics:
+        """The release if valid (:func:`~fedalign.validation.check_statistics`), else raises."""
+        if self.graph is None:  # no graph on the server: the first release that passes fixes E
+            first = statistics[0] if isinstance(statistics, list) and statistics else None
+            if not isinstance(first, np.ndarray) or first.ndim != 1:
+                raise StatisticsRejected(f"statistics from client {client} rejected: not a list of 1-D arrays")
+            check_statistics(statistics, first.shape[0], self.cfg.model.for_client(client)["hidden_layers"],
+                             self.cfg.align.statistics_dtype, sender=f"client {client}")
+            self.graph = first.shape[0]
+        return check_statistics(statistics, self.graph, self.cfg.model.for_client(client)["hidden_layers"],
+                                self.cfg.align.statistics_dtype, sender=f"client {client}")
+
     def _absorb(self, round_number: int, peers: dict[int, list[int]], replies: dict[int, Reply]) -> list[RoundRecord]:
         records = []
         for client in sorted(peers):
@@ -198,26 +314,52 @@ class Coordinator:
                 error = reply.error if reply is not None else "no reply before the timeout"
                 records.append(RoundRecord(round_number, client, "missing", peers[client], {}, 0, 0, 0.0, error))
                 continue
-            status = "ok"
-            if self._needs_statistics():
-                if reply.statistics is not None:
-                    self.cache[client] = reply.statistics
+            status, error = "ok", reply.rejected
+            if error is None and self._needs_statistics():
+                limit = self.expected_bytes(client)
+                if reply.statistics is not None and limit is not None and reply.bytes_sent > limit:
+                    error = (f"statistics from client {client} rejected: payload of {reply.bytes_sent} bytes "
+                             f"exceeds the {limit} bytes of a release of this experiment")
+                elif reply.statistics is not None:
+                    try:
+                        self.cache[client] = self._check(client, reply.statistics)
+                    except StatisticsRejected as rejection:
+                        error = str(rejection)
                 else:  # e.g. a spent privacy budget: the cache keeps the client's last statistics
                     status = "withheld"
+            elif error is None and reply.statistics is not None:
+                error = f"client {client} sent statistics although align.strategy is none"
+            if error is not None:  # never cached, never forwarded; the peers keep its last valid release
+                log.warning("round %d: %s", round_number, error)
+                records.append(RoundRecord(round_number, client, "rejected", peers[client], {},
+                                           reply.bytes_received, reply.bytes_sent, reply.seconds, error))
+                continue
             records.append(RoundRecord(round_number, client, status, peers[client], reply.metrics,
                                        reply.bytes_received, reply.bytes_sent, reply.seconds))
         self.records.extend(records)
+        self.completed_round = round_number
+        if self.state is not None:
+            self.state.save(self.completed_round, self.cache)
         for listener in self.listeners:
             listener.on_round(round_number, self.cfg.federation.rounds, records)
         return records
 
+    def resume(self, completed_round: int, cache: dict[int, Statistics], records: list[RoundRecord]) -> None:
+        """Continue after ``completed_round`` with a saved cache and the records logged so far."""
+        self.completed_round = completed_round
+        self.cache = {c: self._check(c, s) for c, s in cache.items()}
+        self.records = list(records)
+
     def run(self) -> list[RoundRecord]:
-        """Round 0 (initial statistics), then rounds 1..R. Returns every record."""
-        self.initialise()
-        for r in range(1, self.cfg.federation.rounds + 1):
+        """Round 0 (initial statistics), then rounds 1..R; after :meth:`resume`, only
+        the rounds not completed yet. Returns every record."""
+        if self.completed_round < 0:
+            self.initialise()
+            self.completed_round = 0
+        for r in range(self.completed_round + 1, self.cfg.federation.rounds + 1):
             self.run_round(r)
         trained = [r for r in self.records if r.round > 0]
-        if trained and all(r.status == "missing" for r in trained):
+        if trained and all(r.status in ("missing", "rejected") for r in trained):
             raise RuntimeError(f"no client completed any round; first error: {trained[0].error}")
         return self.records
 
@@ -256,7 +398,7 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
             if last is not None:
                 spent.append(last)
         privacy = {
-            "epsilon": max(spent),
+            "epsilon": max(spent) if spent else None,
             "withheld_rounds": [{"round": r.round, "client": r.client} for r in records if r.status == "withheld"],
         }
     tests = [v["test_at_best_val"] for v in clients.values() if v["test_at_best_val"] is not None]
@@ -266,6 +408,8 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
         "mean_test_at_best_val": float(np.mean(tests)) if tests else None,
         "missing_rounds": [{"round": r.round, "client": r.client, "error": r.error}
                            for r in records if r.status == "missing"],
+        "rejected_rounds": [{"round": r.round, "client": r.client, "error": r.error}
+                            for r in records if r.status == "rejected"],
         "bytes_sent_total": int(sum(r.bytes_sent for r in records)),
         "bytes_received_total": int(sum(r.bytes_received for r in records)),
         **privacy,

@@ -50,17 +50,38 @@ def _clean(value):
     return value
 
 
-class RunWriter:
-    """Writes a run folder as rounds arrive (a ``RoundListener``)."""
+def read_rounds(run_dir: str | Path) -> list[RoundRecord]:
+    """The records of a run folder's ``rounds.jsonl`` (a torn last line, from a crash, is skipped)."""
+    path = Path(run_dir) / "rounds.jsonl"
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(RoundRecord.from_json(json.loads(line)))
+            except (json.JSONDecodeError, KeyError):
+                continue
+    return records
 
-    def __init__(self, run_dir: Path, cfg: ExperimentConfig, metric_name: str, engine: str) -> None:
+
+class RunWriter:
+    """Writes a run folder as rounds arrive (a ``RoundListener``).
+
+    ``previous``: records of rounds completed before a restart; ``rounds.jsonl``
+    is rewritten to hold exactly those, then appended to.
+    """
+
+    def __init__(self, run_dir: Path, cfg: ExperimentConfig, metric_name: str, engine: str,
+                 previous: list[RoundRecord] = ()) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.metric_name = metric_name
         self.engine = engine
-        self.records: list[RoundRecord] = []
+        self.records: list[RoundRecord] = list(previous)
         self.started = time.time()
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        tmp = self.run_dir / ".rounds.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(_clean(r.to_json())) + "\n" for r in self.records))
+        tmp.replace(self.run_dir / "rounds.jsonl")
         self._log = (self.run_dir / "rounds.jsonl").open("a")
 
     def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
@@ -100,8 +121,8 @@ class ProgressPrinter:
     def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
         parts = []
         for r in records:
-            if r.status == "missing":
-                parts.append(f"client {r.client}: MISSING ({r.error})")
+            if r.status in ("missing", "rejected"):
+                parts.append(f"client {r.client}: {r.status.upper()} ({r.error})")
                 continue
             epsilon = f" ε {r.metrics['epsilon']:.3g}" if "epsilon" in r.metrics else ""
             if "val_metric" in r.metrics:

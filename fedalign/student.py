@@ -55,6 +55,7 @@ from .data import ClientData, GraphDataset, GraphSplit, load_dataset, partition_
 from .models import Student, build_student
 from .privacy import DPSGDTrainer, PrivacyLedger, StatisticsMechanism, require_per_graph_samples
 from .statistics import layer_statistics, structure_kl
+from .validation import AlignmentGraphSpec, StatisticsRejected, check_statistics
 
 Statistics = list[np.ndarray]  # one [E] probability array per layer (float32 or float16)
 ReleaseMetrics = dict[str, float]  # "epsilon" (when privacy is on) and "withheld" (0.0 / 1.0)
@@ -391,15 +392,14 @@ class StudentClient:
                 "dp_sgd_epsilon": self.dp_sgd_ledger.epsilon(), **self.evaluate()}
 
     def _check_peer_statistics(self, peer_statistics: dict[int, Statistics]) -> None:
-        num_edges = self.alignment.edge_index.size(1)
+        """Refuse peer statistics that are not valid distributions on this alignment graph."""
+        graph = AlignmentGraphSpec.from_edge_index(self.alignment.edge_index, self.alignment.num_nodes)
         for pid, stats in peer_statistics.items():
-            for layer, p in enumerate(stats):
-                if np.shape(p) != (num_edges,):
-                    raise ValueError(
-                        f"statistics of peer {pid}, layer {layer + 1}: shape {np.shape(p)}, expected "
-                        f"({num_edges},) for the {num_edges} edges of the alignment graph; "
-                        "were the clients started with the same data and partition config?"
-                    )
+            try:
+                check_statistics(stats, graph, len(stats), self.cfg.align.statistics_dtype, sender=f"peer {pid}")
+            except StatisticsRejected as error:
+                raise StatisticsRejected(f"{error}; were the clients started with the same data, partition and "
+                                         "align config?") from None
 
     # ------------------------------------------------------------ evaluation
 

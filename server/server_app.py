@@ -3,18 +3,20 @@
 The server sends each client its peers' cached statistics and receives
 fresh statistics and scalar metrics; it never receives weights, features or
 labels. ``flwr run .`` reads the experiment file named by the run config key
-``config`` and the space-separated ``key.path=value`` overrides in ``set``.
+``config`` and the space-separated ``key.path=value`` overrides in ``set``;
+``resume`` (an absolute run folder) continues a run whose server stopped.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from flwr.app import Context, Message, MessageType
 from flwr.serverapp import Grid, ServerApp
 
-from clients.protocol import decode_reply, encode_request
+from clients.protocol import IDENTIFY_ROUND, ProtocolError, decode_reply, encode_request
 from fedalign.config import ExperimentConfig, load_config
 from fedalign.federation import Reply, payload_bytes
 from fedalign.outputs import new_run_dir
@@ -22,15 +24,20 @@ from fedalign.runner import run_experiment
 from fedalign.student import Statistics
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-TRANSPORT_METRICS = ("partition-id", "client-seconds")
+log = logging.getLogger("fedalign")
 
 
 class FlowerTransport:
     """The coordinator's three calls as Flower messages through a ``Grid``.
 
-    Client ids are partition ids; the node of each partition is learnt from
-    the replies to a first query. Replies that do not come back within
-    ``federation.timeout`` seconds, and error replies, become missing replies.
+    Client ids are partition ids. The transport learns which node runs which
+    client by asking new nodes (a ``query`` for round -1: the reply carries
+    only the partition id), and asks again whenever a client's node has left
+    the grid, so a restarted SuperNode (a new node id) is picked up in the
+    next round. Replies that do not come back within ``federation.timeout``
+    seconds, and error replies, become missing replies; replies of another
+    message type or content outside the wire format (:func:`decode_reply`)
+    are rejected, logged, and never decoded into statistics.
     """
 
     def __init__(self, grid: Grid, cfg: ExperimentConfig, run_tag: str) -> None:
@@ -38,6 +45,7 @@ class FlowerTransport:
         self.cfg = cfg
         self.run_tag = run_tag
         self.node_of: dict[int, int] = {}
+        self.node_errors: list[str] = []  # errors of nodes whose client is unknown
 
     def wait_for_nodes(self, poll_seconds: float = 1.0) -> list[int]:
         """Block until ``num_clients`` SuperNodes are connected (or the timeout passes)."""
@@ -52,6 +60,19 @@ class FlowerTransport:
                     f"SuperNodes connected within federation.timeout={self.cfg.federation.timeout}s")
             time.sleep(poll_seconds)
 
+    def _locate(self, clients: list[int]) -> None:
+        """Make sure ``node_of`` knows the current node of each client, if it is connected."""
+        if not self.node_of:
+            connected = set(self.wait_for_nodes())
+        else:
+            connected = set(self.grid.get_node_ids())
+        for client, node in list(self.node_of.items()):
+            if node not in connected:  # that SuperNode left; it may come back under a new node id
+                del self.node_of[client]
+        unknown = sorted(connected - set(self.node_of.values()))
+        if unknown and any(c not in self.node_of for c in clients):
+            self._exchange(MessageType.QUERY, {node: (-1, None) for node in unknown}, IDENTIFY_ROUND)
+
     def _exchange(self, message_type: str, requests: dict[int, tuple[int, dict | None]], round_number: int) -> dict[int, Reply]:
         """``requests``: node id -> (client id or -1 if unknown, peer statistics or None)."""
         messages = [
@@ -61,57 +82,74 @@ class FlowerTransport:
         ]
         started = time.perf_counter()
         replies: dict[int, Reply] = {}
-        self.unattributed_errors: list[str] = []
+        self.node_errors = []
         for msg in self.grid.send_and_receive(messages, timeout=self.cfg.federation.timeout):
             node = msg.metadata.src_node_id
+            if node not in requests:
+                log.warning("ignored a reply from node %s, which was not asked", node)
+                continue
             client, peers = requests[node]
             received = sum(payload_bytes(s) for s in (peers or {}).values())
             if msg.has_error():
-                error = f"error reply from node {node}: {msg.error.reason}"
-                if client >= 0:
-                    replies[client] = Reply(client, error=error)
-                else:  # a node whose partition is not known yet (first contact)
-                    self.unattributed_errors.append(error)
+                self._fail(replies, client, Reply(client, error=f"error reply from node {node}: {msg.error.reason}"))
                 continue
-            metrics, stats = decode_reply(msg.content)
-            client = int(metrics["partition-id"])
+            try:
+                if msg.metadata.message_type != message_type:
+                    raise ProtocolError(f"unexpected message type {msg.metadata.message_type!r} "
+                                        f"in reply to {message_type!r}")
+                metrics, stats = decode_reply(msg.content)
+            except ProtocolError as error:
+                self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: {error}"))
+                continue
+            said = int(metrics.pop("partition-id"))
+            if client >= 0 and said != client:
+                self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: it answered for client {said} "
+                                                                    f"instead of client {client}"))
+                continue
+            client = said
             self.node_of[client] = node
-            for key in TRANSPORT_METRICS:
-                metrics.pop(key, None)
-            replies[client] = Reply(client, metrics, stats, None, received, payload_bytes(stats),
-                                    time.perf_counter() - started)
+            metrics.pop("client-seconds", None)
+            replies[client] = Reply(client, metrics, stats, None, bytes_received=received, bytes_sent=payload_bytes(stats),
+                                    seconds=time.perf_counter() - started)
+        return replies
+
+    def _fail(self, replies: dict[int, Reply], client: int, reply: Reply) -> None:
+        """Record a failed reply: for its client, or, if the node's client is unknown, in ``node_errors``."""
+        log.warning("%s", reply.error or reply.rejected)
+        if client >= 0:
+            replies[client] = reply
+        else:
+            self.node_errors.append(reply.error or reply.rejected)
+
+    def _send(self, message_type: str, jobs: dict[int, dict | None], round_number: int) -> dict[int, Reply]:
+        self._locate(list(jobs))
+        requests = {self.node_of[c]: (c, peers) for c, peers in jobs.items() if c in self.node_of}
+        replies = self._exchange(message_type, requests, round_number)
+        for client in jobs:
+            if client not in replies and client not in self.node_of:
+                reason = "; ".join(self.node_errors) or "no connected SuperNode says it is this client"
+                replies[client] = Reply(client, error=f"client {client} unreachable: {reason}")
         return replies
 
     def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
-        known = {self.node_of[c]: (c, None) for c in clients if c in self.node_of}
-        if len(known) < len(clients):  # first contact: ask every node, learn partitions
-            known = {node: (-1, None) for node in self.wait_for_nodes()}
-        replies = {c: r for c, r in self._exchange(MessageType.QUERY, known, round_number).items() if c in clients}
-        for c in clients:  # clients that failed before saying who they are get the nodes' errors
-            if c not in replies and self.unattributed_errors:
-                replies[c] = Reply(c, error="; ".join(self.unattributed_errors))
-        return replies
-
-    def _ensure_known(self, clients: list[int]) -> None:
-        if any(c not in self.node_of for c in clients):
-            self.query(clients, 0)
+        return self._send(MessageType.QUERY, {c: None for c in clients}, round_number)
 
     def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
-        self._ensure_known(list(jobs))
-        requests = {self.node_of[c]: (c, peers) for c, peers in jobs.items() if c in self.node_of}
-        return self._exchange(MessageType.TRAIN, requests, round_number)
+        return self._send(MessageType.TRAIN, jobs, round_number)
 
     def evaluate(self, clients: list[int], round_number: int) -> dict[int, Reply]:
-        self._ensure_known(clients)
-        requests = {self.node_of[c]: (c, None) for c in clients if c in self.node_of}
-        return self._exchange(MessageType.EVALUATE, requests, round_number)
+        return self._send(MessageType.EVALUATE, {c: None for c in clients}, round_number)
 
 
-def serve(grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None) -> tuple[Path, dict]:
-    """Run the experiment through ``grid``; returns the run folder and summary."""
-    run_dir = run_dir or new_run_dir(cfg)
+def serve(grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False) -> tuple[Path, dict]:
+    """Run the experiment through ``grid``; returns the run folder and summary.
+
+    ``resume``: continue the run saved in ``run_dir`` (clients find their
+    checkpoints by the folder's name, the run tag).
+    """
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
     transport = FlowerTransport(grid, cfg, run_tag=run_dir.name)
-    return run_experiment(cfg, transport, "flower", run_dir)
+    return run_experiment(cfg, transport, "flower", run_dir, resume)
 
 
 def config_from_run_config(run_config: dict) -> ExperimentConfig:
@@ -128,4 +166,8 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    serve(grid, config_from_run_config(dict(context.run_config)))
+    """Run config: ``config`` (experiment file), ``set`` (overrides), ``resume`` (a run folder to continue)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    resume = str(context.run_config.get("resume", ""))
+    cfg = config_from_run_config(dict(context.run_config))
+    serve(grid, cfg, Path(resume) if resume else None, resume=bool(resume))

@@ -20,9 +20,12 @@ from fedalign.outputs import new_run_dir
 from .server_app import serve
 
 
-def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = None,
+def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = None, resume: bool = False,
                           cpus_per_client: float = 1.0) -> tuple[Path, dict]:
-    """Run ``cfg`` with one virtual SuperNode per client; returns (run folder, summary)."""
+    """Run ``cfg`` with one virtual SuperNode per client; returns (run folder, summary).
+
+    ``resume``: continue the run saved in ``run_dir`` (see :func:`fedalign.runner.run_experiment`).
+    """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
     result: dict = {}
@@ -30,7 +33,7 @@ def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = No
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        result["run"] = serve(grid, cfg, run_dir)
+        result["run"] = serve(grid, cfg, run_dir, resume)
 
     run_simulation(
         server_app=server_app,

@@ -27,3 +27,12 @@ def real_data_root() -> Path:
     if not (root / "Planetoid" / "Cora" / "raw").is_dir():
         pytest.skip(f"real data not available: no {root}/Planetoid/Cora/raw (set FEDALIGN_DATA_ROOT)")
     return root
+
+
+@pytest.fixture
+def flower_task_identity(monkeypatch):
+    """Outside a Flower runtime, Messages can only be made once the task identity is set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_run_id", "_task_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, attr, getattr(TaskIdentity, attr) or 1)

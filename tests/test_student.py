@@ -103,7 +103,7 @@ def test_checkpoint_round_trip_continues_identically(tmp_path):
 
 def test_wrong_peer_shape_is_rejected_with_a_clear_message():
     student = build_client(cfg_with(), 0)
-    with pytest.raises(ValueError, match="statistics of peer 1, layer 1: shape"):
+    with pytest.raises(ValueError, match=r"statistics from peer 1 rejected: layer 1 has shape \(5,\), expected"):
         student.train({1: [np.ones(5, dtype=np.float32)]}, 1)
 
 

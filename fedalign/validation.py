@@ -1,0 +1,114 @@
+"""Checks on what peers send: structure statistics that are well-formed distributions.
+
+Statistics arrive from other sites, so a bug or a hostile client may send
+anything. :func:`check_statistics` accepts a release only when it is exactly
+what an honest client of this experiment sends -- ``L`` one-dimensional
+arrays of shape ``[E]`` in the configured wire dtype, finite, non-negative,
+summing to 1 over every node's in-edges -- and raises
+:class:`StatisticsRejected` naming the first problem otherwise. The server
+checks every reply before caching it (a rejected release is never forwarded
+to peers), and every client checks the peer statistics it receives.
+
+:class:`AlignmentGraphSpec` is what the checks need to know about the public
+alignment graph: its number of nodes and each edge's target node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class StatisticsRejected(ValueError):
+    """A release of statistics that is not a valid set of distributions; the message says why."""
+
+
+# |sum over a node's in-edges - 1| allowed, per wire dtype: float16 keeps 11 significant bits
+# (relative error <= 2^-11 per entry, so <= 2^-11 on a sum of probabilities), float32 24 bits.
+SUM_TOLERANCE = {"float32": 1e-4, "float16": 2e-3}
+
+
+@dataclass(frozen=True)
+class AlignmentGraphSpec:
+    """The public alignment graph as far as the checks need it.
+
+    Attributes:
+        num_nodes: N.
+        target: int64 [E], the target node v of every edge u -> v (``edge_index[1]``).
+    """
+
+    num_nodes: int
+    target: np.ndarray
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.target.shape[0])
+
+    @classmethod
+    def from_edge_index(cls, edge_index, num_nodes: int) -> "AlignmentGraphSpec":
+        """From a ``[2, E]`` edge index (torch tensor or array)."""
+        target = np.asarray(edge_index[1].cpu() if hasattr(edge_index, "cpu") else edge_index[1], dtype=np.int64)
+        return cls(int(num_nodes), target)
+
+    def expected_bytes(self, num_layers: int, dtype: str) -> int:
+        """Payload size of an honest release of ``num_layers`` layers, in bytes."""
+        return num_layers * self.num_edges * np.dtype(dtype).itemsize
+
+
+def check_statistics(
+    statistics: object,
+    graph: AlignmentGraphSpec | int,
+    num_layers: int,
+    dtype: str = "float32",
+    sender: str = "peer",
+) -> list[np.ndarray]:
+    """Return ``statistics`` if it is a valid release, else raise :class:`StatisticsRejected`.
+
+    Args:
+        statistics: the release as received (expected: a list of ``num_layers``
+            numpy arrays of shape ``[E]`` and dtype ``dtype``).
+        graph: the alignment graph the probabilities live on; or only its
+            number of edges E, when the checker cannot read the graph (then
+            the per-node sums cannot be checked, only that entries are <= 1).
+        num_layers: L, the sender's number of hidden layers.
+        dtype: the wire dtype of the experiment (``align.statistics_dtype``).
+        sender: who sent it, for the error message (e.g. ``"client 1"``).
+    """
+    def reject(problem: str) -> StatisticsRejected:
+        return StatisticsRejected(f"statistics from {sender} rejected: {problem}")
+
+    if not isinstance(statistics, (list, tuple)):
+        raise reject(f"expected a list of {num_layers} arrays, got {type(statistics).__name__}")
+    if len(statistics) != num_layers:
+        raise reject(f"{len(statistics)} layers, expected {num_layers} (the sender's hidden_layers)")
+    num_edges = graph.num_edges if isinstance(graph, AlignmentGraphSpec) else int(graph)
+    tolerance = SUM_TOLERANCE[dtype]
+    for layer, probs in enumerate(statistics, start=1):
+        where = f"layer {layer}"
+        if not isinstance(probs, np.ndarray):
+            raise reject(f"{where} is a {type(probs).__name__}, not an array")
+        if probs.dtype != np.dtype(dtype):
+            raise reject(f"{where} has dtype {probs.dtype}, expected {dtype} (align.statistics_dtype)")
+        if probs.shape != (num_edges,):
+            raise reject(f"{where} has shape {probs.shape}, expected ({num_edges},) for the "
+                         f"{num_edges} edges of the alignment graph")
+        values = probs.astype(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise reject(f"{where} has {int(bad.sum())} non-finite entries (NaN/Inf), first at edge {int(bad.argmax())}")
+        if (values < 0).any():
+            raise reject(f"{where} has {int((values < 0).sum())} negative probabilities, "
+                         f"first at edge {int((values < 0).argmax())}")
+        if not isinstance(graph, AlignmentGraphSpec):
+            if (values > 1 + tolerance).any():
+                raise reject(f"{where} has {int((values > 1 + tolerance).sum())} probabilities above 1")
+            continue
+        sums = np.bincount(graph.target, weights=values, minlength=graph.num_nodes)
+        has_in_edges = np.bincount(graph.target, minlength=graph.num_nodes) > 0
+        error = np.abs(sums - 1.0) * has_in_edges
+        if error.max(initial=0.0) > tolerance:
+            node = int(error.argmax())
+            raise reject(f"{where}: the probabilities over node {node}'s in-edges sum to {sums[node]:.6g}, "
+                         f"not 1 (tolerance {tolerance:g}); {int((error > tolerance).sum())} nodes are off")
+    return list(statistics)

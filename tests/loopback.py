@@ -1,0 +1,69 @@
+"""A Flower ``Grid`` stand-in that delivers messages to the real ClientApp in this process.
+
+It lets tests drive the real ServerApp transport (:class:`server.server_app.FlowerTransport`)
+and the real ClientApp (checkpoints, idempotent replies) without starting a SuperLink, and
+lets them do what a network does: lose a node, bring it back under a new node id, or tamper
+with replies.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from flwr.app import Context, Message, RecordDict
+
+from clients.client_app import app as client_app
+
+
+class LoopbackGrid:
+    """Nodes ``node_id -> partition id``; every node keeps its checkpoints under ``state_dir``.
+
+    ``tamper(message, reply) -> reply`` may replace a reply before the server sees it.
+    ``crash_before_round``: raise :class:`ServerCrash` when a request of that round is sent.
+    """
+
+    def __init__(self, num_clients: int, state_dir, tamper: Callable[[Message, Message], Message] | None = None,
+                 crash_before_round: int | None = None) -> None:
+        self.state_dir = str(state_dir)
+        self.num_clients = num_clients
+        self.nodes = {100 + pid: pid for pid in range(num_clients)}
+        self.tamper = tamper
+        self.crash_before_round = crash_before_round
+        self.sent: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def disconnect(self, pid: int) -> None:
+        self.nodes = {n: p for n, p in self.nodes.items() if p != pid}
+
+    def reconnect(self, pid: int) -> int:
+        """The client comes back as a new node (a restarted SuperNode gets a new node id)."""
+        node = max(self.nodes, default=100) + 1000
+        self.nodes[node] = pid
+        return node
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for msg in messages:
+            round_number = int(msg.content["config"]["round"])
+            if self.crash_before_round is not None and round_number >= self.crash_before_round:
+                raise ServerCrash(f"simulated server crash before round {round_number}")
+            self.sent.append(msg)
+            node = msg.metadata.dst_node_id
+            if node not in self.nodes:  # a lost node: no reply before the timeout
+                continue
+            msg.metadata._message_type = msg.metadata.message_type  # noqa: SLF001 - the runtime's job
+            context = Context(run_id=1, node_id=node, node_config={
+                "partition-id": self.nodes[node], "num-partitions": self.num_clients, "state-dir": self.state_dir,
+            }, state=RecordDict(), run_config={})
+            reply = client_app(msg, context)
+            reply.metadata._src_node_id = node  # noqa: SLF001
+            if self.tamper is not None:
+                reply = self.tamper(msg, reply)
+            replies.append(reply)
+        return replies
+
+
+class ServerCrash(RuntimeError):
+    """Raised by :class:`LoopbackGrid` to simulate the server process dying mid-run."""
