@@ -17,6 +17,7 @@ import argparse
 import importlib
 import json
 import sys
+from pathlib import Path
 
 from .config import ConfigError, load_config
 from .sweep import load_sweep, run_sweep
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    if args.resume is not None and not (Path(args.resume) / "config.yaml").is_file():
+        print(f"fedalign: --resume {args.resume}: not a run folder (no config.yaml there)", file=sys.stderr)
+        return 2
     try:
         run_dir, summary = _engine(args.engine)(cfg, args.resume or args.run_dir, resume=args.resume is not None)
     except ValueError as err:

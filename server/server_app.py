@@ -103,13 +103,13 @@ class FlowerTransport:
                 continue
             said = int(metrics.pop("partition-id"))
             if client >= 0 and said != client:
-                self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: it answered for client {said} "
-                                                                    f"instead of client {client}"))
+                rejection = f"reply from node {node} rejected: it answered for client {said} instead of client {client}"
+                self._fail(replies, client, Reply(client, rejected=rejection))
                 continue
             client = said
             self.node_of[client] = node
             metrics.pop("client-seconds", None)
-            replies[client] = Reply(client, metrics, stats, None, bytes_received=received, bytes_sent=payload_bytes(stats),
+            replies[client] = Reply(client, metrics, stats, bytes_received=received, bytes_sent=payload_bytes(stats),
                                     seconds=time.perf_counter() - started)
         return replies
 
