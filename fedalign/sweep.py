@@ -7,9 +7,15 @@ A sweep file (YAML) names a base experiment and a grid of overrides::
     grid:                           # the cartesian product of these values
       align.strategy: [none, one-to-one, alignahead]
       seed: [0, 1, 2]
+      federation.num_clients,federation.rounds: [[2, 100], [3, 150]]   # zipped keys
     engine: inprocess               # or flower (Flower Simulation Runtime)
     output: results/cora-strategies # results folder, relative to the sweep file
     plot: {x: align.strategy}       # optional: x axis key (and `line` key) of plot.png
+
+A grid key naming several config keys separated by commas is *zipped*: its
+values are lists with one entry per named key, set together (above: 2 clients
+with 100 rounds, then 3 clients with 150 rounds; not 2 x 2 combinations).
+In cell names, tables and ``plot`` the zipped keys appear one by one.
 
 Each cell runs into ``<output>/runs/<cell id>/``; a cell whose
 ``summary.json`` says ``finished`` is not run again, so an interrupted sweep
@@ -47,9 +53,32 @@ class SweepSpec:
     plot: dict[str, str] = field(default_factory=dict)
 
     @property
+    def axes(self) -> list[tuple[tuple[str, ...], list[tuple]]]:
+        """The grid as (config keys, value tuples) per grid entry; a zipped entry has several keys."""
+        return [(split_key(key), [tuple(v) if len(split_key(key)) > 1 else (v,) for v in values])
+                for key, values in self.grid.items()]
+
+    @property
+    def keys(self) -> list[str]:
+        """Every config key the grid sets, zipped keys one by one, in grid order."""
+        return [k for keys, _ in self.axes for k in keys]
+
+    @property
     def group_keys(self) -> list[str]:
         """Grid keys that define a table row (all but the seed)."""
-        return [k for k in self.grid if k != "seed"]
+        return [k for k in self.keys if k != "seed"]
+
+    def values_of(self, key: str) -> list[Any]:
+        """The values the grid gives one config key (for a zipped key: its entry in each tuple)."""
+        for keys, values in self.axes:
+            if key in keys:
+                return [v[keys.index(key)] for v in values]
+        raise KeyError(key)
+
+
+def split_key(key: str) -> tuple[str, ...]:
+    """``"a.b,c.d"`` -> ``("a.b", "c.d")``; a plain key -> a 1-tuple."""
+    return tuple(part.strip() for part in str(key).split(","))
 
 
 SWEEP_KEYS = {"base", "set", "grid", "engine", "output", "plot"}
@@ -70,6 +99,18 @@ def load_sweep(path: str | Path) -> SweepSpec:
     grid = raw["grid"]
     if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
         raise ConfigError("grid: expected a mapping of config keys to non-empty lists of values")
+    seen: set[str] = set()
+    for key, values in grid.items():
+        names = split_key(key)
+        if not all(names) or len(set(names)) != len(names) or seen & set(names):
+            raise ConfigError(f"grid: {key}: every config key may appear once in the grid, and a zipped key "
+                              "is a comma-separated list of distinct keys, e.g. federation.num_clients,federation.rounds")
+        seen |= set(names)
+        if len(names) > 1:
+            for value in values:
+                if not isinstance(value, list) or len(value) != len(names):
+                    raise ConfigError(f"grid: {key}: zipped keys take lists of {len(names)} values "
+                                      f"(one per key), e.g. [[2, 100], [3, 150]]; got {value!r}")
     if raw.get("engine", "inprocess") not in ("inprocess", "flower"):
         raise ConfigError(f"engine: must be 'inprocess' or 'flower', got {raw['engine']!r}")
     spec = SweepSpec(
@@ -82,9 +123,15 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 
 def cells(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every combination of grid values, in grid order."""
-    keys = list(spec.grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())]
+    """Every combination of grid values, in grid order (zipped keys vary together)."""
+    axes = spec.axes
+    result = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        cell: dict[str, Any] = {}
+        for (keys, _), values in zip(axes, combo):
+            cell.update(zip(keys, values))
+        result.append(cell)
+    return result
 
 
 def cell_id(cell: dict[str, Any]) -> str:
@@ -203,7 +250,7 @@ def plot_sweep(spec: SweepSpec, table: list[dict], metric: str, path: Path) -> N
     numeric = all(isinstance(e[x_key], (int, float)) for e in table)
     finite = sorted({e[x_key] for e in table if numeric and math.isfinite(e[x_key])}) if numeric else []
     inf_pos = (finite[-1] * 2 if finite else 1.0) if numeric else None
-    labels = [str(v) for v in spec.grid[x_key]] if not numeric else None  # categories in grid order
+    labels = list(dict.fromkeys(str(v) for v in spec.values_of(x_key))) if not numeric else None  # grid order
     for name, entries in series.items():
         entries = sorted(entries, key=lambda e: (e[x_key] if numeric else labels.index(str(e[x_key]))))
         xs = [(inf_pos if numeric and math.isinf(e[x_key]) else e[x_key]) if numeric else labels.index(str(e[x_key]))

@@ -89,3 +89,48 @@ def test_privacy_sweep_runs_as_flower_simulations(tmp_path, monkeypatch):
     assert rows[0]["epsilon_spent"] == pytest.approx(2.0, rel=0.05) and rows[0]["epsilon_spent"] <= 2.0 + 1e-6
     assert math.isinf(rows[1]["epsilon_spent"])
     assert (tmp_path / "results" / "plot.png").is_file()
+
+
+def test_zipped_keys_vary_together_and_set_each_config_key(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    path = tmp_path / "sweep.yaml"
+    path.write_text("base: base.yaml\ngrid:\n  federation.num_clients,federation.rounds: [[2, 4], [3, 6]]\n"
+                    "  seed: [0, 1]\noutput: results\nplot: {x: federation.num_clients}\n")
+    spec = load_sweep(path)
+    assert spec.group_keys == ["federation.num_clients", "federation.rounds"]
+    assert cells(spec) == [
+        {"federation.num_clients": 2, "federation.rounds": 4, "seed": 0},
+        {"federation.num_clients": 2, "federation.rounds": 4, "seed": 1},
+        {"federation.num_clients": 3, "federation.rounds": 6, "seed": 0},
+        {"federation.num_clients": 3, "federation.rounds": 6, "seed": 1},
+    ]
+    seen = []
+
+    def runner(cfg, run_dir):
+        seen.append((cfg.federation.num_clients, cfg.federation.rounds, cfg.seed))
+        return run_inprocess(cfg, run_dir)
+
+    rows = run_sweep(spec, runner)
+    assert seen == [(2, 4, 0), (2, 4, 1), (3, 6, 0), (3, 6, 1)]
+    # every student trains rounds / K = 2 times under the alternating schedule
+    for row in rows:
+        k = row["federation.num_clients"]
+        assert [row[f"best_round_client{c}"] is not None for c in range(k)] == [True] * k
+    assert (tmp_path / "results" / "runs" / "federation.num_clients=3__federation.rounds=6__seed=1" / "summary.json").is_file()
+    table = aggregate(spec, rows)
+    assert [(e["federation.num_clients"], e["federation.rounds"], e["n"]) for e in table] == [(2, 4, 2), (3, 6, 2)]
+    assert (tmp_path / "results" / "plot.png").is_file()
+
+
+@pytest.mark.parametrize("grid, message", [
+    ("federation.num_clients,federation.rounds: [[2, 4], [3]]", "zipped keys take lists of 2 values"),
+    ("federation.num_clients,federation.rounds: [2, 3]", "zipped keys take lists of 2 values"),
+    ("seed,seed: [[0, 1]]", "distinct keys"),
+    ("seed: [0]\n  federation.rounds,seed: [[2, 1]]", "appear once"),
+])
+def test_bad_zipped_keys_fail_naming_the_key(tmp_path, grid, message):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"base: base.yaml\ngrid:\n  {grid}\noutput: r\n")
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(path)
