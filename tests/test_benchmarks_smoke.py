@@ -1,0 +1,295 @@
+"""The benchmarks (``benchmarks/``): their ``--smoke`` runs, checked against independent computations.
+
+Each benchmark runs as ``python -m benchmarks.<name> --smoke --out TMP`` from the
+project root (as a user would run it) and its ``results.json`` / ``table.md``
+are checked: byte counts against E x L x itemsize of a graph generated here,
+weight bytes against the GCN parameter formula, ratios and slopes recomputed
+from the raw figures. No timing is asserted, only that times are positive and
+consistent with each other. The naive speed baseline is checked to compute
+the same losses, gradients and training step as fedalign on the same weights.
+
+(The benchmark package is loaded from its files: opacus installs an unrelated
+top-level ``benchmarks`` package that would shadow ours on ``sys.path``.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedalign.data import load_dataset, partition_dataset
+from fedalign.data.synthetic import csbm
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "_fedalign_benchmarks"
+
+
+def bench(name: str):
+    """``benchmarks.<name>`` of this project, whatever else is called ``benchmarks`` on sys.path."""
+    if PACKAGE not in sys.modules:
+        spec = importlib.util.spec_from_file_location(PACKAGE, REPO / "benchmarks" / "__init__.py",
+                                                      submodule_search_locations=[str(REPO / "benchmarks")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACKAGE] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def run_benchmark(name: str, out: Path, *extra: str, timeout: float = 600) -> tuple[dict, str]:
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--smoke", "--out", str(out), *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    table = (out / "table.md").read_text()
+    assert results["smoke"] is True
+    return results, table
+
+
+def gcn_parameters(features: int, classes: int, layers: int, hidden: int) -> int:
+    """Weights + biases of F -> d -> ... -> d -> C GCNConv layers."""
+    return features * hidden + hidden + (layers - 1) * (hidden * hidden + hidden) + hidden * classes + classes
+
+
+def steady_median(rows: list[dict], k: int) -> float:
+    return float(np.median([r["seconds"] for r in rows if r["round"] > k]))
+
+
+# ---------------------------------------------------------------- the naive baseline
+
+
+def _fedalign_and_naive(dropout: float):
+    from fedalign.config import config_from_dict
+    from fedalign.federation import InProcessTransport
+
+    naive_mod = bench("naive")
+    cfg = config_from_dict({"data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 200}},
+                            "model": {"hidden_layers": 3, "hidden_dim": 16, "dropout": dropout},
+                            "train": {"local_epochs": 2}, "output": {"progress": False}})
+    clients = InProcessTransport.from_config(cfg).clients
+    c0 = clients[0]
+    naive = naive_mod.NaiveAlignahead.from_split(
+        c0.train_split, c0.val_split, c0.test_split, 4, num_students=2, hidden_layers=3, hidden_dim=16,
+        dropout=dropout, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, tau=cfg.align.tau,
+        weight=cfg.align.weight, local_epochs=2, seed=cfg.seed)
+    naive.load_weights([clients[i].model.state_dict() for i in range(2)])
+    return naive_mod, clients, naive
+
+
+def test_naive_baseline_computes_fedalign_losses_on_the_same_weights():
+    naive_mod, clients, naive = _fedalign_and_naive(dropout=0.5)
+    cmp = naive_mod.compare_with_fedalign(clients, naive)
+    assert cmp["fedalign_align_loss"] > 0
+    assert cmp["naive_align_loss"] == pytest.approx(cmp["fedalign_align_loss"], rel=1e-4, abs=1e-8)
+    assert cmp["naive_task_loss"] == pytest.approx(cmp["fedalign_task_loss"], rel=1e-6)
+    assert cmp["grad_max_abs_diff"] <= 1e-5 * cmp["grad_max_abs"] + 1e-8
+
+
+def test_naive_alignment_loss_against_a_loop():
+    """The naive KL on a hand-made graph equals a per-node loop over in-edges."""
+    naive_mod = bench("naive")
+    edge_index = torch.tensor([[1, 2, 3, 0, 2, 0], [0, 0, 0, 1, 1, 2]])
+    h_peer, h_student = torch.randn(4, 3), torch.randn(4, 3)
+    tau = 2.0
+    lp_peer = naive_mod.naive_log_probs(h_peer, edge_index, tau)
+    lp_student = naive_mod.naive_log_probs(h_student, edge_index, tau)
+    kl = naive_mod.naive_kl(lp_peer, lp_student, edge_index[1], 4)
+    expected = []
+    for v in range(4):
+        sources = [int(u) for u, t in zip(*edge_index.tolist()) if t == v]
+        if not sources:
+            continue
+        def dist(h):
+            logits = torch.stack([-(h[u] - h[v]).abs().sum() / tau for u in sources])
+            return torch.softmax(logits, 0)
+        p, q = dist(h_peer), dist(h_student)
+        expected.append((p * (p.log() - q.log())).sum())
+    assert kl.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+    assert naive_mod.alignahead_pairs(4) == [(1, 4), (2, 1), (3, 2), (4, 3)]
+
+
+def test_naive_training_round_matches_fedalign():
+    """Same weights and seeds: one alternating round (2 epochs, dropout on) leaves both students equal."""
+    _, clients, naive = _fedalign_and_naive(dropout=0.5)
+    peer_stats = clients[1].statistics()
+    fed = clients[0].train({1: peer_stats}, 1)
+    nai = naive.train_round(1)
+    assert nai["align_loss"] == pytest.approx(fed["align_loss"], rel=1e-4)
+    assert nai["task_loss"] == pytest.approx(fed["task_loss"], rel=1e-5)
+    naive_state = naive.students[0].state_dict()
+    for key, value in clients[0].model.state_dict().items():
+        torch.testing.assert_close(naive_state[key], value, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- speed
+
+
+def test_speed_smoke(tmp_path):
+    res, table = run_benchmark("speed", tmp_path)
+    cfg = res["config"]
+    k, rounds = cfg["federation"]["num_clients"], cfg["federation"]["rounds"]
+    graph = csbm(cfg["data"]["synthetic"], seed=cfg["seed"])
+    assert res["graph"]["edges"] == graph.edge_index.size(1)
+    assert res["graph"]["nodes"] == graph.num_nodes
+    fed, naive = res["fedalign_inprocess"], res["naive"]
+    for part in (fed, naive):
+        assert [r["round"] for r in part["rounds"]] == list(range(1, rounds + 1))
+        assert [r["client"] for r in part["rounds"]] == [(r - 1) % k for r in range(1, rounds + 1)]
+        assert all(r["seconds"] > 0 and 0 < r["epoch_s"] * cfg["train"]["local_epochs"] < r["seconds"]
+                   for r in part["rounds"])
+        assert part["round_median_s"] == pytest.approx(steady_median(part["rounds"], k))
+        assert part["steady_rounds"] == rounds - k
+    assert res["ratios"]["naive_over_fedalign_round"] == pytest.approx(
+        steady_median(naive["rounds"], k) / steady_median(fed["rounds"], k))
+    assert fed["init_round0_s"] > 0
+    eq = res["equivalence"]
+    assert eq["align_loss_abs_diff"] <= 1e-4 * abs(eq["fedalign_align_loss"]) + 1e-8
+    assert eq["grad_max_abs_diff"] <= 1e-5 * eq["grad_max_abs"] + 1e-8
+    # Both trained the same students from the same weights with the same dropout masks: same losses
+    # (up to float rounding) and the same validation accuracy up to one node flipping.
+    for f, n in zip(fed["rounds"], naive["rounds"]):
+        assert n["align_loss"] == pytest.approx(f["align_loss"], rel=1e-3)
+        assert n["val_metric"] == pytest.approx(f["val_metric"], abs=0.02)
+    assert "skipped" in res["flower"]
+    assert res["gpu"].startswith("none") or torch.cuda.is_available()
+    assert f"**{res['ratios']['naive_over_fedalign_round']:.2f}x** per round" in table
+    assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_speed_smoke_with_flower(tmp_path):
+    res, table = run_benchmark("speed", tmp_path, "--flower")
+    fl = res["flower"]
+    k, rounds = res["config"]["federation"]["num_clients"], res["config"]["federation"]["rounds"]
+    assert fl["status"] == "finished", fl
+    assert len(fl["first_rounds_s"]) == k and len(fl["steady_rounds_s"]) == rounds - k
+    assert 0 < fl["round0_exchange_s"] < fl["startup_to_round0_done_s"] < fl["total_s"]
+    assert fl["steady_round_median_s"] == pytest.approx(float(np.median(fl["steady_rounds_s"])))
+    assert res["ratios"]["flower_over_inprocess_round"] == pytest.approx(
+        fl["steady_round_median_s"] / res["fedalign_inprocess"]["after_flower_round_median_s"])
+    assert "Flower Simulation Runtime" in table
+
+
+# ---------------------------------------------------------------- communication
+
+
+def test_communication_smoke(tmp_path):
+    res, table = run_benchmark("communication", tmp_path)
+    assert res["bytes"]
+    for row in res["bytes"]:
+        raw = row["config"]
+        options, seed = raw["data"]["synthetic"], raw["seed"]
+        graph = csbm(options, seed=seed)
+        layers, k, hidden = raw["model"]["hidden_layers"], raw["federation"]["num_clients"], raw["model"]["hidden_dim"]
+        if raw["partition"]["scheme"] == "replicate":
+            edges = graph.edge_index.size(1)
+        else:  # the alignment graph: edges of the full graph with both ends in the public node set
+            dataset = load_dataset("synthetic-csbm", seed=seed, synthetic=options)
+            clients = partition_dataset(dataset, k, scheme=raw["partition"]["scheme"],
+                                        public_fraction=raw["partition"]["public_fraction"], seed=seed)
+            public = np.zeros(graph.num_nodes, dtype=bool)
+            public[clients[0].alignment.global_id.numpy()] = True
+            assert public.sum() == round(raw["partition"]["public_fraction"] * graph.num_nodes)
+            src, dst = graph.edge_index.numpy()
+            edges = int((public[src] & public[dst]).sum())
+        assert row["alignment_edges"] == edges
+        for dtype, itemsize in (("float32", 4), ("float16", 2)):
+            logged = row[dtype]
+            assert logged["trainer_sent_per_round"] == [edges * layers * itemsize] * raw["federation"]["rounds"]
+            assert logged["trainer_received_per_round"] == [(k - 1) * edges * layers * itemsize] * raw["federation"]["rounds"]
+            assert logged["round0_sent"] == [edges * layers * itemsize] * k
+            assert logged["matches_expected"] is True
+        params = gcn_parameters(graph.x.size(1), int(graph.y.max()) + 1, layers, hidden)
+        assert row["parameters"] == params
+        assert row["weight_bytes"] == 4 * params
+        assert row["weight_sharing_per_round"] == 8 * params
+        assert row["stats_over_weight_sharing_float32"] == pytest.approx(k * edges * layers * 4 / (8 * params))
+        assert row["stats_over_weight_sharing_float16"] == pytest.approx(k * edges * layers * 2 / (8 * params))
+    for study in res["accuracy"]:
+        tests = {(r["arm"], r["seed"]): r["test"] for r in study["runs"]}
+        for arm in ("float16", "int8"):
+            diffs = [tests[(arm, s)] - tests[("float32", s)] for s in study["seeds"]]
+            assert study[arm]["diffs"] == pytest.approx(diffs)
+            assert study[arm]["diff_mean"] == pytest.approx(float(np.mean(diffs)))
+        by_arm = {r["arm"]: r["bytes_sent_total"] for r in study["runs"] if r["seed"] == study["seeds"][0]}
+        assert by_arm["float16"] * 2 == by_arm["float32"]
+        assert by_arm["int8"] < by_arm["float16"]
+    for analysis in res["codecs"]:
+        codecs = {c["codec"]: c for c in analysis["codecs"]}
+        entries = analysis["edges"] * analysis["layers"]
+        assert codecs["float32 (library default)"]["bytes"] == 4 * entries
+        assert codecs["float16 (align.statistics_dtype)"]["bytes"] == 2 * entries
+        assert codecs["int8 log-ratio + per-layer scale"]["bytes"] == entries + 4 * analysis["layers"]
+        dropped = (analysis["edges"] - analysis["nodes_with_in_edges"]) * analysis["layers"]
+        assert codecs["float32, drop one entry per node"]["bytes"] == 4 * dropped
+        assert codecs["float32, drop one entry per node"]["max_abs_err"] < 1e-6  # lossless up to rounding
+        assert codecs["zlib(float32)"]["max_abs_err"] == 0
+        assert (codecs["float16 deviation p*deg-1"]["max_abs_err"]
+                < codecs["float16 (align.statistics_dtype)"]["max_abs_err"])
+    assert "| synthetic, replicate, L=2 |" in table
+    assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_communication_codecs_on_a_hand_made_graph():
+    comm = bench("communication")
+    target = np.array([0, 0, 0, 1, 1, 2])  # in-degrees 3, 2, 1
+    g = comm.Graph(target, 3)
+    p = np.array([0.5, 0.3, 0.2, 0.9, 0.1, 1.0], dtype=np.float32)
+    decoded, size = comm.drop_one_per_node(p, g)
+    assert size == 4 * 3  # one entry dropped per node: 6 - 3 entries left
+    np.testing.assert_allclose(decoded, p, atol=1e-7)
+    decoded, size = comm.float16_deviation(p, g)
+    assert size == 12
+    np.testing.assert_allclose(decoded, p, rtol=2e-3)
+    decoded, size = comm.int8_log_ratio(p, g)
+    assert size == 6 + 4
+    np.testing.assert_allclose(np.bincount(target, weights=decoded), 1.0)
+    np.testing.assert_allclose(decoded, p, rtol=0.02)
+
+
+# ---------------------------------------------------------------- scale
+
+
+def test_scale_smoke(tmp_path):
+    res, table = run_benchmark("scale", tmp_path)
+    runs = res["runs"]
+    assert runs and all("error" not in r for r in runs), [r.get("error") for r in runs]
+    assert {r["series"] for r in runs} == {"clients", "graph"}
+    for r in runs:
+        graph = csbm({"num_nodes": r["num_nodes"], "avg_degree": r["avg_degree"]}, seed=0)
+        assert r["graph_edges"] == graph.edge_index.size(1)
+        assert r["graph_nodes"] == r["num_nodes"]
+        if r["scheme"] == "replicate":
+            assert r["alignment_edges"] == r["graph_edges"]
+        else:
+            assert r["alignment_nodes"] == round(r["public_fraction"] * r["num_nodes"])
+            # each client: its own share of the non-public nodes plus every public node
+            assert r["local_nodes_mean"] == pytest.approx(
+                r["alignment_nodes"] + (r["num_nodes"] - r["alignment_nodes"]) / r["num_clients"])
+        assert [x["round"] for x in r["rounds"]] == list(range(1, r["rounds"][-1]["round"] + 1))
+        assert all(x["status"] == "ok" for x in r["rounds"])
+        steady = [x for x in r["rounds"] if x["round"] > r["num_clients"]] or r["rounds"][1:]
+        assert r["steady_rounds"] == len(steady)
+        assert r["rounds_per_s"] == pytest.approx(len(steady) / sum(x["seconds"] for x in steady))
+        assert r["round_median_s"] == pytest.approx(float(np.median([x["seconds"] for x in steady])))
+        assert 0 < r["rss_after_imports_mb"] <= r["peak_rss_mb"]
+        assert r["rss_after_build_mb"] <= r["peak_rss_mb"]
+        assert r["parameters_per_model"] == gcn_parameters(32, 4, r["hidden_layers"], r["hidden_dim"])
+    clients = [r for r in runs if r["series"] == "clients"]
+    k = np.log([r["num_clients"] for r in clients])
+    slope = np.polyfit(k, np.log([r["round_median_s"] for r in clients]), 1)[0]
+    assert res["fits"]["clients"]["round_s"] == pytest.approx(slope)
+    graph_runs = [r for r in runs if r["series"] == "graph"]
+    e = np.log([r["graph_edges"] for r in graph_runs])
+    assert res["fits"]["graph"]["peak_rss"] == pytest.approx(
+        np.polyfit(e, np.log([r["peak_rss_mb"] for r in graph_runs]), 1)[0])
+    for r in graph_runs:
+        assert f"| {r['graph_edges']} | {r['graph_nodes']} |" in table
+    assert (tmp_path / "plot.png").stat().st_size > 0
