@@ -250,6 +250,18 @@ def run_programme(entries: tuple[Entry, ...], sweeps_dir: Path, out: Path, strea
 # ---------------------------------------------------------------- reading run folders
 
 
+def final_losses(run_dir: Path) -> dict[str, float]:
+    """Mean over students of the task and alignment loss (last local epoch) of each student's last round."""
+    from fedalign.outputs import read_rounds
+
+    last: dict[int, dict] = {}
+    for record in sorted(read_rounds(run_dir), key=lambda r: r.round):
+        if record.status == "ok" and "task_loss" in record.metrics:
+            last[record.client] = record.metrics
+    return {key: float(np.mean([m[key] for m in last.values()])) for key in ("task_loss", "align_loss")
+            if last and all(key in m for m in last.values())}
+
+
 def student_curves(run_dir: Path, local_epochs: int) -> dict[int, list[tuple[int, float]]]:
     """Per client: (student epoch, validation metric) after each of its training rounds, in round order."""
     from fedalign.outputs import read_rounds
@@ -285,7 +297,7 @@ def collect(entry: Entry, spec) -> list[dict]:
                 summary=summary, config=config, test=summary["mean_test_at_best_val"],
                 best_val=float(np.mean([c["best_val"] for c in summary["clients"].values() if c["best_val"] is not None])),
                 curves=student_curves(run_dir, config["train"]["local_epochs"]),
-                reused=(run_dir / "reused_from.txt").is_file(),
+                reused=(run_dir / "reused_from.txt").is_file(), losses=final_losses(run_dir),
             )
         result.append(item)
     return result
@@ -313,9 +325,12 @@ def finding_a_b(entry: Entry, items: list[dict]) -> dict | None:
     by_strategy = {s: [i for i in done if i["config"]["align"]["strategy"] == s] for s in strategies}
     accuracy = {s: {**mean_std([i["test"] for i in cs]), "seeds": [i["config"]["seed"] for i in cs],
                     "values": [i["test"] for i in cs]} for s, cs in by_strategy.items()}
+    losses = {s: {key: float(np.mean([i["losses"][key] for i in cs if key in i["losses"]]))
+                  for key in ("task_loss", "align_loss") if any(key in i["losses"] for i in cs)}
+              for s, cs in by_strategy.items() if cs}
     result: dict[str, Any] = {
         "setting": setting_label(config), "dataset": config["data"]["name"], "arch": config["model"]["arch"],
-        "metric": done[0]["summary"]["metric"], "accuracy": accuracy,
+        "metric": done[0]["summary"]["metric"], "accuracy": accuracy, "final_losses": losses,
     }
     # (b) mean validation curve (over students, then over seeds) against student epoch
     curves = {}
@@ -498,6 +513,18 @@ def render_markdown(report: dict, out: Path, smoke: bool) -> str:
                      f"{diff('alignahead', 'one-to-one')} | {verdict_a(acc)} |")
     lines += ["", "Per cell: each student's test metric at its best validation round, averaged over the students; "
               "then mean ± sample std over seeds. SE = standard error of the difference of the two means.", ""]
+    loss_lines = []
+    for r in report["strategies"]:
+        for s in ("one-to-one", "alignahead"):
+            l = r.get("final_losses", {}).get(s, {})
+            if "align_loss" in l and "task_loss" in l:
+                loss_lines.append(f"| {r['setting']} | {s} | {l['task_loss']:.4f} | {l['align_loss']:.5f} | "
+                                  f"{l['align_loss'] / l['task_loss']:.2%} |")
+    if loss_lines:
+        lines += ["How strongly the alignment term pulls at the end of training (each student's last round, "
+                  "mean over students and seeds; the alignment term enters the loss with weight `align.weight`):", "",
+                  "| setting | strategy | task loss | alignment loss | alignment / task |", "|---|---|---|---|---|",
+                  *loss_lines, ""]
 
     lines += ["## (b) Convergence: student epochs to reach a fixed validation level", "",
               "Level = fraction of the independent students' (none) mean best validation metric. "

@@ -197,3 +197,21 @@ def test_the_plan_covers_the_issue_grid():
                 assert (data, arch, strategy, 2) in seen
     for k in (2, 3, 4):
         assert ("amazon-photo", "gcn", "alignahead", k) in seen and ("amazon-photo", "gcn", "none", k) in seen
+
+
+def test_final_losses_are_the_last_round_of_each_student(smoke):
+    out, report, _ = smoke
+    (entry,) = report["strategies"]
+    per_strategy = defaultdict(lambda: defaultdict(list))
+    for run in runs(out / "synthetic-gcn"):
+        last = {}
+        for row in sorted(run["rows"], key=lambda r: r["round"]):
+            if "task_loss" in row:
+                last[row["client"]] = row
+        for key in ("task_loss", "align_loss"):
+            per_strategy[run["config"]["align"]["strategy"]][key].append(np.mean([r[key] for r in last.values()]))
+    for strategy, losses in per_strategy.items():
+        for key, values in losses.items():
+            assert entry["final_losses"][strategy][key] == pytest.approx(np.mean(values))
+    assert entry["final_losses"]["none"]["align_loss"] == 0.0
+    assert entry["final_losses"]["alignahead"]["align_loss"] > 0.0
