@@ -109,7 +109,9 @@ def byte_configs(smoke: bool) -> list[tuple[str, dict]]:
     return rows
 
 
-ARMS = ("float32", "float16", "int8")
+# float32 / float16: align.statistics_dtype; int8: the int8 log-ratio code (CodecTransport over float32);
+# none: align.strategy none (no statistics at all), the yardstick for how much alignment moves training.
+ARMS = ("float32", "float16", "int8", "none")
 
 
 def accuracy_specs(smoke: bool) -> list[tuple[str, dict, list[int], tuple[str, ...]]]:
@@ -126,7 +128,7 @@ def accuracy_specs(smoke: bool) -> list[tuple[str, dict, list[int], tuple[str, .
         | {"data": real("amazon-photo")}
     return [
         ("Cora, replicate, L=4, 120 rounds x 2 epochs (simulations/cora.yaml)", cora, [0, 1, 2, 3, 4], ARMS),
-        ("Photo, community 20% public, L=2, 60 rounds x 1 epoch (photo-privacy.yaml, no DP)", photo, [0, 1, 2], ("float32", "float16")),
+        ("Photo, community 20% public, L=2, 60 rounds x 1 epoch (photo-privacy.yaml, no DP)", photo, [0, 1, 2], ARMS),
     ]
 
 
@@ -329,13 +331,14 @@ def bytes_row(label: str, raw: dict, workdir: Path) -> dict:
 
 
 def accuracy_arm(raw: dict, seed: int, arm: str, workdir: Path) -> tuple[dict, object]:
-    """One run: arm 'float32' / 'float16' (library) or 'int8' (codec wrapper over float32)."""
+    """One run: arm 'float32' / 'float16' (library), 'int8' (codec wrapper over float32) or 'none' (no alignment)."""
     from fedalign.config import config_from_dict
     from fedalign.federation import InProcessTransport
     from fedalign.runner import run_experiment
 
     dtype = "float16" if arm == "float16" else "float32"
-    cfg = config_from_dict(raw, [f"seed={seed}", f"align.statistics_dtype={dtype}"])
+    strategy = "none" if arm == "none" else raw["align"]["strategy"]
+    cfg = config_from_dict(raw, [f"seed={seed}", f"align.statistics_dtype={dtype}", f"align.strategy={strategy}"])
     transport = InProcessTransport.from_config(cfg)
     if arm == "int8":
         a = transport.clients[0].alignment
@@ -345,10 +348,12 @@ def accuracy_arm(raw: dict, seed: int, arm: str, workdir: Path) -> tuple[dict, o
     start = time.perf_counter()
     _, summary = run_experiment(cfg, transport, "inprocess", run_dir)
     rows = read_rounds(run_dir)
+    trained = [r for r in rows if r["round"] >= 1]
     return {"seed": seed, "arm": arm, "test": summary["mean_test_at_best_val"],
             "best_val": common.mean([c["best_val"] for c in summary["clients"].values()]),
+            "best_rounds": [c["best_round"] for c in summary["clients"].values()],
             "bytes_sent_total": summary["bytes_sent_total"],
-            "final_align_loss": [r.get("align_loss") for r in rows if r["round"] >= 1][-2:],
+            "align_loss": [r.get("align_loss") for r in trained], "val_loss": [r.get("val_loss") for r in trained],
             "seconds": time.perf_counter() - start, "load": load}, transport
 
 
@@ -403,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
 def paired(runs: list[dict]) -> dict:
     """Mean ± std of each arm's test metric and of its paired difference to float32 (same seed)."""
     by = {(r["arm"], r["seed"]): r["test"] for r in runs}
+    run_of = {(r["arm"], r["seed"]): r for r in runs}
     seeds = sorted({r["seed"] for r in runs})
     out = {}
     for arm in ARMS:
@@ -415,6 +421,18 @@ def paired(runs: list[dict]) -> dict:
             out[arm]["diff_mean"] = common.mean(diffs)
             out[arm]["diff_std"] = common.std(diffs)
             out[arm]["diffs"] = diffs
+            # How far the training trajectory moved: largest |change| of the validation loss over all
+            # rounds, and the median relative change of the logged alignment loss, against float32.
+            moved_val, moved_align = [], []
+            for s in seeds:
+                a, b = run_of.get((arm, s)), run_of.get(("float32", s))
+                if a is None or b is None or "val_loss" not in a:
+                    continue
+                moved_val += [abs(x - y) for x, y in zip(a["val_loss"], b["val_loss"]) if x is not None and y is not None]
+                moved_align += [abs(x - y) / abs(y) for x, y in zip(a["align_loss"], b["align_loss"])
+                                if x is not None and y]
+            out[arm]["val_loss_max_abs_change"] = max(moved_val) if moved_val else None
+            out[arm]["align_loss_median_rel_change"] = common.median(moved_align) if moved_align else None
     return out
 
 
@@ -450,8 +468,10 @@ def markdown(res: dict) -> str:
         lines += ["", "## Accuracy with float16 (and int8) statistics, paired by seed", "",
                   "Same seeds → same initial weights, splits and dropout masks; only the precision of the statistics "
                   "on the wire differs. `int8` = the int8 log-ratio code below, applied to every release "
-                  "(benchmark-side transport wrapper, not a library option). Test accuracy at best validation, "
-                  "mean of both students.", ""]
+                  "(benchmark-side transport wrapper, not a library option); `none` = no alignment at all "
+                  "(align.strategy none), the yardstick: how far alignment itself moves training. Test accuracy "
+                  "at best validation, mean of both students. 'Trajectory moved' compares each run with the "
+                  "float32 run of the same seed over all rounds.", ""]
         rows = []
         for a in res["accuracy"]:
             for arm in ARMS:
@@ -459,16 +479,19 @@ def markdown(res: dict) -> str:
                     continue
                 s = a[arm]
                 diff = "-" if arm == "float32" else f"{s['diff_mean']:+.4f} ± {s['diff_std']:.4f}"
-                rows.append([a["label"], arm, f"{s['mean']:.4f} ± {s['std']:.4f}", diff, s["n"]])
+                moved = "-" if arm == "float32" else (f"{fmt(s.get('val_loss_max_abs_change'), 2)} / "
+                                                      f"{fmt(s.get('align_loss_median_rel_change'), 2)}")
+                rows.append([a["label"], arm, f"{s['mean']:.4f} ± {s['std']:.4f}", diff, moved, s["n"]])
         lines.append(md_table(["setting", "statistics", "test accuracy (mean ± std)", "paired diff vs float32",
-                               "seeds"], rows))
+                               "trajectory moved: max abs Δ val loss / median rel Δ align loss", "seeds"], rows))
         per_seed = []
         for a in res["accuracy"]:
             for run in a["runs"]:
                 per_seed.append([a["label"].split(",")[0], run["seed"], run["arm"], f"{run['test']:.4f}",
+                                 ", ".join(str(b) for b in run.get("best_rounds", [])),
                                  human_bytes(run["bytes_sent_total"]), fmt(run["seconds"]), run["load"]])
         lines += ["", "<details><summary>per run</summary>", "",
-                  md_table(["data", "seed", "statistics", "test", "bytes sent (run)", "s", "load"], per_seed),
+                  md_table(["data", "seed", "statistics", "test", "best rounds", "bytes sent (run)", "s", "load"], per_seed),
                   "", "</details>"]
     for c in res["codecs"]:
         lines += ["", f"## Compression of trained statistics: {c['label']}", "",

@@ -214,13 +214,14 @@ def test_communication_smoke(tmp_path):
         assert row["stats_over_weight_sharing_float16"] == pytest.approx(k * edges * layers * 2 / (8 * params))
     for study in res["accuracy"]:
         tests = {(r["arm"], r["seed"]): r["test"] for r in study["runs"]}
-        for arm in ("float16", "int8"):
+        for arm in ("float16", "int8", "none"):
             diffs = [tests[(arm, s)] - tests[("float32", s)] for s in study["seeds"]]
             assert study[arm]["diffs"] == pytest.approx(diffs)
             assert study[arm]["diff_mean"] == pytest.approx(float(np.mean(diffs)))
         by_arm = {r["arm"]: r["bytes_sent_total"] for r in study["runs"] if r["seed"] == study["seeds"][0]}
         assert by_arm["float16"] * 2 == by_arm["float32"]
         assert by_arm["int8"] < by_arm["float16"]
+        assert by_arm["none"] == 0  # no alignment, no statistics
     for analysis in res["codecs"]:
         codecs = {c["codec"]: c for c in analysis["codecs"]}
         entries = analysis["edges"] * analysis["layers"]
