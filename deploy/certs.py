@@ -1,0 +1,137 @@
+"""TLS certificates and SuperNode keys for a Flower deployment, made with ``cryptography``.
+
+* :func:`make_ca` - a self-signed certificate authority (``ca.crt``, ``ca.key``).
+  Its certificate goes to every SuperNode (``--root-certificates``) and to
+  every machine that runs ``flwr`` (``root-certificates`` in the connection).
+* :func:`make_server_cert` - the SuperLink's certificate (``server.pem``,
+  ``server.key``), signed by the CA, valid for the given host names and IP
+  addresses (subject alternative names). The SuperLink also talks to itself
+  (its ServerApp runtime connects to ``127.0.0.1`` when it listens on
+  ``0.0.0.0``), so ``localhost`` and ``127.0.0.1`` are always included.
+* :func:`make_node_keys` - a SuperNode's authentication key pair: an EC key on
+  the NIST P-384 curve, private key in OpenSSH PEM format (for
+  ``flower-supernode --auth-supernode-private-key``), public key in OpenSSH
+  format (for ``flwr supernode register``). This is the format Flower 1.41
+  loads (``load_ssh_private_key`` / ``load_ssh_public_key``), the same as
+  ``ssh-keygen -t ecdsa -b 384 -N ""`` writes.
+
+This is for tests and small set-ups. For anything long-lived, use
+certificates from your organisation's CA and keep ``ca.key`` offline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ALWAYS_VALID_FOR = ("localhost", "127.0.0.1")
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> Path:
+    """Write ``data``; private keys are created with mode 0600 (never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if private:
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def make_ca(out_dir: str | Path, common_name: str = "fedalign test CA", days: int = 365) -> tuple[Path, Path]:
+    """A self-signed CA in ``out_dir``; returns (``ca.crt``, ``ca.key``)."""
+    out_dir = Path(out_dir)
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - dt.timedelta(minutes=5))
+        .not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA384())
+    )
+    return (_write(out_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM)),
+            _write(out_dir / "ca.key", _key_pem(key), private=True))
+
+
+def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys([*hosts, *ALWAYS_VALID_FOR]):  # keep order, drop repeats
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def make_server_cert(ca_dir: str | Path, hosts: list[str], out_dir: str | Path | None = None,
+                     days: int = 365) -> tuple[Path, Path]:
+    """The SuperLink's certificate for ``hosts`` (names and/or IPs), signed by the CA in ``ca_dir``.
+
+    Returns (``server.pem``, ``server.key``) in ``out_dir`` (default: ``ca_dir``).
+    """
+    ca_dir = Path(ca_dir)
+    out_dir = Path(out_dir) if out_dir is not None else ca_dir
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP384R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "localhost")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - dt.timedelta(minutes=5))
+        .not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(_san(hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+    return (_write(out_dir / "server.pem", cert.public_bytes(serialization.Encoding.PEM)),
+            _write(out_dir / "server.key", _key_pem(key), private=True))
+
+
+def make_node_keys(out_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """A SuperNode key pair ``<name>`` (private, OpenSSH PEM) and ``<name>.pub`` (OpenSSH)."""
+    out_dir = Path(out_dir)
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return (_write(out_dir / name, private, private=True),
+            _write(out_dir / f"{name}.pub", public + f" {name}\n".encode()))
+
+
+def valid_for(cert_path: str | Path) -> list[str]:
+    """The host names and IP addresses a certificate is valid for (its SANs)."""
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return [*san.get_values_for_type(x509.DNSName), *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]

@@ -1,0 +1,569 @@
+"""Start a Flower SuperLink and SuperNodes for fedalign, launch experiments, stop it all.
+
+The unchanged fedalign ServerApp / ClientApp run on Flower's deployment
+runtime (Flower 1.41):
+
+* ``flower-superlink`` serves the Fleet, Control and Runtime APIs on ONE
+  HTTPS port (``--host``/``--port``). It starts ``flower-superexec``, which
+  starts one ``flwr-serverapp`` per run (the ServerApp, from the app bundle
+  ``flwr run`` sends). Run folders are written on the SuperLink's machine.
+* ``flower-supernode`` (one per client) connects to that port, pulls
+  messages and starts one ``flwr-clientapp`` per message (through its own
+  ``flower-superexec``). Its ``--node-config`` says which client it is and
+  where its data and checkpoints live: ``partition-id``, ``num-partitions``,
+  ``data-root``, ``state-dir`` (read by ``clients/client_app.py``).
+* ``flwr run . <connection>`` submits a run; ``flwr ls <connection> --run-id
+  ID --format json`` is the only place that says whether it succeeded
+  (``flwr run`` exits 0 once the run is submitted).
+
+Security is on unless ``--insecure`` is given: TLS with a certificate made
+by :mod:`deploy.certs`, and SuperNode authentication (each SuperNode holds
+an EC key pair; its public key is registered with ``flwr supernode
+register`` before it may connect).
+
+Every process started here carries ``FEDALIGN_DEPLOY_TAG=<tag>:<role>`` in
+its environment, inherited by the processes Flower starts in turn, so
+:func:`stop` finds and ends all of them by PID (Linux ``/proc``).
+
+All processes run from the Python environment this module runs in: the
+``flower-*`` commands next to ``sys.executable`` are used and put first on
+``PATH`` (Flower starts ``flower-superexec`` by name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import tomli_w
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+from . import certs
+
+BIN = Path(sys.executable).parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+TAG_VAR = "FEDALIGN_DEPLOY_TAG"
+DEFAULT_PORT = 9093
+DEFAULT_WORKDIR = Path.home() / ".cache" / "fedalign" / "deploy" / "local"
+LOCAL_CONNECTION = "fedalign-local"
+DEPLOYMENT_FILE = "deployment.json"
+
+
+def tool(name: str) -> str:
+    """A Flower command of this Python environment (falls back to ``PATH``)."""
+    exe = BIN / name
+    return str(exe) if exe.exists() else name
+
+
+def flower_env(flwr_home: str | Path | None = None) -> dict[str, str]:
+    """The environment for Flower commands: this venv's ``bin`` first on PATH, no telemetry,
+    no runtime ``pip``/``uv`` installs of the app's dependencies (the venv already has them)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    return env
+
+
+def warn_insecure(what: str) -> None:
+    """Say loudly that TLS (and with it SuperNode authentication) is off."""
+    bar = "!" * 78
+    print(f"{bar}\n!!! INSECURE MODE ({what}): TLS is OFF. Statistics, metrics and the app bundle\n"
+          "!!! travel in clear text, and SuperNode authentication is off too (Flower needs\n"
+          "!!! TLS for it), so anyone who can reach the SuperLink can join the federation.\n"
+          f"!!! Use it only on a trusted network, for debugging.\n{bar}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def superlink_command(*, host: str = "0.0.0.0", port: int = DEFAULT_PORT, certs_dir: str | Path | None = None,
+                      insecure: bool = False, auth: bool = True, database: str | Path | None = None) -> list[str]:
+    """``flower-superlink`` with TLS from ``certs_dir`` (``ca.crt``, ``server.pem``, ``server.key``)
+    and SuperNode authentication, unless ``insecure``."""
+    cmd = [tool("flower-superlink"), "--host", host, "--port", str(port),
+           "--disable-runtime-dependency-installation"]
+    if insecure:
+        cmd.append("--insecure")  # Flower refuses --enable-supernode-auth without TLS
+    else:
+        if certs_dir is None:
+            raise ValueError("a SuperLink without --insecure needs a certificate folder (python -m deploy certs)")
+        d = Path(certs_dir).expanduser().resolve()
+        for name in ("ca.crt", "server.pem", "server.key"):
+            if not (d / name).is_file():
+                raise FileNotFoundError(f"{d / name} is missing: make it with `python -m deploy certs --out {d} --host ...`")
+        cmd += ["--ssl-ca-certfile", str(d / "ca.crt"), "--ssl-certfile", str(d / "server.pem"),
+                "--ssl-keyfile", str(d / "server.key")]
+        if auth:
+            cmd.append("--enable-supernode-auth")
+    if database is not None:
+        cmd += ["--database", str(Path(database).expanduser().resolve())]
+    return cmd
+
+
+def _toml_path(path: str | Path) -> str:
+    text = str(Path(path).expanduser().resolve())
+    if any(c in text for c in '"\\\n\''):
+        raise ValueError(f"path {text!r} must not contain quotes, backslashes or newlines (it becomes a TOML string)")
+    return f'"{text}"'
+
+
+def node_config(partition_id: int, num_partitions: int, data_root: str | Path | None = None,
+                state_dir: str | Path | None = None) -> str:
+    """The ``--node-config`` string: which client this SuperNode is, where its data and checkpoints live.
+
+    Values are TOML, so paths are quoted: ``partition-id=0 num-partitions=2 state-dir="/srv/state"``.
+    """
+    if not 0 <= int(partition_id) < int(num_partitions):
+        raise ValueError(f"partition-id must be in [0, {num_partitions}), got {partition_id}")
+    items = [f"partition-id={int(partition_id)}", f"num-partitions={int(num_partitions)}"]
+    if data_root is not None:
+        items.append(f"data-root={_toml_path(data_root)}")
+    if state_dir is not None:
+        items.append(f"state-dir={_toml_path(state_dir)}")
+    return " ".join(items)
+
+
+def supernode_command(*, superlink: str, config: str, ca_cert: str | Path | None = None,
+                      key: str | Path | None = None, insecure: bool = False,
+                      runtime_port: int = 9094) -> list[str]:
+    """``flower-supernode`` connecting to ``superlink`` (host:port) over TLS, authenticated by ``key``.
+
+    ``runtime_port`` is the SuperNode's local port for its ClientApp processes
+    (127.0.0.1 only); SuperNodes sharing a machine need different ones.
+    """
+    cmd = [tool("flower-supernode"), "--superlink", superlink, "--node-config", config,
+           "--port", str(runtime_port)]
+    if insecure:
+        return cmd + ["--insecure"]
+    if ca_cert is not None:  # without it the system's trusted CAs are used
+        cmd += ["--root-certificates", str(Path(ca_cert).expanduser().resolve())]
+    if key is not None:
+        cmd += ["--auth-supernode-private-key", str(Path(key).expanduser().resolve())]
+    return cmd
+
+
+def run_config(config: str = "simulations/quickstart.yaml", overrides: list[str] | tuple[str, ...] = (),
+               resume: str | None = None) -> str:
+    """The ``--run-config`` value for the fedalign app: ``config='<yaml>' set='<k=v k=v>' [resume='<dir>']``.
+
+    ``config`` is relative to the project (it travels in the app bundle) or
+    absolute on the SuperLink's machine. Give ``output.dir`` as an absolute
+    path on the SuperLink's machine: a relative one resolves against the
+    directory the SuperLink was started from. ``resume``: an absolute run
+    folder (on the SuperLink's machine) to continue.
+    """
+    for text in (config, *overrides, resume or ""):
+        if "'" in text:
+            raise ValueError(f"{text!r}: no single quotes allowed (TOML literal string)")
+    for item in overrides:
+        if "=" not in item or any(c.isspace() for c in item):
+            raise ValueError(f"override {item!r} must look like key.path=value, without spaces")
+    value = f"config='{config}'"
+    if overrides:
+        value += f" set='{' '.join(overrides)}'"
+    if resume:
+        value += f" resume='{resume}'"
+    return value
+
+
+# ---------------------------------------------------------------- flwr CLI
+
+
+def _flwr_json(args: list[str], env: dict[str, str], timeout: float = 180.0) -> dict:
+    """Run ``flwr ARGS --format json`` from the project folder; its JSON answer, or an error that shows it."""
+    cmd = [tool("flwr"), *args, "--format", "json"]
+    proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout
+    try:
+        answer = json.loads(out[out.index("{"):])
+    except ValueError:
+        answer = {"success": False}
+    if proc.returncode != 0 or not answer.get("success"):
+        raise RuntimeError(f"{shlex.join(cmd)} failed (exit {proc.returncode})\n{out}\n{proc.stderr}")
+    return answer
+
+
+def flower_config_path(flwr_home: str | Path | None = None) -> Path:
+    home = flwr_home or os.environ.get("FLWR_HOME") or Path.home() / ".flwr"
+    return Path(home).expanduser() / "config.toml"
+
+
+def write_connection(name: str, address: str, *, root_certificates: str | Path | None = None,
+                     insecure: bool = False, flwr_home: str | Path | None = None, default: bool = False) -> Path:
+    """Add (or replace) ``[superlink.<name>]`` in ``$FLWR_HOME/config.toml``: where ``flwr`` finds the SuperLink.
+
+    With ``root_certificates`` the CLI checks the SuperLink's certificate
+    against that CA; without it (and not ``insecure``) against the system's CAs.
+    """
+    path = flower_config_path(flwr_home)
+    if path.exists():
+        data = tomllib.loads(path.read_text())
+    else:
+        try:  # keep flwr's own default connections (`local` simulation, ...)
+            from flwr.cli.constant import DEFAULT_FLOWER_CONFIG_TOML
+            data = tomllib.loads(DEFAULT_FLOWER_CONFIG_TOML)
+        except ImportError:
+            data = {}
+    superlink = data.setdefault("superlink", {})
+    conn: dict[str, object] = {"address": address}
+    if insecure:
+        conn["insecure"] = True
+    elif root_certificates is not None:
+        conn["root-certificates"] = str(Path(root_certificates).expanduser().resolve())
+    superlink[name] = conn
+    if default or "default" not in superlink:
+        superlink["default"] = name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def register(public_key: str | Path, connection: str, env: dict[str, str]) -> int:
+    """``flwr supernode register``: allow the SuperNode holding this key to join; returns its node id."""
+    return int(_flwr_json(["supernode", "register", str(Path(public_key).expanduser().resolve()), connection], env)["node-id"])
+
+
+def supernodes(connection: str, env: dict[str, str]) -> dict[int, str]:
+    """Node id -> status (``registered``, ``online``, ``offline``, ...) from ``flwr supernode ls``."""
+    nodes = _flwr_json(["supernode", "ls", connection], env)["nodes"]
+    return {int(n["node-id"]): n["status"] for n in nodes}
+
+
+def wait_for_nodes(connection: str, env: dict[str, str], *, node_ids: list[int] | None = None, count: int = 0,
+                   status: str = "online", timeout: float = 120.0, poll: float = 3.0) -> dict[int, str]:
+    """Until the given nodes (or ``count`` nodes) have ``status``; returns the listing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = supernodes(connection, env)
+        have = [n for n, s in nodes.items() if s == status]
+        if (node_ids is not None and all(nodes.get(n) == status for n in node_ids)) or \
+                (node_ids is None and len(have) >= count):
+            return nodes
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"SuperNodes not {status} after {timeout:.0f}s: {nodes}")
+        time.sleep(poll)
+
+
+def submit(connection: str, env: dict[str, str], *, config: str = "simulations/quickstart.yaml",
+           overrides: list[str] | tuple[str, ...] = (), resume: str | None = None,
+           app: str | Path = PROJECT_DIR) -> str:
+    """``flwr run <app> <connection> --run-config ...``; returns the run id (the run is only submitted)."""
+    value = run_config(config, overrides, resume)
+    return str(_flwr_json(["run", str(app), connection, "--run-config", value], env)["run-id"])
+
+
+def run_status(connection: str, run_id: str, env: dict[str, str]) -> dict:
+    """The run's entry in ``flwr ls --run-id``: ``status`` (``finished:completed``, ``finished:failed``,
+    ``running``, ...), ``status-details``, timings."""
+    runs = _flwr_json(["ls", connection, "--run-id", str(run_id)], env)["runs"]
+    return next(r for r in runs if str(r["run-id"]) == str(run_id))
+
+
+def wait_for_run(connection: str, run_id: str, env: dict[str, str], *, timeout: float | None = None,
+                 poll: float = 5.0, progress: bool = False) -> dict:
+    """Poll ``flwr ls`` until the run has finished; returns its final entry."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    while True:
+        run = run_status(connection, run_id, env)
+        if progress and run["status"] != last:
+            print(f"run {run_id}: {run['status']}", file=sys.stderr, flush=True)
+            last = run["status"]
+        if run["status"].startswith("finished"):
+            return run
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} not finished after {timeout:.0f}s: {run['status']}")
+        time.sleep(poll)
+
+
+# ---------------------------------------------------------------- processes
+
+
+@dataclass
+class Process:
+    """One process started by :func:`start` (a SuperLink or a SuperNode)."""
+
+    role: str
+    pid: int
+    command: list[str]
+    log: str
+    env: dict[str, str] = field(default_factory=dict)  # variables set on top of flower_env()
+    cwd: str = str(PROJECT_DIR)
+    netns: str | None = None
+    popen: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "popen"}
+
+    @property
+    def shell(self) -> str:
+        """The command as one shell line, with its environment variables."""
+        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        ns = f"ip netns exec {self.netns} " if self.netns else ""
+        return f"{prefix + ' ' if prefix else ''}{ns}{shlex.join(self.command)}"
+
+
+def start(role: str, command: list[str], *, tag: str, log: str | Path, env: dict[str, str] | None = None,
+          cwd: str | Path = PROJECT_DIR, netns: str | None = None) -> Process:
+    """Start ``command`` in the background (own session, output to ``log``), tagged ``<tag>:<role>``.
+
+    ``env`` holds variables added to :func:`flower_env`; ``netns`` runs it in
+    that network namespace (``ip netns exec``, which keeps the PID).
+    """
+    env = dict(env or {})
+    full_env = {**flower_env(), **env, TAG_VAR: f"{tag}:{role}"}
+    argv = (["ip", "netns", "exec", netns] if netns else []) + command
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    return Process(role, popen.pid, command, str(log), env, str(cwd), netns, popen)
+
+
+def restart(process: Process, tag: str) -> Process:
+    """Start the same command again (same role, log appended)."""
+    return start(process.role, process.command, tag=tag, log=process.log, env=process.env,
+                 cwd=process.cwd, netns=process.netns)
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[1])
+
+
+def alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] not in ("Z", "X")  # a zombie has exited, only not yet reaped
+
+
+def processes(tag: str, role: str | None = None) -> set[int]:
+    """Live processes tagged ``<tag>:<role>`` (any role when None), and their descendants."""
+    wanted = f"{TAG_VAR}={tag}:{role}".encode() if role else f"{TAG_VAR}={tag}:".encode()
+    exact = role is not None
+    parent_of: dict[int, int] = {}
+    found: set[int] = set()
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        st = _stat(pid)
+        if st is None:
+            continue
+        parent_of[pid] = st[1]
+        try:
+            variables = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(v == wanted if exact else v.startswith(wanted) for v in variables):
+            found.add(pid)
+    grew = True
+    while grew:  # children that dropped the variable
+        new = {pid for pid, ppid in parent_of.items() if ppid in found and pid not in found}
+        found |= new
+        grew = bool(new)
+    return {pid for pid in found if alive(pid)}
+
+
+def describe(pid: int) -> str:
+    try:
+        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"{pid}: ?"
+
+
+def _reap(popens: list[subprocess.Popen]) -> None:
+    for p in popens:
+        if p is not None:
+            p.poll()
+
+
+def kill(tag: str, role: str | None = None, *, sig: int = signal.SIGKILL,
+         popens: list[subprocess.Popen] = ()) -> list[int]:
+    """Send ``sig`` to every process of ``<tag>:<role>`` (all of ``tag`` when role is None) at once."""
+    pids = sorted(processes(tag, role))
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        _reap(list(popens))
+        time.sleep(0.1)
+    return pids
+
+
+def stop(tag: str, *, grace: float = 15.0, popens: list[subprocess.Popen] = ()) -> list[str]:
+    """SIGTERM every process of ``tag``, SIGKILL what is left after ``grace`` s; returns survivors."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0), (signal.SIGKILL, 10.0)):
+        pids = processes(tag)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
+            _reap(list(popens))
+            time.sleep(0.2)
+    _reap(list(popens))
+    return [describe(p) for p in sorted(processes(tag))]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: str | Path, lines: int = 30) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return f"--- {path} (last {lines} lines)\n" + "\n".join(text[-lines:])
+
+
+def wait_for_port(host: str, port: int, process: Process, timeout: float = 60.0) -> None:
+    """Until something accepts TCP connections on host:port; fails early if ``process`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.popen is not None and process.popen.poll() is not None:
+            raise RuntimeError(f"{process.role} exited with {process.popen.returncode}\n{log_tail(process.log)}")
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{process.role}: nothing listens on {host}:{port} after {timeout:.0f}s\n{log_tail(process.log)}")
+
+
+# ---------------------------------------------------------------- one machine
+
+
+@dataclass
+class Deployment:
+    """A SuperLink and its SuperNodes started by :func:`start_local` (and what ``flwr`` needs to reach them)."""
+
+    tag: str
+    workdir: str
+    address: str
+    connection: str
+    flwr_home: str  # the FLWR_HOME whose config.toml holds `connection`
+    insecure: bool
+    processes: list[Process]
+    node_ids: dict[str, int] = field(default_factory=dict)  # role -> node id (with authentication)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for ``flwr`` commands against this deployment."""
+        return flower_env(self.flwr_home)
+
+    def process(self, role: str) -> Process:
+        return next(p for p in self.processes if p.role == role)
+
+    def save(self) -> Path:
+        path = Path(self.workdir) / DEPLOYMENT_FILE
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["processes"] = [p.to_json() for p in self.processes]
+        path.write_text(json.dumps(data, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, workdir: str | Path) -> "Deployment":
+        path = Path(workdir).expanduser() / DEPLOYMENT_FILE
+        data = json.loads(path.read_text())
+        data["processes"] = [Process(**p) for p in data["processes"]]
+        return cls(**data)
+
+    def stop(self, grace: float = 15.0) -> list[str]:
+        return stop(self.tag, grace=grace, popens=[p.popen for p in self.processes])
+
+
+def start_local(workdir: str | Path, clients: int, *, port: int | None = None, insecure: bool = False,
+                data_root: str | Path | None = None, tag: str | None = None,
+                node_timeout: float = 180.0) -> Deployment:
+    """A SuperLink and ``clients`` SuperNodes on this machine (127.0.0.1), TLS and authentication on
+    unless ``insecure``. Returns once every SuperNode is online. On failure, stops what it started.
+
+    Layout of ``workdir``: ``certs/`` (CA + SuperLink certificate), ``keys/``
+    (one key pair per SuperNode), ``flwr-home/`` (the ``flwr`` CLI's
+    ``config.toml`` with connection ``fedalign-local``), ``superlink/`` and
+    ``node-<i>/`` (each with its own FLWR_HOME, a log, and for nodes the
+    ``state`` folder with the client's checkpoints), ``deployment.json``.
+    """
+    workdir = Path(workdir).expanduser().resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if (workdir / DEPLOYMENT_FILE).exists():
+        old = Deployment.load(workdir)
+        if processes(old.tag):
+            raise RuntimeError(f"a deployment is still running from {workdir}: `python -m deploy stop --workdir {workdir}`")
+    tag = tag or uuid.uuid4().hex[:12]
+    host = "127.0.0.1"
+    port = port or free_port(host)
+    address = f"{host}:{port}"
+    flwr_home = workdir / "flwr-home"
+    if insecure:
+        warn_insecure("python -m deploy local")
+    else:
+        certs.make_ca(workdir / "certs", common_name=f"fedalign local CA {tag}")
+        certs.make_server_cert(workdir / "certs", [host, "localhost"])
+    write_connection(LOCAL_CONNECTION, address, root_certificates=None if insecure else workdir / "certs" / "ca.crt",
+                     insecure=insecure, flwr_home=flwr_home, default=True)
+    deployment = Deployment(tag, str(workdir), address, LOCAL_CONNECTION, str(flwr_home), insecure, [])
+    try:
+        link = start("superlink", superlink_command(host=host, port=port, certs_dir=workdir / "certs", insecure=insecure),
+                     tag=tag, log=workdir / "superlink" / "superlink.log",
+                     env={"FLWR_HOME": str(workdir / "superlink" / "flwr-home")})
+        deployment.processes.append(link)
+        deployment.save()
+        wait_for_port(host, port, link)
+        env = deployment.env
+        for i in range(clients):
+            role = f"supernode-{i}"
+            node_dir = workdir / f"node-{i}"
+            key = None
+            if not insecure:
+                key, public = certs.make_node_keys(workdir / "keys", f"node-{i}")
+                deployment.node_ids[role] = register(public, LOCAL_CONNECTION, env)
+            cmd = supernode_command(superlink=address, config=node_config(i, clients, data_root, node_dir / "state"),
+                                    ca_cert=None if insecure else workdir / "certs" / "ca.crt", key=key,
+                                    insecure=insecure, runtime_port=free_port())
+            deployment.processes.append(start(role, cmd, tag=tag, log=node_dir / "supernode.log",
+                                              env={"FLWR_HOME": str(node_dir / "flwr-home")}))
+            deployment.save()
+        if insecure:
+            wait_for_nodes(LOCAL_CONNECTION, env, count=clients, timeout=node_timeout)
+        else:
+            wait_for_nodes(LOCAL_CONNECTION, env, node_ids=list(deployment.node_ids.values()), timeout=node_timeout)
+    except BaseException as error:
+        logs = "\n".join(log_tail(p.log, 15) for p in deployment.processes)
+        deployment.stop(grace=5)
+        raise RuntimeError(f"starting the local deployment failed: {error}\n{logs}") from error
+    deployment.save()
+    return deployment
