@@ -75,16 +75,20 @@ class FlowerTransport:
 
     def _exchange(self, message_type: str, requests: dict[int, tuple[int, dict | None]], round_number: int) -> dict[int, Reply]:
         """``requests``: node id -> (client id or -1 if unknown, peer statistics or None)."""
-        messages = [
+        messages = [  # a request not delivered within the timeout expires (never reaches a restarted node late)
             Message(content=encode_request(self.cfg, round_number, self.run_tag, peers),
-                    dst_node_id=node, message_type=message_type)
+                    dst_node_id=node, message_type=message_type, ttl=self.cfg.federation.timeout)
             for node, (_, peers) in requests.items()
         ]
         started = time.perf_counter()
         replies: dict[int, Reply] = {}
         self.node_errors = []
-        for msg in self.grid.send_and_receive(messages, timeout=self.cfg.federation.timeout):
-            node = msg.metadata.src_node_id
+        answers = list(self.grid.send_and_receive(messages, timeout=self.cfg.federation.timeout))
+        # Match replies to requests by message id: an error reply the SuperLink makes itself (e.g.
+        # "Node Unavailable" for a node that missed its heartbeats) comes from the SuperLink's node id.
+        asked = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+        for msg in answers:
+            node = asked.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
             if node not in requests:
                 log.warning("ignored a reply from node %s, which was not asked", node)
                 continue

@@ -392,3 +392,34 @@ def test_killed_supernode_is_recorded_missing_and_resumes(tmp_path, tag):
     print(f"\nkilled SuperNode: offline after {offline_after:.0f}s, run {run['status']} in {elapsed:.0f}s; "
           f"missing {[(m['round'], m['client']) for m in summary['missing_rounds']]}; restarted node ran "
           f"{trained_after_restart} train request(s)")
+
+
+# --------------------------------------------------------------- the server dies
+
+
+def test_killed_server_app_resumes_from_its_saved_state(tmp_path, tag):
+    """SIGKILL the ServerApp after round 2; ``flwr run`` with ``resume`` finishes the same run folder,
+    every round logged once, no client trained a round twice."""
+    rounds = 5
+    out_dir = tmp_path / "outputs"
+    d = launch.start_local(tmp_path / "deploy", NUM_CLIENTS, tag=tag)
+    overrides = [f"federation.rounds={rounds}", "federation.timeout=120", f"output.dir={out_dir}", *SMALL]
+    run_id = launch.submit(d.connection, d.env, overrides=overrides)
+    run_dir = _wait_for_row(out_dir, d, run_id, 2, timeout=300)
+
+    server_apps = [pid for pid in launch.processes(tag) if "flwr-serverapp" in " ".join(_cmdline(pid))]
+    assert len(server_apps) == 1, [launch.describe(p) for p in launch.processes(tag)]
+    os.kill(server_apps[0], 9)
+    first = launch.wait_for_run(d.connection, run_id, d.env, timeout=300)
+    assert first["status"] != "finished:completed", first
+    logged = max(r["round"] for r in _rows(run_dir))
+    assert 2 <= logged < rounds
+
+    resumed_id = launch.submit(d.connection, d.env, overrides=overrides, resume=str(run_dir))
+    run = launch.wait_for_run(d.connection, resumed_id, d.env, timeout=400)
+    assert run["status"] == "finished:completed", (run, launch.log_tail(d.process("superlink").log, 60))
+    assert sorted(p for p in out_dir.iterdir() if p.is_dir()) == [run_dir]  # the same folder, continued
+    _check_complete_run(run_dir, rounds=rounds)  # rounds 0..5 each exactly once, all ok
+    for i in range(NUM_CLIENTS):  # alternating: client i trained ceil((rounds - i) / 2) rounds, once each
+        checkpoint = tmp_path / "deploy" / f"node-{i}" / "state" / run_dir.name / f"client-{i}.pt"
+        assert _epochs_trained(checkpoint) == LOCAL_EPOCHS * len(range(i + 1, rounds + 1, NUM_CLIENTS))
