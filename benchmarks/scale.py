@@ -98,6 +98,7 @@ def worker(spec: dict, threads: int) -> dict:
         start = time.perf_counter()
         coordinator.initialise()
         init_s = time.perf_counter() - start
+        rss_round0 = common.current_rss_mb()
         for t in timers.values():
             t["evaluate"].take(), t["release"].take()
         rounds = []
@@ -107,7 +108,8 @@ def worker(spec: dict, threads: int) -> dict:
             seconds = time.perf_counter() - start
             ev, rel = timers[rec.client]["evaluate"].take(), timers[rec.client]["release"].take()
             rounds.append({"round": r, "seconds": seconds, "epoch_s": rec.seconds - ev - rel,
-                           "evaluate_s": ev, "release_s": rel, "status": rec.status})
+                           "evaluate_s": ev, "release_s": rel, "status": rec.status,
+                           "rss_mb": round(common.current_rss_mb(), 1)})
         writer.finish()
     local_nodes = [c.train_split.graph.num_nodes for c in transport.clients.values()]
     local_edges = [int(c.train_split.graph.edge_index.size(1)) for c in transport.clients.values()]
@@ -128,7 +130,8 @@ def worker(spec: dict, threads: int) -> dict:
         "epoch_median_s": common.median([r["epoch_s"] for r in steady]),
         "release_median_s": common.median([r["release_s"] for r in steady]),
         "evaluate_median_s": common.median([r["evaluate_s"] for r in steady]),
-        "rss_after_imports_mb": rss_imports, "rss_after_build_mb": rss_built, "peak_rss_mb": common.peak_rss_mb(),
+        "rss_after_imports_mb": rss_imports, "rss_after_build_mb": rss_built, "rss_after_round0_mb": rss_round0,
+        "rss_end_mb": common.current_rss_mb(), "peak_rss_mb": common.peak_rss_mb(),
     }
 
 
@@ -236,11 +239,12 @@ def markdown(res: dict) -> str:
     ]
     rows = [[r["num_clients"], r["graph_edges"], r["alignment_edges"], f"{r['local_nodes_mean']:.0f}",
              fmt(r["build_s"]), fmt(r["init_round0_s"]), fmt(r["round_median_s"]), fmt(r["rounds_per_s"]),
-             f"{r['rss_after_imports_mb']:.0f}", f"{r['rss_after_build_mb']:.0f}", f"{r['peak_rss_mb']:.0f}",
-             f"{r['load_before']}"]
+             f"{r['rss_after_imports_mb']:.0f}", f"{r['rss_after_build_mb']:.0f}",
+             f"{r.get('rss_after_round0_mb', float('nan')):.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['load_before']}"]
             for r in ok if r["series"] == "clients"]
     lines.append(md_table(["K", "graph E", "alignment E", "nodes per client", "build s", "round 0 s", "s / round",
-                           "rounds / s", "RSS imports MiB", "RSS built MiB", "peak RSS MiB", "load"], rows))
+                           "rounds / s", "RSS imports MiB", "RSS built MiB", "RSS after round 0 MiB",
+                           "peak RSS MiB", "load"], rows))
     c = f["clients"]
     lines += ["", f"log-log slopes against K: s/round {fmt(c['round_s'])}, build {fmt(c['build_s'])}, "
                   f"peak RSS {fmt(c['peak_rss'])} (above the import baseline: {fmt(c['peak_rss_above_imports'])}).",
