@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from fedalign.outputs import json_safe
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "simulations" / "results" / "benchmarks"
 
@@ -208,19 +210,8 @@ def human_bytes(n: float) -> str:
 def write_outputs(out: Path, results: dict[str, Any], markdown: str) -> None:
     """``results.json`` and ``table.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(_finite(results), indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     (out / "table.md").write_text(markdown.rstrip() + "\n")
-
-
-def _finite(value):
-    """JSON has no NaN/Inf: NaN -> null, inf -> "inf"."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def data_root() -> str:

@@ -360,24 +360,30 @@ def alive(pid: int) -> bool:
 
 def processes(tag: str, role: str | None = None) -> set[int]:
     """Live processes tagged ``<tag>:<role>`` (any role when None), and their descendants."""
-    wanted = f"{TAG_VAR}={tag}:{role}".encode() if role else f"{TAG_VAR}={tag}:".encode()
-    exact = role is not None
+    if role is not None:
+        return processes_with_environ(f"{TAG_VAR}={tag}:{role}".encode())
+    return processes_with_environ(f"{TAG_VAR}={tag}:".encode(), prefix=True)
+
+
+def processes_with_environ(entry: bytes, prefix: bool = False) -> set[int]:
+    """Live processes (not this one) whose environment holds ``entry`` (``b"NAME=value"``; with
+    ``prefix``, any entry starting with it), and all their descendants."""
     parent_of: dict[int, int] = {}
     found: set[int] = set()
     me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == me:
             continue
-        pid = int(entry.name)
+        pid = int(proc.name)
         st = _stat(pid)
         if st is None:
             continue
         parent_of[pid] = st[1]
         try:
-            variables = (entry / "environ").read_bytes().split(b"\0")
+            variables = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(v == wanted if exact else v.startswith(wanted) for v in variables):
+        if any(v.startswith(entry) if prefix else v == entry for v in variables):
             found.add(pid)
     grew = True
     while grew:  # children that dropped the variable

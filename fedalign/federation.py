@@ -296,15 +296,16 @@ class Coordinator:
 
     def _check(self, client: int, statistics: Statistics) -> Statistics:
         """The release if valid (:func:`~fedalign.validation.check_statistics`), else raises."""
-        if self.graph is None:  # no graph on the server: the first release that passes fixes E
+        graph = self.graph
+        if graph is None:  # no graph on the server: the first release that passes fixes E
             first = statistics[0] if isinstance(statistics, list) and statistics else None
             if not isinstance(first, np.ndarray) or first.ndim != 1:
                 raise StatisticsRejected(f"statistics from client {client} rejected: not a list of 1-D arrays")
-            check_statistics(statistics, first.shape[0], self.cfg.model.for_client(client)["hidden_layers"],
-                             self.cfg.align.statistics_dtype, sender=f"client {client}")
-            self.graph = first.shape[0]
-        return check_statistics(statistics, self.graph, self.cfg.model.for_client(client)["hidden_layers"],
-                                self.cfg.align.statistics_dtype, sender=f"client {client}")
+            graph = first.shape[0]
+        checked = check_statistics(statistics, graph, self.cfg.model.for_client(client)["hidden_layers"],
+                                   self.cfg.align.statistics_dtype, sender=f"client {client}")
+        self.graph = graph
+        return checked
 
     def _absorb(self, round_number: int, peers: dict[int, list[int]], replies: dict[int, Reply]) -> list[RoundRecord]:
         records = []

@@ -39,12 +39,12 @@ def new_run_dir(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
     return path
 
 
-def _clean(value):
+def json_safe(value):
     """JSON has no NaN/Inf: write infinities as the string "inf" and NaN as null (recursively)."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
@@ -80,13 +80,13 @@ class RunWriter:
         self.started = time.time()
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         tmp = self.run_dir / ".rounds.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(_clean(r.to_json())) + "\n" for r in self.records))
+        tmp.write_text("".join(json.dumps(json_safe(r.to_json())) + "\n" for r in self.records))
         tmp.replace(self.run_dir / "rounds.jsonl")
         self._log = (self.run_dir / "rounds.jsonl").open("a")
 
     def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
         for record in records:
-            row = _clean(record.to_json())
+            row = json_safe(record.to_json())
             self._log.write(json.dumps(row) + "\n")
         self._log.flush()
         self.records.extend(records)
@@ -104,7 +104,7 @@ class RunWriter:
             "wall_seconds": round(time.time() - self.started, 3),
             **summary,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n")
+        (self.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
         if self.cfg.output.plot and self.records:
             plot_curves(self.records, self.run_dir / "curves.png", self.metric_name, self.cfg.name)
         return summary

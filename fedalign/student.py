@@ -185,6 +185,7 @@ class StudentClient:
         )
         self.alignment = to_device(data.alignment)
         self._prepared: dict[int, Tensor] = {}  # id(graph) -> model.prepare(graph's edges), built once
+        self.alignment_spec = AlignmentGraphSpec.from_edge_index(self.alignment.edge_index, self.alignment.num_nodes)
         # One forward pass serves task and alignment when they share a graph (replicate mode).
         self.shared_forward = self.alignment is self.train_split.graph
         self.epochs_trained = 0
@@ -393,10 +394,9 @@ class StudentClient:
 
     def _check_peer_statistics(self, peer_statistics: dict[int, Statistics]) -> None:
         """Refuse peer statistics that are not valid distributions on this alignment graph."""
-        graph = AlignmentGraphSpec.from_edge_index(self.alignment.edge_index, self.alignment.num_nodes)
         for pid, stats in peer_statistics.items():
             try:
-                check_statistics(stats, graph, len(stats), self.cfg.align.statistics_dtype, sender=f"peer {pid}")
+                check_statistics(stats, self.alignment_spec, len(stats), self.cfg.align.statistics_dtype, sender=f"peer {pid}")
             except StatisticsRejected as error:
                 raise StatisticsRejected(f"{error}; were the clients started with the same data, partition and "
                                          "align config?") from None

@@ -15,6 +15,7 @@ alignment graph: its number of nodes and each edge's target node.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,11 @@ class AlignmentGraphSpec:
     @property
     def num_edges(self) -> int:
         return int(self.target.shape[0])
+
+    @functools.cached_property
+    def has_in_edges(self) -> np.ndarray:
+        """bool [N]: the nodes whose in-edge probabilities must sum to 1."""
+        return np.bincount(self.target, minlength=self.num_nodes) > 0
 
     @classmethod
     def from_edge_index(cls, edge_index, num_nodes: int) -> "AlignmentGraphSpec":
@@ -105,8 +111,7 @@ def check_statistics(
                 raise reject(f"{where} has {int((values > 1 + tolerance).sum())} probabilities above 1")
             continue
         sums = np.bincount(graph.target, weights=values, minlength=graph.num_nodes)
-        has_in_edges = np.bincount(graph.target, minlength=graph.num_nodes) > 0
-        error = np.abs(sums - 1.0) * has_in_edges
+        error = np.abs(sums - 1.0) * graph.has_in_edges
         if error.max(initial=0.0) > tolerance:
             node = int(error.argmax())
             raise reject(f"{where}: the probabilities over node {node}'s in-edges sum to {sums[node]:.6g}, "

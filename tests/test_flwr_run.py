@@ -47,6 +47,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy.launch import alive, describe, processes_with_environ
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ROUNDS = 3
 NUM_CLIENTS = 2
@@ -68,53 +70,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a live process, None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
-    return fields[0], int(fields[1])
-
-
-def _alive(pid: int) -> bool:
-    st = _stat(pid)
-    return st is not None and st[0] not in ("Z", "X")  # a zombie is dead, only not yet reaped
-
-
 def _processes_of(flwr_home: Path) -> set[int]:
     """Live processes with ``FLWR_HOME=<flwr_home>`` in their environment, and their descendants."""
-    marker = f"FLWR_HOME={flwr_home}".encode()
-    me = os.getpid()
-    parent_of: dict[int, int] = {}
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        st = _stat(pid)
-        if st is None or pid == me:
-            continue
-        parent_of[pid] = st[1]
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                found.add(pid)
-        except OSError:
-            continue
-    grew = True
-    while grew:  # add descendants (a child could have dropped the variable)
-        new = {pid for pid, ppid in parent_of.items() if ppid in found and pid not in found}
-        found |= new
-        grew = bool(new)
-    return {pid for pid in found if _alive(pid)}
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
+    return processes_with_environ(f"FLWR_HOME={flwr_home}".encode())
 
 
 def _stop_all(flwr_home: Path, grace_s: float = 15.0) -> list[str]:
@@ -129,9 +87,9 @@ def _stop_all(flwr_home: Path, grace_s: float = 15.0) -> list[str]:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.2)
-    return [f"{pid}: {_cmdline(pid)}" for pid in sorted(_processes_of(flwr_home))]
+    return [describe(pid) for pid in sorted(_processes_of(flwr_home))]
 
 
 # --------------------------------------------------------------- flwr CLI
@@ -276,5 +234,5 @@ def test_flwr_run_local_simulation(flwr, tmp_path):
     assert checkpoints == [f"client-{c}.pt" for c in range(NUM_CLIENTS)]
 
     # The SuperLink outlives the run (the fixture stops it); make sure it is the one we started.
-    superlinks = [p for p in _processes_of(flwr.home) if "flower-superlink" in _cmdline(p)]
-    assert all(f"--port {flwr.port}" in _cmdline(p) for p in superlinks), [_cmdline(p) for p in superlinks]
+    superlinks = [p for p in _processes_of(flwr.home) if "flower-superlink" in describe(p)]
+    assert all(f"--port {flwr.port}" in describe(p) for p in superlinks), [describe(p) for p in superlinks]
