@@ -7,9 +7,11 @@ fedalign against:
 * students are ``GCNConv`` stacks run on ``edge_index`` (PyG's default
   ``normalize=True``, ``cached=False``: the symmetric normalisation with self
   loops is recomputed, and messages gathered and scattered, at every call);
-* the structure statistics of a layer are
-  ``softmax_{in-edges of v}(-(h[src] - h[dst]).abs().sum(-1) / tau)`` with
-  PyG's scatter softmax, autograd through every ``[E, d]`` intermediate;
+* the structure statistics of a layer are the original Alignahead code's:
+  ``softmax_{in-edges of v}(exp(-(h[src] - h[dst]).abs().sum(-1) / tau))`` on
+  each hidden layer's pre-activation output, with PyG's scatter softmax,
+  autograd through every ``[E, d]`` intermediate, and the KL summed over a
+  node's in-edges and averaged over all nodes;
 * nothing is cached: at **every training step** of the student, each frozen
   peer is run forward again (eval mode, no grad) to get its statistics.
 
@@ -41,7 +43,10 @@ def _seed(*parts: int) -> int:
 
 
 class NaiveGCN(nn.Module):
-    """L hidden ``GCNConv`` layers (ELU, dropout) and a ``GCNConv`` output layer, on ``edge_index``."""
+    """L hidden ``GCNConv`` layers (ELU, dropout) and a ``GCNConv`` output layer, on ``edge_index``.
+
+    Returns the logits and each hidden layer's output before its activation.
+    """
 
     def __init__(self, in_channels: int, num_classes: int, hidden_layers: int, hidden_dim: int, dropout: float):
         super().__init__()
@@ -53,25 +58,24 @@ class NaiveGCN(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, list[Tensor]]:
         hiddens, h = [], x
         for layer in self.layers:
-            out = nn.functional.elu(layer(h, edge_index))
-            hiddens.append(out)
-            h = nn.functional.dropout(out, p=self.dropout, training=self.training)
+            z = layer(h, edge_index)
+            hiddens.append(z)
+            h = nn.functional.dropout(nn.functional.elu(z), p=self.dropout, training=self.training)
         return self.output(h, edge_index), hiddens
 
 
 def naive_log_probs(h: Tensor, edge_index: Tensor, tau: float) -> Tensor:
-    """``log p(u|v)`` per edge: scatter softmax of ``-||h_u - h_v||_1 / tau`` over v's in-edges."""
+    """``log p(u|v)`` per edge: scatter softmax of ``exp(-||h_u - h_v||_1 / tau)`` over v's in-edges."""
     src, dst = edge_index
     distance = (h[src] - h[dst]).abs().sum(dim=-1)
-    return softmax(-distance / tau, dst, num_nodes=h.size(0)).log()
+    return softmax(torch.exp(-distance / tau), dst, num_nodes=h.size(0)).log()
 
 
 def naive_kl(peer_log_probs: Tensor, student_log_probs: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
-    """KL(peer || student) summed over each node's in-edges, averaged over nodes with in-edges."""
+    """KL(peer || student) summed over each node's in-edges, averaged over all nodes."""
     p = peer_log_probs.exp()
     per_node = scatter(p * (peer_log_probs - student_log_probs), dst, dim=0, dim_size=num_nodes, reduce="sum")
-    has_in_edges = torch.bincount(dst, minlength=num_nodes) > 0
-    return per_node[has_in_edges].mean()
+    return per_node.mean()
 
 
 def alignahead_pairs(depth: int) -> list[tuple[int, int]]:
@@ -92,7 +96,7 @@ class NaiveAlignahead:
 
     def __init__(self, x: Tensor, edge_index: Tensor, y: Tensor, train_mask: Tensor, val_mask: Tensor,
                  test_mask: Tensor, num_classes: int, *, num_students: int = 2, hidden_layers: int = 4,
-                 hidden_dim: int = 64, dropout: float = 0.5, lr: float = 0.01, weight_decay: float = 5e-4,
+                 hidden_dim: int = 64, dropout: float = 0.0, lr: float = 0.005, weight_decay: float = 0.0,
                  tau: float = 100.0, weight: float = 1.0, local_epochs: int = 1, seed: int = 0) -> None:
         self.x, self.edge_index, self.y = x, edge_index, y
         self.train_mask, self.val_mask, self.test_mask = train_mask, val_mask, test_mask
@@ -100,7 +104,7 @@ class NaiveAlignahead:
         self.depth = hidden_layers
         self.students = []
         for i in range(num_students):
-            torch.manual_seed(_seed(seed, i))
+            torch.manual_seed(_seed(seed))  # shared initialisation, as fedalign's default model.init
             self.students.append(NaiveGCN(x.size(1), num_classes, hidden_layers, hidden_dim, dropout))
         self.optimizers = [torch.optim.Adam(s.parameters(), lr=lr, weight_decay=weight_decay) for s in self.students]
 
@@ -194,15 +198,14 @@ def compare_with_fedalign(clients: dict, naive: NaiveAlignahead, trainer: int = 
     (task + a * alignment) with respect to the trainer's weights.
     """
     student = clients[trainer]
-    peers = {j: [torch.from_numpy(np.asarray(p, dtype=np.float32)).log() for p in c.statistics()]
-             for j, c in clients.items() if j != trainer}
+    targets = student.alignment_targets({j: c.statistics() for j, c in clients.items() if j != trainer})
     graph = student.alignment
     student.model.eval()
     student.model.zero_grad()
     logits, hiddens = student.model(graph.x, graph.edge_index)
     mask = student.train_split.mask
     fed_task = nn.functional.cross_entropy(logits[mask], graph.y[mask])
-    fed_align = student.alignment_loss(hiddens, peers)
+    fed_align = student.alignment_loss(logits, hiddens, targets)
     (fed_task + naive.weight * fed_align).backward()
     fed_grads = {n: p.grad.detach().clone() for n, p in student.model.named_parameters()}
 

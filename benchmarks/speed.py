@@ -62,7 +62,7 @@ def experiment(smoke: bool, rounds: int | None, local_epochs: int, clients: int)
         "partition": {"scheme": "replicate"},
         "federation": {"num_clients": clients, "rounds": rounds, "schedule": "alternating"},
         "model": model,
-        "align": {"strategy": "alignahead", "weight": 1.0, "tau": 100.0, "kernel": "l1"},
+        "align": {"strategy": "alignahead", "weight": 1.0, "tau": 100.0, "kernel": "lsp"},
         "train": {"local_epochs": local_epochs, "lr": 0.01, "weight_decay": 5e-4},
         "output": {"progress": False, "plot": False},
     }

@@ -39,6 +39,7 @@ IDENTIFY_ROUND = -1
 # Every scalar a client may report: training/evaluation metrics, privacy spent, and transport data.
 REPLY_METRICS = frozenset({
     "task_loss", "align_loss", "val_metric", "test_metric", "val_loss",  # StudentClient.train / evaluate
+    "task_grad_norm", "align_grad_norm",  # StudentClient.train, when the alignment term is on
     "epsilon", "withheld", "dp_sgd_epsilon",  # privacy (StudentClient.release / train)
     "partition-id", "client-seconds",  # which client replied, and how long it worked
 })

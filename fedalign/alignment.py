@@ -1,4 +1,4 @@
-"""Layer alignment maps: which peer layer each student layer learns from.
+"""Alignment strategies: what a student learns from, and which peer layer each student layer aligns with.
 
 Layers are numbered 1..L as in the paper. A map is a list of pairs
 ``(student_layer, peer_layer)``; the alignment loss of a student sums the
@@ -8,7 +8,14 @@ structure KL over these pairs (see :func:`fedalign.statistics.structure_kl`).
   student layer 1 <- peer layer L (cyclic: the student's first layer is
   pulled towards the peer's deepest structure).
 * ``one-to-one`` (OC): student layer l <- peer layer l.
-* ``none``: no pairs; students train independently (the vanilla baseline).
+* ``self`` (control arm): the alignahead map, but the "peer" is the student
+  itself, frozen at the end of its previous turn; it never reads a peer's
+  statistics and shares nothing. Gain over ``self`` is knowledge transferred
+  between students; gain of ``self`` over ``none`` is a cross-layer regulariser.
+* ``logits``: deep mutual learning (Zhang et al., CVPR 2018): KL(peer || student)
+  of the class distributions on the alignment graph's nodes
+  (:func:`fedalign.statistics.class_log_probs`); no layer map.
+* ``none``: students train independently (the vanilla baseline).
 
 Students of different depths (student L_s, peer L_p) pair by relative depth.
 Student layer j corresponds to peer layer ``q(j) = ceil(j * L_p / L_s)``,
@@ -21,7 +28,19 @@ alignahead pairs (1, 1), (2, 3).
 
 from __future__ import annotations
 
-STRATEGIES = ("alignahead", "one-to-one", "none")
+STRATEGIES = ("alignahead", "one-to-one", "self", "logits", "none")
+# Strategies whose students release statistics to their peers (through the server).
+SHARING_STRATEGIES = ("alignahead", "one-to-one", "logits")
+
+
+def shares_statistics(strategy: str) -> bool:
+    """True when students of ``strategy`` release statistics to peers (``self`` and ``none`` share nothing)."""
+    return strategy in SHARING_STRATEGIES
+
+
+def released_arrays(strategy: str, hidden_layers: int) -> int:
+    """Arrays in one release: one per hidden layer (structure), one for ``logits`` (class distributions)."""
+    return 1 if strategy == "logits" else hidden_layers
 
 
 def _proportional_layer(student_layer: int, student_depth: int, peer_depth: int) -> int:
@@ -33,7 +52,8 @@ def layer_pairs(strategy: str, student_depth: int, peer_depth: int) -> list[tupl
     """Pairs ``(student_layer, peer_layer)``, 1-based, for one student/peer couple.
 
     Args:
-        strategy: one of :data:`STRATEGIES`.
+        strategy: one of :data:`STRATEGIES` (``logits`` and ``none`` have no pairs;
+            ``self`` has alignahead's, with the student as its own peer).
         student_depth: L_s >= 1, the number of aligned student layers.
         peer_depth: L_p >= 1, the number of layers the peer shares.
     """
@@ -41,12 +61,12 @@ def layer_pairs(strategy: str, student_depth: int, peer_depth: int) -> list[tupl
         raise ValueError(f"unknown alignment strategy {strategy!r}; choose one of {STRATEGIES}")
     if student_depth < 1 or peer_depth < 1:
         raise ValueError(f"depths must be >= 1, got student {student_depth}, peer {peer_depth}")
-    if strategy == "none":
+    if strategy in ("none", "logits"):
         return []
     pairs = []
     for j in range(1, student_depth + 1):
         q = _proportional_layer(j, student_depth, peer_depth)
-        if strategy == "alignahead":
+        if strategy in ("alignahead", "self"):
             q = q - 1 if q > 1 else peer_depth
         pairs.append((j, q))
     return pairs

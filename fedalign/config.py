@@ -48,6 +48,9 @@ class PartitionConfig:
     scheme: Literal["replicate", "iid", "dirichlet", "community", "graphs"] = "replicate"
     alpha: float = 0.5  # Dirichlet concentration (label skew)
     public_fraction: float = 0.2  # share of nodes (or training graphs) forming the alignment graph
+    # Share of each client's training nodes whose labels it uses (seeded, per class where possible); the
+    # other training nodes stay in its graph unlabelled. 1.0 = every training label.
+    label_rate: float = 1.0
 
 
 @dataclass
@@ -64,8 +67,12 @@ class ModelConfig:
     hidden_layers: Union[int, list[int]] = 4
     hidden_dim: Union[int, list[int]] = 64
     heads: Union[int, list[int]] = 4
-    dropout: Union[float, list[float]] = 0.5
-    residual: Union[bool, list[bool]] = False
+    dropout: Union[float, list[float]] = 0.0  # the original uses none (feature and attention)
+    residual: Union[bool, list[bool]] = False  # skips inside hidden layers 2..L and the output layer
+    activation: Union[Literal["elu", "relu"], list[Literal["elu", "relu"]]] = "elu"
+    # shared: every student starts from the same weights (one seed, as the original's deep copies);
+    # independent: each student from its own seed
+    init: Literal["shared", "independent"] = "shared"
 
     def for_client(self, client_id: int) -> dict[str, Any]:
         """This student's model keys, with per-client lists resolved."""
@@ -78,10 +85,20 @@ class ModelConfig:
 
 @dataclass
 class AlignConfig:
-    strategy: Literal["alignahead", "one-to-one", "none"] = "alignahead"
+    """How students align (:mod:`fedalign.alignment`, :mod:`fedalign.statistics`).
+
+    The defaults are the original Alignahead code: ``lsp`` kernel (softmax over a node's in-edges of
+    ``exp(-||h_u - h_v||_1 / tau)``), tau 100, pre-activation representations, the KL summed over
+    in-edges and divided by all N nodes, weight a = 1.
+    """
+
+    strategy: Literal["alignahead", "one-to-one", "self", "logits", "none"] = "alignahead"
     weight: float = 1.0  # a: weight of the alignment loss
     tau: float = 100.0  # temperature of the structure kernel
-    kernel: Literal["l1", "l2sq", "cosine"] = "l1"
+    kernel: Literal["lsp", "l1-softmax", "l2sq", "cosine"] = "lsp"
+    representation: Literal["pre-activation", "post-activation"] = "pre-activation"
+    node_mean: Literal["all", "with-in-edges"] = "all"  # divide the per-node KL sum by N, or by nodes with in-edges
+    logit_temperature: float = 1.0  # T of strategy logits: KL of softmax(z / T) between students
     # Wire precision of released statistics: float16 halves the bytes sent and received; receivers
     # compute in float32 (probabilities below ~6e-8 round to 0 and then add nothing to the KL).
     statistics_dtype: Literal["float32", "float16"] = "float32"
@@ -91,7 +108,7 @@ class AlignConfig:
 class TrainConfig:
     local_epochs: int = 1  # epochs a student trains each time it is scheduled
     lr: float = 0.005
-    weight_decay: float = 5e-4
+    weight_decay: float = 0.0
 
 
 @dataclass
@@ -262,7 +279,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(len(cfg.data.split) == 3 and all(f > 0 for f in cfg.data.split) and sum(cfg.data.split) <= 1 + 1e-9,
            "data.split", f"three positive fractions (train, val, test) summing to at most 1, got {cfg.data.split}")
     _check(k >= 1, "federation.num_clients", f"must be >= 1, got {k}")
-    _check(k >= 2 or cfg.align.strategy == "none", "federation.num_clients",
+    _check(k >= 2 or cfg.align.strategy in ("none", "self"), "federation.num_clients",
            f"alignment strategy {cfg.align.strategy!r} needs at least 2 clients (peers), got {k}; "
            "use align.strategy: none for a single student")
     _check(cfg.federation.rounds >= 1, "federation.rounds", f"must be >= 1, got {cfg.federation.rounds}")
@@ -288,6 +305,10 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(cfg.align.kernel in KERNELS, "align.kernel", f"choose one of {sorted(KERNELS)}")
     _check(cfg.align.weight >= 0, "align.weight", f"the alignment weight a must be >= 0, got {cfg.align.weight}")
     _check(cfg.align.tau > 0, "align.tau", f"the temperature must be > 0, got {cfg.align.tau}")
+    _check(cfg.align.logit_temperature > 0, "align.logit_temperature",
+           f"the temperature must be > 0, got {cfg.align.logit_temperature}")
+    _check(0 < cfg.partition.label_rate <= 1, "partition.label_rate",
+           f"the share of labelled training nodes must be in (0, 1], got {cfg.partition.label_rate}")
     _check(cfg.train.local_epochs >= 1, "train.local_epochs", f"must be >= 1, got {cfg.train.local_epochs}")
     _check(cfg.train.lr > 0, "train.lr", f"must be > 0, got {cfg.train.lr}")
     _check(cfg.train.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {cfg.train.weight_decay}")
@@ -378,6 +399,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
     """Build and validate a config from plain data (e.g. a parsed YAML file)."""
     raw = apply_overrides(raw or {}, overrides or [])
+    align = raw.get("align")
+    if isinstance(align, dict) and align.get("kernel") == "l1":
+        raise ConfigError("align.kernel: 'l1' is now called 'l1-softmax' (softmax of -||h_u - h_v||_1 / tau); the "
+                          "default 'lsp' is the original Alignahead's softmax of exp(-||h_u - h_v||_1 / tau)")
     return validate(_build(ExperimentConfig, raw, ""))
 
 

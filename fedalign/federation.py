@@ -45,9 +45,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from .alignment import released_arrays, shares_statistics
 from .config import ExperimentConfig
 from .student import Statistics, StudentClient, build_client, prepare_data
-from .validation import AlignmentGraphSpec, StatisticsRejected, check_statistics
+from .validation import AlignmentGraphSpec, StatisticsRejected, check_statistics, release_spec
 
 log = logging.getLogger("fedalign")
 
@@ -109,13 +110,13 @@ def alignment_graph_spec(cfg: ExperimentConfig) -> AlignmentGraphSpec | None:
     releases are then checked without the per-node sums.
     """
     try:
-        _, clients = prepare_data(cfg)
+        dataset, clients = prepare_data(cfg)
     except FileNotFoundError as error:
         log.warning("the server cannot read the dataset (%s); statistics are checked for shape, dtype and "
                     "range only, not for per-node sums. Give the server data.root to check them fully.", error)
         return None
     graph = clients[0].alignment
-    return AlignmentGraphSpec.from_edge_index(graph.edge_index, graph.num_nodes)
+    return release_spec(cfg.align.strategy, graph.edge_index, graph.num_nodes, dataset.num_classes, dataset.multilabel)
 
 
 class ServerState:
@@ -266,7 +267,7 @@ class Coordinator:
         return self.cfg.federation.num_clients
 
     def _needs_statistics(self) -> bool:
-        return self.cfg.align.strategy != "none" and self.num_clients > 1
+        return shares_statistics(self.cfg.align.strategy) and self.num_clients > 1
 
     def initialise(self) -> list[RoundRecord]:
         """Round 0: fill the cache with every client's initial statistics."""
@@ -286,12 +287,16 @@ class Coordinator:
         # simultaneous trainers all see the previous round's statistics.
         return self._absorb(round_number, {i: sorted(p) for i, p in jobs.items()}, replies)
 
+    def released_arrays(self, client: int) -> int:
+        """How many arrays an honest release of ``client`` holds."""
+        return released_arrays(self.cfg.align.strategy, self.cfg.model.for_client(client)["hidden_layers"])
+
     def expected_bytes(self, client: int) -> int | None:
         """Size of an honest release of ``client`` in bytes (None while the edge count is unknown)."""
         if self.graph is None:
             return None
         num_edges = self.graph.num_edges if isinstance(self.graph, AlignmentGraphSpec) else self.graph
-        layers = self.cfg.model.for_client(client)["hidden_layers"]
+        layers = self.released_arrays(client)
         return layers * num_edges * np.dtype(self.cfg.align.statistics_dtype).itemsize
 
     def _check(self, client: int, statistics: Statistics) -> Statistics:
@@ -302,7 +307,7 @@ class Coordinator:
             if not isinstance(first, np.ndarray) or first.ndim != 1:
                 raise StatisticsRejected(f"statistics from client {client} rejected: not a list of 1-D arrays")
             graph = first.shape[0]
-        checked = check_statistics(statistics, graph, self.cfg.model.for_client(client)["hidden_layers"],
+        checked = check_statistics(statistics, graph, self.released_arrays(client),
                                    self.cfg.align.statistics_dtype, sender=f"client {client}")
         self.graph = graph
         return checked
@@ -329,7 +334,7 @@ class Coordinator:
                 else:  # e.g. a spent privacy budget: the cache keeps the client's last statistics
                     status = "withheld"
             elif error is None and reply.statistics is not None:
-                error = f"client {client} sent statistics although align.strategy is none"
+                error = f"client {client} sent statistics although align.strategy {self.cfg.align.strategy!r} shares none"
             if error is not None:  # never cached, never forwarded; the peers keep its last valid release
                 log.warning("round %d: %s", round_number, error)
                 records.append(RoundRecord(round_number, client, "rejected", peers[client], {},

@@ -49,21 +49,18 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import subgraph
 
-from .alignment import layer_pairs
+from .alignment import shares_statistics
 from .config import ExperimentConfig, planned_releases
 from .data import ClientData, GraphDataset, GraphSplit, load_dataset, partition_dataset
 from .models import Student, build_student
+from .seeds import derive_seed
 from .privacy import DPSGDTrainer, PrivacyLedger, StatisticsMechanism, require_per_graph_samples
-from .statistics import layer_statistics, structure_kl
-from .validation import AlignmentGraphSpec, StatisticsRejected, check_statistics
+from .objective import AlignmentTargets
+from .statistics import class_log_probs, layer_statistics
+from .validation import StatisticsRejected, check_statistics, release_spec
 
 Statistics = list[np.ndarray]  # one [E] probability array per layer (float32 or float16)
 ReleaseMetrics = dict[str, float]  # "epsilon" (when privacy is on) and "withheld" (0.0 / 1.0)
-
-
-def derive_seed(*parts: int) -> int:
-    """A 31-bit seed determined by integer ``parts`` (e.g. seed, client, round)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -163,11 +160,14 @@ class StudentClient:
         self.task = task
         self.device = resolve_device(cfg.device)
         model_cfg = cfg.model.for_client(client_id)
-        torch.manual_seed(derive_seed(cfg.seed, client_id))
+        # shared init: every student draws its weights from the same seed (identical students start
+        # identical, as the original's deep copies of one model); independent: one seed per student
+        torch.manual_seed(derive_seed(cfg.seed) if cfg.model.init == "shared" else derive_seed(cfg.seed, client_id))
         self.model: Student = build_student(
             model_cfg["arch"], task.num_features, task.num_classes,
             hidden_layers=model_cfg["hidden_layers"], hidden_dim=model_cfg["hidden_dim"],
             dropout=model_cfg["dropout"], residual=model_cfg["residual"], heads=model_cfg["heads"],
+            activation=model_cfg["activation"], representation=cfg.align.representation,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
@@ -185,7 +185,10 @@ class StudentClient:
         )
         self.alignment = to_device(data.alignment)
         self._prepared: dict[int, Tensor] = {}  # id(graph) -> model.prepare(graph's edges), built once
-        self.alignment_spec = AlignmentGraphSpec.from_edge_index(self.alignment.edge_index, self.alignment.num_nodes)
+        self.alignment_spec = release_spec(cfg.align.strategy, self.alignment.edge_index, self.alignment.num_nodes,
+                                           task.num_classes, task.multilabel)
+        # strategy self: this student's own statistics from the end of its previous turn
+        self.own_statistics: Statistics | None = None
         # One forward pass serves task and alignment when they share a graph (replicate mode).
         self.shared_forward = self.alignment is self.train_split.graph
         self.epochs_trained = 0
@@ -229,11 +232,21 @@ class StudentClient:
 
     @torch.no_grad()
     def statistics(self) -> Statistics:
-        """Per-layer probabilities ``p_l(u|v)`` on the alignment graph (eval mode)."""
+        """What this student's strategy aligns, on the alignment graph (eval mode), as probabilities.
+
+        Structure strategies: per hidden layer l, ``p_l(u|v)`` ``[E]``; ``logits``: one array of the
+        class distributions (:func:`~fedalign.statistics.class_log_probs`).
+        """
         self.model.eval()
-        _, hiddens = self._forward(self.alignment)
-        log_probs = layer_statistics(hiddens, self.alignment.edge_index, self.cfg.align.tau, self.cfg.align.kernel)
-        return [lp.exp().float().cpu().numpy() for lp in log_probs]
+        logits, hiddens = self._forward(self.alignment)
+        return [lp.exp().float().cpu().numpy() for lp in self._log_statistics(logits, hiddens)]
+
+    def _log_statistics(self, logits: Tensor, hiddens: list[Tensor]) -> list[Tensor]:
+        """Log-probabilities of :meth:`statistics`, differentiable (student side of the KL)."""
+        align = self.cfg.align
+        if align.strategy == "logits":
+            return [class_log_probs(logits, align.logit_temperature, self.task.multilabel)]
+        return layer_statistics(hiddens, self.alignment.edge_index, align.tau, align.kernel)
 
     def _noise_generator(self, device: torch.device, round_number: int, stream: int) -> torch.Generator:
         """Privacy noise source: OS entropy unless ``privacy.reproducible_noise`` (then from the seed)."""
@@ -248,7 +261,7 @@ class StudentClient:
 
         Returns ``(statistics, metrics)``:
 
-        * alignment strategy ``none``: ``(None, {})`` (independent students share nothing);
+        * alignment strategy ``none`` or ``self``: ``(None, {})`` (nothing is shared);
         * no privacy: the raw :meth:`statistics` and ``{}``;
         * ``privacy.mechanism: gaussian``: the clipped, noised, re-projected
           statistics (noise from :meth:`_noise_generator`),
@@ -261,7 +274,7 @@ class StudentClient:
 
         Released arrays are in ``align.statistics_dtype`` (float32 or float16).
         """
-        if self.cfg.align.strategy == "none":
+        if not shares_statistics(self.cfg.align.strategy):
             return None, {}
         if self.mechanism is None:
             if self.dp_sgd_ledger is None:
@@ -273,8 +286,8 @@ class StudentClient:
             return None, {"epsilon": self.ledger.epsilon(), "withheld": 1.0}
         raw = [torch.from_numpy(s).double() for s in self.statistics()]
         generator = self._noise_generator(torch.device("cpu"), round_number, 1)
-        target = self.alignment.edge_index[1].cpu()
-        noisy = self.mechanism.release(raw, target, self.alignment.num_nodes, generator)
+        groups = torch.from_numpy(self.alignment_spec.target)
+        noisy = self.mechanism.release(raw, groups, self.alignment_spec.num_nodes, generator)
         self.ledger.record(multiplier)
         return self._on_wire([n.float().numpy() for n in noisy]), {"epsilon": self.ledger.epsilon(), "withheld": 0.0}
 
@@ -285,68 +298,112 @@ class StudentClient:
 
     # ------------------------------------------------------------ training
 
-    def alignment_loss(self, hiddens: list[Tensor], peers: dict[int, list[Tensor]]) -> Tensor:
-        """``(1 / #peers) * sum_peers sum_pairs KL(peer layer || student layer)``.
+    def alignment_loss(self, logits: Tensor, hiddens: list[Tensor], targets: AlignmentTargets) -> Tensor:
+        """``(1 / #peers) * sum_peers sum_pairs KL(peer || student)`` (:mod:`fedalign.objective`).
 
-        ``hiddens``: the student's L outputs on the alignment graph; ``peers``:
-        each peer's per-layer log-probabilities ``[E]`` on the same graph.
+        ``logits``, ``hiddens``: the student's outputs on the alignment graph; ``targets``:
+        its peers' statistics prepared by :meth:`alignment_targets`.
         """
-        edge_index = self.alignment.edge_index
-        student_log_probs = layer_statistics(hiddens, edge_index, self.cfg.align.tau, self.cfg.align.kernel)
-        total = hiddens[0].new_zeros(())
-        for peer_log_probs in peers.values():
-            for s_layer, p_layer in layer_pairs(self.cfg.align.strategy, self.depth, len(peer_log_probs)):
-                total = total + structure_kl(
-                    peer_log_probs[p_layer - 1], student_log_probs[s_layer - 1],
-                    edge_index[1], self.alignment.num_nodes,
-                )
-        return total / max(len(peers), 1)
+        return targets.loss(self._log_statistics(logits, hiddens))
+
+    def alignment_targets(self, peer_statistics: dict[int, Statistics]) -> AlignmentTargets:
+        """The peers' released statistics as the alignment loss needs them, built once per turn.
+
+        The per-node KL sums are averaged over all N nodes of the alignment graph
+        (``align.node_mean: all``; always for ``logits``) or over the nodes with in-edges.
+        """
+        align = self.cfg.align
+        if align.strategy == "logits" or align.node_mean == "all":
+            divisor = self.alignment.num_nodes
+        else:
+            divisor = int(self.alignment_spec.has_in_edges.sum())
+        return AlignmentTargets.from_peers(peer_statistics, align.strategy, self.depth, divisor, self.device)
 
     def train(self, peer_statistics: dict[int, Statistics], round_number: int) -> dict[str, float]:
         """Train ``train.local_epochs`` epochs against frozen peer statistics.
 
         Args:
-            peer_statistics: peer id -> that peer's per-layer probabilities [E].
+            peer_statistics: peer id -> that peer's released probabilities (per layer
+                ``[E]``, or the class distributions for strategy ``logits``). Strategy
+                ``self`` takes none: it aligns with this student's own statistics from
+                the end of its previous turn (before its first turn: its initial ones).
             round_number: the server round (seeds this call's randomness, so
                 results do not depend on which process runs the call).
 
         Returns:
-            metrics of the last epoch: ``task_loss`` and ``align_loss`` (nats),
-            plus :meth:`evaluate`'s metrics after training; with DP-SGD, also
-            ``dp_sgd_epsilon`` (the DP-SGD ledger's epsilon after this call), and
-            ``task_loss`` is the mean over the last Poisson batch (NaN if empty).
+            metrics of the last epoch: ``task_loss`` and ``align_loss`` (nats), and
+            when the alignment term is on, ``task_grad_norm`` and ``align_grad_norm``
+            (L2 norms over all parameters of the gradients of the task loss and of
+            ``align.weight * align_loss``); plus :meth:`evaluate`'s metrics after
+            training; with DP-SGD, also ``dp_sgd_epsilon`` (the DP-SGD ledger's epsilon
+            after this call), and ``task_loss`` is the mean over the last Poisson batch
+            (NaN if empty).
         """
         self._check_peer_statistics(peer_statistics)
+        if self.cfg.align.strategy == "self":
+            if peer_statistics:
+                raise ValueError(f"client {self.client_id}: strategy 'self' never reads a peer's statistics, but "
+                                 f"statistics of peers {sorted(peer_statistics)} were sent")
+            if self.own_statistics is None:
+                self.own_statistics = self.statistics()
+            peer_statistics = {self.client_id: self.own_statistics}
         torch.manual_seed(derive_seed(self.cfg.seed, self.client_id, round_number))
-        peers = {
-            pid: [torch.from_numpy(np.asarray(p, dtype=np.float32)).to(self.device).log() for p in stats]
-            for pid, stats in peer_statistics.items()
-        }
-        align_on = self.cfg.align.strategy != "none" and self.cfg.align.weight > 0 and bool(peers)
+        targets = self.alignment_targets(peer_statistics)
+        align_on = self.cfg.align.strategy != "none" and self.cfg.align.weight > 0 and bool(peer_statistics)
         if self.dp_sgd_ledger is not None:
-            return self._train_dp_sgd(peers, align_on, round_number)
+            metrics = self._train_dp_sgd(targets, align_on, round_number)
+        else:
+            metrics = self._train_full_batch(targets, align_on)
+        if self.cfg.align.strategy == "self":
+            self.own_statistics = self.statistics()
+        return metrics
+
+    def _train_full_batch(self, targets: AlignmentTargets, align_on: bool) -> dict[str, float]:
+        """Local epochs of full-batch training on task loss + ``align.weight`` x alignment loss."""
         split = self.train_split
+        weight = self.cfg.align.weight
+        params = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
-        for _ in range(self.cfg.train.local_epochs):
+        norms: dict[str, float] = {}
+        epochs = self.cfg.train.local_epochs
+        for epoch in range(epochs):
             self.optimizer.zero_grad()
             logits, hiddens = self._forward(split.graph)
             loss_task = task_loss(logits[split.mask], split.graph.y[split.mask], self.task.multilabel)
             loss_align = torch.zeros((), device=self.device)
             if align_on:
                 if not self.shared_forward:
-                    _, hiddens = self._forward(self.alignment)
-                loss_align = self.alignment_loss(hiddens, peers)
-            (loss_task + self.cfg.align.weight * loss_align).backward()
+                    logits, hiddens = self._forward(self.alignment)
+                loss_align = self.alignment_loss(logits, hiddens, targets)
+            if align_on and epoch == epochs - 1:  # measure both terms' gradients once per turn
+                norms = self._backward_measured(loss_task, weight * loss_align, params)
+            else:
+                (loss_task + weight * loss_align).backward()
             self.optimizer.step()
             self.epochs_trained += 1
-        return {"task_loss": loss_task.item(), "align_loss": loss_align.item(), **self.evaluate()}
+        return {"task_loss": loss_task.item(), "align_loss": loss_align.item(), **norms, **self.evaluate()}
+
+    @staticmethod
+    def _backward_measured(loss_task: Tensor, align_term: Tensor, params: list[Tensor]) -> dict[str, float]:
+        """Set ``p.grad`` to the gradient of ``loss_task + align_term``; return both gradients' norms."""
+        task_grads = torch.autograd.grad(loss_task, params, retain_graph=True, allow_unused=True)
+        align_grads = torch.autograd.grad(align_term, params, allow_unused=True)
+        for p, gt, ga in zip(params, task_grads, align_grads):
+            if gt is None and ga is None:
+                continue
+            p.grad = gt if ga is None else (ga if gt is None else gt + ga)
+
+        def norm(grads) -> float:
+            return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+
+        return {"task_grad_norm": norm(task_grads), "align_grad_norm": norm(align_grads)}
 
     def _graph_task_loss(self, model: Student, graph: Data) -> Tensor:
         """The task loss of one private training graph (the DP-SGD sample)."""
         logits = model(graph.x, graph.edge_index)[0]
         return task_loss(logits[graph.mask], graph.y[graph.mask], self.task.multilabel)
 
-    def _train_dp_sgd(self, peers: dict[int, list[Tensor]], align_on: bool, round_number: int) -> dict[str, float]:
+    def _train_dp_sgd(self, targets: AlignmentTargets, align_on: bool, round_number: int) -> dict[str, float]:
         """Local epochs of per-graph DP-SGD on the task loss, plus the public alignment term.
 
         Each epoch takes ``round(1 / sample_rate)`` :class:`~fedalign.privacy.DPSGDTrainer`
@@ -383,8 +440,8 @@ class StudentClient:
             for _ in range(steps):
                 align_grads.clear()
                 if align_on:
-                    _, hiddens = self._forward(self.alignment)
-                    loss_align = self.alignment_loss(hiddens, peers)
+                    logits, hiddens = self._forward(self.alignment)
+                    loss_align = self.alignment_loss(logits, hiddens, targets)
                     align_grads.extend(torch.autograd.grad(self.cfg.align.weight * loss_align, params,
                                                            allow_unused=True))
                 loss_task = trainer.step(self.private_graphs)
@@ -396,7 +453,8 @@ class StudentClient:
         """Refuse peer statistics that are not valid distributions on this alignment graph."""
         for pid, stats in peer_statistics.items():
             try:
-                check_statistics(stats, self.alignment_spec, len(stats), self.cfg.align.statistics_dtype, sender=f"peer {pid}")
+                check_statistics(stats, self.alignment_spec, len(stats), self.cfg.align.statistics_dtype,
+                                 sender=f"peer {pid}")
             except StatisticsRejected as error:
                 raise StatisticsRejected(f"{error}; were the clients started with the same data, partition and "
                                          "align config?") from None
@@ -422,13 +480,16 @@ class StudentClient:
     # ------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume this client: model, optimiser, epoch count,
-        and the privacy ledgers (``privacy_ledger``, ``dp_sgd_ledger``) when privacy is on."""
+        """Everything needed to resume this client: model, optimiser, epoch count, the
+        privacy ledgers (``privacy_ledger``, ``dp_sgd_ledger``) when privacy is on, and
+        ``own_statistics`` (strategy ``self``) once it has any."""
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epochs_trained": self.epochs_trained,
         }
+        if self.own_statistics is not None:
+            state["own_statistics"] = [torch.from_numpy(np.array(p)) for p in self.own_statistics]
         if self.ledger is not None:
             state["privacy_ledger"] = self.ledger.state_dict()
         if self.dp_sgd_ledger is not None:
@@ -439,6 +500,8 @@ class StudentClient:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epochs_trained = state["epochs_trained"]
+        own = state.get("own_statistics")
+        self.own_statistics = None if own is None else [t.numpy() for t in own]
         for key, ledger in (("privacy_ledger", self.ledger), ("dp_sgd_ledger", self.dp_sgd_ledger)):
             if ledger is not None:
                 if key not in state:
@@ -462,7 +525,7 @@ def _prepared_data(data_json: str, partition_json: str, num_clients: int, seed: 
     )
     clients = partition_dataset(
         dataset, num_clients, scheme=part_cfg["scheme"], alpha=part_cfg["alpha"],
-        public_fraction=part_cfg["public_fraction"], seed=seed,
+        public_fraction=part_cfg["public_fraction"], seed=seed, label_rate=part_cfg["label_rate"],
     )
     return dataset, clients
 

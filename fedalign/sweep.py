@@ -17,6 +17,17 @@ values are lists with one entry per named key, set together (above: 2 clients
 with 100 rounds, then 3 clients with 150 rounds; not 2 x 2 combinations).
 In cell names, tables and ``plot`` the zipped keys appear one by one.
 
+Named *arms* bundle overrides under one name, and the grid key ``arm`` picks
+them (an arm is a row of the table, e.g. a strategy with its own settings)::
+
+    arms:
+      none: [align.strategy=none]
+      alignahead-tuned: [align.strategy=alignahead, align.weight=10, align.tau=1]
+    arms_file: tuned-arms.yaml      # optional: more arms from a file (or a list of files)
+    grid:
+      seed: [0, 1, 2]
+      arm: [none, alignahead-tuned]
+
 Each cell runs into ``<output>/runs/<cell id>/``; a cell whose
 ``summary.json`` says ``finished`` is not run again, so an interrupted sweep
 resumes where it stopped. After every cell the sweep rewrites
@@ -31,8 +42,10 @@ import csv
 import itertools
 import json
 import math
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +64,8 @@ class SweepSpec:
     overrides: list[str] = field(default_factory=list)
     engine: str = "inprocess"
     plot: dict[str, str] = field(default_factory=dict)
+    arms: dict[str, list[str]] = field(default_factory=dict)  # arm name -> its overrides (grid key "arm")
+    name: str = ""  # for progress lines: the sweep file's stem
 
     @property
     def axes(self) -> list[tuple[tuple[str, ...], list[tuple]]]:
@@ -81,7 +96,8 @@ def split_key(key: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in str(key).split(","))
 
 
-SWEEP_KEYS = {"base", "set", "grid", "engine", "output", "plot"}
+SWEEP_KEYS = {"base", "set", "grid", "engine", "output", "plot", "arms", "arms_file"}
+ARM = "arm"  # the grid key that picks a named arm
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -113,13 +129,35 @@ def load_sweep(path: str | Path) -> SweepSpec:
                                       f"(one per key), e.g. [[2, 100], [3, 150]]; got {value!r}")
     if raw.get("engine", "inprocess") not in ("inprocess", "flower"):
         raise ConfigError(f"engine: must be 'inprocess' or 'flower', got {raw['engine']!r}")
+    arms = _read_arms(raw, path)
+    unknown_arms = [a for a in grid.get(ARM, []) if a not in arms]
+    if unknown_arms:
+        raise ConfigError(f"grid: arm: {unknown_arms[0]!r} is not defined under arms"
+                          + (f" or in arms_file {raw['arms_file']}" if raw.get("arms_file") else "")
+                          + f" (defined: {', '.join(arms) or 'none'})")
     spec = SweepSpec(
         base=(path.parent / raw["base"]).resolve(), grid=grid, output=(path.parent / raw["output"]).resolve(),
         overrides=list(raw.get("set") or []), engine=raw.get("engine", "inprocess"), plot=raw.get("plot") or {},
+        arms=arms, name=path.stem,
     )
     for cell in cells(spec):
         cell_config(spec, cell)  # fail before any training
     return spec
+
+
+def _read_arms(raw: dict, path: Path) -> dict[str, list[str]]:
+    arms = dict(raw.get("arms") or {})
+    files = raw.get("arms_file") or []
+    for name in [files] if isinstance(files, str) else files:
+        arms_path = path.parent / name
+        if not arms_path.is_file():
+            raise ConfigError(f"arms_file: {arms_path} not found; it is written by the step that defines these "
+                              "arms (e.g. the tuning step of benchmarks/reproduce.py): run that first")
+        arms.update(yaml.safe_load(arms_path.read_text()) or {})
+    for name, overrides in arms.items():
+        if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+            raise ConfigError(f"arms: {name}: expected a list of key.path=value overrides, got {overrides!r}")
+    return arms
 
 
 def cells(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -140,8 +178,10 @@ def cell_id(cell: dict[str, Any]) -> str:
 
 
 def cell_config(spec: SweepSpec, cell: dict[str, Any]) -> ExperimentConfig:
-    sets = [f"{k}={json.dumps(v) if not (isinstance(v, float) and math.isinf(v)) else '.inf'}" for k, v in cell.items()]
-    cfg = load_config(spec.base, spec.overrides + sets + ["output.plot=false", "output.progress=false"])
+    sets = [f"{k}={json.dumps(v) if not (isinstance(v, float) and math.isinf(v)) else '.inf'}"
+            for k, v in cell.items() if k != ARM]
+    arm = spec.arms[cell[ARM]] if ARM in cell else []
+    cfg = load_config(spec.base, spec.overrides + arm + sets + ["output.plot=false", "output.progress=false"])
     cfg.name = cell_id(cell)
     return cfg
 
@@ -155,31 +195,80 @@ def _finished(run_dir: Path) -> dict | None:
     return None
 
 
-def run_sweep(spec: SweepSpec, runner: Callable[[ExperimentConfig, Path], tuple[Path, dict]],
-              stream=None) -> list[dict]:
+Runner = Callable[[ExperimentConfig, Path], tuple[Path, dict]]
+
+
+def run_sweep(spec: SweepSpec, runner: Runner, stream=None, workers: int = 1) -> list[dict]:
     """Run every unfinished cell with ``runner(cfg, run_dir)``; returns the result rows."""
+    return run_sweeps([spec], runner, stream, workers)[0]
+
+
+def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int = 1) -> list[list[dict]]:
+    """Run the unfinished cells of several sweeps, in order, ``workers`` at a time; rows per sweep.
+
+    With ``workers`` > 1 each cell runs in a worker process with one torch thread
+    (the runner must be a module-level function). After every finished cell its
+    sweep's ``results.csv``, ``table.md`` and plot are rewritten, and a progress
+    line says how many cells are left and roughly how long they will take.
+    """
     stream = stream or sys.stderr
-    all_cells = cells(spec)
-    rows = []
-    for index, cell in enumerate(all_cells, start=1):
-        run_dir = spec.output / "runs" / cell_id(cell)
-        summary = _finished(run_dir)
-        label = ", ".join(f"{k}={v}" for k, v in cell.items())
-        if summary is None:
-            if run_dir.exists():  # a cell interrupted earlier: start it afresh
-                for stale in ("rounds.jsonl", "summary.json"):
-                    (run_dir / stale).unlink(missing_ok=True)
-            started = time.perf_counter()
-            _, summary = runner(cell_config(spec, cell), run_dir)
-            note = f"{time.perf_counter() - started:.1f}s"
-        else:
-            note = "done earlier, skipped"
-        rows.append(result_row(cell, summary))
+    todo, rows = [], [dict() for _ in specs]
+    for s_index, spec in enumerate(specs):
+        for c_index, cell in enumerate(cells(spec)):
+            summary = _finished(spec.output / "runs" / cell_id(cell))
+            if summary is None:
+                todo.append((s_index, c_index, cell))
+            else:
+                rows[s_index][c_index] = result_row(cell, summary)
+    total, started, done = len(todo), time.perf_counter(), 0
+
+    def finished(s_index: int, c_index: int, cell: dict, summary: dict, seconds: float) -> None:
+        nonlocal done
+        done += 1
+        spec = specs[s_index]
+        rows[s_index][c_index] = result_row(cell, summary)
+        write_results(spec, [rows[s_index][i] for i in sorted(rows[s_index])])
         metric = summary.get("mean_test_at_best_val")
-        print(f"[sweep {index}/{len(all_cells)}] {label}: test {metric if metric is None else round(metric, 4)} ({note})",
-              file=stream, flush=True)
-        write_results(spec, rows)
-    return rows
+        elapsed = time.perf_counter() - started
+        left = elapsed / done * (total - done) / 60
+        label = ", ".join(f"{k}={v}" for k, v in cell.items())
+        print(f"[sweep {spec.name or spec.output.name}] {label}: test "
+              f"{metric if metric is None else round(metric, 4)} ({seconds:.1f}s); {done}/{total} cells run, "
+              f"~{left:.0f} min left", file=stream, flush=True)
+
+    for s_index, spec in enumerate(specs):  # tables of what is already there
+        if rows[s_index]:
+            write_results(spec, [rows[s_index][i] for i in sorted(rows[s_index])])
+    jobs = [(s_index, c_index, cell, cell_config(specs[s_index], cell),
+             specs[s_index].output / "runs" / cell_id(cell)) for s_index, c_index, cell in todo]
+    if workers <= 1:
+        for s_index, c_index, cell, cfg, run_dir in jobs:
+            summary, seconds = _run_cell(runner, cfg, run_dir)
+            finished(s_index, c_index, cell, summary, seconds)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+            futures = {pool.submit(_run_cell, runner, cfg, run_dir): (s_index, c_index, cell)
+                       for s_index, c_index, cell, cfg, run_dir in jobs}
+            for future in as_completed(futures):
+                summary, seconds = future.result()
+                finished(*futures[future], summary, seconds)
+    return [[r[i] for i in sorted(r)] for r in rows]
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_cell(runner: Runner, cfg: ExperimentConfig, run_dir: Path) -> tuple[dict, float]:
+    if run_dir.exists():  # a cell interrupted earlier: start it afresh
+        for stale in ("rounds.jsonl", "summary.json", "server-state.npz"):
+            (run_dir / stale).unlink(missing_ok=True)
+    started = time.perf_counter()
+    _, summary = runner(cfg, run_dir)
+    return summary, time.perf_counter() - started
 
 
 def result_row(cell: dict[str, Any], summary: dict) -> dict[str, Any]:

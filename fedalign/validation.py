@@ -4,7 +4,8 @@ Statistics arrive from other sites, so a bug or a hostile client may send
 anything. :func:`check_statistics` accepts a release only when it is exactly
 what an honest client of this experiment sends -- ``L`` one-dimensional
 arrays of shape ``[E]`` in the configured wire dtype, finite, non-negative,
-summing to 1 over every node's in-edges -- and raises
+summing to 1 over every node's in-edges (or, for strategy ``logits``, one
+array of class distributions: :func:`release_spec`) -- and raises
 :class:`StatisticsRejected` naming the first problem otherwise. The server
 checks every reply before caching it (a rejected release is never forwarded
 to peers), and every client checks the peer statistics it receives.
@@ -57,9 +58,21 @@ class AlignmentGraphSpec:
         target = np.asarray(edge_index[1].cpu() if hasattr(edge_index, "cpu") else edge_index[1], dtype=np.int64)
         return cls(int(num_nodes), target)
 
-    def expected_bytes(self, num_layers: int, dtype: str) -> int:
-        """Payload size of an honest release of ``num_layers`` layers, in bytes."""
-        return num_layers * self.num_edges * np.dtype(dtype).itemsize
+
+
+def release_spec(strategy: str, edge_index, num_nodes: int, num_classes: int, multilabel: bool) -> AlignmentGraphSpec:
+    """How the entries of one released array group into distributions, for ``strategy``.
+
+    Structure strategies: one entry per edge of the alignment graph, grouped by target
+    node (``edge_index`` long [2, E], ``num_nodes`` N). Strategy ``logits``: the class
+    distributions of :func:`fedalign.statistics.class_log_probs`: ``C`` entries per node
+    (multiclass), or 2 per (node, label) (multilabel). The returned spec's ``num_nodes``
+    is then the number of groups and ``target`` the group of each entry.
+    """
+    if strategy != "logits":
+        return AlignmentGraphSpec.from_edge_index(edge_index, num_nodes)
+    groups, members = (num_nodes * num_classes, 2) if multilabel else (num_nodes, num_classes)
+    return AlignmentGraphSpec(groups, np.repeat(np.arange(groups, dtype=np.int64), members))
 
 
 def check_statistics(

@@ -102,12 +102,13 @@ def test_naive_alignment_loss_against_a_loop():
     lp_student = naive_mod.naive_log_probs(h_student, edge_index, tau)
     kl = naive_mod.naive_kl(lp_peer, lp_student, edge_index[1], 4)
     expected = []
-    for v in range(4):
+    for v in range(4):  # the original: softmax of exp(-L1 / tau) over in-edges, KL averaged over all 4 nodes
         sources = [int(u) for u, t in zip(*edge_index.tolist()) if t == v]
         if not sources:
+            expected.append(torch.tensor(0.0))
             continue
         def dist(h):
-            logits = torch.stack([-(h[u] - h[v]).abs().sum() / tau for u in sources])
+            logits = torch.stack([torch.exp(-(h[u] - h[v]).abs().sum() / tau) for u in sources])
             return torch.softmax(logits, 0)
         p, q = dist(h_peer), dist(h_student)
         expected.append((p * (p.log() - q.log())).sum())

@@ -19,11 +19,31 @@ def test_every_shipped_experiment_file_is_valid(path):
         load_config(path)
 
 
-def test_defaults_are_the_paper_setting():
+def test_defaults_are_the_original_code():
     cfg = config_from_dict({})
-    assert cfg.align.strategy == "alignahead" and cfg.align.tau == 100.0 and cfg.align.kernel == "l1"
+    assert cfg.align.strategy == "alignahead" and cfg.align.tau == 100.0 and cfg.align.kernel == "lsp"
+    assert cfg.align.representation == "pre-activation" and cfg.align.node_mean == "all" and cfg.align.weight == 1.0
+    assert cfg.model.init == "shared" and cfg.model.dropout == 0.0 and cfg.train.weight_decay == 0.0
     assert cfg.federation.schedule == "alternating" and cfg.partition.scheme == "replicate"
     assert cfg.data.name == "synthetic-csbm"
+
+
+def test_the_old_l1_kernel_name_points_to_its_new_name():
+    with pytest.raises(ConfigError, match="'l1' is now called 'l1-softmax'"):
+        config_from_dict({"align": {"kernel": "l1"}})
+    assert config_from_dict({"align": {"kernel": "l1-softmax"}}).align.kernel == "l1-softmax"
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("partition.label_rate", 0, "share of labelled training nodes must be in"),
+    ("partition.label_rate", 1.5, "share of labelled training nodes must be in"),
+    ("align.logit_temperature", 0, "temperature must be > 0"),
+    ("align.strategy", "teacher", "must be one of"),
+    ("model.init", "random", "must be one of"),
+])
+def test_new_keys_are_checked(key, value, words):
+    with pytest.raises(ConfigError, match=f"{key}: .*{words}"):
+        config_from_dict({}, [f"{key}={value}"])
 
 
 def test_overrides_are_parsed_as_yaml():

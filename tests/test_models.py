@@ -20,13 +20,23 @@ def test_forward_returns_logits_and_every_hidden_layer(arch, conv, depth):
     assert all(isinstance(layer, conv) for layer in model.layers) and isinstance(model.output, conv)
 
 
-def test_hidden_outputs_are_the_layer_activations():
+def test_aligned_outputs_are_pre_activation_by_default_and_post_on_request():
     model = build_student("gcn", 12, 3, hidden_layers=3, hidden_dim=8, dropout=0.0, residual=False)
     _, hiddens = model(X, EDGE_INDEX)
     graph = model.prepare(EDGE_INDEX, 30)
-    h1 = torch.nn.functional.elu(model.layers[0](X, graph))
-    h2 = torch.nn.functional.elu(model.layers[1](h1, graph))
-    assert torch.allclose(hiddens[0], h1) and torch.allclose(hiddens[1], h2)
+    z1 = model.layers[0](X, graph)
+    z2 = model.layers[1](torch.nn.functional.elu(z1), graph)
+    assert torch.allclose(hiddens[0], z1) and torch.allclose(hiddens[1], z2)
+    model.representation = "post-activation"
+    _, post = model(X, EDGE_INDEX)
+    assert torch.allclose(post[0], torch.nn.functional.elu(z1)) and torch.allclose(post[1], torch.nn.functional.elu(z2))
+
+
+def test_relu_activation():
+    model = build_student("gcn", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=False,
+                          activation="relu", representation="post-activation")
+    _, hiddens = model(X, EDGE_INDEX)
+    assert torch.allclose(hiddens[0], torch.relu(model.layers[0](X, model.prepare(EDGE_INDEX, 30))))
 
 
 def test_gcn_prepared_adjacency_equals_pyg_gcnconv():
@@ -44,12 +54,18 @@ def test_gcn_prepared_adjacency_equals_pyg_gcnconv():
     assert torch.allclose(g_fast, g_ref, atol=1e-5)
 
 
-def test_residual_adds_the_skip():
-    model = build_student("sage", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=True)
-    _, hiddens = model(X, EDGE_INDEX)
-    h1 = torch.nn.functional.elu(model.layers[0](X, EDGE_INDEX)) + model.input_skip(X)
-    h2 = torch.nn.functional.elu(model.layers[1](h1, EDGE_INDEX)) + h1
-    assert torch.allclose(hiddens[0], h1, atol=1e-6) and torch.allclose(hiddens[1], h2, atol=1e-6)
+def test_residual_skips_sit_inside_layers_2_to_L_and_the_output_before_the_activation():
+    """As DGL's GATConv(residual=True) in the original: no skip on the first layer."""
+    model = build_student("sage", 12, 3, hidden_layers=3, hidden_dim=8, dropout=0.0, residual=True)
+    logits, hiddens = model(X, EDGE_INDEX)
+    elu = torch.nn.functional.elu
+    z1 = model.layers[0](X, EDGE_INDEX)
+    z2 = model.layers[1](elu(z1), EDGE_INDEX) + elu(z1)
+    z3 = model.layers[2](elu(z2), EDGE_INDEX) + elu(z2)
+    out = model.output(elu(z3), EDGE_INDEX) + model.output_skip(elu(z3))
+    for got, want in zip(hiddens, (z1, z2, z3)):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(logits, out, atol=1e-6)
 
 
 def test_dropout_only_in_training():

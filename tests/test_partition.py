@@ -213,3 +213,23 @@ def test_dirichlet_rejects_multilabel_single_graph(synthetic_ppi):
                           GraphSplit(union.graph, union.mask))
     with pytest.raises(ValueError, match="needs single-label classes"):
         partition_dataset(single, 2, "dirichlet")
+
+
+@pytest.mark.parametrize("scheme", ["replicate", "community"])
+def test_label_rate_keeps_a_seeded_per_class_share_of_each_clients_training_labels(scheme):
+    dataset = load_dataset("synthetic-csbm", synthetic={"num_nodes": 400}, seed=0)
+    full = partition_dataset(dataset, 3, scheme=scheme, public_fraction=0.2, seed=1)
+    limited = partition_dataset(dataset, 3, scheme=scheme, public_fraction=0.2, seed=1, label_rate=0.1)
+    again = partition_dataset(dataset, 3, scheme=scheme, public_fraction=0.2, seed=1, label_rate=0.1)
+    for f, l, a in zip(full, limited, again):
+        assert l.train.graph is l.val.graph and torch.equal(l.train.graph.x, f.train.graph.x)  # only the mask shrinks
+        assert not (l.train.mask & ~f.train.mask).any()  # a subset of the training nodes
+        y = f.train.graph.y
+        for c in torch.unique(y[f.train.mask]):
+            n_c = int((y[f.train.mask] == c).sum())
+            assert int((y[l.train.mask] == c).sum()) == max(1, round(0.1 * n_c))
+        assert torch.equal(l.train.mask, a.train.mask)  # reproducible by seed
+        assert torch.equal(l.val.mask, f.val.mask) and torch.equal(l.test.mask, f.test.mask)
+    if scheme == "replicate":  # every client draws its own labelled share
+        assert not torch.equal(limited[0].train.mask, limited[1].train.mask)
+        assert limited[0].alignment is limited[0].train.graph

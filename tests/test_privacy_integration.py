@@ -389,13 +389,13 @@ def test_dp_sgd_step_adds_the_public_alignment_gradient_without_clipping():
     dp_student, plain = build_client(cfg, 0), build_client(cfg, 0)
     metrics = dp_student.train({1: peer_stats}, 1)
     assert metrics["dp_sgd_epsilon"] == math.inf and metrics["align_loss"] > 0
-    peers = {1: [torch.from_numpy(p).log() for p in peer_stats]}
+    targets = plain.alignment_targets({1: peer_stats})
     plain.model.train()
     graphs = plain.private_graphs
     assert len(graphs) >= 2
     task = torch.stack([task_loss(plain.model(g.x, g.edge_index)[0], g.y, True) for g in graphs]).mean()
-    _, hiddens = plain.model(plain.alignment.x, plain.alignment.edge_index)
-    (task + 3.0 * plain.alignment_loss(hiddens, peers)).backward()
+    logits, hiddens = plain.model(plain.alignment.x, plain.alignment.edge_index)
+    (task + 3.0 * plain.alignment_loss(logits, hiddens, targets)).backward()
     for p, q in zip(dp_student.model.parameters(), plain.model.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7)
 

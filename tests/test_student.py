@@ -35,19 +35,67 @@ def test_released_statistics_are_distributions_over_in_edges():
         np.testing.assert_allclose(sums[has_in], 1.0, rtol=1e-5)
 
 
-def test_alignment_loss_is_the_mean_over_peers_of_the_summed_pair_kl():
-    cfg = cfg_with(federation={"num_clients": 3})
-    students = [build_client(cfg, i) for i in range(3)]
+@pytest.mark.parametrize("node_mean", ["all", "with-in-edges"])
+def test_alignment_loss_through_summed_peer_mass_equals_the_per_peer_kl_sum(node_mean):
+    """Peers enter only as their summed mass per layer: same loss and gradient as sum_k KL_k / K (1e-9)."""
+    cfg = cfg_with(federation={"num_clients": 4}, model={"hidden_layers": [3, 3, 2, 4], "init": "independent"},
+                   align={"node_mean": node_mean, "tau": 3.0})
+    students = [build_client(cfg, i) for i in range(4)]
     me = students[0]
-    peers = {i: [torch.from_numpy(p).log() for p in students[i].statistics()] for i in (1, 2)}
-    me.model.eval()
-    _, hiddens = me.model(me.alignment.x, me.alignment.edge_index)
-    ei = me.alignment.edge_index
+    me.model.double().eval()
+    ei, n = me.alignment.edge_index, me.alignment.num_nodes
+    peer_stats = {i: [p.astype(np.float64) for p in students[i].statistics()] for i in (1, 2, 3)}
+    logits, hiddens = me.model(me.alignment.x.double(), ei)
+    ours = me.alignment_loss(logits, hiddens, me.alignment_targets(peer_stats))
+    (g_ours,) = torch.autograd.grad(ours, me.model.layers[0].lin.weight)
+    logits, hiddens = me.model(me.alignment.x.double(), ei)
     expected = 0.0
-    for log_p in peers.values():
-        for s, p in [(2, 1), (3, 2), (1, 3)]:  # alignahead, L = 3
-            expected += structure_kl(log_p[p - 1], structure_log_probs(hiddens[s - 1], ei), ei[1], me.alignment.num_nodes)
-    assert me.alignment_loss(hiddens, peers).item() == pytest.approx(expected.item() / 2, rel=1e-6)
+    for stats in peer_stats.values():
+        for s, p in layer_pairs("alignahead", 3, len(stats)):
+            expected = expected + structure_kl(torch.from_numpy(stats[p - 1]).log(),
+                                               structure_log_probs(hiddens[s - 1], ei, 3.0), ei[1], n, node_mean)
+    expected = expected / 3
+    (g_expected,) = torch.autograd.grad(expected, me.model.layers[0].lin.weight)
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-9)
+    assert torch.allclose(g_ours, g_expected, rtol=1e-9, atol=1e-14)
+
+
+def test_logits_strategy_shares_class_distributions_and_aligns_them():
+    cfg = cfg_with(align={"strategy": "logits", "logit_temperature": 2.0}, model={"init": "independent"})
+    a, b = build_client(cfg, 0), build_client(cfg, 1)
+    stats, _ = b.release(0)
+    n, c = b.alignment.num_nodes, b.task.num_classes
+    assert len(stats) == 1 and stats[0].shape == (n * c,)
+    np.testing.assert_allclose(stats[0].reshape(n, c).sum(1), 1.0, rtol=1e-5)
+    a.model.eval()
+    logits, hiddens = a._forward(a.alignment)
+    ours = a.alignment_loss(logits, hiddens, a.alignment_targets({1: stats}))
+    p = torch.from_numpy(stats[0]).double().view(n, c)
+    log_q = torch.log_softmax(logits.double() / 2.0, -1)
+    expected = (p * (p.log() - log_q)).sum() / n
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-5)
+    metrics = a.train({1: stats}, 1)
+    assert metrics["align_loss"] > 0 and metrics["align_grad_norm"] > 0
+
+
+def test_training_reports_both_terms_gradient_norms():
+    cfg = cfg_with(align={"weight": 2.0}, train={"local_epochs": 2}, model={"init": "independent"})
+    a, b = build_client(cfg, 0), build_client(cfg, 1)
+    twin = build_client(cfg, 0)
+    metrics = a.train({1: b.statistics()}, 1)
+    assert metrics["task_grad_norm"] > 0 and metrics["align_grad_norm"] > 0
+    # the measured epoch takes the same step as an unmeasured one: same weights as a plain loop
+    twin.model.train()
+    targets = twin.alignment_targets({1: b.statistics()})
+    split = twin.train_split
+    for _ in range(2):
+        twin.optimizer.zero_grad()
+        logits, hiddens = twin._forward(split.graph)
+        loss = torch.nn.functional.cross_entropy(logits[split.mask], split.graph.y[split.mask])
+        (loss + 2.0 * twin.alignment_loss(logits, hiddens, targets)).backward()
+        twin.optimizer.step()
+    for p, q in zip(a.model.parameters(), twin.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
 
 
 def test_students_of_different_depths_align():

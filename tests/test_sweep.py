@@ -8,7 +8,7 @@ import yaml
 
 from fedalign.config import ConfigError
 from fedalign.runner import run_inprocess
-from fedalign.sweep import aggregate, cells, load_sweep, run_sweep
+from fedalign.sweep import aggregate, cell_config, cell_id, cells, load_sweep, run_sweep
 
 BASE = {
     "data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 100}},
@@ -134,3 +134,35 @@ def test_bad_zipped_keys_fail_naming_the_key(tmp_path, grid, message):
     path.write_text(f"base: base.yaml\ngrid:\n  {grid}\noutput: r\n")
     with pytest.raises(ConfigError, match=message):
         load_sweep(path)
+
+
+def test_arms_bundle_overrides_under_a_name(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "later.yaml").write_text(yaml.safe_dump({"tuned": ["align.weight=10", "align.tau=2"]}))
+    path = tmp_path / "sweep.yaml"
+    body = {"base": "base.yaml", "arms": {"plain": ["align.strategy=none"]}, "arms_file": "later.yaml",
+            "grid": {"seed": [0, 1], "arm": ["plain", "tuned"]}, "output": "r"}
+    path.write_text(yaml.safe_dump(body))
+    spec = load_sweep(path)
+    configs = {cell_id(c): cell_config(spec, c) for c in cells(spec)}
+    assert sorted(configs) == ["arm=plain__seed=0", "arm=plain__seed=1", "arm=tuned__seed=0", "arm=tuned__seed=1"]
+    assert configs["arm=plain__seed=1"].align.strategy == "none" and configs["arm=plain__seed=1"].seed == 1
+    tuned = configs["arm=tuned__seed=0"].align
+    assert (tuned.strategy, tuned.weight, tuned.tau) == ("alignahead", 10.0, 2.0)
+    assert spec.group_keys == ["arm"]
+    path.write_text(yaml.safe_dump({**body, "grid": {"arm": ["plain", "missing"]}}))
+    with pytest.raises(ConfigError, match="arm: 'missing' is not defined"):
+        load_sweep(path)
+    (tmp_path / "later.yaml").unlink()
+    path.write_text(yaml.safe_dump(body))
+    with pytest.raises(ConfigError, match="arms_file: .*later.yaml not found"):
+        load_sweep(path)
+
+
+def test_two_workers_give_the_same_results_as_one(sweep_file, tmp_path):
+    spec = load_sweep(sweep_file)
+    serial = run_sweep(spec, run_inprocess)
+    spec.output = tmp_path / "parallel"
+    parallel = run_sweep(spec, run_inprocess, workers=2)
+    assert [r["test"] for r in parallel] == [r["test"] for r in serial]
+    assert [(r["align.strategy"], r["seed"]) for r in parallel] == [(r["align.strategy"], r["seed"]) for r in serial]

@@ -8,6 +8,7 @@ from .datasets import (
     GraphSplit,
     load_dataset,
     metric_name,
+    missing_raw_files,
 )
 from .partition import PARTITION_SCHEMES, ClientData, partition_dataset
 
@@ -21,5 +22,6 @@ __all__ = [
     "GraphSplit",
     "load_dataset",
     "metric_name",
+    "missing_raw_files",
     "partition_dataset",
 ]

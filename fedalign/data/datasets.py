@@ -176,6 +176,22 @@ def load_dataset(
         return _load_real(key, source, cache_root, fractions, seed)
 
 
+def missing_raw_files(name: str, root: str | None = None) -> str | None:
+    """Why dataset ``name`` cannot be read from ``root`` (default ``$FEDALIGN_DATA_ROOT``): a message, or None.
+
+    None for built-in synthetic data and for real data whose raw files are all present.
+    The message is the one :func:`load_dataset` would raise, on one line.
+    """
+    key = canonical_name(name)
+    if key not in _REAL_SOURCES:
+        return None
+    try:
+        _check_raw_files(_data_root(root, key), _REAL_SOURCES[key], key)
+    except FileNotFoundError as error:
+        return " ".join(str(error).split())
+    return None
+
+
 def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
     fractions = tuple(float(f) for f in split)
     if len(fractions) != 3 or min(fractions) <= 0 or sum(fractions) > 1 + 1e-9:

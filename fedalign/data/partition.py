@@ -15,11 +15,14 @@ Schemes (:data:`PARTITION_SCHEMES`):
   ``public_fraction`` share of the training graphs forms the alignment graph;
   the other training graphs are dealt to clients whole; every client
   evaluates on the dataset's val/test graphs.
+
+With ``label_rate`` < 1 every client then keeps the labels of only that share
+of its training nodes (:func:`keep_labels`), drawn per client.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import networkx as nx
 import numpy as np
@@ -27,6 +30,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import subgraph
 
+from ..seeds import derive_seed
 from .datasets import GraphDataset, GraphSplit
 
 PARTITION_SCHEMES: tuple[str, ...] = ("replicate", "iid", "dirichlet", "community", "graphs")
@@ -66,6 +70,7 @@ def partition_dataset(
     alpha: float = 0.5,
     public_fraction: float = 0.2,
     seed: int = 0,
+    label_rate: float = 1.0,
 ) -> list[ClientData]:
     """Split ``dataset`` among ``num_clients`` clients (module docstring: schemes).
 
@@ -75,6 +80,8 @@ def partition_dataset(
             graphs (multi-graph, at least one graph) forming the alignment
             graph; must be > 0 outside ``replicate``, ignored by it.
         seed: seeds the public draw, the split and Louvain; same seed -> same partition.
+        label_rate: share in (0, 1] of each client's training nodes that keep their
+            label (:func:`keep_labels`); the others stay in the client's graph unlabelled.
 
     Returns:
         ``num_clients`` :class:`ClientData`, ordered by ``client_id``.
@@ -88,6 +95,33 @@ def partition_dataset(
         raise ValueError(f"unknown partition scheme {scheme!r}; valid schemes: {', '.join(PARTITION_SCHEMES)}")
     if num_clients < 1:
         raise ValueError(f"num_clients must be >= 1, got {num_clients}")
+    if not 0 < label_rate <= 1:
+        raise ValueError(f"label_rate must be in (0, 1], got {label_rate}")
+    clients = _partition(dataset, num_clients, scheme, alpha, public_fraction, seed)
+    if label_rate < 1:
+        clients = [replace(c, train=keep_labels(c.train, label_rate, derive_seed(seed, c.client_id), dataset.multilabel))
+                   for c in clients]
+    return clients
+
+
+def keep_labels(split: GraphSplit, rate: float, seed: int, multilabel: bool) -> GraphSplit:
+    """``split`` with only a seeded random share ``rate`` of its nodes left in the mask (same graph object).
+
+    Multiclass: per class, ``max(1, round(rate * n_c))`` of its n_c nodes (so every class
+    that had a labelled node keeps one); multilabel: ``max(1, round(rate * n))`` nodes.
+    """
+    nodes = split.mask.nonzero().view(-1)
+    generator = torch.Generator().manual_seed(seed)
+    groups = [nodes] if multilabel else [nodes[split.graph.y[nodes] == c] for c in torch.unique(split.graph.y[nodes])]
+    kept = [g[torch.randperm(len(g), generator=generator)[:max(1, round(rate * len(g)))]] for g in groups if len(g)]
+    mask = torch.zeros_like(split.mask)
+    if kept:
+        mask[torch.cat(kept)] = True
+    return GraphSplit(split.graph, mask)
+
+
+def _partition(dataset: GraphDataset, num_clients: int, scheme: str, alpha: float, public_fraction: float,
+               seed: int) -> list[ClientData]:
     if scheme == "replicate":
         return [ClientData(i, dataset.train, dataset.val, dataset.test, dataset.train.graph)
                 for i in range(num_clients)]

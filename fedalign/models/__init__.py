@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Student
+from .base import ACTIVATIONS, REPRESENTATIONS, Student
 from .gat import GATStudent
 from .gcn import GCNStudent
 from .sage import SAGEStudent
@@ -10,15 +10,18 @@ from .sage import SAGEStudent
 ARCHITECTURES: dict[str, type[Student]] = {"gcn": GCNStudent, "gat": GATStudent, "sage": SAGEStudent}
 
 
-def build_student(arch: str, in_channels: int, num_classes: int, *, hidden_layers: int,
-                  hidden_dim: int, dropout: float, residual: bool, heads: int = 4) -> Student:
+def build_student(arch: str, in_channels: int, num_classes: int, *, hidden_layers: int, hidden_dim: int,
+                  dropout: float, residual: bool, heads: int = 4, activation: str = "elu",
+                  representation: str = "pre-activation") -> Student:
     """A student of family ``arch`` (one of :data:`ARCHITECTURES`)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    kwargs = dict(hidden_layers=hidden_layers, hidden_dim=hidden_dim, dropout=dropout, residual=residual)
+    kwargs = dict(hidden_layers=hidden_layers, hidden_dim=hidden_dim, dropout=dropout, residual=residual,
+                  activation=activation, representation=representation)
     if arch == "gat":
         kwargs["heads"] = heads
     return ARCHITECTURES[arch](in_channels, num_classes, **kwargs)
 
 
-__all__ = ["ARCHITECTURES", "Student", "GATStudent", "GCNStudent", "SAGEStudent", "build_student"]
+__all__ = ["ACTIVATIONS", "ARCHITECTURES", "REPRESENTATIONS", "Student", "GATStudent", "GCNStudent",
+           "SAGEStudent", "build_student"]

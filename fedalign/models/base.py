@@ -1,12 +1,20 @@
 """The student network skeleton shared by every GNN family.
 
 A student has L >= 2 hidden message-passing layers followed by an output
-layer. Hidden layer l maps ``[N, d_{l-1}] -> [N, hidden_dim]`` (``d_0`` is the
-number of input features), then applies ELU, an optional residual
-connection, and dropout. The output layer maps to the ``[N, num_classes]``
-logits. The forward pass returns the logits and the L hidden-layer outputs
-(after activation and residual, before dropout): those are the
-representations whose structure is aligned between students.
+layer, as in the original Alignahead code (``gat.py``). Hidden layer l maps
+``[N, d_{l-1}] -> [N, hidden_dim]`` (``d_0`` is the number of input features):
+
+    z_l = conv_l(h_{l-1}) [+ h_{l-1} if residual and l >= 2]     (pre-activation)
+    a_l = act(z_l)                                               (post-activation; ELU or ReLU)
+    h_l = dropout(a_l)
+
+and the output layer gives the logits ``conv_out(h_L) [+ W h_L if residual]``
+(``[N, num_classes]``; W a bias-free linear map). The residual connection sits
+inside the layer, before the activation, on every layer but the first, as
+DGL's ``GATConv(residual=True)`` does in the original. ``forward`` returns the
+logits and the L representations whose structure is aligned between
+students: ``z_l`` (``representation="pre-activation"``, the original) or
+``a_l`` (``"post-activation"``).
 
 Every family may precompute what its layers need from a graph once
 (:meth:`Student.prepare`: e.g. GCN's normalised sparse adjacency) so that
@@ -16,8 +24,10 @@ either a plain ``edge_index`` or the result of ``prepare``.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
+
+ACTIVATIONS = {"elu": nn.functional.elu, "relu": nn.functional.relu}
+REPRESENTATIONS = ("pre-activation", "post-activation")
 
 
 class Student(nn.Module):
@@ -29,8 +39,11 @@ class Student(nn.Module):
         hidden_layers: L >= 2, the number of hidden (aligned) layers.
         hidden_dim: width of every hidden layer.
         dropout: dropout probability on features between layers, in [0, 1).
-        residual: add a skip connection around every hidden layer (a bias-free
-            linear projection on the first, where widths differ).
+        residual: skip connections around hidden layers 2..L (identity) and the
+            output layer (bias-free linear), added before the activation.
+        activation: ``"elu"`` or ``"relu"``.
+        representation: which hidden outputs :meth:`forward` returns for
+            alignment, one of :data:`REPRESENTATIONS`.
     """
 
     def __init__(
@@ -39,21 +52,29 @@ class Student(nn.Module):
         num_classes: int,
         hidden_layers: int = 4,
         hidden_dim: int = 64,
-        dropout: float = 0.5,
+        dropout: float = 0.0,
         residual: bool = False,
+        activation: str = "elu",
+        representation: str = "pre-activation",
     ) -> None:
         super().__init__()
         if hidden_layers < 2:
             raise ValueError(f"hidden_layers must be >= 2, got {hidden_layers}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        if representation not in REPRESENTATIONS:
+            raise ValueError(f"unknown representation {representation!r}; choose one of {REPRESENTATIONS}")
         self.hidden_layers = hidden_layers
         self.dropout = dropout
         self.residual = residual
+        self.activation = activation
+        self.representation = representation
         dims = [in_channels] + [hidden_dim] * hidden_layers
         self.layers = nn.ModuleList(
             self.make_layer(dims[i], dims[i + 1], is_output=False) for i in range(hidden_layers)
         )
         self.output = self.make_layer(hidden_dim, num_classes, is_output=True)
-        self.input_skip = nn.Linear(in_channels, hidden_dim, bias=False) if residual else None
+        self.output_skip = nn.Linear(hidden_dim, num_classes, bias=False) if residual else None
 
     def make_layer(self, in_dim: int, out_dim: int, is_output: bool) -> nn.Module:
         """One message-passing layer ``(x [N, in_dim], edge_index [2, E]) -> [N, out_dim]``."""
@@ -70,19 +91,20 @@ class Student(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Args: x float [N, F]; edge_index long [2, E], or ``prepare(edge_index, N)``.
 
-        Returns: logits float [N, C] and the L hidden outputs, each [N, hidden_dim].
+        Returns: logits float [N, C] and the L aligned representations, each [N, hidden_dim].
         """
         graph = self.prepare(edge_index, x.size(0))
-        hiddens = []
+        act = ACTIVATIONS[self.activation]
+        aligned = []
         h = x
         for i, layer in enumerate(self.layers):
-            out = nn.functional.elu(layer(h, graph))
-            if self.residual:
-                out = out + (self.input_skip(h) if i == 0 else h)
-            hiddens.append(out)
-            h = nn.functional.dropout(out, p=self.dropout, training=self.training)
-        return self.output(h, graph), hiddens
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
+            z = layer(h, graph)
+            if self.residual and i > 0:
+                z = z + h
+            a = act(z)
+            aligned.append(z if self.representation == "pre-activation" else a)
+            h = nn.functional.dropout(a, p=self.dropout, training=self.training)
+        logits = self.output(h, graph)
+        if self.output_skip is not None:
+            logits = logits + self.output_skip(h)
+        return logits, aligned
