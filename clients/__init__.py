@@ -1,1 +1,1 @@
-"""Flower ClientApp for fedalign (a thin adapter over :mod:`fedalign.student`)."""
+"""Flower ClientApp for fedalign (a thin adapter over :mod:`fedalign.client`)."""

@@ -1,34 +1,24 @@
-"""fedalign ClientApp: one student per SuperNode.
+"""fedalign ClientApp: one student per SuperNode (a thin adapter over :mod:`fedalign.client`).
 
 The node's ``partition-id`` (set by the simulation engine, or by
 ``--node-config`` in deployment) says which client it is; an optional
 ``data-root`` and ``state-dir`` in the node config say where its data and
-checkpoints live. Model and optimiser state persist across rounds in a
-checkpoint on the client's disk, keyed by the run tag, so any process (a
-new simulation worker, a restarted SuperNode) can pick the student up. The
-checkpoint also holds the client's privacy ledgers, so it is written after
-every release (query and train), not only after training.
-
-Requests are idempotent: the checkpoint keeps the last reply (its message
-type and round), and a repeated request -- a restarted server re-sending
-the round it did not see finish -- gets that same reply again, without
-training twice or spending privacy budget twice.
+checkpoints live. The student persists across messages in a checkpoint on
+the client's disk (:mod:`fedalign.client.checkpoint`), keyed by the run tag,
+and a repeated request gets its stored reply.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
-import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from fedalign.client import build_student
+from fedalign.client.checkpoint import Checkpoint, checkpoint_path
 from fedalign.config import ExperimentConfig
-from fedalign.student import StudentClient, build_client
-
-from .protocol import IDENTIFY_ROUND, decode_request, encode_reply
+from fedalign_flower.protocol import IDENTIFY_ROUND, decode_request, encode_reply
 
 app = ClientApp()
 
@@ -44,90 +34,41 @@ def _partition_id(context: Context, cfg: ExperimentConfig) -> int:
     return pid
 
 
-def _checkpoint_path(context: Context, run_tag: str, pid: int) -> Path:
-    root = context.node_config.get("state-dir") or os.environ.get("FEDALIGN_STATE_DIR") \
-        or Path.home() / ".cache" / "fedalign" / "client-state"
-    return Path(str(root)) / run_tag / f"client-{pid}.pt"
+def _handle(msg: Message, context: Context, train: bool) -> Message:
+    started = time.perf_counter()
+    cfg, round_number, run_tag, peers = decode_request(msg.content)
+    if "data-root" in context.node_config:
+        cfg.data.root = str(context.node_config["data-root"])
+    pid = _partition_id(context, cfg)
 
+    def reply(metrics: dict, statistics) -> Message:
+        content = encode_reply(metrics, statistics, pid, time.perf_counter() - started)
+        return Message(content=content, reply_to=msg)
 
-class _Call:
-    """One request to this client: its student (restored from the checkpoint) and what was asked."""
-
-    def __init__(self, msg: Message, context: Context) -> None:
-        self.started = time.perf_counter()
-        self.msg = msg
-        cfg, self.round, run_tag, self.peers = decode_request(msg.content)
-        if "data-root" in context.node_config:
-            cfg.data.root = str(context.node_config["data-root"])
-        self.pid = _partition_id(context, cfg)
-        self.checkpoint = _checkpoint_path(context, run_tag, self.pid)
-        self.saved: dict = {}
-        self.student: StudentClient | None = None
-        if self.round != IDENTIFY_ROUND:
-            self.student = build_client(cfg, self.pid)
-            if self.checkpoint.exists():
-                self.saved = torch.load(self.checkpoint, map_location=self.student.device, weights_only=True)
-                self.student.load_state_dict(self.saved)
-
-    @property
-    def request(self) -> str:
-        return f"{self.msg.metadata.message_type}:{self.round}"
-
-    def repeated(self) -> Message | None:
-        """The stored reply if this exact request was answered before."""
-        last = self.saved.get("last_reply")
-        if not last or last["request"] != self.request:
-            return None
-        statistics = [t.numpy() for t in last["statistics"]] if last["statistics"] is not None else None
-        return self.reply(dict(last["metrics"]), statistics)
-
-    def reply(self, metrics: dict, statistics) -> Message:
-        metrics = {**metrics, "partition-id": self.pid, "client-seconds": time.perf_counter() - self.started}
-        return Message(content=encode_reply(metrics, statistics), reply_to=self.msg)
-
-    def save(self, metrics: dict, statistics) -> Message:
-        """Checkpoint the student with this reply (atomically: a crash never leaves a torn file); return it."""
-        state = self.student.state_dict()
-        state["last_reply"] = {
-            "request": self.request, "metrics": dict(metrics),
-            "statistics": [torch.from_numpy(p) for p in statistics] if statistics is not None else None,
-        }
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_suffix(f".tmp{os.getpid()}")
-        torch.save(state, tmp)
-        tmp.replace(self.checkpoint)
-        return self.reply(metrics, statistics)
+    if round_number == IDENTIFY_ROUND:  # "which client are you?": no student, no release
+        return reply({}, None)
+    student = build_student(cfg, pid)
+    checkpoint = Checkpoint(checkpoint_path(context.node_config.get("state-dir"), run_tag, pid))
+    checkpoint.restore(student)
+    request = f"{msg.metadata.message_type}:{round_number}"
+    repeated = checkpoint.last_reply(request)
+    if repeated is not None:
+        return reply(*repeated)
+    metrics = student.train(peers, round_number) if train else {}
+    statistics, release_metrics = student.release(round_number)
+    metrics = {**metrics, **release_metrics}
+    if train or student.release_policy.state_dict():  # persist training and any privacy spent
+        checkpoint.save(student, request, metrics, statistics)
+    return reply(metrics, statistics)
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """This client's current statistics on the alignment graph (round -1: only which client this is)."""
-    call = _Call(msg, context)
-    if call.student is None:
-        return call.reply({}, None)
-    repeated = call.repeated()
-    if repeated is not None:
-        return repeated
-    statistics, release_metrics = call.student.release(call.round)
-    if call.student.ledger is None:  # nothing recorded: no need to persist anything
-        return call.reply(release_metrics, statistics)
-    return call.save(release_metrics, statistics)  # persist the privacy spent with the release
+    return _handle(msg, context, train=False)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train local epochs against the peers' statistics; reply with fresh statistics."""
-    call = _Call(msg, context)
-    repeated = call.repeated()
-    if repeated is not None:
-        return repeated
-    metrics = call.student.train(call.peers, call.round)
-    statistics, release_metrics = call.student.release(call.round)
-    return call.save({**metrics, **release_metrics}, statistics)  # the checkpoint's ledger includes the release
-
-
-@app.evaluate()
-def evaluate(msg: Message, context: Context) -> Message:
-    """Validation and test metrics of the current student."""
-    call = _Call(msg, context)
-    return call.reply(call.student.evaluate(), None)
+    return _handle(msg, context, train=True)

@@ -23,7 +23,7 @@ from typing import TextIO
 import yaml
 
 from .config import ExperimentConfig
-from .federation import RoundRecord, summarise
+from .server import RoundRecord, summarise
 
 
 def new_run_dir(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:

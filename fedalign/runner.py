@@ -1,8 +1,9 @@
 """Run an experiment end to end over a transport, writing a run folder.
 
 :func:`run_experiment` is shared by the in-process engine
-(:func:`run_inprocess`) and the Flower ServerApp, so both write the same
-files with the same progress display.
+(:mod:`fedalign.inprocess`) and the Flower ServerApp, so both write the same
+files with the same progress display; :func:`build_coordinator` wires a
+coordinator to a run folder the same way for benchmarks.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import yaml
 
 from .config import ExperimentConfig
 from .data import metric_name
-from .federation import Coordinator, InProcessTransport, ServerState, Transport
 from .outputs import ProgressPrinter, RunWriter, new_run_dir, read_rounds
+from .server import Coordinator, RoundRecord, ServerState, Transport
 
 # Config keys that may change when a run is resumed: where things live, how
 # long the server waits, how it reports, and how many rounds (to extend a run).
@@ -32,16 +33,39 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+# Keys that say where things live or how a run reports, not what the experiment is.
+LOCATION_KEYS = ("name", "data.root", "data.cache_dir", "federation.timeout", "output.", "device")
+
+
+def config_differences(run_dir: Path, cfg: ExperimentConfig, ignore: tuple[str, ...] = LOCATION_KEYS) -> list[str]:
+    """``"key: saved -> current"`` for every key (not starting with one of ``ignore``) in which ``cfg``
+    differs from the run folder's ``config.yaml``."""
+    saved = _flatten(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {})
+    current = _flatten(cfg.to_dict())
+    changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k) and not k.startswith(ignore))
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed]
+
+
 def check_resumable(run_dir: Path, cfg: ExperimentConfig) -> None:
     """Raise ValueError if ``cfg`` differs from the run's saved config in a key that changes the experiment."""
-    saved = _flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
-    current = _flatten(cfg.to_dict())
-    changed = sorted(k for k in saved.keys() | current.keys()
-                     if saved.get(k) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    changed = config_differences(run_dir, cfg, RESUMABLE_CHANGES)
     if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        diffs = ", ".join(changed)
         raise ValueError(f"cannot resume {run_dir}: the config differs from the run's config.yaml in {diffs}. "
                          "Resume with the original config, or start a new run")
+
+
+def build_coordinator(cfg: ExperimentConfig, transport: Transport, run_dir: Path, engine: str,
+                      previous: list[RoundRecord] = ()) -> tuple[Coordinator, RunWriter]:
+    """A coordinator over ``transport`` that logs to ``run_dir`` (``rounds.jsonl``, progress lines per
+    ``output.progress``) and saves its state there after every round; and the run writer
+    (call its ``finish()`` at the end). ``previous``: records of rounds before a restart."""
+    writer = RunWriter(run_dir, cfg, metric_name(cfg.data.name), engine, previous)
+    return Coordinator(cfg, transport, _listeners(cfg, writer), state=ServerState(run_dir)), writer
+
+
+def _listeners(cfg: ExperimentConfig, writer: RunWriter) -> list:
+    return [writer] + ([ProgressPrinter(writer.metric_name)] if cfg.output.progress else [])
 
 
 def run_experiment(
@@ -54,7 +78,7 @@ def run_experiment(
     """Rounds 0..R over ``transport``; returns the run folder and the summary.
 
     The coordinator's state is saved in the run folder after every round
-    (:class:`~fedalign.federation.ServerState`). With ``resume`` and a saved
+    (:class:`~fedalign.server.ServerState`). With ``resume`` and a saved
     state in ``run_dir``, the run continues after its last completed round with
     the saved statistics cache and round log (the config must match, see
     :data:`RESUMABLE_CHANGES`; clients pick up their own checkpoints, which
@@ -73,24 +97,13 @@ def run_experiment(
         print(f"resuming {run_dir} after round {completed} of {cfg.federation.rounds}", file=sys.stderr)
     elif resume:
         print(f"no saved state in {run_dir}: starting the run from round 0", file=sys.stderr)
-    metric = metric_name(cfg.data.name)
-    writer = RunWriter(run_dir, cfg, metric, engine, previous)
-    listeners = [writer] + ([ProgressPrinter(metric)] if cfg.output.progress else [])
-    coordinator = Coordinator(cfg, transport, listeners, state=state)
-    if completed >= 0:
-        coordinator.resume(completed, cache, previous)
-    try:
+    writer = RunWriter(run_dir, cfg, metric_name(cfg.data.name), engine, previous)
+    try:  # a failure from here on, at start-up too, is recorded in summary.json
+        coordinator = Coordinator(cfg, transport, _listeners(cfg, writer), state=state)
+        if completed >= 0:
+            coordinator.resume(completed, cache, previous)
         coordinator.run()
     except BaseException as error:
         writer.finish(error)
         raise
     return run_dir, writer.finish()
-
-
-def run_inprocess(cfg: ExperimentConfig, run_dir: str | Path | None = None, resume: bool = False) -> tuple[Path, dict]:
-    """Every student in this process (no Flower): the reference engine.
-
-    (Resuming in process restores the server state; the students themselves
-    start from fresh weights, as they keep no checkpoints in this engine.)
-    """
-    return run_experiment(cfg, InProcessTransport.from_config(cfg), "inprocess", run_dir, resume)

@@ -44,9 +44,10 @@ blocked kernel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -159,11 +160,15 @@ _COMPILER = _Compiler()
 class _Accelerated:
     """``plain`` compiled by ``torch.compile`` where that works, else ``fallback`` (same values)."""
 
+    forced_eager = False  # set by :func:`eager_kernels`
+
     def __init__(self, plain: Callable[..., Tensor], fallback: Callable[..., Tensor]) -> None:
         self.plain, self.fallback = plain, fallback
         self.compiled: Callable[..., Tensor] | None = None
 
     def __call__(self, *args) -> Tensor:
+        if _Accelerated.forced_eager:
+            return self.fallback(*args)
         if self.compiled is None and _COMPILER.check():
             # single-threaded generated code: its scatter-adds then run in a fixed order, so results are
             # bitwise reproducible (with several threads they are atomic adds in a varying order)
@@ -173,6 +178,16 @@ class _Accelerated:
 
 _l1_distance = _Accelerated(_plain_l1_distance, lambda h, src, dst: blocked_l1_distance(h, src, dst))
 _lsp_log_probs = _Accelerated(_plain_lsp_log_probs, _eager_lsp_log_probs)
+
+
+@contextlib.contextmanager
+def eager_kernels() -> Iterator[None]:
+    """Within this block the eager (blocked) kernels run even where the compiled ones work (to compare them)."""
+    previous, _Accelerated.forced_eager = _Accelerated.forced_eager, True
+    try:
+        yield
+    finally:
+        _Accelerated.forced_eager = previous
 
 
 def l1_backend() -> str:

@@ -29,8 +29,10 @@ them (an arm is a row of the table, e.g. a strategy with its own settings)::
       arm: [none, alignahead-tuned]
 
 Each cell runs into ``<output>/runs/<cell id>/``; a cell whose
-``summary.json`` says ``finished`` is not run again, so an interrupted sweep
-resumes where it stopped. After every cell the sweep rewrites
+``summary.json`` says ``finished`` (with the cell's current config) is not run
+again, so an interrupted sweep resumes where it stopped. When every cell is
+done the run folders are packed into ``<output>/runs.tar.xz``
+(:mod:`fedalign.runstore`). After every cell the sweep rewrites
 ``results.csv`` (one row per cell), ``table.md`` (mean +- std over seeds of
 the test metric at best validation, one row per combination of the
 non-seed keys) and ``plot.png``.
@@ -54,6 +56,8 @@ import numpy as np
 import yaml
 
 from .config import ConfigError, ExperimentConfig, load_config
+from .runner import config_differences
+from .runstore import RUNS, archive_runs, finished_summary, runs_dir, unarchive_runs
 
 
 @dataclass
@@ -152,7 +156,7 @@ def _read_arms(raw: dict, path: Path) -> dict[str, list[str]]:
         arms_path = path.parent / name
         if not arms_path.is_file():
             raise ConfigError(f"arms_file: {arms_path} not found; it is written by the step that defines these "
-                              "arms (e.g. the tuning step of benchmarks/reproduce.py): run that first")
+                              "arms (e.g. the tuning step of bench/reproduce.py): run that first")
         arms.update(yaml.safe_load(arms_path.read_text()) or {})
     for name, overrides in arms.items():
         if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
@@ -186,13 +190,22 @@ def cell_config(spec: SweepSpec, cell: dict[str, Any]) -> ExperimentConfig:
     return cfg
 
 
-def _finished(run_dir: Path) -> dict | None:
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        data = json.loads(summary.read_text())
-        if data.get("status") == "finished":
-            return data
-    return None
+def finished_cell(spec: SweepSpec, cell: dict[str, Any], stream=None) -> dict | None:
+    """The summary of the cell's run if it finished with the cell's current config, else None.
+
+    A finished run whose ``config.yaml`` no longer matches the cell (the base experiment or a
+    default changed since) does not count: it is run again, and the message says why.
+    """
+    run_dir = runs_dir(spec.output) / cell_id(cell)
+    summary = finished_summary(run_dir)
+    if summary is None:
+        return None
+    changed = config_differences(run_dir, cell_config(spec, cell))
+    if changed:
+        print(f"[sweep] {run_dir.name}: finished with another config ({'; '.join(changed[:3])}"
+              f"{'; ...' if len(changed) > 3 else ''}): running it again", file=stream or sys.stderr, flush=True)
+        return None
+    return summary
 
 
 Runner = Callable[[ExperimentConfig, Path], tuple[Path, dict]]
@@ -215,11 +228,13 @@ def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int
     todo, rows = [], [dict() for _ in specs]
     for s_index, spec in enumerate(specs):
         for c_index, cell in enumerate(cells(spec)):
-            summary = _finished(spec.output / "runs" / cell_id(cell))
+            summary = finished_cell(spec, cell, stream)
             if summary is None:
                 todo.append((s_index, c_index, cell))
             else:
                 rows[s_index][c_index] = result_row(cell, summary)
+        if any(t[0] == s_index for t in todo):
+            unarchive_runs(spec.output)
     total, started, done = len(todo), time.perf_counter(), 0
 
     def finished(s_index: int, c_index: int, cell: dict, summary: dict, seconds: float) -> None:
@@ -253,6 +268,9 @@ def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int
             for future in as_completed(futures):
                 summary, seconds = future.result()
                 finished(*futures[future], summary, seconds)
+    for spec in specs:  # every cell done: the per-run logs go into one archive beside the tables
+        if (spec.output / RUNS).is_dir():
+            archive_runs(spec.output)
     return [[r[i] for i in sorted(r)] for r in rows]
 
 

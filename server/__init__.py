@@ -1,1 +1,1 @@
-"""Flower ServerApp for fedalign (a thin adapter over :mod:`fedalign.federation`)."""
+"""Flower ServerApp for fedalign (a thin adapter over :mod:`fedalign.server`)."""

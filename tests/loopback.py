@@ -1,6 +1,6 @@
 """A Flower ``Grid`` stand-in that delivers messages to the real ClientApp in this process.
 
-It lets tests drive the real ServerApp transport (:class:`server.server_app.FlowerTransport`)
+It lets tests drive the real ServerApp transport (:class:`server.transport.FlowerTransport`)
 and the real ClientApp (checkpoints, idempotent replies) without starting a SuperLink, and
 lets them do what a network does: lose a node, bring it back under a new node id, or tamper
 with replies.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 
 from clients.client_app import app as client_app
 
@@ -20,10 +20,12 @@ class LoopbackGrid:
 
     ``tamper(message, reply) -> reply`` may replace a reply before the server sees it.
     ``crash_before_round``: raise :class:`ServerCrash` when a request of that round is sent.
+    ``raise_errors=False``: an exception in the ClientApp becomes an error reply, as Flower's runtime does.
     """
 
     def __init__(self, num_clients: int, state_dir, tamper: Callable[[Message, Message], Message] | None = None,
-                 crash_before_round: int | None = None) -> None:
+                 crash_before_round: int | None = None, raise_errors: bool = True) -> None:
+        self.raise_errors = raise_errors
         self.state_dir = str(state_dir)
         self.num_clients = num_clients
         self.nodes = {100 + pid: pid for pid in range(num_clients)}
@@ -57,7 +59,12 @@ class LoopbackGrid:
             context = Context(run_id=1, node_id=node, node_config={
                 "partition-id": self.nodes[node], "num-partitions": self.num_clients, "state-dir": self.state_dir,
             }, state=RecordDict(), run_config={})
-            reply = client_app(msg, context)
+            try:
+                reply = client_app(msg, context)
+            except Exception as error:
+                if self.raise_errors:
+                    raise
+                reply = Message(Error(code=0, reason=f"{type(error).__name__}: {error}"), reply_to=msg)
             reply.metadata._src_node_id = node  # noqa: SLF001
             if self.tamper is not None:
                 reply = self.tamper(msg, reply)

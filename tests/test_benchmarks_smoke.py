@@ -1,21 +1,17 @@
-"""The benchmarks (``benchmarks/``): their ``--smoke`` runs, checked against independent computations.
+"""The benchmarks (``bench/``): their ``--smoke`` runs, checked against independent computations.
 
-Each benchmark runs as ``python -m benchmarks.<name> --smoke --out TMP`` from the
+Each benchmark runs as ``python -m bench.<name> --smoke --out TMP`` from the
 project root (as a user would run it) and its ``results.json`` / ``table.md``
 are checked: byte counts against E x L x itemsize of a graph generated here,
 weight bytes against the GCN parameter formula, ratios and slopes recomputed
 from the raw figures. No timing is asserted, only that times are positive and
 consistent with each other. The naive speed baseline is checked to compute
 the same losses, gradients and training step as fedalign on the same weights.
-
-(The benchmark package is loaded from its files: opacus installs an unrelated
-top-level ``benchmarks`` package that would shadow ours on ``sys.path``.)
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -29,22 +25,15 @@ from fedalign.data import load_dataset, partition_dataset
 from fedalign.data.synthetic import csbm
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE = "_fedalign_benchmarks"
 
 
 def bench(name: str):
-    """``benchmarks.<name>`` of this project, whatever else is called ``benchmarks`` on sys.path."""
-    if PACKAGE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACKAGE, REPO / "benchmarks" / "__init__.py",
-                                                      submodule_search_locations=[str(REPO / "benchmarks")])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACKAGE] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"{PACKAGE}.{name}")
+    """``bench.<name>`` of this project."""
+    return importlib.import_module(f"bench.{name}")
 
 
 def run_benchmark(name: str, out: Path, *extra: str, timeout: float = 600) -> tuple[dict, str]:
-    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--smoke", "--out", str(out), *extra],
+    proc = subprocess.run([sys.executable, "-m", f"bench.{name}", "--smoke", "--out", str(out), *extra],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
@@ -67,7 +56,7 @@ def steady_median(rows: list[dict], k: int) -> float:
 
 def _fedalign_and_naive(dropout: float):
     from fedalign.config import config_from_dict
-    from fedalign.federation import InProcessTransport
+    from fedalign.inprocess import InProcessTransport
 
     naive_mod = bench("naive")
     cfg = config_from_dict({"data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 200}},

@@ -93,10 +93,10 @@ def test_missing_file_and_bad_override(tmp_path):
 
 def test_privacy_is_off_by_default_and_reads_infinite_epsilon_from_yaml():
     cfg = config_from_dict({})
-    assert cfg.privacy.mechanism == "none" and not cfg.privacy.enabled and not cfg.privacy.dp_sgd.enabled
+    assert cfg.privacy.mechanism == "none" and not cfg.privacy.dp_sgd.enabled
     cfg = load_config(SIMULATIONS / "quickstart.yaml", ["privacy.mechanism=gaussian", "privacy.target_epsilon=.inf",
                                                         "privacy.clip_scope=layer"])
-    assert cfg.privacy.target_epsilon == float("inf") and cfg.privacy.enabled and cfg.privacy.clip_scope == "layer"
+    assert cfg.privacy.target_epsilon == float("inf") and cfg.privacy.mechanism == "gaussian" and cfg.privacy.clip_scope == "layer"
 
 
 @pytest.mark.parametrize("raw,key,words", [

@@ -13,9 +13,10 @@ import torch
 from torch_geometric.data import Data
 
 from fedalign.config import config_from_dict
-from fedalign.federation import Coordinator, InProcessTransport
+from fedalign.inprocess import InProcessTransport
+from fedalign.server import Coordinator
 from fedalign.statistics import structure_kl, structure_log_probs
-from fedalign.student import build_client
+from fedalign.client import build_student
 
 ALIGNAHEAD = {2: [(1, 2), (2, 1)], 4: [(1, 4), (2, 1), (3, 2), (4, 3)]}  # (student layer, peer layer)
 ONE_TO_ONE = {2: [(1, 1), (2, 2)], 4: [(1, 1), (2, 2), (3, 3), (4, 4)]}
@@ -82,7 +83,7 @@ def test_default_loss_and_gradient_equal_the_original_formula(arch, depth, strat
                   "init": "independent"},  # different peers, so the loss is not ~0
         "align": {"strategy": strategy},
     })
-    students = [build_client(cfg, i) for i in range(3)]
+    students = [build_student(cfg, i) for i in range(3)]
     for s in students:
         s.model.double().eval()
     # the alignment graph without the in-edges of nodes 0..4: the mean is over all N nodes, these included
@@ -119,11 +120,11 @@ def test_default_loss_and_gradient_equal_the_original_formula(arch, depth, strat
 def test_shared_init_gives_identical_students_and_independent_does_not():
     base = {"data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 60}}, "federation": {"num_clients": 3},
             "model": {"hidden_layers": 2, "hidden_dim": 8}}
-    shared = [build_client(config_from_dict(base), i).model.state_dict() for i in range(3)]
+    shared = [build_student(config_from_dict(base), i).model.state_dict() for i in range(3)]
     for other in shared[1:]:
         assert all(torch.equal(shared[0][k], other[k]) for k in shared[0])
     independent_cfg = config_from_dict({**base, "model": {**base["model"], "init": "independent"}})
-    independent = [build_client(independent_cfg, i).model.state_dict() for i in range(2)]
+    independent = [build_student(independent_cfg, i).model.state_dict() for i in range(2)]
     assert not all(torch.equal(independent[0][k], independent[1][k]) for k in independent[0])
 
 
@@ -162,7 +163,7 @@ def test_self_never_reads_a_peers_statistics_and_aligns_with_its_own_previous_tu
     before = [p.copy() for p in student.statistics()]
     assert all(np.array_equal(a, b) for a, b in zip(before, student.own_statistics))
     student.model.eval()
-    logits, hiddens = student._forward(student.alignment)
+    logits, hiddens = student.forward(student.alignment)
     ours = student.alignment_loss(logits, hiddens, student.alignment_targets({0: before})).item()
     ei, n = student.alignment.edge_index, student.alignment.num_nodes
     expected = sum(structure_kl(torch.from_numpy(before[p - 1]).log(), structure_log_probs(hiddens[s - 1], ei, tau=1.0),

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from fedalign.config import config_from_dict
-from fedalign.federation import Coordinator, InProcessTransport, Reply, summarise, trainers_for_round, RoundRecord
+from fedalign.inprocess import InProcessTransport
+from fedalign.schedules import trainers_for_round
+from fedalign.server import Coordinator, Reply, RoundRecord, summarise
 
 SMALL = {
     "data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 120}},
@@ -37,9 +39,6 @@ class RecordingTransport:
         for c, r in replies.items():
             self.released[(round_number, c)] = r.statistics[0].copy()
         return replies
-
-    def evaluate(self, clients, round_number):
-        return self.inner.evaluate(clients, round_number)
 
 
 @pytest.mark.parametrize("schedule", ["alternating", "simultaneous"])

@@ -7,10 +7,10 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 
 from clients.client_app import app as client_app
-from clients.protocol import CONFIG, METRICS, PEERS, STATISTICS, decode_reply, encode_request
+from fedalign_flower.protocol import CONFIG, META, METRICS, PEERS, STATISTICS, decode_reply, encode_request
 from fedalign.config import config_from_dict
-from fedalign.runner import run_inprocess
-from server.simulation import run_flower_simulation
+from fedalign.inprocess import run_inprocess
+from fedalign_flower.runtime import run_flower_simulation
 
 FIDELITY = {
     "name": "fidelity",
@@ -73,29 +73,27 @@ def _call_client(tmp_path, message_type, peers=None):
     return client_app(msg, context), cfg
 
 
-@pytest.mark.parametrize("message_type", ["query", "train", "evaluate"])
+@pytest.mark.parametrize("message_type", ["query", "train"])
 def test_replies_hold_only_statistics_and_scalar_metrics(tmp_path, message_type, server_identity):
     peers = None
     if message_type == "train":
-        from fedalign.student import build_client
+        from fedalign.client import build_student
 
-        peers = {1: build_client(config_from_dict(FIDELITY), 1).statistics()}
+        peers = {1: build_student(config_from_dict(FIDELITY), 1).statistics()}
     reply, cfg = _call_client(tmp_path, message_type, peers)
     assert not reply.has_error(), reply.error
     content = reply.content
-    assert set(content.keys()) <= {STATISTICS, METRICS}
-    assert set(content.config_records) == set()
-    metrics, stats = decode_reply(content)
+    assert set(content.keys()) <= {STATISTICS, METRICS, META}
+    assert set(content.config_records) == {META}
+    metrics, stats, meta = decode_reply(content)
     assert all(isinstance(v, float) for v in metrics.values())
-    from fedalign.student import build_client
+    assert meta["partition-id"] == 0 and sorted(meta) == ["client-seconds", "partition-id"]
+    from fedalign.client import build_student
 
-    student = build_client(cfg, 0)
+    student = build_student(cfg, 0)
     num_edges = student.alignment.edge_index.size(1)
     parameter_shapes = {tuple(p.shape) for p in student.model.parameters()}
-    if message_type == "evaluate":
-        assert stats is None
-    else:
-        # one [E] probability vector per hidden layer, nothing shaped like a weight, feature or label tensor
-        assert [s.shape for s in stats] == [(num_edges,)] * cfg.model.hidden_layers
-        assert not {s.shape for s in stats} & parameter_shapes
-        assert all(s.dtype == np.float32 and (s >= 0).all() and (s <= 1).all() for s in stats)
+    # one [E] probability vector per hidden layer, nothing shaped like a weight, feature or label tensor
+    assert [s.shape for s in stats] == [(num_edges,)] * cfg.model.hidden_layers
+    assert not {s.shape for s in stats} & parameter_shapes
+    assert all(s.dtype == np.float32 and (s >= 0).all() and (s <= 1).all() for s in stats)

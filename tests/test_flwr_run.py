@@ -236,3 +236,40 @@ def test_flwr_run_local_simulation(flwr, tmp_path):
     # The SuperLink outlives the run (the fixture stops it); make sure it is the one we started.
     superlinks = [p for p in _processes_of(flwr.home) if "flower-superlink" in describe(p)]
     assert all(f"--port {flwr.port}" in describe(p) for p in superlinks), [describe(p) for p in superlinks]
+
+
+def readme_flwr_run_line() -> str:
+    """The README's `flwr run .` command (a line ending in a backslash joined with the next)."""
+    lines = (PROJECT_DIR / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "flwr run ." in line and line.rstrip().endswith("\\"))
+    return lines[start].rstrip()[:-1] + " " + lines[start + 1].strip()
+
+
+def test_the_readme_flwr_run_line_works_as_written_without_the_venv_on_path(flwr, tmp_path):
+    """The README's command, run by bash from the project folder with a PATH that lacks the venv."""
+    command = readme_flwr_run_line()
+    assert command.startswith('PATH="$PWD/.venv/bin:$PATH"') and "flwr run ." in command
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**flwr.env, "PATH": os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                               if p and Path(p).resolve() != Path(venv_bin).resolve())}
+    env["PATH"] = env["PATH"] or "/usr/bin:/bin"
+    before = set((PROJECT_DIR / "outputs").glob("quickstart-*")) if (PROJECT_DIR / "outputs").is_dir() else set()
+    proc = subprocess.run(["bash", "-c", command + " --format json"], cwd=PROJECT_DIR, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + flwr.superlink_log()
+    run_id = json.loads(proc.stdout[proc.stdout.index("{"):])["run-id"]
+    deadline = time.monotonic() + RUN_DEADLINE_S
+    while time.monotonic() < deadline:
+        run = next(r for r in flwr.json("ls", "--run-id", run_id)["runs"] if r["run-id"] == run_id)
+        if run["status"].startswith("finished"):
+            break
+        time.sleep(POLL_S)
+    assert run["status"] == "finished:completed", f"{run}\n{flwr.run_log(run_id)}"
+    new = set((PROJECT_DIR / "outputs").glob("quickstart-*")) - before
+    try:
+        assert len(new) == 1
+        summary = json.loads((new.pop() / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["rounds_completed"] == 10
+    finally:
+        for path in set((PROJECT_DIR / "outputs").glob("quickstart-*")) - before:
+            shutil.rmtree(path)

@@ -6,18 +6,20 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from clients.protocol import REPLY_METRICS, ProtocolError, decode_reply, encode_reply
+from fedalign.wire import REPLY_METADATA, REPLY_METRICS
+from fedalign_flower.protocol import ProtocolError, decode_reply, encode_reply
 from fedalign.config import config_from_dict
-from fedalign.federation import Coordinator, InProcessTransport, alignment_graph_spec
-from fedalign.student import build_client
-from fedalign.validation import AlignmentGraphSpec, StatisticsRejected, check_statistics
+from fedalign.inprocess import InProcessTransport
+from fedalign.server import Coordinator, release_layout_of
+from fedalign.client import build_student
+from fedalign.wire import ReleaseLayout, StatisticsRejected, check_statistics
 from server.server_app import serve
 
 from loopback import LoopbackGrid
 
 # A hand-made graph: node 0 has in-edges from 1, 2, 3; node 1 from 0; node 2 from 0 and 3.
 TARGET = np.array([0, 0, 0, 1, 2, 2])
-GRAPH = AlignmentGraphSpec(num_nodes=4, target=TARGET)
+GRAPH = ReleaseLayout(num_nodes=4, target=TARGET)
 VALID = np.array([0.5, 0.25, 0.25, 1.0, 0.9, 0.1], dtype=np.float32)
 
 
@@ -118,24 +120,24 @@ def test_the_coordinator_rejects_logs_and_never_forwards_a_hostile_release(kind,
 
 def coordinator_round0(cfg):
     """Client 1's initial statistics, computed independently."""
-    return build_client(cfg, 1).release(0)[0]
+    return build_student(cfg, 1).release(0)[0]
 
 
 def test_the_server_checks_sums_on_the_same_alignment_graph_as_the_clients():
     cfg = config_from_dict(SMALL)
-    spec = alignment_graph_spec(cfg)
-    client = build_client(cfg, 0)
+    spec = release_layout_of(cfg)
+    client = build_student(cfg, 0)
     assert spec.num_edges == client.alignment.edge_index.size(1)
     np.testing.assert_array_equal(spec.target, client.alignment.edge_index[1].numpy())
 
 
 def test_a_server_without_the_data_still_checks_shape_dtype_and_range(monkeypatch, caplog):
-    import fedalign.federation as federation
+    import fedalign.server.layout as layout
 
     def unreadable(cfg):
         raise FileNotFoundError("no data here")
 
-    monkeypatch.setattr(federation, "prepare_data", unreadable)
+    monkeypatch.setattr(layout, "load_public_graph", unreadable)
     cfg = config_from_dict(SMALL)
     clients = InProcessTransport.from_config(cfg).clients
     honest = clients[1].statistics()
@@ -149,7 +151,10 @@ def test_a_server_without_the_data_still_checks_shape_dtype_and_range(monkeypatc
 
 
 def honest_reply_content():
-    return encode_reply({"val_metric": 0.5, "partition-id": 1}, [VALID, VALID])
+    return encode_reply({"val_metric": 0.5}, [VALID, VALID], partition_id=1, seconds=0.1)
+
+
+META = ConfigRecord({"partition-id": 1, "client-seconds": 0.1})
 
 
 def with_extra(record_name, record):
@@ -161,12 +166,14 @@ def with_extra(record_name, record):
 @pytest.mark.parametrize("content,words", [
     (lambda: with_extra("weights", ArrayRecord({"w": Array(np.ones((3, 3), dtype=np.float32))})), "unexpected records"),
     (lambda: with_extra("config", ConfigRecord({"x": 1})), "unexpected records"),
-    (lambda: RecordDict({"metrics": MetricRecord({"partition-id": 1, "features_0": 0.3})}), "unexpected metrics"),
-    (lambda: RecordDict({"metrics": MetricRecord({"val_metric": 1.0})}), "partition-id"),
-    (lambda: RecordDict({"statistics": ArrayRecord({"1": Array(VALID)})}), "no 'metrics'"),
-    (lambda: RecordDict({"metrics": MetricRecord({"partition-id": 1}),
+    (lambda: RecordDict({"metrics": MetricRecord({"features_0": 0.3}), "meta": META}), "unexpected metrics"),
+    (lambda: RecordDict({"metrics": MetricRecord({"val_metric": 1.0})}), "saying which client sent it"),
+    (lambda: RecordDict({"metrics": MetricRecord({}), "meta": ConfigRecord({"partition-id": 1, "features": "x",
+                                                                           "client-seconds": 0.1})}), "metadata"),
+    (lambda: RecordDict({"statistics": ArrayRecord({"1": Array(VALID)}), "meta": META}), "no 'metrics'"),
+    (lambda: RecordDict({"metrics": MetricRecord({}), "meta": META,
                          "statistics": ArrayRecord({"1": Array(VALID), "x": Array(VALID)})}), "layers '1'..'L'"),
-    (lambda: RecordDict({"metrics": MetricRecord({"partition-id": 1}),
+    (lambda: RecordDict({"metrics": MetricRecord({}), "meta": META,
                          "statistics": ArrayRecord({"1": Array(np.ones((2, 2), dtype=np.float32))})}), "1-D"),
 ])
 def test_replies_outside_the_wire_format_are_refused(content, words):
@@ -176,7 +183,7 @@ def test_replies_outside_the_wire_format_are_refused(content, words):
 
 def test_a_client_cannot_encode_anything_but_known_metrics():
     with pytest.raises(ProtocolError, match="refusing to send metrics"):
-        encode_reply({"weights_norm": 3.0}, None)
+        encode_reply({"weights_norm": 3.0}, None, partition_id=0, seconds=0.0)
 
 
 def test_what_a_client_sends_is_only_statistics_and_metrics(tmp_path, flower_task_identity):
@@ -187,14 +194,15 @@ def test_what_a_client_sends_is_only_statistics_and_metrics(tmp_path, flower_tas
     grid = LoopbackGrid(2, tmp_path / "state", tamper=lambda msg, reply: seen.append(reply) or reply)
     _, summary = serve(grid, cfg, tmp_path / "run")
     assert summary["status"] == "finished"
-    student = build_client(cfg, 0)
+    student = build_student(cfg, 0)
     num_edges = student.alignment.edge_index.size(1)
     sizes_of_private_things = {p.numel() for p in student.model.parameters()} | {
         student.train_split.graph.x.numel(), student.train_split.graph.y.numel()}
     assert len(seen) >= 4
     for reply in seen:
-        assert set(reply.content.keys()) <= {"metrics", "statistics"}
+        assert set(reply.content.keys()) <= {"metrics", "statistics", "meta"}
         assert set(reply.content["metrics"].keys()) <= REPLY_METRICS
+        assert set(reply.content["meta"].keys()) == set(REPLY_METADATA)
         if "statistics" in reply.content:
             arrays = [a.numpy() for a in reply.content["statistics"].values()]
             assert [a.shape for a in arrays] == [(num_edges,)] * 2
@@ -207,7 +215,7 @@ def test_the_flower_server_rejects_tampered_replies_and_finishes(tmp_path, flowe
     cfg = config_from_dict({**SMALL, "federation": {"num_clients": 2, "rounds": 4}})
 
     def tamper(msg, reply):
-        if int(msg.content["config"]["round"]) != 2 or reply.content["metrics"]["partition-id"] != 1:
+        if int(msg.content["config"]["round"]) != 2 or reply.content["meta"]["partition-id"] != 1:
             return reply
         content = reply.content
         if attack == "extra-record":
@@ -215,7 +223,7 @@ def test_the_flower_server_rejects_tampered_replies_and_finishes(tmp_path, flowe
         elif attack == "nan":
             content["statistics"]["2"] = Array(np.full(content["statistics"]["2"].shape, np.nan, dtype=np.float32))
         elif attack == "other-client":
-            content["metrics"]["partition-id"] = 0.0
+            content["meta"]["partition-id"] = 0
         forged = Message(content=content, reply_to=msg)
         forged.metadata._src_node_id = reply.metadata.src_node_id  # noqa: SLF001
         if attack == "wrong-type":
@@ -231,5 +239,5 @@ def test_the_flower_server_rejects_tampered_replies_and_finishes(tmp_path, flowe
     assert "rejected" in caplog.text
     # round 3 (client 0 trains): what the server forwarded is client 1's valid round-0 release
     forwarded = [m for m in grid.sent if int(m.content["config"]["round"]) == 3][0].content["peers"]
-    for layer, expected in enumerate(build_client(cfg, 1).release(0)[0], start=1):
+    for layer, expected in enumerate(build_student(cfg, 1).release(0)[0], start=1):
         np.testing.assert_array_equal(forwarded[f"1.{layer}"].numpy(), expected)

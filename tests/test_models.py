@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
-from fedalign.models import build_student
+from fedalign.models import build_network
 
 X = torch.randn(30, 12)
 EDGE_INDEX = torch.randint(0, 30, (2, 90))
@@ -13,7 +13,7 @@ EDGE_INDEX = torch.randint(0, 30, (2, 90))
 @pytest.mark.parametrize("arch,conv", [("gcn", GCNConv), ("gat", GATConv), ("sage", SAGEConv)])
 @pytest.mark.parametrize("depth", [2, 4])
 def test_forward_returns_logits_and_every_hidden_layer(arch, conv, depth):
-    model = build_student(arch, 12, 5, hidden_layers=depth, hidden_dim=16, dropout=0.0, residual=False, heads=4)
+    model = build_network(arch, 12, 5, hidden_layers=depth, hidden_dim=16, dropout=0.0, residual=False, heads=4)
     logits, hiddens = model(X, EDGE_INDEX)
     assert logits.shape == (30, 5)
     assert len(hiddens) == depth and all(h.shape == (30, 16) for h in hiddens)
@@ -21,7 +21,7 @@ def test_forward_returns_logits_and_every_hidden_layer(arch, conv, depth):
 
 
 def test_aligned_outputs_are_pre_activation_by_default_and_post_on_request():
-    model = build_student("gcn", 12, 3, hidden_layers=3, hidden_dim=8, dropout=0.0, residual=False)
+    model = build_network("gcn", 12, 3, hidden_layers=3, hidden_dim=8, dropout=0.0, residual=False)
     _, hiddens = model(X, EDGE_INDEX)
     graph = model.prepare(EDGE_INDEX, 30)
     z1 = model.layers[0](X, graph)
@@ -33,7 +33,7 @@ def test_aligned_outputs_are_pre_activation_by_default_and_post_on_request():
 
 
 def test_relu_activation():
-    model = build_student("gcn", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=False,
+    model = build_network("gcn", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=False,
                           activation="relu", representation="post-activation")
     _, hiddens = model(X, EDGE_INDEX)
     assert torch.allclose(hiddens[0], torch.relu(model.layers[0](X, model.prepare(EDGE_INDEX, 30))))
@@ -41,7 +41,7 @@ def test_relu_activation():
 
 def test_gcn_prepared_adjacency_equals_pyg_gcnconv():
     """The precomputed sparse propagation computes what a default GCNConv does on edge_index."""
-    model = build_student("gcn", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=False)
+    model = build_network("gcn", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=False)
     reference = GCNConv(12, 8)  # normalize=True, self-loops: the textbook GCN layer
     reference.lin.weight.data.copy_(model.layers[0].lin.weight.data)
     reference.bias.data.copy_(model.layers[0].bias.data)
@@ -56,7 +56,7 @@ def test_gcn_prepared_adjacency_equals_pyg_gcnconv():
 
 def test_residual_skips_sit_inside_layers_2_to_L_and_the_output_before_the_activation():
     """As DGL's GATConv(residual=True) in the original: no skip on the first layer."""
-    model = build_student("sage", 12, 3, hidden_layers=3, hidden_dim=8, dropout=0.0, residual=True)
+    model = build_network("sage", 12, 3, hidden_layers=3, hidden_dim=8, dropout=0.0, residual=True)
     logits, hiddens = model(X, EDGE_INDEX)
     elu = torch.nn.functional.elu
     z1 = model.layers[0](X, EDGE_INDEX)
@@ -69,7 +69,7 @@ def test_residual_skips_sit_inside_layers_2_to_L_and_the_output_before_the_activ
 
 
 def test_dropout_only_in_training():
-    model = build_student("gcn", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.5, residual=False)
+    model = build_network("gcn", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.5, residual=False)
     model.eval()
     a, b = model(X, EDGE_INDEX)[0], model(X, EDGE_INDEX)[0]
     assert torch.equal(a, b)
@@ -80,15 +80,15 @@ def test_dropout_only_in_training():
 
 
 def test_gat_hidden_width_is_split_across_heads():
-    model = build_student("gat", 12, 3, hidden_layers=2, hidden_dim=16, dropout=0.0, residual=False, heads=4)
+    model = build_network("gat", 12, 3, hidden_layers=2, hidden_dim=16, dropout=0.0, residual=False, heads=4)
     assert model.layers[0].heads == 4 and model.layers[0].out_channels == 4
     assert model.output.concat is False
     with pytest.raises(ValueError, match="multiple of heads"):
-        build_student("gat", 12, 3, hidden_layers=2, hidden_dim=10, dropout=0.0, residual=False, heads=4)
+        build_network("gat", 12, 3, hidden_layers=2, hidden_dim=10, dropout=0.0, residual=False, heads=4)
 
 
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="hidden_layers must be >= 2"):
-        build_student("gcn", 12, 3, hidden_layers=1, hidden_dim=8, dropout=0.0, residual=False)
+        build_network("gcn", 12, 3, hidden_layers=1, hidden_dim=8, dropout=0.0, residual=False)
     with pytest.raises(ValueError, match="unknown architecture 'mlp'"):
-        build_student("mlp", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=False)
+        build_network("mlp", 12, 3, hidden_layers=2, hidden_dim=8, dropout=0.0, residual=False)

@@ -11,12 +11,18 @@ import pytest
 import torch
 from flwr.app import Context, Message, RecordDict
 
-from fedalign.config import ConfigError, config_from_dict, planned_releases
-from fedalign.federation import Coordinator, InProcessTransport, trainers_for_round
+from fedalign.config import ConfigError, config_from_dict
+from fedalign.schedules import planned_releases
+from fedalign.inprocess import InProcessTransport
+from fedalign.schedules import trainers_for_round
+from fedalign.server import Coordinator
 from fedalign.outputs import ProgressPrinter
 from fedalign.privacy import PrivacyLedger, StatisticsMechanism, noise_multiplier_for_epsilon
-from fedalign.runner import run_experiment, run_inprocess
-from fedalign.student import build_client, derive_seed, task_loss
+from fedalign.inprocess import run_inprocess
+from fedalign.runner import run_experiment
+from fedalign.client import build_student
+from fedalign.client.training import task_loss
+from fedalign.seeds import derive_seed
 
 SMALL = {
     "data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 120}},
@@ -103,8 +109,8 @@ def test_dp_sgd_needs_the_graphs_scheme():
 
 def test_infinite_target_epsilon_is_allowed_and_clips_only():
     cfg = config_from_dict({**SMALL, "privacy": {"mechanism": "gaussian", "reproducible_noise": True, "target_epsilon": math.inf}})
-    student = build_client(cfg, 0)
-    assert student.mechanism.clip_only
+    student = build_student(cfg, 0)
+    assert student.release_policy.mechanism.clip_only
     stats, metrics = student.release(0)
     assert metrics == {"epsilon": math.inf, "withheld": 0.0}
     for noisy, raw in zip(stats, student.statistics()):  # renormalisation undoes the clipping scale
@@ -127,7 +133,7 @@ def test_planned_releases_count_round_zero_and_the_rounds_a_client_trains(schedu
 
 def test_gaussian_release_is_noisy_valid_and_matches_an_independent_mechanism():
     cfg = config(privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 0.5, "clip_norm": 1.0})
-    student = build_client(cfg, 1)
+    student = build_student(cfg, 1)
     raw = student.statistics()
     stats, metrics = student.release(3)
     edge_index = student.alignment.edge_index
@@ -143,14 +149,14 @@ def test_gaussian_release_is_noisy_valid_and_matches_an_independent_mechanism():
     ledger = PrivacyLedger("rdp", 1e-5)
     ledger.record(0.25)  # sigma / 2 for scope release
     assert metrics == {"epsilon": pytest.approx(ledger.epsilon()), "withheld": 0.0}
-    assert student.ledger.releases == 1
+    assert student.release_policy.ledger.releases == 1
 
 
 def test_no_alignment_releases_nothing_even_with_privacy():
     cfg = config(align={"strategy": "none"}, privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 1.0})
-    student = build_client(cfg, 0)
+    student = build_student(cfg, 0)
     assert student.release(0) == (None, {})
-    assert student.ledger.releases == 0
+    assert student.release_policy.state_dict() == {}  # no ledger: nothing is released, nothing spent
 
 
 @pytest.mark.parametrize("scope", ["release", "layer"])
@@ -235,7 +241,7 @@ def test_an_exhausted_budget_withholds_the_release_and_the_run_finishes(tmp_path
                  privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": sigma,
                           "max_epsilon": budget_between(sigma / 2, 2)},
                  output={"progress": True})
-    transport = RecordingTransport({i: build_client(cfg, i) for i in range(2)})
+    transport = RecordingTransport({i: build_student(cfg, i) for i in range(2)})
     run_dir, summary = run_experiment(cfg, transport, "inprocess", tmp_path / "run")
     rows = read_rounds(run_dir)
     status = {(r["round"], r["client"]): r["status"] for r in rows}
@@ -247,7 +253,7 @@ def test_an_exhausted_budget_withholds_the_release_and_the_run_finishes(tmp_path
     ledger = PrivacyLedger("rdp", 1e-5)
     ledger.record(sigma / 2, steps=2)
     assert all(r["epsilon"] == pytest.approx(ledger.epsilon()) for r in withheld)  # nothing more charged
-    assert all(transport.clients[c].ledger.releases == 2 for c in (0, 1))
+    assert all(transport.clients[c].release_policy.ledger.releases == 2 for c in (0, 1))
     assert summary["status"] == "finished" and summary["rounds_completed"] == 5
     assert summary["withheld_rounds"] == [{"round": 3, "client": 0}, {"round": 4, "client": 1},
                                           {"round": 5, "client": 0}]
@@ -261,7 +267,7 @@ def test_a_withheld_release_keeps_the_previous_statistics_in_the_cache():
     cfg = config(federation={"rounds": 4},
                  privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": sigma,
                           "max_epsilon": budget_between(sigma / 2, 2)})
-    transport = RecordingTransport({i: build_client(cfg, i) for i in range(2)})
+    transport = RecordingTransport({i: build_student(cfg, i) for i in range(2)})
     coordinator = Coordinator(cfg, transport)
     coordinator.run()
     for client, last_ok in ((0, 1), (1, 2)):
@@ -271,7 +277,7 @@ def test_a_withheld_release_keeps_the_previous_statistics_in_the_cache():
 
 
 def test_progress_line_shows_epsilon():
-    from fedalign.federation import RoundRecord
+    from fedalign.server import RoundRecord
 
     stream = io.StringIO()
     printer = ProgressPrinter("accuracy", stream)
@@ -290,7 +296,7 @@ def test_same_seed_gives_identical_noisy_statistics():
     cfg = config(federation={"rounds": 3}, privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 1.0})
     runs = []
     for _ in range(2):
-        transport = RecordingTransport({i: build_client(cfg, i) for i in range(2)})
+        transport = RecordingTransport({i: build_student(cfg, i) for i in range(2)})
         records = Coordinator(cfg, transport).run()
         runs.append((transport.released, [(r.round, r.client, r.metrics) for r in records]))
     (first, first_records), (second, second_records) = runs
@@ -300,40 +306,40 @@ def test_same_seed_gives_identical_noisy_statistics():
             np.testing.assert_array_equal(a, b)
     assert first_records == second_records
     other = config(seed=1, federation={"rounds": 3}, privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 1.0})
-    assert not np.array_equal(build_client(other, 0).release(0)[0][0], first[(0, 0)][0])
+    assert not np.array_equal(build_student(other, 0).release(0)[0][0], first[(0, 0)][0])
 
 
 def test_checkpoint_round_trip_restores_the_ledger(tmp_path):
     cfg = config(privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 2.0})
-    a = build_client(cfg, 0)
+    a = build_student(cfg, 0)
     a.release(0)
     a.train({}, 1)
     a.release(1)
     torch.save(a.state_dict(), tmp_path / "ckpt.pt")
-    b = build_client(cfg, 0)
+    b = build_student(cfg, 0)
     b.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
-    assert b.ledger.state_dict() == a.ledger.state_dict() and b.ledger.releases == 2
-    assert b.ledger.epsilon() == a.ledger.epsilon() > 0
+    assert b.release_policy.ledger.state_dict() == a.release_policy.ledger.state_dict() and b.release_policy.ledger.releases == 2
+    assert b.release_policy.ledger.epsilon() == a.release_policy.ledger.epsilon() > 0
     (stats_a, metrics_a), (stats_b, metrics_b) = a.release(3), b.release(3)
     assert metrics_a == metrics_b
     for x, y in zip(stats_a, stats_b):
         np.testing.assert_array_equal(x, y)
-    plain = build_client(config(), 0).state_dict()
+    plain = build_student(config(), 0).state_dict()
     with pytest.raises(ValueError, match="privacy_ledger"):
-        build_client(cfg, 0).load_state_dict(plain)
+        build_student(cfg, 0).load_state_dict(plain)
 
 
 def test_flower_client_app_keeps_the_ledger_across_calls(tmp_path, monkeypatch):
     from flwr.supercore.task_identity import TaskIdentity
 
     from clients.client_app import app as client_app
-    from clients.protocol import decode_reply, encode_request
+    from fedalign_flower.protocol import decode_reply, encode_request
 
     for attr in ("_run_id", "_task_id", "_node_id"):  # outside a Flower runtime, say which task this is
         monkeypatch.setattr(TaskIdentity, attr, getattr(TaskIdentity, attr) or 1)
 
     cfg = config(privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": 2.0})
-    peer = build_client(cfg, 1).statistics()
+    peer = build_student(cfg, 1).statistics()
 
     def call(message_type, round_number, peers=None):
         msg = Message(content=encode_request(cfg, round_number, "ledger-test", peers), dst_node_id=1,
@@ -344,11 +350,11 @@ def test_flower_client_app_keeps_the_ledger_across_calls(tmp_path, monkeypatch):
                           state=RecordDict(), run_config={})
         reply = client_app(msg, context)
         assert not reply.has_error(), reply.error
-        return decode_reply(reply.content)
+        return decode_reply(reply.content)[:2]
 
     metrics0, stats0 = call("query", 0)
     metrics1, stats1 = call("train", 1, {1: peer})
-    local = build_client(cfg, 0)
+    local = build_student(cfg, 0)
     local_stats0, local0 = local.release(0)
     local.train({1: peer}, 1)
     local_stats1, local1 = local.release(1)
@@ -385,13 +391,13 @@ def test_dp_sgd_step_adds_the_public_alignment_gradient_without_clipping():
     gradient of mean_g task_loss(g) + a * alignment_loss, computed here by plain autograd."""
     dp = {"enabled": True, "noise_multiplier": 0.0, "max_grad_norm": 1e6, "sample_rate": 1.0}
     cfg = config(PPI, align={"weight": 3.0}, train={"weight_decay": 0.0}, privacy={"dp_sgd": dp})
-    peer_stats = build_client(cfg, 1).statistics()
-    dp_student, plain = build_client(cfg, 0), build_client(cfg, 0)
+    peer_stats = build_student(cfg, 1).statistics()
+    dp_student, plain = build_student(cfg, 0), build_student(cfg, 0)
     metrics = dp_student.train({1: peer_stats}, 1)
     assert metrics["dp_sgd_epsilon"] == math.inf and metrics["align_loss"] > 0
     targets = plain.alignment_targets({1: peer_stats})
     plain.model.train()
-    graphs = plain.private_graphs
+    graphs = plain.dp_sgd.graphs
     assert len(graphs) >= 2
     task = torch.stack([task_loss(plain.model(g.x, g.edge_index)[0], g.y, True) for g in graphs]).mean()
     logits, hiddens = plain.model(plain.alignment.x, plain.alignment.edge_index)
@@ -402,26 +408,26 @@ def test_dp_sgd_step_adds_the_public_alignment_gradient_without_clipping():
 
 def test_dp_sgd_client_splits_its_training_union_into_graphs():
     cfg = config(PPI, privacy={"reproducible_noise": True, "dp_sgd": {"enabled": True}})
-    student = build_client(cfg, 0)
+    student = build_student(cfg, 0)
     union = student.train_split.graph
-    assert len(student.private_graphs) == len(torch.unique(union.graph_id)) >= 2
-    assert sum(g.num_nodes for g in student.private_graphs) == union.num_nodes
-    assert sum(g.edge_index.size(1) for g in student.private_graphs) == union.edge_index.size(1)
+    assert len(student.dp_sgd.graphs) == len(torch.unique(union.graph_id)) >= 2
+    assert sum(g.num_nodes for g in student.dp_sgd.graphs) == union.num_nodes
+    assert sum(g.edge_index.size(1) for g in student.dp_sgd.graphs) == union.edge_index.size(1)
 
 
 def test_dp_sgd_ledger_survives_a_checkpoint(tmp_path):
     cfg = config(PPI, privacy={"reproducible_noise": True, "dp_sgd": {"enabled": True}})
-    a = build_client(cfg, 0)
+    a = build_student(cfg, 0)
     a.train({}, 1)
     torch.save(a.state_dict(), tmp_path / "ckpt.pt")
-    b = build_client(cfg, 0)
+    b = build_student(cfg, 0)
     b.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
-    assert b.dp_sgd_ledger.state_dict() == a.dp_sgd_ledger.state_dict() and b.dp_sgd_ledger.releases > 0
+    assert b.dp_sgd.ledger.state_dict() == a.dp_sgd.ledger.state_dict() and b.dp_sgd.ledger.releases > 0
 
 
 def test_noise_is_secret_by_default():
     """Without privacy.reproducible_noise the noise is not derived from the (server-known) seed."""
     cfg = config_from_dict({**SMALL, "privacy": {"mechanism": "gaussian", "noise_multiplier": 1.0}})
-    first, _ = build_client(cfg, 0).release(1)
-    second, _ = build_client(cfg, 0).release(1)
+    first, _ = build_student(cfg, 0).release(1)
+    second, _ = build_student(cfg, 0).release(1)
     assert not np.array_equal(first[0], second[0])

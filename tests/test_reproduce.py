@@ -1,6 +1,6 @@
 """The reproduction driver: its choices, tables and verdicts agree with the run logs they summarise.
 
-Runs ``python -m benchmarks.reproduce --smoke`` once (synthetic data: tuning, every arm over 3 seeds,
+Runs ``python -m bench.reproduce --smoke`` once (synthetic data: tuning, every arm over 3 seeds,
 K = 3, a federated map, and a sweep whose dataset files are missing) and recomputes the reported
 numbers independently from the run folders' ``summary.json`` and ``config.yaml``.
 """
@@ -14,7 +14,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from benchmarks import reproduce
+from bench import reproduce
+from fedalign.runstore import runs_dir
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def smoke(tmp_path_factory):
 def runs(folder: Path) -> list[dict]:
     """Every finished run under ``folder/runs``: its arm, config and summary."""
     found = []
-    for run_dir in sorted((folder / "runs").iterdir()):
+    for run_dir in sorted(runs_dir(folder).iterdir()):
         summary = json.loads((run_dir / "summary.json").read_text())
         if summary["status"] == "finished":
             arm = run_dir.name.split("arm=")[1] if "arm=" in run_dir.name else None
@@ -119,10 +120,11 @@ def test_map_rows_and_the_missing_dataset(smoke):
 
 def test_running_again_trains_nothing_and_reports_the_same(smoke):
     out, report, _ = smoke
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/runs/*/summary.json")}
-    assert len(stamps) == 2 + 2 + 24 + 6 + 15
+    assert sum(len(runs(folder)) for folder in out.iterdir() if (folder / "runs.tar.xz").is_file()) == 2 + 2 + 24 + 6 + 15
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/runs.tar.xz")}
+    assert len(stamps) == 5 and not list(out.glob("*/runs"))  # finished sweeps keep their runs in one archive
     assert reproduce.main(["--smoke", "--out", str(out), "--workers", "1"]) == 0
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*/runs/*/summary.json")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/runs.tar.xz")} == stamps
     again = json.loads((out / "results.json").read_text())
     assert again["strategies"] == report["strategies"] and again["map"] == report["map"]
 
@@ -140,7 +142,7 @@ def test_the_plan_covers_the_issue_grid(tmp_path):
     arms = {f"{s}-tuned": [f"align.strategy={s}", "align.weight=10"] for s in ("self", "one-to-one", "alignahead")}
     arms["logits-tuned"] = ["align.strategy=logits", "align.weight=1"]
     best = {f"{s}-best": [f"align.strategy={s}"] for s in ("self", "one-to-one", "alignahead", "logits")}
-    results = reproduce.SWEEPS.parent / "results" / "reproduction"
+    results = reproduce.DEFAULT_OUT
     written = []
     for name, body in ((reproduce.TUNED_ARMS, arms), (reproduce.BEST_ARMS, best)):
         if not (results / name).exists():  # stand-ins, removed below, where the programme has not written them

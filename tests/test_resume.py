@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedalign.cli import main as cli_main
+from fedalign_flower.cli import main as cli_main
 from fedalign.config import config_from_dict
-from fedalign.federation import ServerState
+from fedalign.server import ServerState
 from fedalign.runner import check_resumable
 from server.server_app import serve
 
@@ -87,7 +87,7 @@ def test_a_lost_client_is_recorded_missing_and_rejoins_from_its_checkpoint(tmp_p
 
     def tamper(msg, reply):  # client 1's SuperNode dies after answering round 2, and is back for round 6
         r = int(msg.content["config"]["round"])
-        if r == 2 and reply.content["metrics"]["partition-id"] == 1:
+        if r == 2 and reply.content["meta"]["partition-id"] == 1:
             grid.disconnect(1)
         if r == 5:
             grid.reconnect(1)
@@ -107,7 +107,7 @@ def test_a_lost_client_is_recorded_missing_and_rejoins_from_its_checkpoint(tmp_p
 
 def test_resume_refuses_a_different_experiment(tmp_path):
     cfg = config_from_dict(SMALL)
-    from fedalign.runner import run_inprocess
+    from fedalign.inprocess import run_inprocess
 
     run_dir, _ = run_inprocess(cfg, tmp_path / "run")
     check_resumable(run_dir, config_from_dict({**SMALL, "federation": {**SMALL["federation"], "rounds": 9}}))

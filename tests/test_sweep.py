@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from fedalign.config import ConfigError
-from fedalign.runner import run_inprocess
+from fedalign.inprocess import run_inprocess
+from fedalign.runstore import runs_dir, unarchive_runs
 from fedalign.sweep import aggregate, cell_config, cell_id, cells, load_sweep, run_sweep
 
 BASE = {
@@ -41,7 +42,9 @@ def test_sweep_runs_each_cell_once_and_resumes(sweep_file, tmp_path):
     assert (tmp_path / "results" / "plot.png").is_file()
     with (tmp_path / "results" / "results.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 4
-    # a finished cell is not run again; an unfinished one is
+    # the finished sweep keeps its runs in one archive; a finished cell is not run again, an unfinished one is
+    assert (tmp_path / "results" / "runs.tar.xz").is_file() and not (tmp_path / "results" / "runs").exists()
+    unarchive_runs(tmp_path / "results")
     (tmp_path / "results" / "runs" / "align.strategy=alignahead__seed=1" / "summary.json").unlink()
     calls.clear()
     again = run_sweep(spec, runner)
@@ -73,7 +76,7 @@ def test_cells_are_the_cartesian_product(sweep_file):
 
 @pytest.mark.slow
 def test_privacy_sweep_runs_as_flower_simulations(tmp_path, monkeypatch):
-    from server.simulation import run_flower_simulation
+    from fedalign_flower.runtime import run_flower_simulation
 
     monkeypatch.setenv("FEDALIGN_STATE_DIR", str(tmp_path / "state"))
     base = {**BASE, "partition": {"scheme": "iid", "public_fraction": 0.3},
@@ -116,7 +119,7 @@ def test_zipped_keys_vary_together_and_set_each_config_key(tmp_path):
     for row in rows:
         k = row["federation.num_clients"]
         assert [row[f"best_round_client{c}"] is not None for c in range(k)] == [True] * k
-    assert (tmp_path / "results" / "runs" / "federation.num_clients=3__federation.rounds=6__seed=1" / "summary.json").is_file()
+    assert (runs_dir(tmp_path / "results") / "federation.num_clients=3__federation.rounds=6__seed=1" / "summary.json").is_file()
     table = aggregate(spec, rows)
     assert [(e["federation.num_clients"], e["federation.rounds"], e["n"]) for e in table] == [(2, 4, 2), (3, 6, 2)]
     assert (tmp_path / "results" / "plot.png").is_file()
@@ -166,3 +169,20 @@ def test_two_workers_give_the_same_results_as_one(sweep_file, tmp_path):
     parallel = run_sweep(spec, run_inprocess, workers=2)
     assert [r["test"] for r in parallel] == [r["test"] for r in serial]
     assert [(r["align.strategy"], r["seed"]) for r in parallel] == [(r["align.strategy"], r["seed"]) for r in serial]
+
+
+def test_a_finished_cell_whose_config_changed_runs_again(sweep_file, tmp_path, capsys):
+    spec = load_sweep(sweep_file)
+    run_sweep(spec, run_inprocess)
+    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    base["model"]["hidden_dim"] = 4  # the experiment changed under finished cells
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    calls = []
+
+    def runner(cfg, run_dir):
+        calls.append(cfg.model.hidden_dim)
+        return run_inprocess(cfg, run_dir)
+
+    run_sweep(load_sweep(sweep_file), runner)
+    assert calls == [4, 4, 4, 4]
+    assert "finished with another config (model.hidden_dim: 8 -> 4): running it again" in capsys.readouterr().err

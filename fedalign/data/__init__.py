@@ -10,7 +10,8 @@ from .datasets import (
     metric_name,
     missing_raw_files,
 )
-from .partition import PARTITION_SCHEMES, ClientData, partition_dataset
+from .cache import load_experiment_dataset, load_partition, load_public_graph
+from .partition import PARTITION_SCHEMES, ClientData, keep_labels, partition_dataset, public_graph
 
 __all__ = [
     "DATASET_NAMES",
@@ -20,8 +21,13 @@ __all__ = [
     "ClientData",
     "GraphDataset",
     "GraphSplit",
+    "keep_labels",
     "load_dataset",
+    "load_experiment_dataset",
+    "load_partition",
+    "load_public_graph",
     "metric_name",
     "missing_raw_files",
     "partition_dataset",
+    "public_graph",
 ]

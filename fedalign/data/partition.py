@@ -120,11 +120,35 @@ def keep_labels(split: GraphSplit, rate: float, seed: int, multilabel: bool) -> 
     return GraphSplit(split.graph, mask)
 
 
+def public_graph(dataset: GraphDataset, scheme: str = "replicate", public_fraction: float = 0.2,
+                 seed: int = 0) -> Data:
+    """The alignment graph of :func:`partition_dataset` with the same arguments, without dealing
+    out the private data (what a server needs to check releases). Labels are never included."""
+    if scheme == "replicate":
+        return dataset.train.graph
+    _check_scheme(dataset, scheme, 0.5, public_fraction)
+    rng = np.random.default_rng(seed)
+    graph = dataset.train.graph
+    if dataset.transductive:
+        public, _ = _draw_public(np.arange(graph.num_nodes), public_fraction, "node", rng)
+        return _induced(graph, torch.from_numpy(np.sort(public)), with_labels=False)
+    public, _ = _draw_public(torch.unique(graph.graph_id).numpy(), public_fraction, "training graph", rng)
+    return _union_of(graph, public, with_labels=False)
+
+
 def _partition(dataset: GraphDataset, num_clients: int, scheme: str, alpha: float, public_fraction: float,
                seed: int) -> list[ClientData]:
     if scheme == "replicate":
         return [ClientData(i, dataset.train, dataset.val, dataset.test, dataset.train.graph)
                 for i in range(num_clients)]
+    _check_scheme(dataset, scheme, alpha, public_fraction)
+    rng = np.random.default_rng(seed)
+    if dataset.transductive:
+        return _split_nodes(dataset, num_clients, scheme, alpha, public_fraction, seed, rng)
+    return _split_graphs(dataset, num_clients, public_fraction, rng)
+
+
+def _check_scheme(dataset: GraphDataset, scheme: str, alpha: float, public_fraction: float) -> None:
     if not 0 <= public_fraction < 1:
         raise ValueError(f"public_fraction must be in [0, 1), got {public_fraction}")
     if public_fraction == 0:
@@ -139,10 +163,6 @@ def _partition(dataset: GraphDataset, num_clients: int, scheme: str, alpha: floa
         )
     if scheme == "dirichlet" and not alpha > 0:
         raise ValueError(f"dirichlet needs alpha > 0, got {alpha}")
-    rng = np.random.default_rng(seed)
-    if dataset.transductive:
-        return _split_nodes(dataset, num_clients, scheme, alpha, public_fraction, seed, rng)
-    return _split_graphs(dataset, num_clients, public_fraction, rng)
 
 
 def _induced(graph: Data, nodes: torch.Tensor, with_labels: bool) -> Data:
@@ -156,12 +176,23 @@ def _induced(graph: Data, nodes: torch.Tensor, with_labels: bool) -> Data:
     return out
 
 
-def _public_count(fraction: float, total: int, unit: str) -> int:
-    """``round(fraction * total)``, at least 1, leaving at least one ``unit`` for the clients."""
-    count = max(1, round(fraction * total))
-    if count >= total:
-        raise ValueError(f"public_fraction={fraction} leaves no {unit} for the clients out of {total}; lower it")
-    return count
+def _draw_public(units: np.ndarray, fraction: float, unit: str, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random ``fraction`` of ``units`` (nodes or graph ids) as public, the rest private (in drawn order).
+
+    The public share is ``round(fraction * total)``, at least 1, leaving at least one ``unit`` for the clients.
+    """
+    count = max(1, round(fraction * len(units)))
+    if count >= len(units):
+        raise ValueError(f"public_fraction={fraction} leaves no {unit} for the clients out of {len(units)}; lower it")
+    order = rng.permutation(units)
+    return order[:count], order[count:]
+
+
+def _union_of(graph: Data, graph_ids: np.ndarray, with_labels: bool) -> Data:
+    """The subgraph of a multi-graph union made of the graphs ``graph_ids``."""
+    nodes = torch.from_numpy(np.isin(graph.graph_id.numpy(), graph_ids)).nonzero().view(-1)
+    return _induced(graph, nodes, with_labels)
 
 
 def _split_nodes(
@@ -169,9 +200,8 @@ def _split_nodes(
     rng: np.random.Generator,
 ) -> list[ClientData]:
     graph = dataset.train.graph
-    order = rng.permutation(graph.num_nodes)
-    num_public = _public_count(public_fraction, graph.num_nodes, "node")
-    public, private = np.sort(order[:num_public]), order[num_public:]
+    public, private = _draw_public(np.arange(graph.num_nodes), public_fraction, "node", rng)
+    public = np.sort(public)
     if scheme == "iid":
         parts = np.array_split(private, num_clients)
     elif scheme == "dirichlet":
@@ -244,24 +274,17 @@ def _split_graphs(
     dataset: GraphDataset, num_clients: int, public_fraction: float, rng: np.random.Generator
 ) -> list[ClientData]:
     train = dataset.train.graph
-    graph_ids = torch.unique(train.graph_id).numpy()
-    order = rng.permutation(graph_ids)
-    num_public = _public_count(public_fraction, len(graph_ids), "training graph")
-    public, private = order[:num_public], order[num_public:]
+    public, private = _draw_public(torch.unique(train.graph_id).numpy(), public_fraction, "training graph", rng)
     if len(private) < num_clients:
         raise ValueError(
             f"partition scheme 'graphs': {len(private)} non-public training graphs cannot give each of "
             f"{num_clients} clients at least one graph; use fewer clients or a smaller public_fraction"
         )
 
-    def union_of(ids: np.ndarray, with_labels: bool) -> Data:
-        nodes = torch.from_numpy(np.isin(train.graph_id.numpy(), ids)).nonzero().view(-1)
-        return _induced(train, nodes, with_labels)
-
-    alignment = union_of(public, with_labels=False)
+    alignment = _union_of(train, public, with_labels=False)
     clients = []
     for i, ids in enumerate(np.array_split(private, num_clients)):
-        local = union_of(ids, with_labels=True)
+        local = _union_of(train, ids, with_labels=True)
         clients.append(ClientData(i, GraphSplit(local, torch.ones(local.num_nodes, dtype=torch.bool)),
                                   dataset.val, dataset.test, alignment))
     return clients

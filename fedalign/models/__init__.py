@@ -1,18 +1,18 @@
-"""Student GNNs. :func:`build_student` makes one from a :class:`fedalign.config.ModelConfig`."""
+"""Student networks (GNNs). :func:`build_network` makes one from a :class:`fedalign.config.ModelConfig`."""
 
 from __future__ import annotations
 
-from .base import ACTIVATIONS, REPRESENTATIONS, Student
+from .base import ACTIVATIONS, REPRESENTATIONS, StudentNetwork
 from .gat import GATStudent
 from .gcn import GCNStudent
 from .sage import SAGEStudent
 
-ARCHITECTURES: dict[str, type[Student]] = {"gcn": GCNStudent, "gat": GATStudent, "sage": SAGEStudent}
+ARCHITECTURES: dict[str, type[StudentNetwork]] = {"gcn": GCNStudent, "gat": GATStudent, "sage": SAGEStudent}
 
 
-def build_student(arch: str, in_channels: int, num_classes: int, *, hidden_layers: int, hidden_dim: int,
+def build_network(arch: str, in_channels: int, num_classes: int, *, hidden_layers: int, hidden_dim: int,
                   dropout: float, residual: bool, heads: int = 4, activation: str = "elu",
-                  representation: str = "pre-activation") -> Student:
+                  representation: str = "pre-activation") -> StudentNetwork:
     """A student of family ``arch`` (one of :data:`ARCHITECTURES`)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
@@ -23,5 +23,5 @@ def build_student(arch: str, in_channels: int, num_classes: int, *, hidden_layer
     return ARCHITECTURES[arch](in_channels, num_classes, **kwargs)
 
 
-__all__ = ["ACTIVATIONS", "ARCHITECTURES", "REPRESENTATIONS", "Student", "GATStudent", "GCNStudent",
-           "SAGEStudent", "build_student"]
+__all__ = ["ACTIVATIONS", "ARCHITECTURES", "REPRESENTATIONS", "GATStudent", "GCNStudent",
+           "SAGEStudent", "StudentNetwork", "build_network"]

@@ -1,4 +1,4 @@
-"""The student network skeleton shared by every GNN family.
+"""The student network skeleton shared by every GNN family (:class:`StudentNetwork`).
 
 A student has L >= 2 hidden message-passing layers followed by an output
 layer, as in the original Alignahead code (``gat.py``). Hidden layer l maps
@@ -30,7 +30,7 @@ ACTIVATIONS = {"elu": nn.functional.elu, "relu": nn.functional.relu}
 REPRESENTATIONS = ("pre-activation", "post-activation")
 
 
-class Student(nn.Module):
+class StudentNetwork(nn.Module):
     """Base class: subclasses implement :meth:`make_layer` for one GNN family.
 
     Args:

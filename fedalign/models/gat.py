@@ -3,10 +3,10 @@
 from torch import nn
 from torch_geometric.nn import GATConv
 
-from .base import Student
+from .base import StudentNetwork
 
 
-class GATStudent(Student):
+class GATStudent(StudentNetwork):
     """Multi-head attention student.
 
     Hidden layers concatenate ``heads`` heads of ``hidden_dim // heads``

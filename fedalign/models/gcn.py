@@ -11,7 +11,7 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import to_torch_csr_tensor
 
-from .base import Student
+from .base import StudentNetwork
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class _GCNLayer(GCNConv):
         return out + self.bias if self.bias is not None else out
 
 
-class GCNStudent(Student):
+class GCNStudent(StudentNetwork):
     """Hidden and output layers are ``GCNConv(in_dim, out_dim)`` on ``D^-1/2 (A + I) D^-1/2``.
 
     :meth:`prepare` builds that normalised adjacency and its transpose once per

@@ -1,0 +1,64 @@
+"""A client's checkpoint on its own disk: the student's state and its last reply (so requests are idempotent).
+
+Any process -- a new simulation worker, a restarted SuperNode, a fresh
+``flwr-clientapp`` process per message -- picks the student up from it. It also
+holds the client's privacy ledgers, so it is written after every release, not only
+after training. The last reply (request and content) lets a repeated request -- a
+restarted server re-sending the round it did not see finish -- get the same answer
+without training twice or spending privacy budget twice. Files are private to the
+user (mode 0600): they hold the model's weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..wire import Statistics
+from .student import Student
+
+LastReply = tuple[dict[str, float], Statistics | None]
+
+
+def checkpoint_path(state_dir: str | Path | None, run_tag: str, client_id: int) -> Path:
+    """``<state dir>/<run tag>/client-<i>.pt``; the state dir defaults to ``$FEDALIGN_STATE_DIR``,
+    else ``~/.cache/fedalign/client-state``."""
+    root = state_dir or os.environ.get("FEDALIGN_STATE_DIR") or Path.home() / ".cache" / "fedalign" / "client-state"
+    return Path(str(root)) / run_tag / f"client-{client_id}.pt"
+
+
+class Checkpoint:
+    """The checkpoint file of one client in one run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.saved: dict = {}
+
+    def restore(self, student: Student) -> None:
+        """Load the student's state from the file, if there is one."""
+        if self.path.exists():
+            self.saved = torch.load(self.path, map_location=student.device, weights_only=True)
+            student.load_state_dict(self.saved)
+
+    def last_reply(self, request: str) -> LastReply | None:
+        """The stored reply if ``request`` (message type and round) was answered before."""
+        last = self.saved.get("last_reply")
+        if not last or last["request"] != request:
+            return None
+        statistics = [t.numpy() for t in last["statistics"]] if last["statistics"] is not None else None
+        return dict(last["metrics"]), statistics
+
+    def save(self, student: Student, request: str, metrics: dict[str, float], statistics: Statistics | None) -> None:
+        """Write the student's state with this reply, atomically (a crash never leaves a torn file), mode 0600."""
+        state = student.state_dict()
+        state["last_reply"] = {
+            "request": request, "metrics": dict(metrics),
+            "statistics": [torch.from_numpy(p) for p in statistics] if statistics is not None else None,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+            torch.save(state, handle)
+        tmp.replace(self.path)

@@ -1,0 +1,61 @@
+"""A client's data: its share of the dataset, on its device, and the task it learns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import subgraph
+
+from ..config import ExperimentConfig
+from ..data import ClientData, GraphSplit, load_partition
+
+
+@dataclass
+class TaskInfo:
+    """What the model needs to know about the dataset."""
+
+    num_features: int
+    num_classes: int
+    multilabel: bool
+
+
+def client_data(cfg: ExperimentConfig, client_id: int) -> tuple[TaskInfo, ClientData]:
+    """Client ``client_id``'s partition of the experiment's dataset (loaded once per process)."""
+    if not 0 <= client_id < cfg.federation.num_clients:
+        raise ValueError(f"client id {client_id} out of range for federation.num_clients={cfg.federation.num_clients}")
+    dataset, clients = load_partition(cfg)
+    return TaskInfo(dataset.num_features, dataset.num_classes, dataset.multilabel), clients[client_id]
+
+
+def to_device(data: ClientData, device: torch.device) -> tuple[GraphSplit, GraphSplit, GraphSplit, Data]:
+    """The train, val and test splits and the alignment graph on ``device``; a graph that several of
+    them share is moved once and stays shared (``replicate``: one forward pass serves two purposes)."""
+    moved: dict[int, Data] = {}
+
+    def move(graph: Data) -> Data:
+        if id(graph) not in moved:
+            moved[id(graph)] = graph.to(device)
+        return moved[id(graph)]
+
+    train, val, test = (GraphSplit(move(s.graph), s.mask.to(device)) for s in (data.train, data.val, data.test))
+    return train, val, test, move(data.alignment)
+
+
+def split_into_graphs(split: GraphSplit) -> list[Data]:
+    """The graphs of a multi-graph split (by ``graph_id``), each relabelled 0..n-1.
+
+    Every returned ``Data`` has ``x``, ``edge_index``, ``y`` and ``mask`` (the
+    split's mask restricted to the graph), in increasing ``graph_id`` order.
+    Edges never cross graphs in a disjoint union, so nothing is lost.
+    """
+    graph = split.graph
+    if "graph_id" not in graph:
+        raise ValueError("this split has no graph_id: it is a single graph, not a union of graphs")
+    graphs = []
+    for gid in torch.unique(graph.graph_id).tolist():
+        nodes = (graph.graph_id == gid).nonzero().view(-1)
+        edge_index, _ = subgraph(nodes, graph.edge_index, relabel_nodes=True, num_nodes=graph.num_nodes)
+        graphs.append(Data(x=graph.x[nodes], edge_index=edge_index, y=graph.y[nodes], mask=split.mask[nodes]))
+    return graphs

@@ -1,0 +1,69 @@
+"""The alignment term of a student's loss, with its peers entering only through their summed mass.
+
+For a student with structure log-probabilities ``log s_l`` (layer l, ``[E]``) and
+peers k = 1..P whose frozen layer ``q`` is paired with student layer ``l``
+(:func:`fedalign.alignment.layer_pairs`), the alignment term is
+
+    (1 / P) sum_k sum_{(l, q)} KL(p_{k,q} || s_l)
+      = (1 / (P n)) [ sum_k sum_{(l, q)} sum_e p_{k,q,e} log p_{k,q,e}  -  sum_l sum_e M_{l,e} log s_{l,e} ]
+
+with ``M_l = sum_k sum_{q paired with l} p_{k,q}`` (the peers' summed mass on
+student layer l) and n the node count of the mean (N, or the nodes with
+in-edges: ``align.node_mean``). The first sum does not depend on the student:
+it is computed once per turn, like M (both accumulated in float64), so the
+cost of an epoch does not grow with the number of peers. Strategy ``logits``
+is the same with one "layer": the class distributions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..alignment import layer_pairs
+
+
+@dataclass
+class AlignmentTargets:
+    """What a student aligns with during one turn, prepared once from its peers' releases.
+
+    Attributes:
+        mass: student layer (1-based) -> the peers' summed probabilities ``[E]`` on it (float64).
+        constant: ``sum_k sum_pairs sum_e p log p`` over every peer and pair (nats).
+        num_peers: P.
+        divisor: n, the node count the per-node sums are averaged over.
+    """
+
+    mass: dict[int, Tensor]
+    constant: float
+    num_peers: int
+    divisor: int
+
+    @classmethod
+    def from_peers(cls, peers: dict[int, list[np.ndarray]], strategy: str, student_depth: int, divisor: int,
+                   device: torch.device) -> "AlignmentTargets":
+        """Args: ``peers``: peer id -> its released probabilities (one array per layer, or the
+        single class-distribution array for ``logits``); ``divisor``: n."""
+        mass: dict[int, np.ndarray] = {}
+        constant = 0.0
+        for stats in peers.values():
+            pairs = [(1, 1)] if strategy == "logits" else layer_pairs(strategy, student_depth, len(stats))
+            for s_layer, p_layer in pairs:
+                p = np.asarray(stats[p_layer - 1], dtype=np.float64)
+                constant += float(np.sum(p * np.log(p, where=p > 0, out=np.zeros_like(p))))
+                mass[s_layer] = mass[s_layer] + p if s_layer in mass else p.copy()
+        return cls({layer: torch.from_numpy(m).to(device) for layer, m in mass.items()},
+                   constant, len(peers), divisor)
+
+    def loss(self, student_log_probs: list[Tensor]) -> Tensor:
+        """The alignment term for the student's log-probabilities (one ``[E]`` tensor per layer), a scalar.
+
+        The cross term is summed in float64: the KL is a small difference of two large sums
+        (about N log(degree) each), which float32 would resolve only to ~1e-3 relative.
+        """
+        cross = sum((m * student_log_probs[layer - 1].double()).sum() for layer, m in self.mass.items())
+        dtype = student_log_probs[0].dtype
+        return ((self.constant - cross) / (self.divisor * max(self.num_peers, 1))).to(dtype)

@@ -1,0 +1,41 @@
+"""Release policies: how a student's statistics leave its client (one interface, one file per policy).
+
+* :class:`~.base.NoRelease` -- strategies ``none`` and ``self`` share nothing;
+* :class:`~.plain.PlainRelease` -- the raw statistics in the wire dtype (no privacy);
+* :class:`~.gaussian.GaussianRelease` -- ``privacy.mechanism: gaussian``: clipped, noised,
+  projected back to distributions and recorded in the client's ledger, within ``max_epsilon``;
+* :class:`~.dp_sgd.DPSGDRelease` -- ``privacy.dp_sgd`` alone: the raw statistics of a
+  DP-SGD-trained model on a public graph (DP by post-processing), reported with the
+  DP-SGD ledger's epsilon.
+
+:func:`build_release_policy` builds the one an experiment config asks for.
+"""
+
+from __future__ import annotations
+
+from ...alignment import shares_statistics
+from ...config import ExperimentConfig
+from ...privacy import PrivacyLedger
+from ...wire import ReleaseLayout
+from .base import NoRelease, ReleasePolicy
+from .dp_sgd import DPSGDRelease
+from .gaussian import GaussianRelease
+from .plain import PlainRelease
+
+
+def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
+                         dp_sgd_ledger: PrivacyLedger | None) -> ReleasePolicy:
+    """The policy of client ``client_id`` releasing ``num_arrays`` arrays laid out as ``layout``.
+
+    ``dp_sgd_ledger``: the ledger of the client's DP-SGD steps, when it trains with DP-SGD.
+    """
+    if not shares_statistics(cfg.align.strategy):
+        return NoRelease()
+    if cfg.privacy.mechanism == "gaussian":
+        return GaussianRelease.from_config(cfg, client_id, num_arrays, layout)
+    if dp_sgd_ledger is not None:
+        return DPSGDRelease(cfg.align.statistics_dtype, dp_sgd_ledger)
+    return PlainRelease(cfg.align.statistics_dtype)
+
+
+__all__ = ["DPSGDRelease", "GaussianRelease", "NoRelease", "PlainRelease", "ReleasePolicy", "build_release_policy"]

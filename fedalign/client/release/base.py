@@ -1,0 +1,42 @@
+"""The release-policy interface."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ...wire import Statistics
+
+ReleaseMetrics = dict[str, float]  # "epsilon" (when privacy is on) and "withheld" (0.0 / 1.0)
+
+
+class ReleasePolicy:
+    """Turns a student's raw statistics into what its client sends, once per release.
+
+    Subclasses implement :meth:`release`; a policy that keeps state across releases
+    (a privacy ledger) saves it in :meth:`state_dict`, which goes into the client's checkpoint.
+    """
+
+    def release(self, statistics: Callable[[], Statistics], round_number: int
+                ) -> tuple[Statistics | None, ReleaseMetrics]:
+        """``(arrays to send or None, release metrics)``; ``statistics()`` computes the raw probabilities."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (``state`` is the whole client checkpoint)."""
+
+
+class NoRelease(ReleasePolicy):
+    """Strategies that share nothing (``none``, ``self``): ``(None, {})``."""
+
+    def release(self, statistics, round_number):
+        return None, {}
+
+
+def on_wire(statistics: Statistics, dtype: str) -> Statistics:
+    """The statistics in the wire precision ``align.statistics_dtype`` (float32 or float16)."""
+    return [np.asarray(p).astype(np.dtype(dtype), copy=False) for p in statistics]

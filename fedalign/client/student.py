@@ -1,0 +1,222 @@
+"""One student on one client: its network, optimiser and local data, and what it shares.
+
+:class:`Student` is the whole client side of the method, independent of how
+messages travel: the in-process engine calls it directly, the Flower ClientApp
+wraps it. It only ever *returns* statistics (the probabilities its strategy
+aligns, on the public alignment graph) and scalar metrics; weights, features
+and labels stay inside. How a release is made -- raw, or through a privacy
+mechanism -- is its :attr:`Student.release_policy`
+(:mod:`fedalign.client.release`); how it trains is :mod:`fedalign.client.training`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from ..alignment import released_arrays
+from ..config import ExperimentConfig
+from ..data import ClientData
+from ..models import StudentNetwork, build_network
+from ..seeds import derive_seed
+from ..statistics import class_log_probs, layer_statistics
+from ..wire import Statistics, StatisticsRejected, check_statistics, release_layout
+from .data import TaskInfo, client_data, to_device
+from .objective import AlignmentTargets
+from .release import build_release_policy
+from .release.base import ReleaseMetrics
+from .training import DPSGDTraining, task_loss, task_metric, train_full_batch
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` fails clearly without a GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested but no CUDA GPU is visible; use device: auto or cpu")
+    return torch.device(name)
+
+
+class Student:
+    """A student GNN on one client.
+
+    Args:
+        cfg: the experiment config.
+        client_id: 0..K-1.
+        data: this client's local data and the alignment graph.
+        task: dataset dimensions.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, client_id: int, data: ClientData, task: TaskInfo) -> None:
+        self.cfg, self.client_id, self.task = cfg, client_id, task
+        self.device = resolve_device(cfg.device)
+        m = cfg.model.for_client(client_id)
+        # shared init: every student draws its weights from the same seed (identical students start
+        # identical, as the original's deep copies of one model); independent: one seed per student
+        torch.manual_seed(derive_seed(cfg.seed) if cfg.model.init == "shared" else derive_seed(cfg.seed, client_id))
+        self.model: StudentNetwork = build_network(
+            m["arch"], task.num_features, task.num_classes, hidden_layers=m["hidden_layers"],
+            hidden_dim=m["hidden_dim"], dropout=m["dropout"], residual=m["residual"], heads=m["heads"],
+            activation=m["activation"], representation=cfg.align.representation,
+        ).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.train_split, self.val_split, self.test_split, self.alignment = to_device(data, self.device)
+        self._prepared: dict[int, Any] = {}  # id(graph) -> model.prepare(graph's edges), built once
+        self.layout = release_layout(cfg.align.strategy, self.alignment.edge_index, self.alignment.num_nodes,
+                                     task.num_classes, task.multilabel)
+        self.own_statistics: Statistics | None = None  # strategy self: its statistics at the end of its last turn
+        self.shared_forward = self.alignment is self.train_split.graph  # replicate: one forward serves both
+        self.epochs_trained = 0
+        self.dp_sgd = DPSGDTraining(cfg, self.train_split, self.shared_forward) if cfg.privacy.dp_sgd.enabled else None
+        self.release_policy = build_release_policy(cfg, client_id, released_arrays(cfg.align.strategy, self.depth),
+                                                   self.layout, self.dp_sgd.ledger if self.dp_sgd else None)
+
+    def forward(self, graph: Data) -> tuple[Tensor, list[Tensor]]:
+        """The network on one of this client's graphs, its propagation structure prepared once."""
+        if id(graph) not in self._prepared:
+            self._prepared[id(graph)] = self.model.prepare(graph.edge_index, graph.num_nodes)
+        return self.model(graph.x, self._prepared[id(graph)])
+
+    @property
+    def depth(self) -> int:
+        """L, the number of hidden layers this student aligns."""
+        return self.model.hidden_layers
+
+    # ------------------------------------------------------------ sharing
+
+    @torch.no_grad()
+    def statistics(self) -> Statistics:
+        """What this student's strategy aligns, on the alignment graph (eval mode), as probabilities.
+
+        Structure strategies: per hidden layer l, ``p_l(u|v)`` ``[E]``; ``logits``: one array of the
+        class distributions (:func:`~fedalign.statistics.class_log_probs`).
+        """
+        self.model.eval()
+        logits, hiddens = self.forward(self.alignment)
+        return [lp.exp().float().cpu().numpy() for lp in self.log_statistics(logits, hiddens)]
+
+    def log_statistics(self, logits: Tensor, hiddens: list[Tensor]) -> list[Tensor]:
+        """Log-probabilities of :meth:`statistics` from outputs on the alignment graph, differentiable."""
+        align = self.cfg.align
+        if align.strategy == "logits":
+            return [class_log_probs(logits, align.logit_temperature, self.task.multilabel)]
+        return layer_statistics(hiddens, self.alignment.edge_index, align.tau, align.kernel)
+
+    def release(self, round_number: int) -> tuple[Statistics | None, ReleaseMetrics]:
+        """What this client sends in ``round_number`` and the release metrics (:attr:`release_policy`)."""
+        return self.release_policy.release(self.statistics, round_number)
+
+    # ------------------------------------------------------------ training
+
+    def alignment_targets(self, peer_statistics: dict[int, Statistics]) -> AlignmentTargets:
+        """The peers' released statistics as the alignment loss needs them, built once per turn.
+
+        The per-node KL sums are averaged over all N nodes of the alignment graph
+        (``align.node_mean: all``; always for ``logits``) or over the nodes with in-edges.
+        """
+        align = self.cfg.align
+        if align.strategy == "logits" or align.node_mean == "all":
+            divisor = self.alignment.num_nodes
+        else:
+            divisor = int(self.layout.has_in_edges.sum())
+        return AlignmentTargets.from_peers(peer_statistics, align.strategy, self.depth, divisor, self.device)
+
+    def alignment_loss(self, logits: Tensor, hiddens: list[Tensor], targets: AlignmentTargets) -> Tensor:
+        """``(1 / #peers) * sum_peers sum_pairs KL(peer || student)`` (:mod:`fedalign.client.objective`)."""
+        return targets.loss(self.log_statistics(logits, hiddens))
+
+    def train(self, peer_statistics: dict[int, Statistics], round_number: int) -> dict[str, float]:
+        """Train one turn against frozen peer statistics; returns its metrics.
+
+        Args:
+            peer_statistics: peer id -> that peer's released probabilities. Strategy
+                ``self`` takes none: it aligns with this student's own statistics from
+                the end of its previous turn (before its first turn: its initial ones).
+            round_number: the server round (seeds this call's randomness, so
+                results do not depend on which process runs the call).
+
+        Returns:
+            metrics of the last epoch: ``task_loss`` and ``align_loss`` (nats), and when
+            the alignment term is on ``task_grad_norm`` and ``align_grad_norm`` (L2 norms
+            over all parameters of the gradients of the task loss and of ``align.weight *
+            align_loss``); then :meth:`evaluate`'s metrics; with DP-SGD ``dp_sgd_epsilon``,
+            and ``task_loss`` is the mean over the last Poisson batch (NaN if empty).
+        """
+        self.check_peer_statistics(peer_statistics)
+        if self.cfg.align.strategy == "self":
+            if peer_statistics:
+                raise ValueError(f"client {self.client_id}: strategy 'self' never reads a peer's statistics, but "
+                                 f"statistics of peers {sorted(peer_statistics)} were sent")
+            if self.own_statistics is None:
+                self.own_statistics = self.statistics()
+            peer_statistics = {self.client_id: self.own_statistics}
+        torch.manual_seed(derive_seed(self.cfg.seed, self.client_id, round_number))
+        targets = self.alignment_targets(peer_statistics)
+        align_on = self.cfg.align.strategy != "none" and self.cfg.align.weight > 0 and bool(peer_statistics)
+        if self.dp_sgd is not None:
+            metrics = self.dp_sgd.train(self, targets, align_on, round_number)
+        else:
+            metrics = train_full_batch(self, targets, align_on)
+        if self.cfg.align.strategy == "self":
+            self.own_statistics = self.statistics()
+        return {**metrics, **self.evaluate()}
+
+    def check_peer_statistics(self, peer_statistics: dict[int, Statistics]) -> None:
+        """Refuse peer statistics that are not valid distributions on this alignment graph."""
+        for pid, stats in peer_statistics.items():
+            try:
+                check_statistics(stats, self.layout, len(stats), self.cfg.align.statistics_dtype, sender=f"peer {pid}")
+            except StatisticsRejected as error:
+                raise StatisticsRejected(f"{error}; were the clients started with the same data, partition and "
+                                         "align config?") from None
+
+    # ------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """``val_metric``, ``test_metric`` (accuracy or micro-F1) and ``val_loss``."""
+        self.model.eval()
+        metrics: dict[str, float] = {}
+        outputs: dict[int, Tensor] = {}
+        for name, split in (("val", self.val_split), ("test", self.test_split)):
+            key = id(split.graph)
+            if key not in outputs:
+                outputs[key] = self.forward(split.graph)[0]
+            logits, y = outputs[key][split.mask], split.graph.y[split.mask]
+            metrics[f"{name}_metric"] = task_metric(logits, y, self.task.multilabel)
+            if name == "val":
+                metrics["val_loss"] = task_loss(logits, y, self.task.multilabel).item() if len(y) else float("nan")
+        return metrics
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume this client: network, optimiser, epoch count, the release
+        policy's and DP-SGD's privacy ledgers, and ``own_statistics`` (strategy ``self``)."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "epochs_trained": self.epochs_trained, **self.release_policy.state_dict()}
+        if self.dp_sgd is not None:
+            state.update(self.dp_sgd.state_dict())
+        if self.own_statistics is not None:
+            state["own_statistics"] = [torch.from_numpy(np.array(p)) for p in self.own_statistics]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epochs_trained = state["epochs_trained"]
+        own = state.get("own_statistics")
+        self.own_statistics = None if own is None else [t.numpy() for t in own]
+        self.release_policy.load_state_dict(state)
+        if self.dp_sgd is not None:
+            self.dp_sgd.load_state_dict(state)
+
+
+def build_student(cfg: ExperimentConfig, client_id: int) -> Student:
+    """The student of client ``client_id`` with freshly initialised weights, on its share of the data."""
+    task, data = client_data(cfg, client_id)
+    return Student(cfg, client_id, data, task)

@@ -1,0 +1,159 @@
+"""How a student trains in one turn: full-batch epochs, or per-graph DP-SGD steps, on task + alignment loss."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from ..config import ExperimentConfig
+from ..privacy import DPSGDTrainer, PrivacyLedger, require_per_graph_samples
+from ..data import GraphSplit
+from .data import split_into_graphs
+from .noise import DP_SGD_STREAM, noise_generator
+from .objective import AlignmentTargets
+
+if TYPE_CHECKING:
+    from .student import Student
+
+
+def task_metric(logits: Tensor, y: Tensor, multilabel: bool) -> float:
+    """Accuracy (multiclass, ``y`` long [N]) or micro-F1 (multilabel, ``y`` {0,1} [N, C])."""
+    if logits.numel() == 0:
+        return float("nan")
+    if not multilabel:
+        return (logits.argmax(dim=-1) == y).float().mean().item()
+    pred = logits > 0
+    truth = y > 0.5
+    tp = (pred & truth).sum().item()
+    fp = (pred & ~truth).sum().item()
+    fn = (~pred & truth).sum().item()
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def task_loss(logits: Tensor, y: Tensor, multilabel: bool) -> Tensor:
+    """Cross-entropy (multiclass) or binary cross-entropy with logits (multilabel)."""
+    if multilabel:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+    return torch.nn.functional.cross_entropy(logits, y)
+
+
+def train_full_batch(student: Student, targets: AlignmentTargets, align_on: bool) -> dict[str, float]:
+    """``train.local_epochs`` full-batch epochs on task loss + ``align.weight`` x alignment loss.
+
+    The last epoch measures both terms' gradient norms (:func:`backward_measured`).
+    """
+    split = student.train_split
+    weight = student.cfg.align.weight
+    params = [p for p in student.model.parameters() if p.requires_grad]
+    student.model.train()
+    norms: dict[str, float] = {}
+    epochs = student.cfg.train.local_epochs
+    for epoch in range(epochs):
+        student.optimizer.zero_grad()
+        logits, hiddens = student.forward(split.graph)
+        loss_task = task_loss(logits[split.mask], split.graph.y[split.mask], student.task.multilabel)
+        loss_align = torch.zeros((), device=student.device)
+        if align_on:
+            if not student.shared_forward:
+                logits, hiddens = student.forward(student.alignment)
+            loss_align = student.alignment_loss(logits, hiddens, targets)
+        if align_on and epoch == epochs - 1:  # measure both terms' gradients once per turn
+            norms = backward_measured(loss_task, weight * loss_align, params)
+        else:
+            (loss_task + weight * loss_align).backward()
+        student.optimizer.step()
+        student.epochs_trained += 1
+    return {"task_loss": loss_task.item(), "align_loss": loss_align.item(), **norms}
+
+
+def backward_measured(loss_task: Tensor, align_term: Tensor, params: list[Tensor]) -> dict[str, float]:
+    """Set ``p.grad`` to the gradient of ``loss_task + align_term``; return both gradients' L2 norms."""
+    task_grads = torch.autograd.grad(loss_task, params, retain_graph=True, allow_unused=True)
+    align_grads = torch.autograd.grad(align_term, params, allow_unused=True)
+    for p, gt, ga in zip(params, task_grads, align_grads):
+        if gt is not None or ga is not None:
+            p.grad = gt if ga is None else (ga if gt is None else gt + ga)
+
+    def norm(grads) -> float:
+        return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+
+    return {"task_grad_norm": norm(task_grads), "align_grad_norm": norm(align_grads)}
+
+
+class DPSGDTraining:
+    """Per-graph DP-SGD for a client whose training data are several graphs (``privacy.dp_sgd``).
+
+    Args:
+        cfg: the experiment config (``privacy.dp_sgd``, ``train``, ``align``).
+        train_split: the client's training union of graphs (split into samples here).
+        shared_forward: True when the alignment graph is the training graph (then refused).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, train_split: GraphSplit, shared_forward: bool) -> None:
+        if shared_forward or "graph_id" not in train_split.graph:
+            raise ValueError(
+                "privacy.dp_sgd needs a multi-graph dataset partitioned with scheme 'graphs', so that the "
+                "statistics are computed on a public alignment graph separate from the training graphs"
+            )
+        self.graphs: list[Data] = split_into_graphs(train_split)
+        require_per_graph_samples(len(self.graphs), transductive=False)
+        self.ledger = PrivacyLedger(cfg.privacy.accountant, cfg.privacy.delta)
+
+    def train(self, student: Student, targets: AlignmentTargets, align_on: bool, round_number: int
+              ) -> dict[str, float]:
+        """Local epochs of DP-SGD on the task loss, plus the public alignment term.
+
+        Each epoch takes ``round(1 / sample_rate)`` :class:`~fedalign.privacy.DPSGDTrainer`
+        steps (Poisson sampling of the private graphs, per-graph clipping, noise; each
+        step recorded in :attr:`ledger`). The alignment loss reads only the model,
+        the public alignment graph and the peers' released statistics, so its gradient
+        needs no clipping or noise: it is computed at the same parameters before each
+        step and added, times ``align.weight``, to the private gradient by a
+        ``DPOptimizer`` step hook, which Opacus runs after clipping, noising and
+        averaging and before the wrapped optimiser's step. The update is thus
+        ``Adam(noisy mean clipped task gradient + a * alignment gradient)``.
+        """
+        cfg, dp = student.cfg, student.cfg.privacy.dp_sgd
+        params = [p for p in student.model.parameters() if p.requires_grad]
+        align_grads: list[Tensor | None] = []
+
+        def add_alignment_gradient(_optimizer) -> None:
+            for p, g in zip(params, align_grads):
+                if g is not None:
+                    p.grad.add_(g)
+
+        def graph_task_loss(model, graph: Data) -> Tensor:
+            logits = model(graph.x, graph.edge_index)[0]
+            return task_loss(logits[graph.mask], graph.y[graph.mask], student.task.multilabel)
+
+        trainer = DPSGDTrainer(
+            student.model, student.optimizer, graph_task_loss, num_graphs=len(self.graphs),
+            sample_rate=dp.sample_rate, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            generator=noise_generator(cfg, student.client_id, round_number, DP_SGD_STREAM, student.device),
+            ledger=self.ledger, clip_only=dp.noise_multiplier == 0,
+        )
+        trainer.optimizer.attach_step_hook(add_alignment_gradient)
+        student.model.train()
+        loss_task, loss_align = float("nan"), torch.zeros((), device=student.device)
+        for _ in range(cfg.train.local_epochs):
+            for _ in range(max(1, round(1 / dp.sample_rate))):
+                align_grads.clear()
+                if align_on:
+                    logits, hiddens = student.forward(student.alignment)
+                    loss_align = student.alignment_loss(logits, hiddens, targets)
+                    align_grads.extend(torch.autograd.grad(cfg.align.weight * loss_align, params, allow_unused=True))
+                loss_task = trainer.step(self.graphs)
+            student.epochs_trained += 1
+        return {"task_loss": loss_task, "align_loss": loss_align.item(), "dp_sgd_epsilon": self.ledger.epsilon()}
+
+    def state_dict(self) -> dict:
+        return {"dp_sgd_ledger": self.ledger.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "dp_sgd_ledger" not in state:
+            raise ValueError("checkpoint has no 'dp_sgd_ledger' but this client's privacy config needs one; resuming "
+                             "would forget the privacy already spent. Start a new run, or resume with the original config")
+        self.ledger.load_state_dict(state["dp_sgd_ledger"])

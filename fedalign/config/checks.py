@@ -1,0 +1,106 @@
+"""Value checks that types alone cannot express: one function, used by every command and engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..alignment import STRATEGIES
+from ..statistics import KERNELS
+from .sections import ConfigError, ExperimentConfig
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Value checks that types alone cannot express; raises :class:`ConfigError` naming the key. Returns ``cfg``."""
+    from ..data import DATASET_NAMES  # data imports torch_geometric; keep config import light
+
+    k = cfg.federation.num_clients
+    dataset = cfg.data.name.lower().replace("_", "-")
+    _check(dataset in DATASET_NAMES, "data.name", f"unknown dataset {cfg.data.name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    _check(not cfg.data.synthetic or dataset.startswith("synthetic-"), "data.synthetic",
+           f"options of the synthetic generators are set, but data.name is {cfg.data.name!r}, a real dataset; "
+           "remove data.synthetic or use a synthetic-* dataset")
+    _check(len(cfg.data.split) == 3 and all(f > 0 for f in cfg.data.split) and sum(cfg.data.split) <= 1 + 1e-9,
+           "data.split", f"three positive fractions (train, val, test) summing to at most 1, got {cfg.data.split}")
+    _check(k >= 1, "federation.num_clients", f"must be >= 1, got {k}")
+    _check(k >= 2 or cfg.align.strategy in ("none", "self"), "federation.num_clients",
+           f"alignment strategy {cfg.align.strategy!r} needs at least 2 clients (peers), got {k}; "
+           "use align.strategy: none for a single student")
+    _check(cfg.federation.rounds >= 1, "federation.rounds", f"must be >= 1, got {cfg.federation.rounds}")
+    _check(cfg.federation.timeout > 0, "federation.timeout", f"must be > 0 seconds, got {cfg.federation.timeout}")
+    _check(cfg.partition.alpha > 0, "partition.alpha", f"must be > 0, got {cfg.partition.alpha}")
+    _check(0 <= cfg.partition.public_fraction < 1, "partition.public_fraction",
+           f"must be in [0, 1), got {cfg.partition.public_fraction}")
+    _check(cfg.partition.scheme == "replicate" or cfg.partition.public_fraction > 0, "partition.public_fraction",
+           f"scheme {cfg.partition.scheme!r} computes statistics on a public share: it must be > 0")
+    for f in dataclasses.fields(cfg.model):
+        value = getattr(cfg.model, f.name)
+        if isinstance(value, list):
+            _check(len(value) == k, f"model.{f.name}", f"a per-client list needs {k} entries (one per client), got {len(value)}")
+    for i in range(k):
+        m = cfg.model.for_client(i)
+        _check(m["hidden_layers"] >= 2, "model.hidden_layers", f"must be >= 2, got {m['hidden_layers']}")
+        _check(m["hidden_dim"] >= 1, "model.hidden_dim", f"must be >= 1, got {m['hidden_dim']}")
+        _check(0 <= m["dropout"] < 1, "model.dropout", f"must be in [0, 1), got {m['dropout']}")
+        _check(m["heads"] >= 1, "model.heads", f"must be >= 1, got {m['heads']}")
+        _check(m["arch"] != "gat" or m["hidden_dim"] % m["heads"] == 0, "model.hidden_dim",
+               f"a GAT student needs hidden_dim divisible by heads, got {m['hidden_dim']} and {m['heads']}")
+    _check(cfg.align.strategy in STRATEGIES, "align.strategy", f"choose one of {STRATEGIES}")
+    _check(cfg.align.kernel in KERNELS, "align.kernel", f"choose one of {sorted(KERNELS)}")
+    _check(cfg.align.weight >= 0, "align.weight", f"the alignment weight a must be >= 0, got {cfg.align.weight}")
+    _check(cfg.align.tau > 0, "align.tau", f"the temperature must be > 0, got {cfg.align.tau}")
+    _check(cfg.align.logit_temperature > 0, "align.logit_temperature",
+           f"the temperature must be > 0, got {cfg.align.logit_temperature}")
+    _check(0 < cfg.partition.label_rate <= 1, "partition.label_rate",
+           f"the share of labelled training nodes must be in (0, 1], got {cfg.partition.label_rate}")
+    _check(cfg.train.local_epochs >= 1, "train.local_epochs", f"must be >= 1, got {cfg.train.local_epochs}")
+    _check(cfg.train.lr > 0, "train.lr", f"must be > 0, got {cfg.train.lr}")
+    _check(cfg.train.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {cfg.train.weight_decay}")
+    _check_privacy(cfg, dataset)
+    return cfg
+
+
+def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
+    from ..data import MULTI_GRAPH_DATASETS
+
+    p = cfg.privacy
+    sigma, eps = p.noise_multiplier, p.target_epsilon
+    _check(sigma is None or 0 <= sigma < math.inf, "privacy.noise_multiplier",
+           f"must be >= 0 and finite (noise std = noise_multiplier * clip_norm), got {sigma}")
+    _check(eps is None or eps > 0, "privacy.target_epsilon",
+           f"must be > 0 (or .inf for clipping without noise), got {eps}")
+    _check(0 < p.delta < 1, "privacy.delta", f"must be in (0, 1), e.g. 1e-5, got {p.delta}")
+    _check(0 < p.clip_norm < math.inf, "privacy.clip_norm", f"must be > 0 and finite, got {p.clip_norm}")
+    _check(p.max_epsilon is None or p.max_epsilon > 0, "privacy.max_epsilon",
+           f"the privacy budget must be > 0, got {p.max_epsilon}")
+    if p.mechanism == "gaussian":
+        _check((sigma is None) != (eps is None), "privacy.noise_multiplier",
+               "mechanism 'gaussian' needs exactly one of privacy.noise_multiplier (sigma) and "
+               f"privacy.target_epsilon, got noise_multiplier={sigma}, target_epsilon={eps}")
+    else:
+        for key, value in (("noise_multiplier", sigma), ("target_epsilon", eps), ("max_epsilon", p.max_epsilon)):
+            _check(value is None, f"privacy.{key}",
+                   f"set to {value} but privacy.mechanism is 'none', so no statistics noise is added; "
+                   "set privacy.mechanism: gaussian, or remove the key")
+    d = p.dp_sgd
+    _check(0 < d.sample_rate <= 1, "privacy.dp_sgd.sample_rate", f"must be in (0, 1], got {d.sample_rate}")
+    _check(0 < d.max_grad_norm < math.inf, "privacy.dp_sgd.max_grad_norm",
+           f"must be > 0 and finite, got {d.max_grad_norm}")
+    _check(0 <= d.noise_multiplier < math.inf, "privacy.dp_sgd.noise_multiplier",
+           f"must be >= 0 and finite, got {d.noise_multiplier}")
+    if d.enabled:
+        _check(dataset in MULTI_GRAPH_DATASETS, "privacy.dp_sgd",
+               f"DP-SGD needs a multi-graph dataset ({', '.join(MULTI_GRAPH_DATASETS)}), where one graph is one "
+               f"sample; {cfg.data.name!r} is a single graph, and per-node clipping gives no honest per-node "
+               "guarantee there (a node's features and label reach its neighbours' gradients through message "
+               "passing). Disable privacy.dp_sgd and use the statistics mechanism (privacy.mechanism: gaussian), "
+               "or use a multi-graph dataset")
+        _check(cfg.partition.scheme in ("graphs", "iid"), "privacy.dp_sgd",
+               f"DP-SGD needs partition.scheme 'graphs' (or its alias 'iid'), got {cfg.partition.scheme!r}: the "
+               "statistics are DP only as post-processing of the DP-SGD model on a public alignment graph, but in "
+               "'replicate' they are computed on the private training graphs themselves")

@@ -1,0 +1,156 @@
+"""The sections of an experiment config: typed dataclasses with their defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic-csbm"
+    root: str | None = None  # data root (else $FEDALIGN_DATA_ROOT)
+    cache_dir: str | None = None  # where raw files are linked and processed (else $FEDALIGN_CACHE_DIR)
+    split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train/val/test fractions
+    synthetic: dict[str, Any] = field(default_factory=dict)  # options of the synthetic generators
+
+
+@dataclass
+class PartitionConfig:
+    scheme: Literal["replicate", "iid", "dirichlet", "community", "graphs"] = "replicate"
+    alpha: float = 0.5  # Dirichlet concentration (label skew)
+    public_fraction: float = 0.2  # share of nodes (or training graphs) forming the alignment graph
+    # Share of each client's training nodes whose labels it uses (seeded, per class where possible); the
+    # other training nodes stay in its graph unlabelled. 1.0 = every training label.
+    label_rate: float = 1.0
+
+
+@dataclass
+class FederationConfig:
+    num_clients: int = 2
+    rounds: int = 40
+    schedule: Literal["alternating", "simultaneous"] = "alternating"
+    timeout: float = 600.0  # seconds the server waits for a round's replies
+
+
+@dataclass
+class ModelConfig:
+    arch: Union[Literal["gcn", "gat", "sage"], list[Literal["gcn", "gat", "sage"]]] = "gcn"
+    hidden_layers: Union[int, list[int]] = 4
+    hidden_dim: Union[int, list[int]] = 64
+    heads: Union[int, list[int]] = 4
+    dropout: Union[float, list[float]] = 0.0  # the original uses none (feature and attention)
+    residual: Union[bool, list[bool]] = False  # skips inside hidden layers 2..L and the output layer
+    activation: Union[Literal["elu", "relu"], list[Literal["elu", "relu"]]] = "elu"
+    # shared: every student starts from the same weights (one seed, as the original's deep copies);
+    # independent: each student from its own seed
+    init: Literal["shared", "independent"] = "shared"
+
+    def for_client(self, client_id: int) -> dict[str, Any]:
+        """This student's model keys, with per-client lists resolved."""
+        return {
+            f.name: (value[client_id] if isinstance(value, list) else value)
+            for f in dataclasses.fields(self)
+            for value in [getattr(self, f.name)]
+        }
+
+
+@dataclass
+class AlignConfig:
+    """How students align (:mod:`fedalign.alignment`, :mod:`fedalign.statistics`).
+
+    The defaults are the original Alignahead code: ``lsp`` kernel (softmax over a node's in-edges of
+    ``exp(-||h_u - h_v||_1 / tau)``), tau 100, pre-activation representations, the KL summed over
+    in-edges and divided by all N nodes, weight a = 1.
+    """
+
+    strategy: Literal["alignahead", "one-to-one", "self", "logits", "none"] = "alignahead"
+    weight: float = 1.0  # a: weight of the alignment loss
+    tau: float = 100.0  # temperature of the structure kernel
+    kernel: Literal["lsp", "l1-softmax", "l2sq", "cosine"] = "lsp"
+    representation: Literal["pre-activation", "post-activation"] = "pre-activation"
+    node_mean: Literal["all", "with-in-edges"] = "all"  # divide the per-node KL sum by N, or by nodes with in-edges
+    logit_temperature: float = 1.0  # T of strategy logits: KL of softmax(z / T) between students
+    # Wire precision of released statistics: float16 halves the bytes sent and received; receivers
+    # compute in float32 (probabilities below ~6e-8 round to 0 and then add nothing to the KL).
+    statistics_dtype: Literal["float32", "float16"] = "float32"
+
+
+@dataclass
+class TrainConfig:
+    local_epochs: int = 1  # epochs a student trains each time it is scheduled
+    lr: float = 0.005
+    weight_decay: float = 0.0
+
+
+@dataclass
+class DPSGDConfig:
+    """Per-graph DP-SGD for local training (multi-graph datasets with partition scheme ``graphs`` only).
+
+    Each local epoch takes ``round(1 / sample_rate)`` steps; each step Poisson-samples the
+    client's training graphs with probability ``sample_rate``, clips every graph's gradient
+    of the task loss to ``max_grad_norm`` and adds ``N(0, (noise_multiplier * max_grad_norm)^2)``
+    noise (:class:`fedalign.privacy.DPSGDTrainer`). Unit of privacy: one training graph.
+    """
+
+    enabled: bool = False
+    noise_multiplier: float = 1.0  # sigma of DP-SGD; 0 = clipped SGD without noise (epsilon = inf)
+    max_grad_norm: float = 1.0  # per-graph L2 clip bound, in gradient units
+    sample_rate: float = 0.5  # q in (0, 1]: Poisson inclusion probability of a graph per step
+
+
+@dataclass
+class PrivacyConfig:
+    """Differential privacy of what a client releases (:mod:`fedalign.privacy`).
+
+    ``mechanism: gaussian`` clips each release of structure statistics (all layers) to L2 norm
+    ``clip_norm`` and adds Gaussian noise of std ``noise_multiplier * clip_norm`` per coordinate;
+    unit of privacy: the client's whole local dataset. Give exactly one of ``noise_multiplier``
+    (sigma) and ``target_epsilon`` (sigma is then solved so that the client's planned releases,
+    :func:`planned_releases`, spend exactly that epsilon at ``delta``; ``.inf`` = clip only, no
+    noise, no privacy). ``max_epsilon`` is a hard budget: a release that would exceed it is
+    withheld (the client still trains; peers keep its last statistics).
+    """
+
+    mechanism: Literal["none", "gaussian"] = "none"
+    noise_multiplier: float | None = None  # sigma; noise std sigma * clip_norm per coordinate (0 = clip only)
+    target_epsilon: float | None = None  # alternative to sigma: the epsilon of all planned releases
+    clip_norm: float = 1.0  # C: L2 bound of one release (scope release) or of each layer (scope layer)
+    clip_scope: Literal["release", "layer"] = "release"
+    delta: float = 1e-5
+    accountant: Literal["rdp", "prv"] = "rdp"
+    max_epsilon: float | None = None  # budget of the statistics mechanism; None = unlimited
+    # Noise from the experiment seed (reproducible, for tests and comparisons) or, by default, from
+    # OS entropy: a seed the server knows would let it regenerate and subtract the noise.
+    reproducible_noise: bool = False
+    dp_sgd: DPSGDConfig = field(default_factory=DPSGDConfig)
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "outputs"  # run folders are created below this
+    progress: bool = True  # one line per round on stderr
+    plot: bool = True  # write curves.png at the end
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,53 @@
+"""An experiment's dataset and partition, loaded once per process (clients of one simulation share one copy)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING
+
+from torch_geometric.data import Data
+
+from .datasets import GraphDataset, load_dataset
+from .partition import ClientData, partition_dataset, public_graph
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(name: str, root: str | None, cache_dir: str | None, split: tuple[float, ...], seed: int,
+             synthetic: str) -> GraphDataset:
+    return load_dataset(name, root=root, cache_dir=cache_dir, split=split, seed=seed,
+                        synthetic=json.loads(synthetic) or None)
+
+
+def _dataset_key(cfg: ExperimentConfig) -> tuple:
+    d = cfg.data
+    return d.name, d.root, d.cache_dir, tuple(d.split), cfg.seed, json.dumps(d.synthetic, sort_keys=True)
+
+
+def load_experiment_dataset(cfg: ExperimentConfig) -> GraphDataset:
+    """The dataset of ``cfg`` (``data`` section, split seeded by ``seed``)."""
+    return _dataset(*_dataset_key(cfg))
+
+
+@functools.lru_cache(maxsize=4)
+def _partition(dataset_key: tuple, num_clients: int, scheme: str, alpha: float, public_fraction: float,
+               label_rate: float) -> list[ClientData]:
+    return partition_dataset(_dataset(*dataset_key), num_clients, scheme=scheme, alpha=alpha,
+                             public_fraction=public_fraction, seed=dataset_key[4], label_rate=label_rate)
+
+
+def load_partition(cfg: ExperimentConfig) -> tuple[GraphDataset, list[ClientData]]:
+    """The dataset of ``cfg`` and every client's share of it (``partition`` section)."""
+    p = cfg.partition
+    key = _dataset_key(cfg)
+    return _dataset(*key), _partition(key, cfg.federation.num_clients, p.scheme, p.alpha, p.public_fraction,
+                                      p.label_rate)
+
+
+def load_public_graph(cfg: ExperimentConfig) -> tuple[GraphDataset, Data]:
+    """The dataset of ``cfg`` and its public alignment graph, without partitioning the private data."""
+    dataset, p = load_experiment_dataset(cfg), cfg.partition
+    return dataset, public_graph(dataset, p.scheme, p.public_fraction, cfg.seed)

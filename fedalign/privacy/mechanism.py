@@ -1,0 +1,237 @@
+"""The Gaussian mechanism on released statistics: clip, noise, project back to distributions.
+
+Unit, neighbouring relation, sensitivity and accounting: see :mod:`fedalign.privacy`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import scatter
+
+from .accounting import noise_multiplier_for_epsilon
+
+CLIP_SCOPES = ("release", "layer")
+
+
+def clip_to_norm(vec: Tensor, clip_norm: float) -> Tensor:
+    """``vec`` scaled down, if needed, to L2 norm <= ``clip_norm``.
+
+    Args:
+        vec: float tensor of any shape; its norm is taken over all entries.
+        clip_norm: C > 0, in the units of ``vec``.
+
+    Returns:
+        A tensor of the same shape: ``vec * min(1, C / ||vec||_2)``. A zero
+        vector is returned unchanged.
+    """
+    norm = float(torch.linalg.vector_norm(vec.double()))
+    if norm <= clip_norm:
+        return vec.clone()
+    return vec * (clip_norm / norm)
+
+
+def project_to_distributions(values: Tensor, target: Tensor, num_nodes: int) -> Tensor:
+    """Turn ``values`` [E] into a probability distribution per target node.
+
+    Negatives are clamped to 0, then each node's in-edge group (the edges with
+    the same ``target``) is divided by its sum. A group whose entries are all
+    zero after clamping becomes uniform, ``1 / in-degree``.
+
+    Args:
+        values: float [E].
+        target: long [E], the target node v of each edge.
+        num_nodes: N > max(target).
+
+    Returns:
+        float [E], non-negative, summing to 1 over every node's in-edges.
+    """
+    clamped = values.clamp(min=0)
+    group_sum = scatter(clamped, target, dim=0, dim_size=num_nodes, reduce="sum")[target]
+    in_degree = torch.bincount(target, minlength=num_nodes)[target].to(values.dtype)
+    uniform = 1.0 / in_degree
+    return torch.where(group_sum > 0, clamped / group_sum.clamp(min=torch.finfo(values.dtype).tiny), uniform)
+
+
+class StatisticsMechanism:
+    """Clip, noise and post-process one client's structure statistics.
+
+    See the module docstring for the neighbouring relation and the accounting.
+
+    Args:
+        clip_norm: C > 0 (finite), the L2 bound of the release (scope
+            ``"release"``) or of every layer's vector (scope ``"layer"``), in
+            probability units.
+        noise_multiplier: sigma > 0; the noise std per coordinate is sigma * C.
+            0 only together with ``clip_only=True``.
+        clip_scope: ``"release"`` or ``"layer"``.
+        num_layers: L, the number of layers released; required for scope
+            ``"layer"`` (the sensitivity depends on it), optional otherwise.
+            When given, :meth:`release` checks ``len(stats) == L``.
+        clip_only: the explicit no-privacy path: clip and post-process, add no
+            noise (epsilon = infinity). Requires ``noise_multiplier == 0``.
+    """
+
+    def __init__(
+        self,
+        clip_norm: float,
+        noise_multiplier: float,
+        clip_scope: str = "release",
+        *,
+        num_layers: int | None = None,
+        clip_only: bool = False,
+    ) -> None:
+        if not (0 < clip_norm < math.inf):
+            raise ValueError(f"clip_norm must be a finite number > 0, got {clip_norm}")
+        if clip_scope not in CLIP_SCOPES:
+            raise ValueError(f"unknown clip_scope {clip_scope!r}; choose one of {CLIP_SCOPES}")
+        if clip_scope == "layer" and num_layers is None:
+            raise ValueError(
+                "clip_scope='layer' needs num_layers (the number of released layers L): "
+                "the sensitivity is 2 * clip_norm * sqrt(L)"
+            )
+        if num_layers is not None and num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if not (0 <= noise_multiplier < math.inf):
+            raise ValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier}")
+        if clip_only and noise_multiplier != 0:
+            raise ValueError(
+                f"clip_only=True adds no noise, but noise_multiplier={noise_multiplier} was given; "
+                "pass noise_multiplier=0 for the no-privacy path, or clip_only=False for DP"
+            )
+        if not clip_only and noise_multiplier == 0:
+            raise ValueError(
+                "noise_multiplier=0 gives no privacy (epsilon = infinity); pass a noise_multiplier > 0, "
+                "or clip_only=True to release clipped statistics without noise on purpose"
+            )
+        self.clip_norm = float(clip_norm)
+        self.noise_multiplier = float(noise_multiplier)
+        self.clip_scope = clip_scope
+        self.num_layers = num_layers
+        self.clip_only = clip_only
+
+    @classmethod
+    def for_budget(
+        cls,
+        target_epsilon: float,
+        delta: float,
+        releases: int,
+        clip_norm: float,
+        clip_scope: str = "release",
+        *,
+        num_layers: int | None = None,
+        accountant: str = "rdp",
+    ) -> StatisticsMechanism:
+        """The mechanism whose ``releases`` releases reach ``target_epsilon`` at ``delta``.
+
+        Solves for the accounting multiplier with
+        :func:`noise_multiplier_for_epsilon` and converts it back through the
+        sensitivity: ``sigma = z * sensitivity / C``. ``target_epsilon =
+        math.inf`` gives the ``clip_only`` mechanism.
+        """
+        z = noise_multiplier_for_epsilon(target_epsilon, delta, releases, accountant=accountant)
+        if z == 0.0:
+            return cls(clip_norm, 0.0, clip_scope, num_layers=num_layers, clip_only=True)
+        unit = cls(clip_norm, 1.0, clip_scope, num_layers=num_layers)  # sigma = 1 gives z = C / sensitivity
+        return cls(clip_norm, z / unit.effective_noise_multiplier, clip_scope, num_layers=num_layers)
+
+    @property
+    def sensitivity(self) -> float:
+        """L2 sensitivity of one release under replace-one-client: 2C or 2C*sqrt(L)."""
+        if self.clip_scope == "layer":
+            return 2.0 * self.clip_norm * math.sqrt(self.num_layers)
+        return 2.0 * self.clip_norm
+
+    @property
+    def effective_noise_multiplier(self) -> float:
+        """Noise std / sensitivity: the multiplier to record in a :class:`PrivacyLedger`.
+
+        ``sigma / 2`` (scope ``"release"``), ``sigma / (2 sqrt(L))`` (scope
+        ``"layer"``), 0 for ``clip_only`` (recorded as epsilon = infinity).
+        """
+        return self.noise_multiplier * self.clip_norm / self.sensitivity
+
+    def _check(self, stats: Sequence[Tensor]) -> None:
+        if len(stats) == 0:
+            raise ValueError("stats is empty; pass one [E] tensor per released layer")
+        if self.num_layers is not None and len(stats) != self.num_layers:
+            raise ValueError(
+                f"got {len(stats)} layers of statistics but the mechanism was built with "
+                f"num_layers={self.num_layers}; build it with the number of layers the client releases"
+            )
+        num_edges = stats[0].shape
+        for layer, s in enumerate(stats):
+            if s.dim() != 1 or s.shape != num_edges:
+                raise ValueError(
+                    f"layer {layer} has shape {tuple(s.shape)}, expected {tuple(num_edges)}: "
+                    "every layer must be a 1-D [E] tensor over the same edges"
+                )
+            if not torch.isfinite(s).all():
+                raise ValueError(f"layer {layer} has NaN or infinite entries; fix the statistics before release")
+
+    def clip(self, stats: Sequence[Tensor]) -> Tensor:
+        """The clipped statistics before noise, float [L, E].
+
+        Scope ``"release"``: the whole [L, E] block has norm <= C; scope
+        ``"layer"``: every row has norm <= C.
+        """
+        self._check(stats)
+        stacked = torch.stack(list(stats))
+        if self.clip_scope == "release":
+            return clip_to_norm(stacked, self.clip_norm)
+        return torch.stack([clip_to_norm(row, self.clip_norm) for row in stacked])
+
+    def noisy_vector(self, stats: Sequence[Tensor], generator: torch.Generator | None) -> Tensor:
+        """Clipped statistics plus ``N(0, (sigma C)^2)`` noise, before post-processing: float [L, E].
+
+        ``generator`` is the source of the noise; it may be None only for a
+        ``clip_only`` mechanism, which draws nothing.
+        """
+        clipped = self.clip(stats)
+        if self.clip_only:
+            return clipped
+        if generator is None:
+            raise ValueError("a noisy release needs a torch.Generator; pass a seeded generator")
+        noise = torch.normal(
+            0.0,
+            self.noise_multiplier * self.clip_norm,
+            size=clipped.shape,
+            generator=generator,
+            dtype=clipped.dtype,
+            device=clipped.device,
+        )
+        return clipped + noise
+
+    def release(
+        self,
+        stats: Sequence[Tensor],
+        target: Tensor,
+        num_nodes: int,
+        generator: torch.Generator | None,
+    ) -> list[Tensor]:
+        """What the client shares: L valid distributions per target node.
+
+        Args:
+            stats: L float tensors [E], the probabilities ``p_l(u|v)``.
+            target: long [E], the target node v of each edge (``edge_index[1]``
+                of the public alignment graph).
+            num_nodes: N, the number of nodes of the alignment graph.
+            generator: the noise source (None only for ``clip_only``).
+
+        Returns:
+            L float tensors [E]: non-negative, summing to 1 over each node's
+            in-edges. Account each call with
+            ``ledger.record(self.effective_noise_multiplier)``.
+        """
+        noisy = self.noisy_vector(stats, generator)
+        if target.shape != noisy.shape[1:]:
+            raise ValueError(
+                f"target has shape {tuple(target.shape)} but the statistics have {noisy.shape[1]} edges; "
+                "pass edge_index[1] of the alignment graph the statistics were computed on"
+            )
+        if target.numel() and int(target.max()) >= num_nodes:
+            raise ValueError(f"target has node id {int(target.max())} >= num_nodes={num_nodes}; pass the graph's N")
+        return [project_to_distributions(row, target, num_nodes) for row in noisy]

@@ -1,0 +1,184 @@
+"""The coordinator: schedules, the statistics cache, rounds -- the server side of the method.
+
+:class:`Coordinator` runs an experiment over any :class:`~fedalign.server.transport.Transport`;
+the in-process engine and the Flower ServerApp implement it, so both run this very code
+and produce the same round log. Schedules: :mod:`fedalign.schedules`.
+
+The coordinator only ever holds statistics and scalar metrics. Every release is checked
+(:func:`fedalign.wire.check_statistics`) before it enters the cache: a malformed or hostile
+one gets status ``rejected`` with the reason, is logged, and is never forwarded; the cache
+keeps the client's last valid statistics. A client whose privacy budget is spent replies
+without statistics: status ``withheld``, its last statistics stay cached. After every
+round the state can be saved (:class:`~fedalign.server.state.ServerState`) so that a
+restarted server resumes the experiment.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+
+from ..alignment import released_arrays, shares_statistics
+from ..config import ExperimentConfig
+from ..schedules import trainers_for_round
+from ..wire import ReleaseLayout, Statistics, StatisticsRejected, check_statistics
+from .layout import release_layout_of
+from .records import RoundListener, RoundRecord
+from .state import ServerState
+from .transport import Reply, Transport
+
+log = logging.getLogger("fedalign")
+
+
+class Coordinator:
+    """Runs the rounds of one experiment over a transport.
+
+    Args:
+        cfg: the experiment config (schedule, rounds, number of clients).
+        transport: how requests reach the clients.
+        listeners: called after every round with its records (logging, progress).
+        layout: how releases group into distributions, to check them against; None ->
+            :func:`~fedalign.server.layout.release_layout_of` (or, when the server cannot read
+            the data, checks without per-node sums, on the first release's length).
+        state: where to save the state after every round (None: not saved).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, transport: Transport, listeners: list[RoundListener] = (),
+                 layout: ReleaseLayout | None = None, state: ServerState | None = None) -> None:
+        self.cfg = cfg
+        self.transport = transport
+        self.listeners = list(listeners)
+        self.cache: dict[int, Statistics] = {}
+        self.records: list[RoundRecord] = []
+        self.completed_round = -1  # the last round whose records are in; -1 before round 0
+        self.state = state
+        self.layout: ReleaseLayout | int | None = layout
+        if layout is None and self._needs_statistics():
+            self.layout = release_layout_of(cfg)
+
+    @property
+    def num_clients(self) -> int:
+        return self.cfg.federation.num_clients
+
+    def _needs_statistics(self) -> bool:
+        return shares_statistics(self.cfg.align.strategy) and self.num_clients > 1
+
+    def initialise(self) -> list[RoundRecord]:
+        """Round 0: fill the cache with every client's initial statistics."""
+        if not self._needs_statistics():
+            return []
+        replies = self.transport.query(list(range(self.num_clients)), 0)
+        return self._absorb(0, {i: [] for i in range(self.num_clients)}, replies)
+
+    def run_round(self, round_number: int) -> list[RoundRecord]:
+        trainers = trainers_for_round(self.cfg.federation.schedule, round_number, self.num_clients)
+        jobs = {
+            i: ({j: s for j, s in self.cache.items() if j != i} if self._needs_statistics() else {})
+            for i in trainers
+        }
+        replies = self.transport.train(jobs, round_number)
+        # The cache is updated only after all replies of the round are in, so
+        # simultaneous trainers all see the previous round's statistics.
+        return self._absorb(round_number, {i: sorted(p) for i, p in jobs.items()}, replies)
+
+    def released_arrays(self, client: int) -> int:
+        """How many arrays an honest release of ``client`` holds."""
+        return released_arrays(self.cfg.align.strategy, self.cfg.model.for_client(client)["hidden_layers"])
+
+    def expected_bytes(self, client: int) -> int | None:
+        """Size of an honest release of ``client`` in bytes (None while the edge count is unknown)."""
+        if self.layout is None:
+            return None
+        num_edges = self.layout.num_edges if isinstance(self.layout, ReleaseLayout) else self.layout
+        layers = self.released_arrays(client)
+        return layers * num_edges * np.dtype(self.cfg.align.statistics_dtype).itemsize
+
+    def _check(self, client: int, statistics: Statistics) -> Statistics:
+        """The release if valid (:func:`~fedalign.wire.check_statistics`), else raises."""
+        layout = self.layout
+        if layout is None:  # the server cannot read the data: the first release that passes fixes E
+            first = statistics[0] if isinstance(statistics, list) and statistics else None
+            if not isinstance(first, np.ndarray) or first.ndim != 1:
+                raise StatisticsRejected(f"statistics from client {client} rejected: not a list of 1-D arrays")
+            layout = first.shape[0]
+        checked = check_statistics(statistics, layout, self.released_arrays(client),
+                                   self.cfg.align.statistics_dtype, sender=f"client {client}")
+        self.layout = layout
+        return checked
+
+    def _absorb(self, round_number: int, peers: dict[int, list[int]], replies: dict[int, Reply]) -> list[RoundRecord]:
+        records = []
+        for client in sorted(peers):
+            reply = replies.get(client)
+            if reply is None or reply.error is not None:
+                error = reply.error if reply is not None else "no reply before the timeout"
+                records.append(RoundRecord(round_number, client, "missing", peers[client], {}, 0, 0, 0.0, error))
+                continue
+            status, error = self._accept(client, reply)
+            if error is not None:  # never cached, never forwarded; the peers keep its last valid release
+                log.warning("round %d: %s", round_number, error)
+                records.append(RoundRecord(round_number, client, "rejected", peers[client], {},
+                                           reply.bytes_received, reply.bytes_sent, reply.seconds, error))
+                continue
+            records.append(RoundRecord(round_number, client, status, peers[client], reply.metrics,
+                                       reply.bytes_received, reply.bytes_sent, reply.seconds))
+        self.records.extend(records)
+        self.completed_round = round_number
+        if self.state is not None:
+            self.state.save(self.completed_round, self.cache)
+        for listener in self.listeners:
+            listener.on_round(round_number, self.cfg.federation.rounds, records)
+        return records
+
+    def _accept(self, client: int, reply: Reply) -> tuple[str, str | None]:
+        """Cache the reply's release if it is valid: ``(status, rejection reason or None)``."""
+        if reply.rejected is not None:
+            return "ok", reply.rejected
+        if not self._needs_statistics():
+            if reply.statistics is not None:
+                return "ok", f"client {client} sent statistics although align.strategy {self.cfg.align.strategy!r} " \
+                             "shares none"
+            return "ok", None
+        if reply.statistics is None:  # e.g. a spent privacy budget: the cache keeps the client's last statistics
+            return "withheld", None
+        limit = self.expected_bytes(client)
+        if limit is not None and reply.bytes_sent > limit:
+            return "ok", (f"statistics from client {client} rejected: payload of {reply.bytes_sent} bytes "
+                          f"exceeds the {limit} bytes of a release of this experiment")
+        try:
+            self.cache[client] = self._check(client, reply.statistics)
+        except StatisticsRejected as rejection:
+            return "ok", str(rejection)
+        return "ok", None
+
+    def resume(self, completed_round: int, cache: dict[int, Statistics], records: list[RoundRecord]) -> None:
+        """Continue after ``completed_round`` with a saved cache and the records logged so far."""
+        self.completed_round = completed_round
+        self.cache = {c: self._check(c, s) for c, s in cache.items()}
+        self.records = list(records)
+
+    def run(self) -> list[RoundRecord]:
+        """Round 0 (initial statistics), then rounds 1..R; after :meth:`resume`, only
+        the rounds not completed yet. Returns every record."""
+        if self.completed_round < 0:
+            self._stop_if_all_failed(self.initialise())
+            self.completed_round = 0
+        for r in range(self.completed_round + 1, self.cfg.federation.rounds + 1):
+            records = self.run_round(r)
+            if r == 1 and not any(rec.round == 0 for rec in self.records):
+                self._stop_if_all_failed(records)
+        trained = [r for r in self.records if r.round > 0]
+        if trained and all(r.status in ("missing", "rejected") for r in trained):
+            raise RuntimeError(f"no client completed any round; first error: {trained[0].error}")
+        return self.records
+
+    @staticmethod
+    def _stop_if_all_failed(records: list[RoundRecord]) -> None:
+        """A first round in which every client failed with the same error ends the run with that error:
+        it is a problem of the set-up (data, config, code), and every later round would repeat it."""
+        errors = {re.sub(r"\bnode \d+", "node", r.error or "") for r in records}  # the same error on every node
+        if records and all(r.status == "missing" for r in records) and len(errors) == 1:
+            raise RuntimeError(f"every client failed in round {records[0].round} with the same error, so the run "
+                               f"stops: {records[0].error}")

@@ -1,0 +1,29 @@
+"""What the server knows of the public alignment graph: how honest releases are laid out."""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import ExperimentConfig
+from ..data import load_public_graph
+from ..wire import ReleaseLayout, release_layout
+
+log = logging.getLogger("fedalign")
+
+
+def release_layout_of(cfg: ExperimentConfig) -> ReleaseLayout | None:
+    """The layout of the experiment's releases, from its public alignment graph.
+
+    The server builds the public graph from the same data and partition config as the
+    clients (without dealing out the private data). None, with a warning, when this
+    process cannot read the data: releases are then checked for shape, dtype and range
+    only, not for per-node sums.
+    """
+    try:
+        dataset, graph = load_public_graph(cfg)
+    except FileNotFoundError as error:
+        log.warning("the server cannot read the dataset (%s); statistics are checked for shape, dtype and "
+                    "range only, not for per-node sums. Give the server data.root to check them fully.", error)
+        return None
+    return release_layout(cfg.align.strategy, graph.edge_index, graph.num_nodes, dataset.num_classes,
+                          dataset.multilabel)

@@ -1,0 +1,50 @@
+"""The round log: one :class:`RoundRecord` per client per round, and who listens to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass
+class RoundRecord:
+    """One line of ``rounds.jsonl``: one client's part in one round."""
+
+    round: int
+    client: int
+    # "ok"; "missing" (no reply / error reply); "withheld" (replied, released no statistics);
+    # "rejected" (the reply or its statistics failed the checks: nothing cached or forwarded)
+    status: str
+    peers: list[int]
+    metrics: dict[str, float]
+    bytes_received: int
+    bytes_sent: int
+    seconds: float
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        row = {
+            "round": self.round, "client": self.client, "status": self.status, "peers": self.peers,
+            **self.metrics,
+            "bytes_received": self.bytes_received, "bytes_sent": self.bytes_sent,
+            "seconds": round(self.seconds, 6),
+        }
+        if self.error:
+            row["error"] = self.error
+        return row
+
+    @classmethod
+    def from_json(cls, row: dict) -> "RoundRecord":
+        """Inverse of :meth:`to_json` (as written to ``rounds.jsonl``: "inf" strings, null for NaN)."""
+        fixed = {"round", "client", "status", "peers", "bytes_received", "bytes_sent", "seconds", "error"}
+
+        def number(value) -> float:
+            return float("nan") if value is None else float(value)
+
+        return cls(int(row["round"]), int(row["client"]), row["status"], list(row["peers"]),
+                   {k: number(v) for k, v in row.items() if k not in fixed},
+                   int(row["bytes_received"]), int(row["bytes_sent"]), float(row["seconds"]), row.get("error"))
+
+
+class RoundListener(Protocol):
+    def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None: ...

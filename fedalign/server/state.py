@@ -1,0 +1,46 @@
+"""The coordinator's state in a run folder, so that a restarted server resumes the experiment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..wire import Statistics
+
+
+class ServerState:
+    """The coordinator's state in a run folder, saved after every round.
+
+    ``server-state.npz`` holds the last completed round (``completed_round``)
+    and the statistics cache (``"<client>.<layer>"`` -> the cached array),
+    written atomically (a crash mid-save leaves the previous state). The
+    privacy ledgers live with the clients, in their checkpoints; the
+    epsilon each client reported is in ``rounds.jsonl``.
+    """
+
+    FILE = "server-state.npz"
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / self.FILE
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def save(self, completed_round: int, cache: dict[int, Statistics]) -> None:
+        arrays = {f"{client}.{layer}": p for client, stats in cache.items() for layer, p in enumerate(stats, start=1)}
+        tmp = self.path.with_name(f".{self.FILE}.tmp{os.getpid()}.npz")
+        np.savez(tmp, completed_round=np.int64(completed_round), **arrays)
+        tmp.replace(self.path)
+
+    def load(self) -> tuple[int, dict[int, Statistics]]:
+        """(last completed round, cache)."""
+        with np.load(self.path) as saved:
+            completed = int(saved["completed_round"])
+            layers: dict[int, dict[int, np.ndarray]] = {}
+            for key in saved.files:
+                if key != "completed_round":
+                    client, layer = (int(part) for part in key.split("."))
+                    layers.setdefault(client, {})[layer] = saved[key]
+        return completed, {c: [ls[l] for l in sorted(ls)] for c, ls in layers.items()}

@@ -1,0 +1,43 @@
+"""How the coordinator reaches clients: a :class:`Transport` delivers requests and brings back :class:`Reply`\ s.
+
+The in-process engine (:mod:`fedalign.inprocess`) and the Flower ServerApp implement it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..wire import Statistics
+
+
+@dataclass
+class Reply:
+    """What one client sent back for one request.
+
+    ``statistics`` is None when the client released nothing (or failed:
+    then ``error`` says why). ``rejected`` is set by a transport that refused
+    the reply's content before decoding it (unknown message type, unexpected
+    records, oversized payload). ``bytes_received`` / ``bytes_sent`` count
+    the statistics payload from the client's point of view (arrays in,
+    arrays out), in bytes.
+    """
+
+    client: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    statistics: Statistics | None = None
+    error: str | None = None
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    seconds: float = 0.0
+    rejected: str | None = None
+
+
+class Transport(Protocol):
+    """Delivers the coordinator's requests to clients."""
+
+    def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
+        """Each client's current statistics (no training)."""
+
+    def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
+        """``jobs``: trainer id -> {peer id: peer statistics}. Returns fresh statistics + metrics."""

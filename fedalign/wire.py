@@ -1,0 +1,158 @@
+"""What travels between a client and the server, and the checks on it (the shared vocabulary of both sides).
+
+A client's *release* is a list of 1-D probability arrays (:data:`Statistics`):
+one ``[E]`` array per hidden layer for the structure strategies (``p_l(u|v)``
+per edge of the alignment graph), or one array of class distributions for
+strategy ``logits``. :class:`ReleaseLayout` says how a release's entries group
+into distributions. Besides releases, a reply carries only the scalar metrics
+named in :data:`REPLY_METRICS`; who replied and how long it worked travel as
+:data:`REPLY_METADATA`, not as metrics.
+
+Statistics arrive from other sites, so a bug or a hostile client may send
+anything. :func:`check_statistics` accepts a release only when it is exactly
+what an honest client of this experiment sends -- ``L`` one-dimensional
+arrays of shape ``[E]`` in the configured wire dtype, finite, non-negative,
+summing to 1 over every node's in-edges (or, for strategy ``logits``, one
+array of class distributions: :func:`release_layout`) -- and raises
+:class:`StatisticsRejected` naming the first problem otherwise. The server
+checks every reply before caching it (a rejected release is never forwarded
+to peers), and every client checks the peer statistics it receives.
+
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class StatisticsRejected(ValueError):
+    """A release of statistics that is not a valid set of distributions; the message says why."""
+
+
+# |sum over a node's in-edges - 1| allowed, per wire dtype: float16 keeps 11 significant bits
+# (relative error <= 2^-11 per entry, so <= 2^-11 on a sum of probabilities), float32 24 bits.
+SUM_TOLERANCE = {"float32": 1e-4, "float16": 2e-3}
+
+
+Statistics = list[np.ndarray]  # one 1-D probability array per released layer (float32 or float16 on the wire)
+
+# Every scalar a client may report: training/evaluation metrics and the privacy spent.
+REPLY_METRICS = frozenset({
+    "task_loss", "align_loss", "val_metric", "test_metric", "val_loss",  # Student.train / evaluate
+    "task_grad_norm", "align_grad_norm",  # Student.train, when the alignment term is on
+    "epsilon", "withheld", "dp_sgd_epsilon",  # privacy (the release policy / DP-SGD)
+})
+# What a reply says about itself: which client answered, and how long it worked (seconds).
+REPLY_METADATA = ("partition-id", "client-seconds")
+
+
+def payload_bytes(statistics: Statistics | None) -> int:
+    """Size in bytes of a statistics payload (the arrays' raw data)."""
+    return int(sum(np.asarray(p).nbytes for p in statistics)) if statistics else 0
+
+
+@dataclass(frozen=True)
+class ReleaseLayout:
+    """How the entries of a released array group into distributions (what the checks need).
+
+    For the structure strategies the groups are the target nodes of the public
+    alignment graph's edges.
+
+    Attributes:
+        num_nodes: the number of groups (N, the alignment graph's nodes).
+        target: int64 [E], the group of every entry (``edge_index[1]``: the target node v of edge u -> v).
+    """
+
+    num_nodes: int
+    target: np.ndarray
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.target.shape[0])
+
+    @functools.cached_property
+    def has_in_edges(self) -> np.ndarray:
+        """bool [N]: the nodes whose in-edge probabilities must sum to 1."""
+        return np.bincount(self.target, minlength=self.num_nodes) > 0
+
+    @classmethod
+    def from_edge_index(cls, edge_index, num_nodes: int) -> "ReleaseLayout":
+        """From a ``[2, E]`` edge index (torch tensor or array)."""
+        target = np.asarray(edge_index[1].cpu() if hasattr(edge_index, "cpu") else edge_index[1], dtype=np.int64)
+        return cls(int(num_nodes), target)
+
+
+
+def release_layout(strategy: str, edge_index, num_nodes: int, num_classes: int, multilabel: bool) -> ReleaseLayout:
+    """How the entries of one released array group into distributions, for ``strategy``.
+
+    Structure strategies: one entry per edge of the alignment graph, grouped by target
+    node (``edge_index`` long [2, E], ``num_nodes`` N). Strategy ``logits``: the class
+    distributions of :func:`fedalign.statistics.class_log_probs`: ``C`` entries per node
+    (multiclass), or 2 per (node, label) (multilabel). The returned spec's ``num_nodes``
+    is then the number of groups and ``target`` the group of each entry.
+    """
+    if strategy != "logits":
+        return ReleaseLayout.from_edge_index(edge_index, num_nodes)
+    groups, members = (num_nodes * num_classes, 2) if multilabel else (num_nodes, num_classes)
+    return ReleaseLayout(groups, np.repeat(np.arange(groups, dtype=np.int64), members))
+
+
+def check_statistics(
+    statistics: object,
+    graph: ReleaseLayout | int,
+    num_layers: int,
+    dtype: str = "float32",
+    sender: str = "peer",
+) -> list[np.ndarray]:
+    """Return ``statistics`` if it is a valid release, else raise :class:`StatisticsRejected`.
+
+    Args:
+        statistics: the release as received (expected: a list of ``num_layers``
+            numpy arrays of shape ``[E]`` and dtype ``dtype``).
+        graph: the alignment graph the probabilities live on; or only its
+            number of edges E, when the checker cannot read the graph (then
+            the per-node sums cannot be checked, only that entries are <= 1).
+        num_layers: L, the sender's number of hidden layers.
+        dtype: the wire dtype of the experiment (``align.statistics_dtype``).
+        sender: who sent it, for the error message (e.g. ``"client 1"``).
+    """
+    def reject(problem: str) -> StatisticsRejected:
+        return StatisticsRejected(f"statistics from {sender} rejected: {problem}")
+
+    if not isinstance(statistics, (list, tuple)):
+        raise reject(f"expected a list of {num_layers} arrays, got {type(statistics).__name__}")
+    if len(statistics) != num_layers:
+        raise reject(f"{len(statistics)} layers, expected {num_layers} (the sender's hidden_layers)")
+    num_edges = graph.num_edges if isinstance(graph, ReleaseLayout) else int(graph)
+    tolerance = SUM_TOLERANCE[dtype]
+    for layer, probs in enumerate(statistics, start=1):
+        where = f"layer {layer}"
+        if not isinstance(probs, np.ndarray):
+            raise reject(f"{where} is a {type(probs).__name__}, not an array")
+        if probs.dtype != np.dtype(dtype):
+            raise reject(f"{where} has dtype {probs.dtype}, expected {dtype} (align.statistics_dtype)")
+        if probs.shape != (num_edges,):
+            raise reject(f"{where} has shape {probs.shape}, expected ({num_edges},) for the "
+                         f"{num_edges} edges of the alignment graph")
+        values = probs.astype(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise reject(f"{where} has {int(bad.sum())} non-finite entries (NaN/Inf), first at edge {int(bad.argmax())}")
+        if (values < 0).any():
+            raise reject(f"{where} has {int((values < 0).sum())} negative probabilities, "
+                         f"first at edge {int((values < 0).argmax())}")
+        if not isinstance(graph, ReleaseLayout):
+            if (values > 1 + tolerance).any():
+                raise reject(f"{where} has {int((values > 1 + tolerance).sum())} probabilities above 1")
+            continue
+        sums = np.bincount(graph.target, weights=values, minlength=graph.num_nodes)
+        error = np.abs(sums - 1.0) * graph.has_in_edges
+        if error.max(initial=0.0) > tolerance:
+            node = int(error.argmax())
+            raise reject(f"{where}: the probabilities over node {node}'s in-edges sum to {sums[node]:.6g}, "
+                         f"not 1 (tolerance {tolerance:g}); {int((error > tolerance).sum())} nodes are off")
+    return list(statistics)

@@ -1,0 +1,130 @@
+"""The wire format between the fedalign ServerApp and ClientApp, on Flower's records.
+
+Requests (``RecordDict``):
+
+* ``"config"`` (ConfigRecord): ``experiment`` (the resolved experiment
+  config as JSON), ``round`` (int, 0 = initial query), ``run-tag`` (str, names
+  the run; clients key their checkpoints by it);
+* ``"peers"`` (ArrayRecord, ``train`` only): ``"<peer id>.<layer>"`` ->
+  [E] probabilities (float32, or float16 with ``align.statistics_dtype``),
+  layers numbered from 1.
+
+* round ``-1`` (``query`` only) asks a node which client it is: the reply
+  carries ``partition-id`` and nothing else (no release, no training).
+
+Replies:
+
+* ``"statistics"`` (ArrayRecord, when the client releases): ``"<layer>"`` ->
+  [E] probabilities in the wire dtype;
+* ``"metrics"`` (MetricRecord): scalar metrics named in
+  :data:`fedalign.wire.REPLY_METRICS`;
+* ``"meta"`` (ConfigRecord): :data:`fedalign.wire.REPLY_METADATA`, which client
+  replied (``partition-id``) and how long it worked (``client-seconds``).
+
+Nothing else travels: no weights, features or labels. Both ends enforce it:
+:func:`encode_reply` refuses other metrics, and :func:`decode_reply` raises
+:class:`ProtocolError` on any other record, metric name, metadata or array layout.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from fedalign.config import ExperimentConfig, config_from_dict
+from fedalign.wire import REPLY_METADATA, REPLY_METRICS, Statistics
+
+CONFIG, PEERS, STATISTICS, METRICS, META = "config", "peers", "statistics", "metrics", "meta"
+IDENTIFY_ROUND = -1
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow this wire format; the message says what is wrong."""
+
+
+def encode_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
+                   peers: dict[int, list[np.ndarray]] | None = None) -> RecordDict:
+    content = RecordDict({
+        CONFIG: ConfigRecord({"experiment": json.dumps(cfg.to_dict()), "round": round_number, "run-tag": run_tag})
+    })
+    if peers is not None:
+        content[PEERS] = ArrayRecord({
+            f"{peer}.{layer}": Array(np.ascontiguousarray(p))
+            for peer, stats in peers.items() for layer, p in enumerate(stats, start=1)
+        })
+    return content
+
+
+def decode_request(content: RecordDict) -> tuple[ExperimentConfig, int, str, dict[int, list[np.ndarray]]]:
+    """(config, round, run tag, peer statistics) from a request."""
+    record = content[CONFIG]
+    cfg = config_from_dict(json.loads(record["experiment"]))
+    peers: dict[int, dict[int, np.ndarray]] = {}
+    if PEERS in content:
+        for key, array in content[PEERS].items():
+            peer, layer = (int(part) for part in key.split("."))
+            peers.setdefault(peer, {})[layer] = array.numpy()
+    ordered = {peer: [layers[l] for l in sorted(layers)] for peer, layers in peers.items()}
+    return cfg, int(record["round"]), str(record["run-tag"]), ordered
+
+
+def encode_reply(metrics: dict[str, float], statistics: Statistics | None, partition_id: int,
+                 seconds: float) -> RecordDict:
+    """A client's reply: its allow-listed metrics, its release (or none), and who it is."""
+    unexpected = sorted(set(metrics) - REPLY_METRICS)
+    if unexpected:
+        raise ProtocolError(f"refusing to send metrics {unexpected}: a client sends only {sorted(REPLY_METRICS)}")
+    content = RecordDict({METRICS: MetricRecord({k: float(v) for k, v in metrics.items()}),
+                          META: ConfigRecord({"partition-id": int(partition_id), "client-seconds": float(seconds)})})
+    if statistics is not None:
+        content[STATISTICS] = ArrayRecord({
+            str(layer): Array(np.ascontiguousarray(p)) for layer, p in enumerate(statistics, start=1)
+        })
+    return content
+
+
+def decode_reply(content: RecordDict) -> tuple[dict[str, float], Statistics | None, dict]:
+    """(metrics, statistics or None, metadata) from a client's reply; :class:`ProtocolError` if it is not one."""
+    unexpected = sorted(set(content.keys()) - {METRICS, STATISTICS, META})
+    if unexpected:
+        raise ProtocolError(f"reply carries unexpected records {unexpected}; a client sends only "
+                            f"{METRICS!r}, {META!r} and {STATISTICS!r}")
+    meta = _decode_meta(content)
+    if not isinstance(content.get(METRICS), MetricRecord):
+        raise ProtocolError(f"reply has no {METRICS!r} MetricRecord")
+    metrics = dict(content[METRICS])
+    unexpected = sorted(set(metrics) - REPLY_METRICS)
+    if unexpected:
+        raise ProtocolError(f"reply carries unexpected metrics {unexpected}")
+    if not all(isinstance(v, (int, float)) for v in metrics.values()):
+        raise ProtocolError("reply metrics must be scalars")
+    if STATISTICS not in content:
+        return metrics, None, meta
+    arrays = content[STATISTICS]
+    if not isinstance(arrays, ArrayRecord):
+        raise ProtocolError(f"{STATISTICS!r} must be an ArrayRecord")
+    keys = list(arrays.keys())
+    if sorted(keys) != [str(layer) for layer in range(1, len(keys) + 1)] or not keys:
+        raise ProtocolError(f"statistics keys must be the layers '1'..'L', got {sorted(keys)[:5]}")
+    statistics = []
+    for key in sorted(keys, key=int):
+        array = arrays[key]
+        if len(array.shape) != 1 or array.dtype not in ("float32", "float16"):
+            raise ProtocolError(f"statistics layer {key}: expected a 1-D float32/float16 array, "
+                                f"got shape {tuple(array.shape)} dtype {array.dtype}")
+        statistics.append(array.numpy())
+    return metrics, statistics, meta
+
+
+def _decode_meta(content: RecordDict) -> dict:
+    record = content.get(META)
+    if not isinstance(record, ConfigRecord):
+        raise ProtocolError(f"reply has no {META!r} ConfigRecord saying which client sent it")
+    meta = dict(record)
+    if sorted(meta) != sorted(REPLY_METADATA):
+        raise ProtocolError(f"reply metadata must be exactly {list(REPLY_METADATA)}, got {sorted(meta)}")
+    if not isinstance(meta["partition-id"], int) or not isinstance(meta["client-seconds"], (int, float)):
+        raise ProtocolError("reply metadata: partition-id must be an int and client-seconds a number")
+    return meta

@@ -1,0 +1,107 @@
+"""Run an experiment on Flower's Simulation Runtime from Python (no ``flwr`` CLI).
+
+Used by ``fedalign run`` (its default engine) and the tests: the project's own
+ServerApp and ClientApp (``server/``, ``clients/``, the code ``flwr run .`` runs)
+on one virtual SuperNode per client, with the config handed over directly.
+Flower's and Ray's logs go to ``flower.log`` in the run folder unless ``verbose``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+from fedalign.config import ExperimentConfig
+from fedalign.outputs import new_run_dir
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+FLOWER_LOG = "flower.log"
+
+
+def flower_apps():
+    """The project's ``clients.client_app`` and ``server.server_app`` modules.
+
+    They live in the project's source folder (Flower loads them from there for ``flwr run .``),
+    which is put on this process's path and on Ray workers' ``PYTHONPATH``.
+    """
+    if not (PROJECT_DIR / "clients" / "client_app.py").is_file():
+        raise RuntimeError(f"the Flower apps (clients/, server/) are not beside {Path(__file__).parent}: run fedalign "
+                           "from the project's source folder, set up with `bash setup.sh`")
+    if str(PROJECT_DIR) not in sys.path:
+        sys.path.insert(0, str(PROJECT_DIR))
+    paths = [str(PROJECT_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return importlib.import_module("clients.client_app"), importlib.import_module("server.server_app")
+
+
+@contextlib.contextmanager
+def flower_logs(run_dir: Path, verbose: bool) -> Iterator[None]:
+    """Flower's log records and Python warnings into ``run_dir/flower.log`` (and the console if ``verbose``)."""
+    handler = logging.FileHandler(run_dir / FLOWER_LOG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger("flwr"), logging.getLogger("py.warnings")]
+    saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        if not verbose:
+            for h in list(lg.handlers):
+                lg.removeHandler(h)
+            lg.propagate = False
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+    logging.captureWarnings(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")  # each warning once, into the log
+            yield
+    finally:
+        logging.captureWarnings(False)
+        for lg, handlers, level, propagate in saved:
+            lg.removeHandler(handler)
+            for h in handlers:
+                if h not in lg.handlers:
+                    lg.addHandler(h)
+            lg.setLevel(level)
+            lg.propagate = propagate
+        handler.close()
+
+
+def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = None, resume: bool = False,
+                          cpus_per_client: float = 1.0, verbose: bool = False) -> tuple[Path, dict]:
+    """Run ``cfg`` with one virtual SuperNode per client; returns (run folder, summary).
+
+    ``resume``: continue the run saved in ``run_dir`` (see :func:`fedalign.runner.run_experiment`).
+    """
+    from flwr.app import Context
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    clients, server = flower_apps()
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result: dict = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        result["run"] = server.serve(grid, cfg, run_dir, resume)
+
+    with flower_logs(run_dir, verbose):
+        run_simulation(
+            server_app=server_app,
+            client_app=clients.app,
+            num_supernodes=cfg.federation.num_clients,
+            backend_config={"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
+                            "init_args": {"logging_level": "DEBUG" if verbose else "ERROR",
+                                          "log_to_driver": verbose}},
+        )
+    if "run" not in result:
+        raise RuntimeError(f"the Flower simulation ended without finishing the run; see {run_dir / 'summary.json'} "
+                           f"and {run_dir / FLOWER_LOG}")
+    return result["run"]

@@ -1,0 +1,131 @@
+"""The coordinator's transport over Flower: requests and replies as Flower messages through a ``Grid``."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import Message, MessageType
+from flwr.serverapp import Grid
+
+from fedalign.config import ExperimentConfig
+from fedalign.server import Reply
+from fedalign.wire import Statistics, payload_bytes
+from fedalign_flower.protocol import IDENTIFY_ROUND, ProtocolError, decode_reply, encode_request
+
+log = logging.getLogger("fedalign")
+
+
+class FlowerTransport:
+    """The coordinator's three calls as Flower messages through a ``Grid``.
+
+    Client ids are partition ids. The transport learns which node runs which
+    client by asking new nodes (a ``query`` for round -1: the reply carries
+    only the partition id), and asks again whenever a client's node has left
+    the grid, so a restarted SuperNode (a new node id) is picked up in the
+    next round. Replies that do not come back within ``federation.timeout``
+    seconds, and error replies, become missing replies; replies of another
+    message type or content outside the wire format (:func:`decode_reply`)
+    are rejected, logged, and never decoded into statistics.
+    """
+
+    def __init__(self, grid: Grid, cfg: ExperimentConfig, run_tag: str) -> None:
+        self.grid = grid
+        self.cfg = cfg
+        self.run_tag = run_tag
+        self.node_of: dict[int, int] = {}
+        self.node_errors: list[str] = []  # errors of nodes whose client is unknown
+
+    def wait_for_nodes(self, poll_seconds: float = 1.0) -> list[int]:
+        """Block until ``num_clients`` SuperNodes are connected (or the timeout passes)."""
+        deadline = time.monotonic() + self.cfg.federation.timeout
+        while True:
+            nodes = sorted(self.grid.get_node_ids())
+            if len(nodes) >= self.cfg.federation.num_clients:
+                return nodes
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"only {len(nodes)} of federation.num_clients={self.cfg.federation.num_clients} "
+                    f"SuperNodes connected within federation.timeout={self.cfg.federation.timeout}s")
+            time.sleep(poll_seconds)
+
+    def _locate(self, clients: list[int]) -> None:
+        """Make sure ``node_of`` knows the current node of each client, if it is connected."""
+        if not self.node_of:
+            connected = set(self.wait_for_nodes())
+        else:
+            connected = set(self.grid.get_node_ids())
+        for client, node in list(self.node_of.items()):
+            if node not in connected:  # that SuperNode left; it may come back under a new node id
+                del self.node_of[client]
+        unknown = sorted(connected - set(self.node_of.values()))
+        if unknown and any(c not in self.node_of for c in clients):
+            self._exchange(MessageType.QUERY, {node: (-1, None) for node in unknown}, IDENTIFY_ROUND)
+
+    def _exchange(self, message_type: str, requests: dict[int, tuple[int, dict | None]], round_number: int) -> dict[int, Reply]:
+        """``requests``: node id -> (client id or -1 if unknown, peer statistics or None)."""
+        messages = [  # a request not delivered within the timeout expires (never reaches a restarted node late)
+            Message(content=encode_request(self.cfg, round_number, self.run_tag, peers),
+                    dst_node_id=node, message_type=message_type, ttl=self.cfg.federation.timeout)
+            for node, (_, peers) in requests.items()
+        ]
+        started = time.perf_counter()
+        replies: dict[int, Reply] = {}
+        self.node_errors = []
+        answers = list(self.grid.send_and_receive(messages, timeout=self.cfg.federation.timeout))
+        # Match replies to requests by message id: an error reply the SuperLink makes itself (e.g.
+        # "Node Unavailable" for a node that missed its heartbeats) comes from the SuperLink's node id.
+        asked = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+        for msg in answers:
+            node = asked.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
+            if node not in requests:
+                log.warning("ignored a reply from node %s, which was not asked", node)
+                continue
+            client, peers = requests[node]
+            received = sum(payload_bytes(s) for s in (peers or {}).values())
+            if msg.has_error():
+                self._fail(replies, client, Reply(client, error=f"error reply from node {node}: {msg.error.reason}"))
+                continue
+            try:
+                if msg.metadata.message_type != message_type:
+                    raise ProtocolError(f"unexpected message type {msg.metadata.message_type!r} "
+                                        f"in reply to {message_type!r}")
+                metrics, stats, meta = decode_reply(msg.content)
+            except ProtocolError as error:
+                self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: {error}"))
+                continue
+            said = meta["partition-id"]
+            if client >= 0 and said != client:
+                rejection = f"reply from node {node} rejected: it answered for client {said} instead of client {client}"
+                self._fail(replies, client, Reply(client, rejected=rejection))
+                continue
+            client = said
+            self.node_of[client] = node
+            replies[client] = Reply(client, metrics, stats, bytes_received=received, bytes_sent=payload_bytes(stats),
+                                    seconds=time.perf_counter() - started)
+        return replies
+
+    def _fail(self, replies: dict[int, Reply], client: int, reply: Reply) -> None:
+        """Record a failed reply: for its client, or, if the node's client is unknown, in ``node_errors``."""
+        log.warning("%s", reply.error or reply.rejected)
+        if client >= 0:
+            replies[client] = reply
+        else:
+            self.node_errors.append(reply.error or reply.rejected)
+
+    def _send(self, message_type: str, jobs: dict[int, dict | None], round_number: int) -> dict[int, Reply]:
+        self._locate(list(jobs))
+        requests = {self.node_of[c]: (c, peers) for c, peers in jobs.items() if c in self.node_of}
+        replies = self._exchange(message_type, requests, round_number)
+        for client in jobs:
+            if client not in replies and client not in self.node_of:
+                reason = "; ".join(self.node_errors) or "no connected SuperNode says it is this client"
+                replies[client] = Reply(client, error=f"client {client} unreachable: {reason}")
+        return replies
+
+    def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
+        return self._send(MessageType.QUERY, {c: None for c in clients}, round_number)
+
+    def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
+        return self._send(MessageType.TRAIN, jobs, round_number)
+

@@ -1,0 +1,103 @@
+"""The house rules, read off the source: who may import whom, and how big a file or a function may get.
+
+* The library (``fedalign/``) imports no Flower (nor Ray, which Flower brings).
+* The server side (``fedalign/server/``) imports nothing of the client side (``fedalign.client``,
+  ``fedalign.models``, ``fedalign.privacy``); the shared vocabulary imports neither side.
+* Benchmarks import no ``_private`` name of the library.
+* No library file over 400 lines, no library function over 60.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LIBRARY = REPO / "fedalign"
+CLIENT_SIDE = ("fedalign.client", "fedalign.models", "fedalign.privacy")
+SERVER_SIDE = ("fedalign.server",)
+ENGINES = ("fedalign.inprocess", "fedalign.runner", "fedalign.outputs", "fedalign.sweep", "fedalign.runstore")
+SHARED = ("fedalign.config", "fedalign.statistics", "fedalign.alignment", "fedalign.wire", "fedalign.schedules",
+          "fedalign.data", "fedalign.seeds")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, imported names) for every import statement, relative ones resolved."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            found.append((module, [alias.name for alias in node.names]))
+    return found
+
+
+def library_modules() -> list[Path]:
+    return sorted(LIBRARY.rglob("*.py"))
+
+
+def within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+@pytest.mark.parametrize("path", library_modules(), ids=lambda p: str(p.relative_to(REPO)))
+def test_the_library_imports_no_flower(path):
+    bad = [m for m, _ in imports(path) if m.split(".")[0] in ("flwr", "ray", "fedalign_flower", "clients", "server")]
+    assert not bad, f"{module_name(path)} imports {bad}"
+
+
+def test_the_server_side_imports_no_client_code_and_the_shared_vocabulary_neither_side():
+    checked = 0
+    for path in library_modules():
+        name = module_name(path)
+        targets = [m for m, _ in imports(path)]
+        if within(name, SERVER_SIDE):
+            assert not [m for m in targets if within(m, CLIENT_SIDE + ENGINES)], name
+            checked += 1
+        if within(name, SHARED):
+            assert not [m for m in targets if within(m, CLIENT_SIDE + SERVER_SIDE + ENGINES)], name
+            checked += 1
+        if within(name, CLIENT_SIDE):
+            assert not [m for m in targets if within(m, SERVER_SIDE + ENGINES)], name
+    assert checked >= 10
+
+
+def test_benchmarks_import_no_private_name():
+    for path in sorted((REPO / "bench").glob("*.py")):
+        for module, names in imports(path):
+            if module and module.startswith("fedalign"):
+                private = [n for n in names if n.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {module}"
+                assert not any(part.startswith("_") for part in module.split(".")), f"{path.name}: {module}"
+
+
+def test_library_files_and_functions_stay_small():
+    for path in library_modules():
+        source = path.read_text()
+        assert source.count("\n") <= 400, f"{path.relative_to(REPO)} has {source.count(chr(10))} lines"
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 60, f"{path.relative_to(REPO)}:{node.name} has {length} lines"
+
+
+def test_only_the_library_and_its_flower_edge_are_installed():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {p.split(".")[0] for p in include} == {"fedalign", "fedalign_flower"}
