@@ -37,7 +37,6 @@ No library code is changed: the extra codecs live here only.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -265,10 +264,6 @@ class CodecTransport:
 # ---------------------------------------------------------------- measurements
 
 
-def read_rounds(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line.strip()]
-
-
 def weight_bytes(client) -> tuple[int, int]:
     """(parameter count, bytes) of a student's model."""
     params = list(client.model.parameters())
@@ -278,6 +273,7 @@ def weight_bytes(client) -> tuple[int, int]:
 def bytes_row(label: str, raw: dict, workdir: Path) -> dict:
     from fedalign.config import config_from_dict
     from fedalign.inprocess import InProcessTransport
+    from fedalign.outputs import read_rounds
     from fedalign.runner import run_experiment
 
     row: dict = {"label": label, "config": raw}
@@ -288,15 +284,15 @@ def bytes_row(label: str, raw: dict, workdir: Path) -> dict:
         start = time.perf_counter()
         run_experiment(cfg, transport, "inprocess", run_dir)
         rows = read_rounds(run_dir)
-        trainer_rows = [r for r in rows if r["round"] >= 1]
+        trainer_rows = [r for r in rows if r.round >= 1]
         k = cfg.federation.num_clients
         alignment = transport.clients[0].alignment
         edges, depth = int(alignment.edge_index.size(1)), cfg.model.for_client(0)["hidden_layers"]
         itemsize = np.dtype(dtype).itemsize
         row[dtype] = {
-            "trainer_sent_per_round": [r["bytes_sent"] for r in trainer_rows],
-            "trainer_received_per_round": [r["bytes_received"] for r in trainer_rows],
-            "round0_sent": [r["bytes_sent"] for r in rows if r["round"] == 0],
+            "trainer_sent_per_round": [r.bytes_sent for r in trainer_rows],
+            "trainer_received_per_round": [r.bytes_received for r in trainer_rows],
+            "round0_sent": [r.bytes_sent for r in rows if r.round == 0],
             "expected_release_bytes": edges * depth * itemsize,
             "expected_received_bytes": (k - 1) * edges * depth * itemsize,
             "seconds": time.perf_counter() - start,
@@ -331,6 +327,7 @@ def accuracy_arm(raw: dict, seed: int, arm: str, workdir: Path) -> tuple[dict, o
     """One run: arm 'float32' / 'float16' (library), 'int8' (codec wrapper over float32) or 'none' (no alignment)."""
     from fedalign.config import config_from_dict
     from fedalign.inprocess import InProcessTransport
+    from fedalign.outputs import read_rounds
     from fedalign.runner import run_experiment
 
     dtype = "float16" if arm == "float16" else "float32"
@@ -345,12 +342,13 @@ def accuracy_arm(raw: dict, seed: int, arm: str, workdir: Path) -> tuple[dict, o
     start = time.perf_counter()
     _, summary = run_experiment(cfg, transport, "inprocess", run_dir)
     rows = read_rounds(run_dir)
-    trained = [r for r in rows if r["round"] >= 1]
+    trained = [r for r in rows if r.round >= 1]
     return {"seed": seed, "arm": arm, "test": summary["mean_test_at_best_val"],
             "best_val": common.mean([c["best_val"] for c in summary["clients"].values()]),
             "best_rounds": [c["best_round"] for c in summary["clients"].values()],
             "bytes_sent_total": summary["bytes_sent_total"],
-            "align_loss": [r.get("align_loss") for r in trained], "val_loss": [r.get("val_loss") for r in trained],
+            "align_loss": [r.metrics.get("align_loss") for r in trained],
+            "val_loss": [r.metrics.get("val_loss") for r in trained],
             "seconds": time.perf_counter() - start, "load": load}, transport
 
 

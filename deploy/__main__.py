@@ -60,7 +60,11 @@ def cmd_certs(a: argparse.Namespace) -> int:
 
 def cmd_keys(a: argparse.Namespace) -> int:
     for name in a.names:
-        private, public = certs.make_node_keys(a.out, name)
+        try:
+            private, public = certs.make_node_keys(a.out, name, overwrite=a.force)
+        except FileExistsError as error:
+            print(f"deploy keys: {error}", file=sys.stderr)
+            return 2
         print(f"{name}: private key {private} (stays on the SuperNode machine), public key {public} (register it)")
     return 0
 
@@ -200,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keys", help="SuperNode authentication key pairs (EC P-384, OpenSSH format)")
     p.add_argument("--out", required=True)
     p.add_argument("names", nargs="+", help="one key pair per name, e.g. node-0 node-1")
+    p.add_argument("--force", action="store_true", help="replace existing key pairs (locks out nodes registered with them)")
     p.set_defaults(fn=cmd_keys)
 
     p = sub.add_parser("connection", help="tell `flwr` where a SuperLink is ($FLWR_HOME/config.toml)")

@@ -119,9 +119,17 @@ def make_server_cert(ca_dir: str | Path, hosts: list[str], out_dir: str | Path |
             _write(out_dir / "server.key", _key_pem(key), private=True))
 
 
-def make_node_keys(out_dir: str | Path, name: str) -> tuple[Path, Path]:
-    """A SuperNode key pair ``<name>`` (private, OpenSSH PEM) and ``<name>.pub`` (OpenSSH)."""
+def make_node_keys(out_dir: str | Path, name: str, overwrite: bool = False) -> tuple[Path, Path]:
+    """A SuperNode key pair ``<name>`` (private, OpenSSH PEM) and ``<name>.pub`` (OpenSSH).
+
+    An existing key pair is never replaced unless ``overwrite``: a registered node would be
+    locked out (its public key is what the SuperLink knows it by).
+    """
     out_dir = Path(out_dir)
+    existing = [p for p in (out_dir / name, out_dir / f"{name}.pub") if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists: replacing a registered SuperNode's key locks that node out. "
+                              "Pass --force to make a new key pair anyway (then register the new public key)")
     key = ec.generate_private_key(ec.SECP384R1())
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption())

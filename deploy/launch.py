@@ -555,7 +555,7 @@ def start_local(workdir: str | Path, clients: int, *, port: int | None = None, i
             node_dir = workdir / f"node-{i}"
             key = None
             if not insecure:
-                key, public = certs.make_node_keys(workdir / "keys", f"node-{i}")
+                key, public = certs.make_node_keys(workdir / "keys", f"node-{i}", overwrite=True)  # a fresh local setup
                 deployment.node_ids[role] = register(public, LOCAL_CONNECTION, env)
             cmd = supernode_command(superlink=address, config=node_config(i, clients, data_root, node_dir / "state"),
                                     ca_cert=None if insecure else workdir / "certs" / "ca.crt", key=key,

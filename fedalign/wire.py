@@ -23,6 +23,7 @@ to peers), and every client checks the peer statistics it receives.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,35 @@ REPLY_METRICS = frozenset({
 })
 # What a reply says about itself: which client answered, and how long it worked (seconds).
 REPLY_METADATA = ("partition-id", "client-seconds")
+
+
+# What an honest value of each metric can be: (lowest, highest, +inf allowed).
+METRIC_RANGES = {
+    "val_metric": (0.0, 1.0, False), "test_metric": (0.0, 1.0, False),
+    "task_loss": (0.0, math.inf, False), "align_loss": (0.0, math.inf, False), "val_loss": (0.0, math.inf, False),
+    "task_grad_norm": (0.0, math.inf, False), "align_grad_norm": (0.0, math.inf, False),
+    "epsilon": (0.0, math.inf, True), "dp_sgd_epsilon": (0.0, math.inf, True), "withheld": (0.0, 1.0, False),
+}
+
+
+class MetricsRejected(ValueError):
+    """Reply metrics no honest client sends (unknown name, NaN, out of range); the message says which."""
+
+
+def check_metrics(metrics: dict[str, float], sender: str = "client") -> dict[str, float]:
+    """``metrics`` if every value is what an honest client can report (:data:`METRIC_RANGES`), else raise.
+
+    A client leaves out a metric it has nothing for (e.g. no validation nodes); it never sends NaN.
+    """
+    for name, value in metrics.items():
+        if name not in METRIC_RANGES:
+            raise MetricsRejected(f"metrics from {sender} rejected: unknown metric {name!r}")
+        low, high, inf_ok = METRIC_RANGES[name]
+        value = float(value)
+        if math.isnan(value) or (math.isinf(value) and not (inf_ok and value > 0)) or not low <= value <= high:
+            raise MetricsRejected(f"metrics from {sender} rejected: {name} = {value} is outside what an honest client "
+                                  f"reports ([{low:g}, {high:g}]{', or +inf' if inf_ok else ''})")
+    return metrics
 
 
 def payload_bytes(statistics: Statistics | None) -> int:

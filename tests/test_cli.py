@@ -60,3 +60,18 @@ def test_a_first_round_where_every_client_fails_alike_stops_the_run(tmp_path, fl
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "raw file(s) missing" in summary["error"]
     assert len(summary["missing_rounds"]) == 2  # round 0 of both clients, and nothing after it
+
+
+def test_a_server_that_fails_at_start_still_writes_its_summary(tmp_path, monkeypatch, flower_task_identity):
+    import fedalign.server.coordinator as coordinator
+
+    def broken(cfg):
+        raise ValueError("the public graph cannot be built")
+
+    monkeypatch.setattr(coordinator, "release_layout_of", broken)
+    cfg = config_from_dict({"data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 80}},
+                            "output": {"progress": False}})
+    with pytest.raises(ValueError, match="cannot be built"):
+        serve(LoopbackGrid(2, tmp_path / "state"), cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "cannot be built" in summary["error"]

@@ -1,6 +1,8 @@
 """Broken or hostile statistics and messages are rejected, logged, never forwarded, never fatal."""
 
 import json
+import math
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from fedalign.config import config_from_dict
 from fedalign.inprocess import InProcessTransport
 from fedalign.server import Coordinator, release_layout_of
 from fedalign.client import build_student
-from fedalign.wire import ReleaseLayout, StatisticsRejected, check_statistics
+from fedalign.wire import ReleaseLayout, StatisticsRejected, check_metrics, check_statistics
 from server.server_app import serve
 
 from loopback import LoopbackGrid
@@ -241,3 +243,34 @@ def test_the_flower_server_rejects_tampered_replies_and_finishes(tmp_path, flowe
     forwarded = [m for m in grid.sent if int(m.content["config"]["round"]) == 3][0].content["peers"]
     for layer, expected in enumerate(build_student(cfg, 1).release(0)[0], start=1):
         np.testing.assert_array_equal(forwarded[f"1.{layer}"].numpy(), expected)
+
+
+@pytest.mark.parametrize("metrics,words", [
+    ({"val_metric": float("nan")}, "val_metric = nan"),
+    ({"test_metric": float("inf")}, "test_metric = inf"),
+    ({"val_metric": 1.5}, r"outside what an honest client reports \(\[0, 1\]\)"),
+    ({"task_loss": -0.1}, "task_loss = -0.1"),
+    ({"epsilon": float("nan")}, "epsilon = nan"),
+    ({"withheld": 2.0}, "withheld = 2.0"),
+])
+def test_non_finite_or_out_of_range_metrics_are_rejected_and_the_summary_stays_finite(metrics, words, tmp_path,
+                                                                                        flower_task_identity):
+    cfg = config_from_dict({**SMALL, "federation": {"num_clients": 2, "rounds": 4}})
+
+    def tamper(msg, reply):
+        if int(msg.content["config"]["round"]) != 2:
+            return reply
+        for name, value in metrics.items():
+            reply.content["metrics"][name] = value
+        return reply
+
+    run_dir, summary = serve(LoopbackGrid(2, tmp_path / "state", tamper=tamper), cfg, tmp_path / "run")
+    assert summary["status"] == "finished"
+    (rejected,) = summary["rejected_rounds"]
+    assert rejected["round"] == 2 and re.search(words, rejected["error"])
+    assert all(math.isfinite(c["test_at_best_val"]) for c in summary["clients"].values())
+    assert math.isfinite(summary["mean_test_at_best_val"])
+
+
+def test_honest_metrics_pass_and_epsilon_may_be_infinite():
+    assert check_metrics({"val_metric": 1.0, "task_loss": 0.0, "epsilon": float("inf"), "withheld": 1.0})

@@ -131,3 +131,24 @@ def test_cli_resume_extends_a_finished_run_without_repeating_rounds(tmp_path, ca
     assert cli_main(["run", str(config), "--engine", "inprocess", "--resume", str(run_dir),
                      "--set", "align.strategy=none"]) == 2
     assert "cannot resume" in capsys.readouterr().err
+
+
+def test_checkpoints_and_server_state_are_private_files(tmp_path, flower_task_identity):
+    cfg = config_from_dict({**SMALL, "federation": {"num_clients": 2, "rounds": 2}})
+    run_dir, _ = serve(LoopbackGrid(2, tmp_path / "state"), cfg, tmp_path / "run")
+    files = [run_dir / "server-state.npz", *sorted((tmp_path / "state" / run_dir.name).glob("client-*.pt"))]
+    assert len(files) == 3
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_deploy_keys_refuses_to_overwrite_a_key_without_force(tmp_path):
+    from deploy import certs
+    from deploy.__main__ import main as deploy_main
+
+    private, public = certs.make_node_keys(tmp_path, "node-0")
+    before = private.read_bytes()
+    assert deploy_main(["keys", "--out", str(tmp_path), "node-0"]) == 2
+    assert private.read_bytes() == before
+    assert deploy_main(["keys", "--out", str(tmp_path), "node-0", "--force"]) == 0
+    assert private.read_bytes() != before and private.stat().st_mode & 0o777 == 0o600

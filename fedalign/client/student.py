@@ -144,7 +144,7 @@ class Student:
             the alignment term is on ``task_grad_norm`` and ``align_grad_norm`` (L2 norms
             over all parameters of the gradients of the task loss and of ``align.weight *
             align_loss``); then :meth:`evaluate`'s metrics; with DP-SGD ``dp_sgd_epsilon``,
-            and ``task_loss`` is the mean over the last Poisson batch (NaN if empty).
+            and ``task_loss`` is the mean over the last Poisson batch (left out when it was empty).
         """
         self.check_peer_statistics(peer_statistics)
         if self.cfg.align.strategy == "self":
@@ -178,18 +178,21 @@ class Student:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """``val_metric``, ``test_metric`` (accuracy or micro-F1) and ``val_loss``."""
+        """``val_metric``, ``test_metric`` (accuracy or micro-F1) and ``val_loss``; a split this
+        client has no nodes of is left out (never reported as NaN)."""
         self.model.eval()
         metrics: dict[str, float] = {}
         outputs: dict[int, Tensor] = {}
         for name, split in (("val", self.val_split), ("test", self.test_split)):
+            if not bool(split.mask.any()):
+                continue
             key = id(split.graph)
             if key not in outputs:
                 outputs[key] = self.forward(split.graph)[0]
             logits, y = outputs[key][split.mask], split.graph.y[split.mask]
             metrics[f"{name}_metric"] = task_metric(logits, y, self.task.multilabel)
             if name == "val":
-                metrics["val_loss"] = task_loss(logits, y, self.task.multilabel).item() if len(y) else float("nan")
+                metrics["val_loss"] = task_loss(logits, y, self.task.multilabel).item()
         return metrics
 
     # ------------------------------------------------------------ checkpoints

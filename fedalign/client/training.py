@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -147,7 +148,10 @@ class DPSGDTraining:
                     align_grads.extend(torch.autograd.grad(cfg.align.weight * loss_align, params, allow_unused=True))
                 loss_task = trainer.step(self.graphs)
             student.epochs_trained += 1
-        return {"task_loss": loss_task, "align_loss": loss_align.item(), "dp_sgd_epsilon": self.ledger.epsilon()}
+        metrics = {"align_loss": loss_align.item(), "dp_sgd_epsilon": self.ledger.epsilon()}
+        if not math.isnan(loss_task):  # an empty last Poisson batch has no task loss: leave it out
+            metrics["task_loss"] = loss_task
+        return metrics
 
     def state_dict(self) -> dict:
         return {"dp_sgd_ledger": self.ledger.state_dict()}

@@ -23,7 +23,7 @@ import numpy as np
 from ..alignment import released_arrays, shares_statistics
 from ..config import ExperimentConfig
 from ..schedules import trainers_for_round
-from ..wire import ReleaseLayout, Statistics, StatisticsRejected, check_statistics
+from ..wire import MetricsRejected, ReleaseLayout, Statistics, StatisticsRejected, check_metrics, check_statistics
 from .layout import release_layout_of
 from .records import RoundListener, RoundRecord
 from .state import ServerState
@@ -136,6 +136,10 @@ class Coordinator:
         """Cache the reply's release if it is valid: ``(status, rejection reason or None)``."""
         if reply.rejected is not None:
             return "ok", reply.rejected
+        try:
+            check_metrics(reply.metrics, sender=f"client {client}")
+        except MetricsRejected as rejection:
+            return "ok", str(rejection)
         if not self._needs_statistics():
             if reply.statistics is not None:
                 return "ok", f"client {client} sent statistics although align.strategy {self.cfg.align.strategy!r} " \

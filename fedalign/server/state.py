@@ -15,7 +15,7 @@ class ServerState:
 
     ``server-state.npz`` holds the last completed round (``completed_round``)
     and the statistics cache (``"<client>.<layer>"`` -> the cached array),
-    written atomically (a crash mid-save leaves the previous state). The
+    written atomically (a crash mid-save leaves the previous state), readable by its owner only. The
     privacy ledgers live with the clients, in their checkpoints; the
     epsilon each client reported is in ``rounds.jsonl``.
     """
@@ -31,7 +31,8 @@ class ServerState:
     def save(self, completed_round: int, cache: dict[int, Statistics]) -> None:
         arrays = {f"{client}.{layer}": p for client, stats in cache.items() for layer, p in enumerate(stats, start=1)}
         tmp = self.path.with_name(f".{self.FILE}.tmp{os.getpid()}.npz")
-        np.savez(tmp, completed_round=np.int64(completed_round), **arrays)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:  # private
+            np.savez(handle, completed_round=np.int64(completed_round), **arrays)
         tmp.replace(self.path)
 
     def load(self) -> tuple[int, dict[int, Statistics]]:
