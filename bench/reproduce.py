@@ -253,6 +253,17 @@ def run_programme(selected: tuple[Sweep, ...], programme: tuple[Sweep, ...], swe
     return status
 
 
+def archive_finished(programme: tuple[Sweep, ...], sweeps_dir: Path, written: dict) -> None:
+    """Pack the run folders of every finished sweep into its ``runs.tar.xz`` (read back transparently)."""
+    from fedalign.runstore import RUNS, archive_runs
+
+    done = {s["id"] for s in written["sweeps"] if s["state"] == "done"}
+    for sweep in programme:
+        spec = analysis.load_or_none(sweeps_dir, sweep)
+        if sweep.id in done and spec is not None and (spec.output / RUNS).is_dir():
+            archive_runs(spec.output)
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -284,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     started = time.perf_counter()
     status = {} if args.report_only else run_programme(selected, programme, sweeps_dir, out, args.workers)
-    report.write(programme, sweeps_dir, out, status, smoke=args.smoke)
+    written = report.write(programme, sweeps_dir, out, status, smoke=args.smoke)
+    archive_finished(programme, sweeps_dir, written)
     print(f"[reproduce] report: {out / 'results.md'} ({time.perf_counter() - started:.1f}s)", file=sys.stderr)
     return 0
 

@@ -44,12 +44,22 @@ def runs_dir(output: Path) -> Path:
     return cache / RUNS
 
 
+# Not archived: a finished cell's saved server state (its statistics cache, megabytes per run) only
+# serves to resume or extend that run, which a finished sweep cell never is.
+NOT_ARCHIVED = ("server-state.npz",)
+
+
 def archive_runs(output: Path) -> Path:
-    """Pack ``output/runs`` into ``output/runs.tar.xz`` (written atomically), then remove the folder."""
+    """Pack ``output/runs`` into ``output/runs.tar.xz`` (written atomically; without :data:`NOT_ARCHIVED`
+    files), then remove the folder."""
     output = Path(output)
     target, tmp = output / ARCHIVE, output / f".{ARCHIVE}.tmp"
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if Path(info.name).name in NOT_ARCHIVED else info
+
     with tarfile.open(tmp, "w:xz") as tar:
-        tar.add(output / RUNS, arcname=RUNS)
+        tar.add(output / RUNS, arcname=RUNS, filter=keep)
     tmp.replace(target)
     shutil.rmtree(output / RUNS)
     return target

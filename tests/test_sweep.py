@@ -2,6 +2,8 @@
 
 import csv
 import math
+import tarfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -44,6 +46,9 @@ def test_sweep_runs_each_cell_once_and_resumes(sweep_file, tmp_path):
         assert len(list(csv.DictReader(handle))) == 4
     # the finished sweep keeps its runs in one archive; a finished cell is not run again, an unfinished one is
     assert (tmp_path / "results" / "runs.tar.xz").is_file() and not (tmp_path / "results" / "runs").exists()
+    with tarfile.open(tmp_path / "results" / "runs.tar.xz") as tar:  # logs kept, resume-only state dropped
+        names = {Path(n).name for n in tar.getnames()}
+    assert {"rounds.jsonl", "summary.json", "config.yaml"} <= names and "server-state.npz" not in names
     unarchive_runs(tmp_path / "results")
     (tmp_path / "results" / "runs" / "align.strategy=alignahead__seed=1" / "summary.json").unlink()
     calls.clear()
