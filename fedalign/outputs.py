@@ -26,6 +26,11 @@ from .config import ExperimentConfig
 from .server import RoundRecord, summarise
 
 
+def run_dir_for(cfg: ExperimentConfig, run_dir: str | Path | None) -> Path:
+    """``run_dir`` as given, or (None) a fresh folder under ``output.dir``: the one place that default lives."""
+    return Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+
+
 def new_run_dir(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
     """A fresh, uniquely named folder for one run (created)."""
     base = Path(root if root is not None else cfg.output.dir)

@@ -15,7 +15,7 @@ import yaml
 
 from .config import ExperimentConfig
 from .data import metric_name
-from .outputs import ProgressPrinter, RunWriter, new_run_dir, read_rounds
+from .outputs import ProgressPrinter, RunWriter, read_rounds, run_dir_for
 from .server import Coordinator, RoundRecord, ServerState, Transport
 
 # Config keys that may change when a run is resumed: where things live, how
@@ -86,7 +86,7 @@ def run_experiment(
     written (status ``failed``, with the error) together with every round
     completed so far, then the error is re-raised.
     """
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+    run_dir = run_dir_for(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = ServerState(run_dir)
     completed, cache, previous = -1, {}, []

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fedalign.config import ExperimentConfig
-from fedalign.outputs import new_run_dir
+from fedalign.outputs import run_dir_for
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 FLOWER_LOG = "flower.log"
@@ -83,7 +83,7 @@ def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = No
 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     clients, server = flower_apps()
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+    run_dir = run_dir_for(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     result: dict = {}
     server_app = ServerApp()

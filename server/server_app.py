@@ -16,7 +16,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedalign.config import ExperimentConfig, load_config
-from fedalign.outputs import new_run_dir
+from fedalign.outputs import run_dir_for
 from fedalign.runner import run_experiment
 
 from .transport import FlowerTransport
@@ -30,7 +30,7 @@ def serve(grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None, resume
     ``resume``: continue the run saved in ``run_dir`` (clients find their
     checkpoints by the folder's name, the run tag).
     """
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+    run_dir = run_dir_for(cfg, run_dir)
     transport = FlowerTransport(grid, cfg, run_tag=run_dir.name)
     return run_experiment(cfg, transport, "flower", run_dir, resume)
 
