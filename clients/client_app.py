@@ -2,10 +2,10 @@
 
 The node's ``partition-id`` (set by the simulation engine, or by
 ``--node-config`` in deployment) says which client it is; an optional
-``data-root`` and ``state-dir`` in the node config say where its data and
-checkpoints live. The student persists across messages in a checkpoint on
-the client's disk (:mod:`fedalign.client.checkpoint`), keyed by the run tag,
-and a repeated request gets its stored reply.
+``data-root`` and ``state-dir`` in the node config say where its data, its
+checkpoint and its evaluation log live (:mod:`fedalign.client.checkpoint`,
+:mod:`fedalign.client.service`): the student persists across messages there,
+keyed by the run tag, and a repeated request gets its stored reply.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from flwr.clientapp import ClientApp
 
 from fedalign.client import build_student
 from fedalign.client.checkpoint import Checkpoint, checkpoint_path
+from fedalign.client.service import EvaluationLog, evaluation_log_path, respond
 from fedalign.config import ExperimentConfig
+from fedalign.wire import private_releases
 from fedalign_flower.protocol import IDENTIFY_ROUND, decode_request, encode_reply
 
 app = ClientApp()
@@ -42,24 +44,18 @@ def _handle(msg: Message, context: Context, train: bool) -> Message:
     pid = _partition_id(context, cfg)
 
     def reply(metrics: dict, statistics) -> Message:
-        content = encode_reply(metrics, statistics, pid, time.perf_counter() - started)
-        return Message(content=content, reply_to=msg)
+        seconds = None if private_releases(cfg) else time.perf_counter() - started  # a time reveals data size
+        return Message(content=encode_reply(metrics, statistics, pid, seconds), reply_to=msg)
 
     if round_number == IDENTIFY_ROUND:  # "which client are you?": no student, no release
         return reply({}, None)
     student = build_student(cfg, pid)
-    checkpoint = Checkpoint(checkpoint_path(context.node_config.get("state-dir"), run_tag, pid))
+    state_dir = context.node_config.get("state-dir")
+    checkpoint = Checkpoint(checkpoint_path(state_dir, run_tag, pid))
     checkpoint.restore(student)
+    log = EvaluationLog(evaluation_log_path(state_dir, run_tag, pid))
     request = f"{msg.metadata.message_type}:{round_number}"
-    repeated = checkpoint.last_reply(request)
-    if repeated is not None:
-        return reply(*repeated)
-    metrics = student.train(peers, round_number) if train else {}
-    statistics, release_metrics = student.release(round_number)
-    metrics = {**metrics, **release_metrics}
-    if train or student.release_policy.state_dict():  # persist training and any privacy spent
-        checkpoint.save(student, request, metrics, statistics)
-    return reply(metrics, statistics)
+    return reply(*respond(student, request, round_number, peers, train, checkpoint, log))
 
 
 @app.query()

@@ -1,51 +1,73 @@
 """The in-process engine: every student in this process, the coordinator calling them directly.
 
 The reference engine: no Flower, the same client and server code, the same run folder.
+Students answer through :func:`fedalign.client.service.respond`, as in the ClientApp:
+with a state folder (``run_inprocess`` uses ``<run folder>/client-state``) each keeps a
+checkpoint -- weights, optimiser, privacy ledgers, last reply -- so a resumed run
+continues the same students and the privacy they have spent, and its evaluation log.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 from .client import Student, build_student
+from .client.checkpoint import Checkpoint, checkpoint_path
+from .client.service import EvaluationLog, evaluation_log_path, read_evaluation_logs, respond
 from .config import ExperimentConfig
 from .runner import run_experiment
 from .server import Reply
-from .wire import Statistics, payload_bytes
+from .wire import Statistics, payload_bytes, private_releases
+
+CLIENT_STATE = "client-state"
 
 
 class InProcessTransport:
-    """Runs every client in this process, one :class:`~fedalign.client.Student` each."""
+    """Runs every client in this process, one :class:`~fedalign.client.Student` each.
 
-    def __init__(self, clients: dict[int, Student]) -> None:
-        self.clients = clients
+    ``state_dir``: where each client keeps its checkpoint and evaluation log (None: in memory only).
+    """
+
+    def __init__(self, clients: dict[int, Student], state_dir: Path | None = None) -> None:
+        self.clients, self.state_dir = clients, state_dir
+        self.checkpoints = {i: Checkpoint(checkpoint_path(state_dir, "", i)) if state_dir else None for i in clients}
+        self.logs = {i: EvaluationLog(evaluation_log_path(state_dir, "", i) if state_dir else None) for i in clients}
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig) -> "InProcessTransport":
-        return cls({i: build_student(cfg, i) for i in range(cfg.federation.num_clients)})
+    def from_config(cls, cfg: ExperimentConfig, state_dir: Path | None = None, restore: bool = False
+                    ) -> "InProcessTransport":
+        """The students of ``cfg``; with ``restore``, each continues from its checkpoint in ``state_dir``."""
+        transport = cls({i: build_student(cfg, i) for i in range(cfg.federation.num_clients)}, state_dir)
+        if restore:
+            for i, student in transport.clients.items():
+                transport.checkpoints[i].restore(student)
+        return transport
+
+    def evaluation(self) -> list[dict]:
+        """Every client's evaluation-log rows (what, with privacy on, its replies did not carry)."""
+        if self.state_dir is None:
+            return [row for log in self.logs.values() for row in log.rows]
+        return read_evaluation_logs([log.path for log in self.logs.values()])
 
     def _call(self, client: int, fn: Callable[[], tuple[dict, Statistics | None]], received: int) -> Reply:
         start = time.perf_counter()
         metrics, stats = fn()
         return Reply(client, metrics, stats, None, received, payload_bytes(stats), time.perf_counter() - start)
 
-    def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
-        def work(i: int):
-            stats, release_metrics = self.clients[i].release(round_number)
-            return release_metrics, stats
+    def _respond(self, i: int, message_type: str, round_number: int, peers: dict, train: bool):
+        return respond(self.clients[i], f"{message_type}:{round_number}", round_number, peers, train,
+                       self.checkpoints[i], self.logs[i])
 
-        return {i: self._call(i, lambda i=i: work(i), 0) for i in clients}
+    def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
+        return {i: self._call(i, lambda i=i: self._respond(i, "query", round_number, {}, False), 0) for i in clients}
 
     def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
-        def work(i: int, peers: dict[int, Statistics]):
-            metrics = self.clients[i].train(peers, round_number)
-            stats, release_metrics = self.clients[i].release(round_number)
-            return {**metrics, **release_metrics}, stats
-
         return {
-            i: self._call(i, lambda i=i, p=peers: work(i, p), sum(payload_bytes(s) for s in peers.values()))
+            i: self._call(i, lambda i=i, p=peers: self._respond(i, "train", round_number, p, True),
+                          sum(payload_bytes(s) for s in peers.values()))
             for i, peers in jobs.items()
         }
 
@@ -53,7 +75,16 @@ class InProcessTransport:
 def run_inprocess(cfg: ExperimentConfig, run_dir: str | Path | None = None, resume: bool = False) -> tuple[Path, dict]:
     """Every student in this process (no Flower): the reference engine.
 
-    (Resuming in process restores the server state; the students themselves
-    start from fresh weights, as they keep no checkpoints in this engine.)
+    The students keep their checkpoints in ``<run folder>/client-state``: ``resume`` continues
+    them (weights, optimiser, privacy ledgers) with the server's saved state; a new run starts
+    that folder afresh.
     """
-    return run_experiment(cfg, InProcessTransport.from_config(cfg), "inprocess", run_dir, resume)
+    from .outputs import run_dir_for
+
+    run_dir = run_dir_for(cfg, run_dir)
+    state_dir = run_dir / CLIENT_STATE
+    if not resume:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    transport = InProcessTransport.from_config(cfg, state_dir, restore=resume)
+    evaluation = transport.evaluation if private_releases(cfg) else None
+    return run_experiment(cfg, transport, "inprocess", run_dir, resume, evaluation=evaluation)

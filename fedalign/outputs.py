@@ -12,6 +12,7 @@ A run writes into ``<output.dir>/<name>-<UTC timestamp>/``:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -96,10 +97,21 @@ class RunWriter:
         self._log.flush()
         self.records.extend(records)
 
-    def finish(self, error: BaseException | None = None) -> dict:
-        """Write ``summary.json`` (and the plot); returns the summary."""
+    def finish(self, error: BaseException | None = None, evaluation: list[dict] | None = None) -> dict:
+        """Write ``summary.json`` (and the plot); returns the summary.
+
+        ``evaluation``: the clients' own evaluation-log rows (privacy on, clients and server on
+        one machine): written to ``evaluation.jsonl`` and merged into the summary, which then says
+        ``"metrics_source": "client evaluation logs (evaluation only, never sent)"``.
+        """
         self._log.close()
-        summary = summarise(self.records, self.cfg.federation.num_clients, self.metric_name)
+        records = self.records
+        source = "round log"
+        if evaluation:
+            (self.run_dir / "evaluation.jsonl").write_text("".join(json.dumps(json_safe(r)) + "\n" for r in evaluation))
+            records = merge_evaluation(self.records, evaluation)
+            source = "client evaluation logs (evaluation only, never sent to the server)"
+        summary = summarise(records, self.cfg.federation.num_clients, self.metric_name)
         summary = {
             "name": self.cfg.name,
             "engine": self.engine,
@@ -107,12 +119,20 @@ class RunWriter:
             "error": f"{type(error).__name__}: {error}" if error else None,
             "rounds_completed": max((r.round for r in self.records), default=0),
             "wall_seconds": round(time.time() - self.started, 3),
+            "metrics_source": source,
             **summary,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
-        if self.cfg.output.plot and self.records:
-            plot_curves(self.records, self.run_dir / "curves.png", self.metric_name, self.cfg.name)
+        if self.cfg.output.plot and records:
+            plot_curves(records, self.run_dir / "curves.png", self.metric_name, self.cfg.name)
         return summary
+
+
+def merge_evaluation(records: list[RoundRecord], evaluation: list[dict]) -> list[RoundRecord]:
+    """Copies of ``records`` with each (round, client)'s evaluation-log metrics added (last row wins)."""
+    extra = {(int(r["round"]), int(r["client"])): {k: v for k, v in r.items() if k not in ("round", "client")}
+             for r in evaluation}
+    return [dataclasses.replace(r, metrics={**r.metrics, **extra.get((r.round, r.client), {})}) for r in records]
 
 
 class ProgressPrinter:
@@ -129,13 +149,13 @@ class ProgressPrinter:
             if r.status in ("missing", "rejected"):
                 parts.append(f"client {r.client}: {r.status.upper()} ({r.error})")
                 continue
-            epsilon = f" ε {r.metrics['epsilon']:.3g}" if "epsilon" in r.metrics else ""
-            if "val_metric" in r.metrics:
-                parts.append(
-                    f"client {r.client}: task {r.metrics['task_loss']:.4f} align {r.metrics['align_loss']:.4f} "
-                    f"val {r.metrics['val_metric']:.4f} test {r.metrics['test_metric']:.4f}"
-                    + ("" if r.status == "withheld" else epsilon)
-                )
+            shown = [f"{label} {r.metrics[key]:.4f}" for key, label in
+                     (("task_loss", "task"), ("align_loss", "align"), ("val_metric", "val"), ("test_metric", "test"))
+                     if key in r.metrics]
+            if "epsilon" in r.metrics and r.status != "withheld":
+                shown.append(f"ε {r.metrics['epsilon']:.3g}")
+            if shown and r.round > 0:
+                parts.append(f"client {r.client}: " + " ".join(shown))
             if r.status == "withheld":
                 spent = f", ε={r.metrics['epsilon']:.4g}" if "epsilon" in r.metrics else ""
                 parts.append(f"client {r.client} withheld its release (privacy budget exhausted{spent})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -74,6 +75,7 @@ def run_experiment(
     engine: str,
     run_dir: str | Path | None = None,
     resume: bool = False,
+    evaluation: Callable[[], list[dict]] | None = None,
 ) -> tuple[Path, dict]:
     """Rounds 0..R over ``transport``; returns the run folder and the summary.
 
@@ -84,7 +86,10 @@ def run_experiment(
     :data:`RESUMABLE_CHANGES`; clients pick up their own checkpoints, which
     are keyed by the run folder's name). On any failure the summary is still
     written (status ``failed``, with the error) together with every round
-    completed so far, then the error is re-raised.
+    completed so far, then the error is re-raised. ``evaluation``: where the
+    clients' evaluation-log rows can be read at the end (engines where clients
+    and server share a machine, with privacy on): they go into the run folder
+    as evaluation-only figures.
     """
     run_dir = run_dir_for(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +109,6 @@ def run_experiment(
             coordinator.resume(completed, cache, previous)
         coordinator.run()
     except BaseException as error:
-        writer.finish(error)
+        writer.finish(error, evaluation() if evaluation else None)
         raise
-    return run_dir, writer.finish()
+    return run_dir, writer.finish(None, evaluation() if evaluation else None)

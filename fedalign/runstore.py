@@ -44,9 +44,9 @@ def runs_dir(output: Path) -> Path:
     return cache / RUNS
 
 
-# Not archived: a finished cell's saved server state (its statistics cache, megabytes per run) only
-# serves to resume or extend that run, which a finished sweep cell never is.
-NOT_ARCHIVED = ("server-state.npz",)
+# Not archived: a finished cell's saved server state (its statistics cache, megabytes per run) and
+# its students' checkpoints only serve to resume or extend that run, which a finished sweep cell never is.
+NOT_ARCHIVED = ("server-state.npz", "client-state")
 
 
 def archive_runs(output: Path) -> Path:

@@ -45,6 +45,7 @@ import itertools
 import json
 import math
 import multiprocessing
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -284,6 +285,7 @@ def _run_cell(runner: Runner, cfg: ExperimentConfig, run_dir: Path) -> tuple[dic
     if run_dir.exists():  # a cell interrupted earlier: start it afresh
         for stale in ("rounds.jsonl", "summary.json", "server-state.npz"):
             (run_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "client-state", ignore_errors=True)
     started = time.perf_counter()
     _, summary = runner(cfg, run_dir)
     return summary, time.perf_counter() - started

@@ -46,8 +46,30 @@ REPLY_METRICS = frozenset({
     "task_grad_norm", "align_grad_norm",  # Student.train, when the alignment term is on
     "epsilon", "withheld", "dp_sgd_epsilon",  # privacy (the release policy / DP-SGD)
 })
-# What a reply says about itself: which client answered, and how long it worked (seconds).
+# Metrics a client may send with privacy on: accounted, or computed from public information only.
+ACCOUNTED_METRICS = frozenset({"epsilon", "withheld", "dp_sgd_epsilon"})
+# What a reply says about itself: which client answered, and (without privacy) how long it worked.
 REPLY_METADATA = ("partition-id", "client-seconds")
+REQUIRED_METADATA = ("partition-id",)
+
+
+def private_releases(cfg) -> bool:
+    """True when a client's releases are protected (statistics mechanism or DP-SGD): then nothing else
+    computed from its private data may leave it (:func:`split_metrics`)."""
+    return cfg.privacy.mechanism != "none" or cfg.privacy.dp_sgd.enabled
+
+
+def split_metrics(metrics: dict[str, float], private: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """``(sent, kept)``: what a reply carries and what stays on the client.
+
+    Without privacy everything is sent. With privacy only :data:`ACCOUNTED_METRICS` are: losses,
+    validation and test scores and gradient norms are computed from the client's private data
+    without noise, so they stay in the client's own evaluation log.
+    """
+    if not private:
+        return dict(metrics), {}
+    sent = {k: v for k, v in metrics.items() if k in ACCOUNTED_METRICS}
+    return sent, {k: v for k, v in metrics.items() if k not in ACCOUNTED_METRICS}
 
 
 # What an honest value of each metric can be: (lowest, highest, +inf allowed).

@@ -18,8 +18,9 @@ Replies:
   [E] probabilities in the wire dtype;
 * ``"metrics"`` (MetricRecord): scalar metrics named in
   :data:`fedalign.wire.REPLY_METRICS`;
-* ``"meta"`` (ConfigRecord): :data:`fedalign.wire.REPLY_METADATA`, which client
-  replied (``partition-id``) and how long it worked (``client-seconds``).
+* ``"meta"`` (ConfigRecord): which client replied (``partition-id``) and, when
+  privacy is off, how long it worked (``client-seconds``: a time depends on the
+  size of the private data, so a private client does not send it).
 
 Nothing else travels: no weights, features or labels. Both ends enforce it:
 :func:`encode_reply` refuses other metrics, and :func:`decode_reply` raises
@@ -34,7 +35,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedalign.config import ExperimentConfig, config_from_dict
-from fedalign.wire import REPLY_METADATA, REPLY_METRICS, Statistics
+from fedalign.wire import REPLY_METADATA, REPLY_METRICS, REQUIRED_METADATA, Statistics
 
 CONFIG, PEERS, STATISTICS, METRICS, META = "config", "peers", "statistics", "metrics", "meta"
 IDENTIFY_ROUND = -1
@@ -71,13 +72,15 @@ def decode_request(content: RecordDict) -> tuple[ExperimentConfig, int, str, dic
 
 
 def encode_reply(metrics: dict[str, float], statistics: Statistics | None, partition_id: int,
-                 seconds: float) -> RecordDict:
-    """A client's reply: its allow-listed metrics, its release (or none), and who it is."""
+                 seconds: float | None) -> RecordDict:
+    """A client's reply: its allow-listed metrics, its release (or none), who it is, and (``seconds``
+    not None) how long it worked."""
     unexpected = sorted(set(metrics) - REPLY_METRICS)
     if unexpected:
         raise ProtocolError(f"refusing to send metrics {unexpected}: a client sends only {sorted(REPLY_METRICS)}")
+    meta = {"partition-id": int(partition_id)} | ({} if seconds is None else {"client-seconds": float(seconds)})
     content = RecordDict({METRICS: MetricRecord({k: float(v) for k, v in metrics.items()}),
-                          META: ConfigRecord({"partition-id": int(partition_id), "client-seconds": float(seconds)})})
+                          META: ConfigRecord(meta)})
     if statistics is not None:
         content[STATISTICS] = ArrayRecord({
             str(layer): Array(np.ascontiguousarray(p)) for layer, p in enumerate(statistics, start=1)
@@ -123,8 +126,9 @@ def _decode_meta(content: RecordDict) -> dict:
     if not isinstance(record, ConfigRecord):
         raise ProtocolError(f"reply has no {META!r} ConfigRecord saying which client sent it")
     meta = dict(record)
-    if sorted(meta) != sorted(REPLY_METADATA):
-        raise ProtocolError(f"reply metadata must be exactly {list(REPLY_METADATA)}, got {sorted(meta)}")
-    if not isinstance(meta["partition-id"], int) or not isinstance(meta["client-seconds"], (int, float)):
+    if not set(REQUIRED_METADATA) <= set(meta) <= set(REPLY_METADATA):
+        raise ProtocolError(f"reply metadata must be {list(REQUIRED_METADATA)} and optionally "
+                            f"{sorted(set(REPLY_METADATA) - set(REQUIRED_METADATA))}, got {sorted(meta)}")
+    if not isinstance(meta["partition-id"], int) or not isinstance(meta.get("client-seconds", 0.0), (int, float)):
         raise ProtocolError("reply metadata: partition-id must be an int and client-seconds a number")
     return meta

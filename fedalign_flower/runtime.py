@@ -17,8 +17,10 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+from fedalign.client.service import evaluation_log_path, read_evaluation_logs
 from fedalign.config import ExperimentConfig
 from fedalign.outputs import run_dir_for
+from fedalign.wire import private_releases
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 FLOWER_LOG = "flower.log"
@@ -88,9 +90,12 @@ def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = No
     result: dict = {}
     server_app = ServerApp()
 
+    def evaluation(run_tag: str) -> list[dict]:  # simulated clients keep their logs on this machine
+        return read_evaluation_logs([evaluation_log_path(None, run_tag, i) for i in range(cfg.federation.num_clients)])
+
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        result["run"] = server.serve(grid, cfg, run_dir, resume)
+        result["run"] = server.serve(grid, cfg, run_dir, resume, evaluation if private_releases(cfg) else None)
 
     with flower_logs(run_dir, verbose):
         run_simulation(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -24,15 +25,18 @@ from .transport import FlowerTransport
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
-def serve(grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False) -> tuple[Path, dict]:
+def serve(grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False,
+          evaluation: Callable[[str], list[dict]] | None = None) -> tuple[Path, dict]:
     """Run the experiment through ``grid``; returns the run folder and summary.
 
     ``resume``: continue the run saved in ``run_dir`` (clients find their
-    checkpoints by the folder's name, the run tag).
+    checkpoints by the folder's name, the run tag). ``evaluation(run_tag)``: the
+    clients' evaluation-log rows, where the server can read them (simulation).
     """
     run_dir = run_dir_for(cfg, run_dir)
     transport = FlowerTransport(grid, cfg, run_tag=run_dir.name)
-    return run_experiment(cfg, transport, "flower", run_dir, resume)
+    rows = (lambda: evaluation(run_dir.name)) if evaluation is not None else None
+    return run_experiment(cfg, transport, "flower", run_dir, resume, evaluation=rows)
 
 
 def config_from_run_config(run_config: dict) -> ExperimentConfig:

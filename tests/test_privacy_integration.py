@@ -242,14 +242,16 @@ def test_an_exhausted_budget_withholds_the_release_and_the_run_finishes(tmp_path
                           "max_epsilon": budget_between(sigma / 2, 2)},
                  output={"progress": True})
     transport = RecordingTransport({i: build_student(cfg, i) for i in range(2)})
-    run_dir, summary = run_experiment(cfg, transport, "inprocess", tmp_path / "run")
+    run_dir, summary = run_experiment(cfg, transport, "inprocess", tmp_path / "run", evaluation=transport.evaluation)
     rows = read_rounds(run_dir)
+    evaluated = {(r["round"], r["client"]) for r in transport.evaluation() if "val_metric" in r}
     status = {(r["round"], r["client"]): r["status"] for r in rows}
     # 2 releases each fit (round 0 and the first training round), the next ones are withheld
     assert status == {(0, 0): "ok", (0, 1): "ok", (1, 0): "ok", (2, 1): "ok",
                       (3, 0): "withheld", (4, 1): "withheld", (5, 0): "withheld"}
     withheld = [r for r in rows if r["status"] == "withheld"]
-    assert all(r["withheld"] == 1.0 and r["bytes_sent"] == 0 and "val_metric" in r for r in withheld)
+    assert all(r["withheld"] == 1.0 and r["bytes_sent"] == 0 and "val_metric" not in r for r in withheld)
+    assert all((r["round"], r["client"]) in evaluated for r in withheld)  # trained and evaluated, kept on the client
     ledger = PrivacyLedger("rdp", 1e-5)
     ledger.record(sigma / 2, steps=2)
     assert all(r["epsilon"] == pytest.approx(ledger.epsilon()) for r in withheld)  # nothing more charged

@@ -22,11 +22,15 @@ from .student import Student
 LastReply = tuple[dict[str, float], Statistics | None]
 
 
+def state_root(state_dir: str | Path | None) -> Path:
+    """Where clients keep their state: ``state_dir``, else ``$FEDALIGN_STATE_DIR``, else ``~/.cache/fedalign/client-state``."""
+    return Path(str(state_dir or os.environ.get("FEDALIGN_STATE_DIR")
+                    or Path.home() / ".cache" / "fedalign" / "client-state"))
+
+
 def checkpoint_path(state_dir: str | Path | None, run_tag: str, client_id: int) -> Path:
-    """``<state dir>/<run tag>/client-<i>.pt``; the state dir defaults to ``$FEDALIGN_STATE_DIR``,
-    else ``~/.cache/fedalign/client-state``."""
-    root = state_dir or os.environ.get("FEDALIGN_STATE_DIR") or Path.home() / ".cache" / "fedalign" / "client-state"
-    return Path(str(root)) / run_tag / f"client-{client_id}.pt"
+    """``<state root>/<run tag>/client-<i>.pt`` (:func:`state_root`)."""
+    return state_root(state_dir) / run_tag / f"client-{client_id}.pt"
 
 
 class Checkpoint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -12,6 +13,8 @@ from ...schedules import planned_releases
 from ...wire import ReleaseLayout
 from ..noise import STATISTICS_STREAM, noise_generator
 from .base import ReleasePolicy, on_wire
+
+log = logging.getLogger("fedalign")
 
 
 class GaussianRelease(ReleasePolicy):
@@ -55,10 +58,33 @@ class GaussianRelease(ReleasePolicy):
             {"epsilon": self.ledger.epsilon(), "withheld": 0.0}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"privacy_ledger": self.ledger.state_dict()}
+        return {"privacy_ledger": self.ledger.state_dict(), "noise_multiplier": self.mechanism.noise_multiplier}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the ledger, and keep the sigma the earlier releases were made with.
+
+        A run extended on resume (more rounds) re-solves ``target_epsilon`` for more releases;
+        switching sigma mid-run would not give that epsilon (the earlier releases stay charged at
+        the old sigma), so the old sigma stays and the larger epsilon the extension will reach
+        is announced as a warning (and reported with every release, as always).
+        """
         if "privacy_ledger" not in state:
             raise ValueError("checkpoint has no 'privacy_ledger' but this client's privacy config needs one; resuming "
                              "would forget the privacy already spent. Start a new run, or resume with the original config")
         self.ledger.load_state_dict(state["privacy_ledger"])
+        saved = state.get("noise_multiplier", self.mechanism.noise_multiplier)
+        if saved != self.mechanism.noise_multiplier:
+            m = self.mechanism
+            self.mechanism = StatisticsMechanism(m.clip_norm, saved, m.clip_scope, num_layers=m.num_layers,
+                                                 clip_only=saved == 0)
+            self._announce_extension()
+
+    def _announce_extension(self) -> None:
+        planned = planned_releases(self.cfg, self.client_id)
+        remaining = planned - self.ledger.releases
+        projected = self.ledger.epsilon_if(self.mechanism.effective_noise_multiplier, steps=remaining) \
+            if remaining > 0 else self.ledger.epsilon()
+        log.warning("client %d: the run was extended after %d releases; sigma stays %.4g (the earlier releases were "
+                    "made with it), so its %d planned releases spend epsilon %.4g, above privacy.target_epsilon=%g",
+                    self.client_id, self.ledger.releases, self.mechanism.noise_multiplier, planned, projected,
+                    self.cfg.privacy.target_epsilon)
