@@ -68,7 +68,7 @@ def test_clip_to_norm():
 def test_clipped_norm_never_exceeds_bound(scope):
     edge_index, n = random_graph(30, 120, seed=0)
     g = torch.Generator().manual_seed(1)
-    mech = StatisticsMechanism(clip_norm=0.5, noise_multiplier=1.0, clip_scope=scope, num_layers=3)
+    mech = StatisticsMechanism(clip_norm=0.5, noise_multiplier=1.0, clip_scope=scope, num_layers=3, nonnegative=False)
     for trial in range(5):
         stats = [torch.randn(edge_index.size(1), generator=g) * 10 ** trial for _ in range(3)]
         clipped = mech.clip(stats)
@@ -94,11 +94,29 @@ def test_noise_has_configured_std(scope):
 
 def test_sensitivity_and_effective_multiplier():
     release = StatisticsMechanism(0.5, 2.0, "release")
-    assert release.sensitivity == pytest.approx(1.0)
-    assert release.effective_noise_multiplier == pytest.approx(1.0)  # sigma / 2
+    assert release.sensitivity == pytest.approx(math.sqrt(2) * 0.5)  # sqrt(2) C: non-negative releases
+    assert release.effective_noise_multiplier == pytest.approx(2.0 / math.sqrt(2))  # sigma / sqrt(2)
     layer = StatisticsMechanism(0.5, 2.0, "layer", num_layers=4)
-    assert layer.sensitivity == pytest.approx(2 * 0.5 * 2)  # 2 C sqrt(L)
-    assert layer.effective_noise_multiplier == pytest.approx(2.0 / (2 * 2))  # sigma / (2 sqrt(L))
+    assert layer.sensitivity == pytest.approx(math.sqrt(2) * 0.5 * 2)  # sqrt(2) C sqrt(L)
+    assert layer.effective_noise_multiplier == pytest.approx(2.0 / (math.sqrt(2) * 2))  # sigma / sqrt(2 L)
+    signed = StatisticsMechanism(0.5, 2.0, "release", nonnegative=False)
+    assert signed.sensitivity == pytest.approx(1.0) and signed.effective_noise_multiplier == pytest.approx(1.0)
+
+
+def test_sqrt2_c_is_the_largest_distance_between_clipped_nonnegative_releases():
+    """Hand computation: two non-negative vectors of norm C on disjoint supports are sqrt(2) C apart, and no
+    pair of clipped non-negative releases is further apart (checked on random pairs)."""
+    mech = StatisticsMechanism(0.7, 1.0, "release", num_layers=2)
+    disjoint = mech.clip([torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 0.0])]) - \
+        mech.clip([torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 0.0])])
+    assert float(torch.linalg.vector_norm(disjoint)) == pytest.approx(math.sqrt(2) * 0.7)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        x = mech.clip([torch.rand(6, generator=generator) * 3 for _ in range(2)])
+        y = mech.clip([torch.rand(6, generator=generator) ** 4 for _ in range(2)])
+        assert float(torch.linalg.vector_norm(x - y)) <= mech.sensitivity + 1e-9
+    with pytest.raises(ValueError, match="negative entries"):
+        mech.clip([torch.tensor([0.5, -0.1, 0.0]), torch.zeros(3)])
 
 
 def test_release_is_valid_distribution_per_target():
@@ -171,7 +189,7 @@ def test_for_budget_reaches_target():
     ledger = PrivacyLedger()
     ledger.record(mech.effective_noise_multiplier, steps=20)
     assert 4.0 - 0.02 <= ledger.epsilon() <= 4.0
-    assert mech.noise_multiplier == pytest.approx(mech.effective_noise_multiplier * 2 * 2)
+    assert mech.noise_multiplier == pytest.approx(mech.effective_noise_multiplier * math.sqrt(2) * 2)
     assert StatisticsMechanism.for_budget(math.inf, 1e-5, 20, clip_norm=0.3).clip_only
 
 

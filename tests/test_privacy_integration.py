@@ -147,7 +147,7 @@ def test_gaussian_release_is_noisy_valid_and_matches_an_independent_mechanism():
     for s, e in zip(stats, expected):
         np.testing.assert_allclose(s, e.float().numpy(), rtol=1e-6, atol=1e-7)
     ledger = PrivacyLedger("rdp", 1e-5)
-    ledger.record(0.25)  # sigma / 2 for scope release
+    ledger.record(0.5 / math.sqrt(2))  # sigma / sqrt(2) for scope release
     assert metrics == {"epsilon": pytest.approx(ledger.epsilon()), "withheld": 0.0}
     assert student.release_policy.ledger.releases == 1
 
@@ -165,7 +165,7 @@ def test_epsilon_in_the_round_log_grows_and_matches_an_independent_ledger(tmp_pa
     cfg = config(privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": sigma, "clip_scope": scope})
     run_dir, summary = run_inprocess(cfg, tmp_path / "run")
     rows = read_rounds(run_dir)
-    z = sigma / 2 if scope == "release" else sigma / (2 * math.sqrt(2))  # L = 2 layers
+    z = sigma / math.sqrt(2) if scope == "release" else sigma / math.sqrt(2 * 2)  # L = 2 layers, sqrt(2) C per ball
     for client in (0, 1):
         epsilons = [r["epsilon"] for r in rows if r["client"] == client]
         assert len(epsilons) == planned_releases(cfg, client) == 3
@@ -239,7 +239,7 @@ def test_an_exhausted_budget_withholds_the_release_and_the_run_finishes(tmp_path
     sigma = 4.0
     cfg = config(federation={"rounds": 5},
                  privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": sigma,
-                          "max_epsilon": budget_between(sigma / 2, 2)},
+                          "max_epsilon": budget_between(sigma / math.sqrt(2), 2)},
                  output={"progress": True})
     transport = RecordingTransport({i: build_student(cfg, i) for i in range(2)})
     run_dir, summary = run_experiment(cfg, transport, "inprocess", tmp_path / "run", evaluation=transport.evaluation)
@@ -253,7 +253,7 @@ def test_an_exhausted_budget_withholds_the_release_and_the_run_finishes(tmp_path
     assert all(r["withheld"] == 1.0 and r["bytes_sent"] == 0 and "val_metric" not in r for r in withheld)
     assert all((r["round"], r["client"]) in evaluated for r in withheld)  # trained and evaluated, kept on the client
     ledger = PrivacyLedger("rdp", 1e-5)
-    ledger.record(sigma / 2, steps=2)
+    ledger.record(sigma / math.sqrt(2), steps=2)
     assert all(r["epsilon"] == pytest.approx(ledger.epsilon()) for r in withheld)  # nothing more charged
     assert all(transport.clients[c].release_policy.ledger.releases == 2 for c in (0, 1))
     assert summary["status"] == "finished" and summary["rounds_completed"] == 5
@@ -268,7 +268,7 @@ def test_a_withheld_release_keeps_the_previous_statistics_in_the_cache():
     sigma = 4.0
     cfg = config(federation={"rounds": 4},
                  privacy={"mechanism": "gaussian", "reproducible_noise": True, "noise_multiplier": sigma,
-                          "max_epsilon": budget_between(sigma / 2, 2)})
+                          "max_epsilon": budget_between(sigma / math.sqrt(2), 2)})
     transport = RecordingTransport({i: build_student(cfg, i) for i in range(2)})
     coordinator = Coordinator(cfg, transport)
     coordinator.run()

@@ -17,15 +17,18 @@ hidden layer l, ``p_l(u|v)``.
 * Clipping: scope ``"release"`` scales the concatenation of all L layers,
   ``[L * E]``, to L2 norm <= C; scope ``"layer"`` scales each layer's ``[E]``
   vector to norm <= C, so the whole release has norm <= C * sqrt(L).
-* Sensitivity: both neighbouring releases lie in that ball, so the L2
-  sensitivity (norm of their difference) is ``2 C`` for scope ``"release"``
-  and ``2 C sqrt(L)`` for scope ``"layer"``
-  (:attr:`StatisticsMechanism.sensitivity`).
+* Sensitivity: both neighbouring releases lie in that ball and are
+  non-negative (probabilities; clipping scales, so they stay non-negative).
+  For such x, y, <x, y> >= 0, so ||x - y||^2 = ||x||^2 + ||y||^2 - 2 <x, y>
+  <= 2 C^2: the L2 sensitivity is ``sqrt(2) C`` for scope ``"release"`` and
+  ``sqrt(2) C sqrt(L)`` for scope ``"layer"`` (``2 C`` and ``2 C sqrt(L)``
+  for signed vectors, ``nonnegative=False``;
+  :attr:`StatisticsMechanism.sensitivity`).
 * Noise: i.i.d. ``N(0, (sigma C)^2)`` on every coordinate (both scopes).
 * Accounting: a Gaussian mechanism with noise std s and sensitivity S is
   analysed by the accountants as noise multiplier ``s / S``. Hence the
-  multiplier to record is ``sigma C / sensitivity``: ``sigma / 2`` for scope
-  ``"release"`` and ``sigma / (2 sqrt(L))`` for scope ``"layer"``
+  multiplier to record is ``sigma C / sensitivity``: ``sigma / sqrt(2)`` for scope
+  ``"release"`` and ``sigma / sqrt(2 L)`` for scope ``"layer"``
   (:attr:`StatisticsMechanism.effective_noise_multiplier`). Every release is
   recorded with sample rate 1 (the whole dataset is used every time):
   ``ledger.record(mechanism.effective_noise_multiplier)``. Rounds compose

@@ -73,6 +73,9 @@ class StatisticsMechanism:
             When given, :meth:`release` checks ``len(stats) == L``.
         clip_only: the explicit no-privacy path: clip and post-process, add no
             noise (epsilon = infinity). Requires ``noise_multiplier == 0``.
+        nonnegative: the released vectors are non-negative (probabilities: the
+            default); then any two clipped releases differ by at most sqrt(2) C,
+            not 2 C (:attr:`sensitivity`), and a negative input is refused.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class StatisticsMechanism:
         *,
         num_layers: int | None = None,
         clip_only: bool = False,
+        nonnegative: bool = True,
     ) -> None:
         if not (0 < clip_norm < math.inf):
             raise ValueError(f"clip_norm must be a finite number > 0, got {clip_norm}")
@@ -91,7 +95,7 @@ class StatisticsMechanism:
         if clip_scope == "layer" and num_layers is None:
             raise ValueError(
                 "clip_scope='layer' needs num_layers (the number of released layers L): "
-                "the sensitivity is 2 * clip_norm * sqrt(L)"
+                "the sensitivity is clip_norm * sqrt(2 L) (non-negative releases)"
             )
         if num_layers is not None and num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -112,6 +116,7 @@ class StatisticsMechanism:
         self.clip_scope = clip_scope
         self.num_layers = num_layers
         self.clip_only = clip_only
+        self.nonnegative = nonnegative
 
     @classmethod
     def for_budget(
@@ -140,17 +145,24 @@ class StatisticsMechanism:
 
     @property
     def sensitivity(self) -> float:
-        """L2 sensitivity of one release under replace-one-client: 2C or 2C*sqrt(L)."""
-        if self.clip_scope == "layer":
-            return 2.0 * self.clip_norm * math.sqrt(self.num_layers)
-        return 2.0 * self.clip_norm
+        """L2 sensitivity of one release under replace-one-client.
+
+        Any two vectors x, y in the ball of radius C differ by at most 2C. If both are
+        also non-negative (probabilities, and clipping by scaling keeps them so), then
+        <x, y> >= 0 and ||x - y||^2 = ||x||^2 + ||y||^2 - 2 <x, y> <= 2 C^2: the bound is
+        sqrt(2) C, reached by two releases of norm C on disjoint edges. Scope ``"layer"``
+        bounds every layer so, hence a factor sqrt(L) over the release.
+        """
+        per_ball = (math.sqrt(2.0) if self.nonnegative else 2.0) * self.clip_norm
+        return per_ball * math.sqrt(self.num_layers) if self.clip_scope == "layer" else per_ball
 
     @property
     def effective_noise_multiplier(self) -> float:
         """Noise std / sensitivity: the multiplier to record in a :class:`PrivacyLedger`.
 
-        ``sigma / 2`` (scope ``"release"``), ``sigma / (2 sqrt(L))`` (scope
-        ``"layer"``), 0 for ``clip_only`` (recorded as epsilon = infinity).
+        ``sigma / sqrt(2)`` (scope ``"release"``, non-negative releases), ``sigma / 2``
+        (signed), divided by ``sqrt(L)`` for scope ``"layer"``; 0 for ``clip_only``
+        (recorded as epsilon = infinity).
         """
         return self.noise_multiplier * self.clip_norm / self.sensitivity
 
@@ -171,6 +183,9 @@ class StatisticsMechanism:
                 )
             if not torch.isfinite(s).all():
                 raise ValueError(f"layer {layer} has NaN or infinite entries; fix the statistics before release")
+            if self.nonnegative and (s < 0).any():
+                raise ValueError(f"layer {layer} has negative entries, but the mechanism's sensitivity assumes "
+                                 "non-negative releases; build it with nonnegative=False for signed vectors")
 
     def clip(self, stats: Sequence[Tensor]) -> Tensor:
         """The clipped statistics before noise, float [L, E].
