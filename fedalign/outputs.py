@@ -158,7 +158,7 @@ class ProgressPrinter:
                 parts.append(f"client {r.client}: " + " ".join(shown))
             if r.status == "withheld":
                 spent = f", ε={r.metrics['epsilon']:.4g}" if "epsilon" in r.metrics else ""
-                parts.append(f"client {r.client} withheld its release (privacy budget exhausted{spent})")
+                parts.append(f"client {r.client} withheld its release (privacy budget or release_every{spent})")
         label = "init" if round_number == 0 else f"{round_number}/{total_rounds}"
         elapsed = time.perf_counter() - self.started
         print(f"[round {label} | {elapsed:6.1f}s] " + ("; ".join(parts) or "statistics collected"),

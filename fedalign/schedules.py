@@ -24,17 +24,40 @@ def trainers_for_round(schedule: str, round_number: int, num_clients: int) -> li
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
 
 
-def planned_releases(cfg: ExperimentConfig, client_id: int) -> int:
-    """How many statistics releases client ``client_id`` makes in a full run.
-
-    One in round 0 plus one per round it trains: ``federation.rounds`` under the
-    ``simultaneous`` schedule; under ``alternating`` the rounds r in 1..R with
-    ``(r - 1) mod K == client_id``, i.e. ``ceil((R - client_id) / K)`` (at most
-    ``ceil(R / K)``). Used to plan the noise of ``privacy.target_epsilon``.
-    """
+def turns(cfg: ExperimentConfig, client_id: int) -> int:
+    """How many rounds client ``client_id`` trains in a full run: ``federation.rounds`` under
+    ``simultaneous``; under ``alternating`` the rounds r in 1..R with ``(r - 1) mod K == client_id``,
+    i.e. ``ceil((R - client_id) / K)``."""
     rounds, k = cfg.federation.rounds, cfg.federation.num_clients
     if not 0 <= client_id < k:
         raise ValueError(f"client id {client_id} out of range for federation.num_clients={k}")
     if cfg.federation.schedule == "simultaneous":
-        return 1 + rounds
-    return 1 + max(0, -(-(rounds - client_id) // k))
+        return rounds
+    return max(0, -(-(rounds - client_id) // k))
+
+
+def initial_release_is_charged(cfg: ExperimentConfig) -> bool:
+    """Whether round 0's release counts against the privacy budget.
+
+    Round 0 comes before any training: the statistics are a function of the initial weights
+    (drawn from the config's seed) and the alignment graph. When that graph is a public share
+    (every scheme but ``replicate``) the release depends on no private data: it is sent
+    without noise and not charged. Under ``replicate`` the alignment graph is the client's
+    own training graph, so it is charged like any release; ``privacy.free_initial_release: false``
+    charges it anyway.
+    """
+    return cfg.partition.scheme == "replicate" or not cfg.privacy.free_initial_release
+
+
+def releases_after_turn(cfg: ExperimentConfig, turn: int) -> bool:
+    """Whether a client releases after its ``turn``-th turn (1-based): every ``privacy.release_every``-th."""
+    return turn % cfg.privacy.release_every == 0
+
+
+def planned_releases(cfg: ExperimentConfig, client_id: int) -> int:
+    """How many charged releases client ``client_id`` makes in a full run (to plan ``privacy.target_epsilon``).
+
+    Round 0's, when :func:`initial_release_is_charged`, plus one after every
+    ``privacy.release_every``-th of its :func:`turns`.
+    """
+    return int(initial_release_is_charged(cfg)) + turns(cfg, client_id) // cfg.privacy.release_every

@@ -41,9 +41,13 @@ PPI = {
 
 
 def config(base=SMALL, **sections):
+    """The tests here check the accounting of every release, round 0's included: they charge it
+    (``free_initial_release: false``; its default is tested in test_privacy_leaks_and_budgets.py)."""
     raw = json.loads(json.dumps(base))
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    if raw.get("privacy", {}).get("mechanism") == "gaussian":
+        raw["privacy"].setdefault("free_initial_release", False)
     return config_from_dict(raw)
 
 
@@ -108,7 +112,7 @@ def test_dp_sgd_needs_the_graphs_scheme():
 
 
 def test_infinite_target_epsilon_is_allowed_and_clips_only():
-    cfg = config_from_dict({**SMALL, "privacy": {"mechanism": "gaussian", "reproducible_noise": True, "target_epsilon": math.inf}})
+    cfg = config(privacy={"mechanism": "gaussian", "reproducible_noise": True, "target_epsilon": math.inf})
     student = build_student(cfg, 0)
     assert student.release_policy.mechanism.clip_only
     stats, metrics = student.release(0)
@@ -261,7 +265,7 @@ def test_an_exhausted_budget_withholds_the_release_and_the_run_finishes(tmp_path
                                           {"round": 5, "client": 0}]
     assert summary["clients"]["0"]["rounds_trained"] == 3  # withheld rounds still count as training
     err = capsys.readouterr().err
-    assert f"client 0 withheld its release (privacy budget exhausted, ε={ledger.epsilon():.4g})" in err
+    assert f"client 0 withheld its release (privacy budget or release_every, ε={ledger.epsilon():.4g})" in err
 
 
 def test_a_withheld_release_keeps_the_previous_statistics_in_the_cache():
@@ -288,7 +292,7 @@ def test_progress_line_shows_epsilon():
     printer.on_round(2, 4, [RoundRecord(2, 1, "withheld", [0], {**metrics, "withheld": 1.0}, 0, 0, 0.0)])
     first, second = stream.getvalue().splitlines()
     assert first.endswith("test 0.6000 ε 1.25")
-    assert second.endswith("client 1 withheld its release (privacy budget exhausted, ε=1.25)")
+    assert second.endswith("client 1 withheld its release (privacy budget or release_every, ε=1.25)")
 
 
 # ---------------------------------------------------------------- determinism and checkpoints
@@ -429,7 +433,7 @@ def test_dp_sgd_ledger_survives_a_checkpoint(tmp_path):
 
 def test_noise_is_secret_by_default():
     """Without privacy.reproducible_noise the noise is not derived from the (server-known) seed."""
-    cfg = config_from_dict({**SMALL, "privacy": {"mechanism": "gaussian", "noise_multiplier": 1.0}})
+    cfg = config(privacy={"mechanism": "gaussian", "noise_multiplier": 1.0})
     first, _ = build_student(cfg, 0).release(1)
     second, _ = build_student(cfg, 0).release(1)
     assert not np.array_equal(first[0], second[0])

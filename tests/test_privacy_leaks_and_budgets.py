@@ -31,7 +31,7 @@ PPI = {
     "model": {"hidden_layers": 2, "hidden_dim": 8},
     "output": {"progress": False, "plot": False},
 }
-GAUSSIAN = {"mechanism": "gaussian", "noise_multiplier": 4.0, "reproducible_noise": True}
+GAUSSIAN = {"mechanism": "gaussian", "noise_multiplier": 4.0, "reproducible_noise": True, "free_initial_release": False}
 
 
 def cfg_of(base, **sections):
@@ -116,7 +116,7 @@ def test_max_epsilon_holds_across_resume_and_extension(tmp_path):
 
 
 def test_an_extended_target_epsilon_run_keeps_its_sigma_and_says_epsilon_grows(tmp_path, caplog):
-    privacy = {"mechanism": "gaussian", "target_epsilon": 4.0, "reproducible_noise": True}
+    privacy = {"mechanism": "gaussian", "target_epsilon": 4.0, "reproducible_noise": True, "free_initial_release": False}
     run_dir, first = run_inprocess(cfg_of(SMALL, privacy=privacy), tmp_path / "run")
     assert max(c["epsilon"] for c in first["clients"].values()) <= 4.0
     with caplog.at_level(logging.WARNING, logger="fedalign"):

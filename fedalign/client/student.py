@@ -108,7 +108,8 @@ class Student:
 
     def release(self, round_number: int) -> tuple[Statistics | None, ReleaseMetrics]:
         """What this client sends in ``round_number`` and the release metrics (:attr:`release_policy`)."""
-        return self.release_policy.release(self.statistics, round_number)
+        turn = self.epochs_trained // self.cfg.train.local_epochs
+        return self.release_policy.release(self.statistics, round_number, turn)
 
     # ------------------------------------------------------------ training
 

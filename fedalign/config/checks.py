@@ -76,6 +76,8 @@ def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
            f"must be > 0 (or .inf for clipping without noise), got {eps}")
     _check(0 < p.delta < 1, "privacy.delta", f"must be in (0, 1), e.g. 1e-5, got {p.delta}")
     _check(0 < p.clip_norm < math.inf, "privacy.clip_norm", f"must be > 0 and finite, got {p.clip_norm}")
+    _check(p.release_every >= 1, "privacy.release_every", f"must be >= 1 (release after every k-th turn), got "
+                                                           f"{p.release_every}")
     _check(p.max_epsilon is None or p.max_epsilon > 0, "privacy.max_epsilon",
            f"the privacy budget must be > 0, got {p.max_epsilon}")
     if p.mechanism == "gaussian":

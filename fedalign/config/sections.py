@@ -125,6 +125,13 @@ class PrivacyConfig:
     delta: float = 1e-5
     accountant: Literal["rdp", "prv"] = "rdp"
     max_epsilon: float | None = None  # budget of the statistics mechanism; None = unlimited
+    # Subtract the public uniform baseline 1/in-degree(v) before clipping (signed: sensitivity 2C instead of
+    # sqrt(2) C, but the clipped norm carries only how the distributions differ from uniform).
+    subtract_baseline: bool = False
+    release_every: int = 1  # release after every k-th turn only (fewer releases, less noise each)
+    # Round 0's release (before any training, on a public alignment graph) reads no private data: send it
+    # exact and uncharged. Under partition.scheme replicate the alignment graph is private: always charged.
+    free_initial_release: bool = True
     # Noise from the experiment seed (reproducible, for tests and comparisons) or, by default, from
     # OS entropy: a seed the server knows would let it regenerate and subtract the noise.
     reproducible_noise: bool = False

@@ -56,6 +56,12 @@ def project_to_distributions(values: Tensor, target: Tensor, num_nodes: int) -> 
     return torch.where(group_sum > 0, clamped / group_sum.clamp(min=torch.finfo(values.dtype).tiny), uniform)
 
 
+def uniform_baseline(target: Tensor, num_nodes: int) -> Tensor:
+    """``1 / in-degree(v)`` for every edge ``u -> v``: the uniform distribution over each node's in-edges,
+    float64 [E]. It depends only on the public alignment graph."""
+    return 1.0 / torch.bincount(target, minlength=num_nodes)[target].double()
+
+
 class StatisticsMechanism:
     """Clip, noise and post-process one client's structure statistics.
 
@@ -76,6 +82,10 @@ class StatisticsMechanism:
         nonnegative: the released vectors are non-negative (probabilities: the
             default); then any two clipped releases differ by at most sqrt(2) C,
             not 2 C (:attr:`sensitivity`), and a negative input is refused.
+        centre: subtract the public uniform baseline ``1 / in-degree(v)`` from every
+            edge before clipping and add it back after the noise (:meth:`release`):
+            the clipped norm then carries only how the distributions differ from
+            uniform. The centred vector is signed, so the sensitivity is 2 C.
     """
 
     def __init__(
@@ -87,6 +97,7 @@ class StatisticsMechanism:
         num_layers: int | None = None,
         clip_only: bool = False,
         nonnegative: bool = True,
+        centre: bool = False,
     ) -> None:
         if not (0 < clip_norm < math.inf):
             raise ValueError(f"clip_norm must be a finite number > 0, got {clip_norm}")
@@ -116,7 +127,8 @@ class StatisticsMechanism:
         self.clip_scope = clip_scope
         self.num_layers = num_layers
         self.clip_only = clip_only
-        self.nonnegative = nonnegative
+        self.centre = centre
+        self.nonnegative = nonnegative and not centre
 
     @classmethod
     def for_budget(
@@ -129,6 +141,7 @@ class StatisticsMechanism:
         *,
         num_layers: int | None = None,
         accountant: str = "rdp",
+        centre: bool = False,
     ) -> StatisticsMechanism:
         """The mechanism whose ``releases`` releases reach ``target_epsilon`` at ``delta``.
 
@@ -139,9 +152,9 @@ class StatisticsMechanism:
         """
         z = noise_multiplier_for_epsilon(target_epsilon, delta, releases, accountant=accountant)
         if z == 0.0:
-            return cls(clip_norm, 0.0, clip_scope, num_layers=num_layers, clip_only=True)
-        unit = cls(clip_norm, 1.0, clip_scope, num_layers=num_layers)  # sigma = 1 gives z = C / sensitivity
-        return cls(clip_norm, z / unit.effective_noise_multiplier, clip_scope, num_layers=num_layers)
+            return cls(clip_norm, 0.0, clip_scope, num_layers=num_layers, clip_only=True, centre=centre)
+        unit = cls(clip_norm, 1.0, clip_scope, num_layers=num_layers, centre=centre)  # sigma = 1: z = C / sensitivity
+        return cls(clip_norm, z / unit.effective_noise_multiplier, clip_scope, num_layers=num_layers, centre=centre)
 
     @property
     def sensitivity(self) -> float:
@@ -238,10 +251,15 @@ class StatisticsMechanism:
 
         Returns:
             L float tensors [E]: non-negative, summing to 1 over each node's
-            in-edges. Account each call with
-            ``ledger.record(self.effective_noise_multiplier)``.
+            in-edges (with ``centre``: projected from clip(p - baseline) + noise +
+            baseline). Account each call with ``ledger.record(self.effective_noise_multiplier)``.
         """
+        baseline = uniform_baseline(target, num_nodes).to(stats[0].dtype) if self.centre else None
+        if baseline is not None:
+            stats = [s - baseline for s in stats]
         noisy = self.noisy_vector(stats, generator)
+        if baseline is not None:
+            noisy = noisy + baseline
         if target.shape != noisy.shape[1:]:
             raise ValueError(
                 f"target has shape {tuple(target.shape)} but the statistics have {noisy.shape[1]} edges; "

@@ -18,9 +18,10 @@ class ReleasePolicy:
     (a privacy ledger) saves it in :meth:`state_dict`, which goes into the client's checkpoint.
     """
 
-    def release(self, statistics: Callable[[], Statistics], round_number: int
+    def release(self, statistics: Callable[[], Statistics], round_number: int, turn: int
                 ) -> tuple[Statistics | None, ReleaseMetrics]:
-        """``(arrays to send or None, release metrics)``; ``statistics()`` computes the raw probabilities."""
+        """``(arrays to send or None, release metrics)``; ``statistics()`` computes the raw probabilities;
+        ``turn``: how many turns the student has trained (0: the initial release of round 0)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -33,7 +34,7 @@ class ReleasePolicy:
 class NoRelease(ReleasePolicy):
     """Strategies that share nothing (``none``, ``self``): ``(None, {})``."""
 
-    def release(self, statistics, round_number):
+    def release(self, statistics, round_number, turn):
         return None, {}
 
 

@@ -16,5 +16,5 @@ class DPSGDRelease(ReleasePolicy):
     def __init__(self, wire_dtype: str, ledger: PrivacyLedger) -> None:
         self.wire_dtype, self.ledger = wire_dtype, ledger
 
-    def release(self, statistics, round_number):
+    def release(self, statistics, round_number, turn):
         return on_wire(statistics(), self.wire_dtype), {"epsilon": self.ledger.epsilon(), "withheld": 0.0}

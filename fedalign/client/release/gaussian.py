@@ -9,7 +9,7 @@ import torch
 
 from ...config import ExperimentConfig
 from ...privacy import PrivacyLedger, StatisticsMechanism
-from ...schedules import planned_releases
+from ...schedules import initial_release_is_charged, planned_releases, releases_after_turn
 from ...wire import ReleaseLayout
 from ..noise import STATISTICS_STREAM, noise_generator
 from .base import ReleasePolicy, on_wire
@@ -21,8 +21,11 @@ class GaussianRelease(ReleasePolicy):
     """Clip, noise and project every release (:class:`~fedalign.privacy.StatisticsMechanism`).
 
     Each release is recorded in :attr:`ledger` and reported with ``epsilon`` (spent after it)
-    and ``withheld: 0.0``. A release that would take epsilon past ``max_epsilon`` is not made
-    and not recorded: ``(None, {"epsilon": spent so far, "withheld": 1.0})``.
+    and ``withheld: 0.0``. Not made, and not recorded -- ``(None, {"epsilon": spent so far,
+    "withheld": 1.0})`` -- is a release that would take epsilon past ``max_epsilon``, or one
+    after a turn that ``privacy.release_every`` skips. Round 0's release, made before any
+    training on a public alignment graph, reads no private data: it goes out exact and
+    uncharged (:func:`~fedalign.schedules.initial_release_is_charged`).
     """
 
     def __init__(self, mechanism: StatisticsMechanism, ledger: PrivacyLedger, layout: ReleaseLayout,
@@ -38,17 +41,20 @@ class GaussianRelease(ReleasePolicy):
         p = cfg.privacy
         if p.target_epsilon is not None:
             mechanism = StatisticsMechanism.for_budget(
-                p.target_epsilon, p.delta, planned_releases(cfg, client_id), p.clip_norm, p.clip_scope,
-                num_layers=num_arrays, accountant=p.accountant)
+                p.target_epsilon, p.delta, max(1, planned_releases(cfg, client_id)), p.clip_norm, p.clip_scope,
+                num_layers=num_arrays, accountant=p.accountant, centre=p.subtract_baseline)
         else:
             mechanism = StatisticsMechanism(p.clip_norm, p.noise_multiplier, p.clip_scope, num_layers=num_arrays,
-                                            clip_only=p.noise_multiplier == 0)
+                                            clip_only=p.noise_multiplier == 0, centre=p.subtract_baseline)
         return cls(mechanism, PrivacyLedger(p.accountant, p.delta), layout, p.max_epsilon,
                    cfg.align.statistics_dtype, cfg, client_id)
 
-    def release(self, statistics, round_number):
+    def release(self, statistics, round_number, turn):
+        if turn == 0 and not initial_release_is_charged(self.cfg):  # data-free: exact and free
+            return on_wire(statistics(), self.wire_dtype), {"epsilon": self.ledger.epsilon(), "withheld": 0.0}
         multiplier = self.mechanism.effective_noise_multiplier
-        if self.max_epsilon is not None and self.ledger.epsilon_if(multiplier) > self.max_epsilon:
+        skipped = turn > 0 and not releases_after_turn(self.cfg, turn)
+        if skipped or (self.max_epsilon is not None and self.ledger.epsilon_if(multiplier) > self.max_epsilon):
             return None, {"epsilon": self.ledger.epsilon(), "withheld": 1.0}
         raw = [torch.from_numpy(s).double() for s in statistics()]
         generator = noise_generator(self.cfg, self.client_id, round_number, STATISTICS_STREAM, torch.device("cpu"))
@@ -76,7 +82,7 @@ class GaussianRelease(ReleasePolicy):
         if saved != self.mechanism.noise_multiplier:
             m = self.mechanism
             self.mechanism = StatisticsMechanism(m.clip_norm, saved, m.clip_scope, num_layers=m.num_layers,
-                                                 clip_only=saved == 0)
+                                                 clip_only=saved == 0, centre=m.centre)
             self._announce_extension()
 
     def _announce_extension(self) -> None:

@@ -11,5 +11,5 @@ class PlainRelease(ReleasePolicy):
     def __init__(self, wire_dtype: str) -> None:
         self.wire_dtype = wire_dtype
 
-    def release(self, statistics, round_number):
+    def release(self, statistics, round_number, turn):
         return on_wire(statistics(), self.wire_dtype), {}
