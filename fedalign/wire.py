@@ -54,9 +54,9 @@ REQUIRED_METADATA = ("partition-id",)
 
 
 def private_releases(cfg) -> bool:
-    """True when a client's releases are protected (statistics mechanism or DP-SGD): then nothing else
-    computed from its private data may leave it (:func:`split_metrics`)."""
-    return cfg.privacy.mechanism != "none" or cfg.privacy.dp_sgd.enabled
+    """True when a client's releases are protected (statistics mechanism, DP-SGD or label DP): then
+    nothing else computed from its private data may leave it (:func:`split_metrics`)."""
+    return cfg.privacy.mechanism != "none" or cfg.privacy.dp_sgd.enabled or cfg.privacy.unit == "labels"
 
 
 def split_metrics(metrics: dict[str, float], private: bool) -> tuple[dict[str, float], dict[str, float]]:

@@ -89,3 +89,46 @@ def test_baseline_subtraction_against_a_hand_computation():
     assert share == pytest.approx(float(torch.linalg.vector_norm(p - baseline) / torch.linalg.vector_norm(p)))
     assert share == pytest.approx(0.2945, abs=1e-3)
     assert float(torch.linalg.vector_norm(mech.clip([centred])[0])) == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------- label-level DP
+
+
+@pytest.mark.parametrize("epsilon,num_classes", [(0.5, 4), (2.0, 8), (1.0, 2)])
+def test_randomised_response_flip_rates_match_the_formula(epsilon, num_classes):
+    from fedalign.privacy import keep_probability, randomised_response
+
+    n = 200_000
+    y = torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(0))
+    out = randomised_response(y, epsilon, num_classes, False, torch.Generator().manual_seed(1))
+    keep = math.exp(epsilon) / (math.exp(epsilon) + num_classes - 1)
+    assert keep_probability(epsilon, num_classes) == pytest.approx(keep)
+    assert float((out == y).float().mean()) == pytest.approx(keep, abs=4 * math.sqrt(keep * (1 - keep) / n))
+    changed = out[out != y]  # a changed label is any other class, uniformly
+    moved = ((changed - y[out != y]) % num_classes).bincount(minlength=num_classes)[1:].float()
+    assert float(moved.max() - moved.min()) / float(moved.mean()) < 0.05
+    multi = torch.randint(0, 2, (n, 3), generator=torch.Generator().manual_seed(2)).float()
+    flipped = randomised_response(multi, epsilon, 3, True, torch.Generator().manual_seed(3))
+    assert float((flipped != multi).float().mean()) == pytest.approx(1 / (1 + math.exp(epsilon)), abs=0.005)
+
+
+def test_label_dp_randomises_training_labels_once_and_keeps_everything_else(tmp_path):
+    cfg = config_from_dict({**SMALL, "partition": {"scheme": "replicate"}, "federation": {"rounds": 2},
+                            "privacy": {"unit": "labels", "label_epsilon": 1.0, "reproducible_noise": True}})
+    student = build_student(cfg, 0)
+    shared = build_student(cfg, 1).val_split.graph  # the data every client shares in one process
+    clean = shared.y[student.train_split.mask]
+    noisy = student.train_split.graph.y[student.train_split.mask]
+    assert 0 < int((noisy != clean).sum()) < len(clean)  # some, not all, training labels changed
+    assert torch.equal(student.train_split.graph.y[~student.train_split.mask], shared.y[~student.train_split.mask])
+    assert student.val_split.graph.y is shared.y  # validation and test labels are the true ones
+    stats, metrics = student.release(0)
+    assert metrics == {"epsilon": 1.0, "withheld": 0.0}
+    restored = build_student(cfg, 0)
+    restored.load_state_dict(student.state_dict())  # a checkpoint keeps the one draw
+    assert torch.equal(restored.train_split.graph.y, student.train_split.graph.y)
+    run_dir, summary = run_inprocess(cfg, tmp_path / "run")
+    assert all(set(r) & {"val_metric", "task_loss"} == set() for r in rows_of(run_dir))
+    assert summary["metrics_source"].startswith("client evaluation logs") and summary["epsilon"] == 1.0
+    with pytest.raises(Exception, match="privacy.label_epsilon"):
+        config_from_dict({**SMALL, "privacy": {"label_epsilon": 1.0}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +11,8 @@ from torch_geometric.utils import subgraph
 
 from ..config import ExperimentConfig
 from ..data import ClientData, GraphSplit, load_partition
+from ..privacy import randomised_response
+from .noise import LABEL_STREAM, noise_generator
 
 
 @dataclass
@@ -59,3 +62,16 @@ def split_into_graphs(split: GraphSplit) -> list[Data]:
         edge_index, _ = subgraph(nodes, graph.edge_index, relabel_nodes=True, num_nodes=graph.num_nodes)
         graphs.append(Data(x=graph.x[nodes], edge_index=edge_index, y=graph.y[nodes], mask=split.mask[nodes]))
     return graphs
+
+
+def randomise_labels(cfg: ExperimentConfig, client_id: int, train: GraphSplit, task: TaskInfo) -> GraphSplit:
+    """``train`` on a copy of its graph whose training labels went through randomised response at
+    ``privacy.label_epsilon`` (:mod:`fedalign.privacy.labels`); other nodes' labels are untouched
+    (validation and test labels never enter training). The shared graph itself is not modified."""
+    generator = noise_generator(cfg, client_id, 0, LABEL_STREAM, torch.device("cpu"))
+    graph = copy.copy(train.graph)
+    y = graph.y.cpu().clone()
+    mask = train.mask.cpu()
+    y[mask] = randomised_response(y[mask], cfg.privacy.label_epsilon, task.num_classes, task.multilabel, generator)
+    graph.y = y.to(train.graph.y.device)
+    return GraphSplit(graph, train.mask)

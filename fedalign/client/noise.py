@@ -7,7 +7,7 @@ import torch
 from ..config import ExperimentConfig
 from ..seeds import derive_seed
 
-STATISTICS_STREAM, DP_SGD_STREAM = 1, 2
+STATISTICS_STREAM, DP_SGD_STREAM, LABEL_STREAM = 1, 2, 3
 
 
 def noise_generator(cfg: ExperimentConfig, client_id: int, round_number: int, stream: int,

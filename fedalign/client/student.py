@@ -25,7 +25,7 @@ from ..models import StudentNetwork, build_network
 from ..seeds import derive_seed
 from ..statistics import class_log_probs, layer_statistics
 from ..wire import Statistics, StatisticsRejected, check_statistics, release_layout
-from .data import TaskInfo, client_data, to_device
+from .data import TaskInfo, client_data, randomise_labels, to_device
 from .objective import AlignmentTargets
 from .release import build_release_policy
 from .release.base import ReleaseMetrics
@@ -65,6 +65,8 @@ class Student:
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.train_split, self.val_split, self.test_split, self.alignment = to_device(data, self.device)
+        if cfg.privacy.unit == "labels":  # randomised response on the training labels, once, before training
+            self.train_split = randomise_labels(cfg, client_id, self.train_split, task)
         self._prepared: dict[int, Any] = {}  # id(graph) -> model.prepare(graph's edges), built once
         self.layout = release_layout(cfg.align.strategy, self.alignment.edge_index, self.alignment.num_nodes,
                                      task.num_classes, task.multilabel)
@@ -207,6 +209,8 @@ class Student:
             state.update(self.dp_sgd.state_dict())
         if self.own_statistics is not None:
             state["own_statistics"] = [torch.from_numpy(np.array(p)) for p in self.own_statistics]
+        if self.cfg.privacy.unit == "labels":  # the randomised labels are drawn once per run, never again
+            state["randomised_labels"] = self.train_split.graph.y.cpu()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -215,6 +219,8 @@ class Student:
         self.epochs_trained = state["epochs_trained"]
         own = state.get("own_statistics")
         self.own_statistics = None if own is None else [t.numpy() for t in own]
+        if self.cfg.privacy.unit == "labels":
+            self.train_split.graph.y = state["randomised_labels"].to(self.device)
         self.release_policy.load_state_dict(state)
         if self.dp_sgd is not None:
             self.dp_sgd.load_state_dict(state)

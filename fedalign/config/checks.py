@@ -89,6 +89,7 @@ def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
             _check(value is None, f"privacy.{key}",
                    f"set to {value} but privacy.mechanism is 'none', so no statistics noise is added; "
                    "set privacy.mechanism: gaussian, or remove the key")
+    _check_label_privacy(p)
     d = p.dp_sgd
     _check(0 < d.sample_rate <= 1, "privacy.dp_sgd.sample_rate", f"must be in (0, 1], got {d.sample_rate}")
     _check(0 < d.max_grad_norm < math.inf, "privacy.dp_sgd.max_grad_norm",
@@ -106,3 +107,15 @@ def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
                f"DP-SGD needs partition.scheme 'graphs' (or its alias 'iid'), got {cfg.partition.scheme!r}: the "
                "statistics are DP only as post-processing of the DP-SGD model on a public alignment graph, but in "
                "'replicate' they are computed on the private training graphs themselves")
+
+
+def _check_label_privacy(p) -> None:
+    if p.unit == "labels":
+        _check(p.label_epsilon is not None and 0 < p.label_epsilon < math.inf, "privacy.label_epsilon",
+               f"privacy.unit labels needs the epsilon of each label, > 0 and finite, got {p.label_epsilon}")
+        _check(p.mechanism == "none" and not p.dp_sgd.enabled, "privacy.unit",
+               "labels (randomised response) is a unit of its own: set privacy.mechanism: none and leave "
+               "privacy.dp_sgd off, or use privacy.unit: client")
+    else:
+        _check(p.label_epsilon is None, "privacy.label_epsilon",
+               f"set to {p.label_epsilon} but privacy.unit is 'client'; set privacy.unit: labels, or remove the key")

@@ -117,6 +117,10 @@ class PrivacyConfig:
     withheld (the client still trains; peers keep its last statistics).
     """
 
+    # client: the statistics mechanism / DP-SGD protect a client's data; labels: randomised response on each
+    # training label before training (privacy.label_epsilon per label; fedalign.privacy.labels)
+    unit: Literal["client", "labels"] = "client"
+    label_epsilon: float | None = None
     mechanism: Literal["none", "gaussian"] = "none"
     noise_multiplier: float | None = None  # sigma; noise std sigma * clip_norm per coordinate (0 = clip only)
     target_epsilon: float | None = None  # alternative to sigma: the epsilon of all planned releases

@@ -73,10 +73,11 @@ multi-graph datasets such as PPI where each graph is one sample.
 
 from .accounting import ACCOUNTANTS, PrivacyLedger, noise_multiplier_for_epsilon
 from .dp_sgd import DPSGDTrainer, DPSGDUnsupported, per_graph_gradients, require_per_graph_samples
+from .labels import flip_probability, keep_probability, randomised_response
 from .mechanism import CLIP_SCOPES, StatisticsMechanism, clip_to_norm, project_to_distributions
 
 __all__ = [
     "ACCOUNTANTS", "CLIP_SCOPES", "DPSGDTrainer", "DPSGDUnsupported", "PrivacyLedger", "StatisticsMechanism",
-    "clip_to_norm", "noise_multiplier_for_epsilon", "per_graph_gradients", "project_to_distributions",
+    "clip_to_norm", "flip_probability", "keep_probability", "noise_multiplier_for_epsilon", "randomised_response", "per_graph_gradients", "project_to_distributions",
     "require_per_graph_samples",
 ]

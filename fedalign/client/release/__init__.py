@@ -6,7 +6,9 @@
   projected back to distributions and recorded in the client's ledger, within ``max_epsilon``;
 * :class:`~.dp_sgd.DPSGDRelease` -- ``privacy.dp_sgd`` alone: the raw statistics of a
   DP-SGD-trained model on a public graph (DP by post-processing), reported with the
-  DP-SGD ledger's epsilon.
+  DP-SGD ledger's epsilon;
+* :class:`~.labels.LabelDPRelease` -- ``privacy.unit: labels``: the raw statistics of a model
+  trained on randomised labels (post-processing), reported with the per-label epsilon.
 
 :func:`build_release_policy` builds the one an experiment config asks for.
 """
@@ -20,6 +22,7 @@ from ...wire import ReleaseLayout
 from .base import NoRelease, ReleasePolicy
 from .dp_sgd import DPSGDRelease
 from .gaussian import GaussianRelease
+from .labels import LabelDPRelease
 from .plain import PlainRelease
 
 
@@ -31,6 +34,8 @@ def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int,
     """
     if not shares_statistics(cfg.align.strategy):
         return NoRelease()
+    if cfg.privacy.unit == "labels":
+        return LabelDPRelease(cfg.align.statistics_dtype, cfg.privacy.label_epsilon)
     if cfg.privacy.mechanism == "gaussian":
         return GaussianRelease.from_config(cfg, client_id, num_arrays, layout)
     if dp_sgd_ledger is not None:
@@ -38,4 +43,4 @@ def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int,
     return PlainRelease(cfg.align.statistics_dtype)
 
 
-__all__ = ["DPSGDRelease", "GaussianRelease", "NoRelease", "PlainRelease", "ReleasePolicy", "build_release_policy"]
+__all__ = ["DPSGDRelease", "GaussianRelease", "LabelDPRelease", "NoRelease", "PlainRelease", "ReleasePolicy", "build_release_policy"]
