@@ -14,7 +14,7 @@ from typing import Callable
 
 import yaml
 
-from .config import ExperimentConfig
+from .config import ConfigError, ExperimentConfig, config_from_dict
 from .data import metric_name
 from .outputs import ProgressPrinter, RunWriter, read_rounds, run_dir_for
 from .server import Coordinator, RoundRecord, ServerState, Transport
@@ -40,8 +40,17 @@ LOCATION_KEYS = ("name", "data.root", "data.cache_dir", "federation.timeout", "o
 
 def config_differences(run_dir: Path, cfg: ExperimentConfig, ignore: tuple[str, ...] = LOCATION_KEYS) -> list[str]:
     """``"key: saved -> current"`` for every key (not starting with one of ``ignore``) in which ``cfg``
-    differs from the run folder's ``config.yaml``."""
-    saved = _flatten(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {})
+    differs from the run folder's ``config.yaml``.
+
+    A key the saved config lacks (added to fedalign since the run) counts as its default, so a
+    new option whose default keeps the old behaviour does not make old runs differ.
+    """
+    raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+    try:
+        raw = config_from_dict(raw).to_dict()
+    except ConfigError as error:
+        return [f"the saved config.yaml is no longer valid ({error})"]
+    saved = _flatten(raw)
     current = _flatten(cfg.to_dict())
     changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k) and not k.startswith(ignore))
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed]
