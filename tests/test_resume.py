@@ -152,3 +152,16 @@ def test_deploy_keys_refuses_to_overwrite_a_key_without_force(tmp_path):
     assert private.read_bytes() == before
     assert deploy_main(["keys", "--out", str(tmp_path), "node-0", "--force"]) == 0
     assert private.read_bytes() != before and private.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_run_saved_before_a_key_existed_matches_that_keys_default(tmp_path):
+    from fedalign.runner import config_differences
+
+    cfg = config_from_dict(SMALL)
+    raw = cfg.to_dict()
+    del raw["privacy"]["release_every"]  # a run made before the option existed
+    (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(raw))
+    assert config_differences(tmp_path, cfg) == []
+    other = config_from_dict({**SMALL, "privacy": {"mechanism": "gaussian", "noise_multiplier": 1.0,
+                                                   "release_every": 2}})
+    assert any(d.startswith("privacy.release_every: 1 -> 2") for d in config_differences(tmp_path, other))
