@@ -7,10 +7,14 @@ import math
 import warnings
 
 import numpy as np
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
+ACCOUNTANTS = ("rdp", "prv")  # Opacus' RDPAccountant and PRVAccountant (imported when first used: opacus is slow
+# to import, and a client without privacy never needs it)
 
-ACCOUNTANTS = {"rdp": RDPAccountant, "prv": PRVAccountant}
+
+def _accountant(name: str):
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    return {"rdp": RDPAccountant, "prv": PRVAccountant}[name]()
 
 
 def _epsilon(accountant: str, history: list[tuple[float, float, int]], delta: float) -> float:
@@ -19,7 +23,7 @@ def _epsilon(accountant: str, history: list[tuple[float, float, int]], delta: fl
         return 0.0
     if any(sigma == 0 for sigma, _, _ in history):
         return math.inf
-    acc = ACCOUNTANTS[accountant]()
+    acc = _accountant(accountant)
     acc.history = [tuple(entry) for entry in history]
     # The PRV of a sample rate of 1 takes log(1 - q) = log(0) on purpose; silence numpy's warning.
     with np.errstate(divide="ignore"):
@@ -146,6 +150,8 @@ def noise_multiplier_for_epsilon(
         raise ValueError(f"releases must be an int >= 1, got {releases!r}")
     if not (0 < sample_rate <= 1):
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+    from opacus.accountants.utils import get_noise_multiplier
+
     # The binary search probes tiny sigmas whose RDP optimum sits at the largest order; that warning
     # concerns the probes, not the answer.
     with np.errstate(divide="ignore"), warnings.catch_warnings():

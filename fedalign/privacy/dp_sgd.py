@@ -6,7 +6,6 @@ import math
 from typing import Callable, Sequence
 
 import torch
-from opacus.optimizers import DPOptimizer
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
@@ -131,6 +130,8 @@ class DPSGDTrainer:
         self.noise_multiplier = float(noise_multiplier)
         self.generator = generator
         self.ledger = ledger
+        from opacus.optimizers import DPOptimizer  # opacus is imported only where DP-SGD runs
+
         self.optimizer = DPOptimizer(
             optimizer,
             noise_multiplier=noise_multiplier,
