@@ -21,7 +21,8 @@ from .server import Coordinator, RoundRecord, ServerState, Transport
 
 # Config keys that may change when a run is resumed: where things live, how
 # long the server waits, how it reports, and how many rounds (to extend a run).
-RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "federation.rounds", "federation.timeout", "output.", "device")
+RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "federation.rounds", "federation.timeout", "output.", "device",
+                     "simulation.")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -35,7 +36,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 # Keys that say where things live or how a run reports, not what the experiment is.
-LOCATION_KEYS = ("name", "data.root", "data.cache_dir", "federation.timeout", "output.", "device")
+LOCATION_KEYS = ("name", "data.root", "data.cache_dir", "federation.timeout", "output.", "device", "simulation.")
 
 
 def config_differences(run_dir: Path, cfg: ExperimentConfig, ignore: tuple[str, ...] = LOCATION_KEYS) -> list[str]:

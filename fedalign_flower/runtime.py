@@ -73,9 +73,21 @@ def flower_logs(run_dir: Path, verbose: bool) -> Iterator[None]:
         handler.close()
 
 
+def backend_config(cfg: ExperimentConfig, verbose: bool = False) -> dict:
+    """Flower's Ray backend config from the ``simulation`` section: each client's CPUs and GPUs, and the
+    Ray cluster to attach to (``simulation.ray_address``; none: a local Ray instance)."""
+    init_args = {"logging_level": "DEBUG" if verbose else "ERROR", "log_to_driver": verbose}
+    if cfg.simulation.ray_address:
+        init_args["address"] = cfg.simulation.ray_address
+    return {"client_resources": {"num_cpus": cfg.simulation.cpus_per_client,
+                                 "num_gpus": cfg.simulation.gpus_per_client},
+            "init_args": init_args}
+
+
 def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = None, resume: bool = False,
-                          cpus_per_client: float = 1.0, verbose: bool = False) -> tuple[Path, dict]:
-    """Run ``cfg`` with one virtual SuperNode per client; returns (run folder, summary).
+                          verbose: bool = False) -> tuple[Path, dict]:
+    """Run ``cfg`` with one virtual SuperNode per client (placed as :func:`backend_config` says);
+    returns (run folder, summary).
 
     ``resume``: continue the run saved in ``run_dir`` (see :func:`fedalign.runner.run_experiment`).
     """
@@ -102,9 +114,7 @@ def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = No
             server_app=server_app,
             client_app=clients.app,
             num_supernodes=cfg.federation.num_clients,
-            backend_config={"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
-                            "init_args": {"logging_level": "DEBUG" if verbose else "ERROR",
-                                          "log_to_driver": verbose}},
+            backend_config=backend_config(cfg, verbose),
         )
     if "run" not in result:
         raise RuntimeError(f"the Flower simulation ended without finishing the run; see {run_dir / 'summary.json'} "

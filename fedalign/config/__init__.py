@@ -18,11 +18,11 @@ from .checks import check_config
 from .parsing import apply_overrides, config_from_dict, load_config, parse_override
 from .sections import (
     AlignConfig, ConfigError, DataConfig, DPSGDConfig, ExperimentConfig, FederationConfig, ModelConfig, OutputConfig,
-    PartitionConfig, PrivacyConfig, TrainConfig,
+    PartitionConfig, PrivacyConfig, SimulationConfig, TrainConfig,
 )
 
 __all__ = [
     "AlignConfig", "ConfigError", "DataConfig", "DPSGDConfig", "ExperimentConfig", "FederationConfig", "ModelConfig",
-    "OutputConfig", "PartitionConfig", "PrivacyConfig", "TrainConfig", "apply_overrides", "check_config",
+    "OutputConfig", "PartitionConfig", "PrivacyConfig", "SimulationConfig", "TrainConfig", "apply_overrides", "check_config",
     "config_from_dict", "load_config", "parse_override",
 ]

@@ -61,6 +61,10 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(cfg.train.local_epochs >= 1, "train.local_epochs", f"must be >= 1, got {cfg.train.local_epochs}")
     _check(cfg.train.lr > 0, "train.lr", f"must be > 0, got {cfg.train.lr}")
     _check(cfg.train.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {cfg.train.weight_decay}")
+    _check(cfg.simulation.cpus_per_client > 0, "simulation.cpus_per_client",
+           f"must be > 0, got {cfg.simulation.cpus_per_client}")
+    _check(cfg.simulation.gpus_per_client >= 0, "simulation.gpus_per_client",
+           f"must be >= 0 (a fraction shares a GPU), got {cfg.simulation.gpus_per_client}")
     _check_privacy(cfg, dataset)
     return cfg
 

@@ -143,6 +143,21 @@ class PrivacyConfig:
 
 
 @dataclass
+class SimulationConfig:
+    """How Flower's Simulation Runtime places the virtual clients (``fedalign run`` / ``sweep`` with the Flower engine).
+
+    Each client asks Ray for ``cpus_per_client`` CPUs and ``gpus_per_client`` GPUs (a fraction shares a
+    GPU among clients; ``device: auto`` then trains on the GPU Ray assigns). ``ray_address`` attaches to
+    a running Ray cluster (``ray start --head`` on one machine, ``ray start --address`` on the others)
+    instead of starting a local Ray instance.
+    """
+
+    cpus_per_client: float = 1.0
+    gpus_per_client: float = 0.0
+    ray_address: str | None = None
+
+
+@dataclass
 class OutputConfig:
     dir: str = "outputs"  # run folders are created below this
     progress: bool = True  # one line per round on stderr
@@ -161,6 +176,7 @@ class ExperimentConfig:
     align: AlignConfig = field(default_factory=AlignConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
