@@ -108,6 +108,10 @@ def cmd_supernode(a: argparse.Namespace) -> int:
         if a.key is None:
             print("WARNING: no --key: this SuperNode does not authenticate; a SuperLink started with "
                   "authentication (the default) refuses it.", file=sys.stderr)
+    mismatch = None if a.dry_run else launch.tls_mismatch(a.superlink, a.insecure)
+    if mismatch:
+        print(f"deploy supernode: {mismatch}", file=sys.stderr)
+        return 2
     config = launch.node_config(a.partition_id, a.num_partitions, a.data_root, a.state_dir)
     cmd = launch.supernode_command(superlink=a.superlink, config=config, ca_cert=a.ca_cert, key=a.key,
                                    insecure=a.insecure, runtime_port=a.runtime_port)

@@ -60,6 +60,12 @@ DEFAULT_PORT = 9093
 DEFAULT_WORKDIR = Path.home() / ".cache" / "fedalign" / "deploy" / "local"
 LOCAL_CONNECTION = "fedalign-local"
 DEPLOYMENT_FILE = "deployment.json"
+# How often a SuperNode's (and the SuperLink's) SuperExec asks its own node for a task to start, through
+# Flower's FLWR_SUPEREXEC_TASK_POLL_INTERVAL (default 1 s, minimum 0.01 s): a local call, so polling
+# often is cheap and starts each message's ClientApp sooner. The SuperNode's own poll of the SuperLink
+# (3 s when nothing is waiting) is fixed in flwr 1.41 (``time.sleep(3)`` in
+# flwr/supernode/start_client_internal.py); nothing changes it.
+SUPEREXEC_POLL_SECONDS = 0.1
 
 
 def tool(name: str) -> str:
@@ -70,8 +76,10 @@ def tool(name: str) -> str:
 
 def flower_env(flwr_home: str | Path | None = None) -> dict[str, str]:
     """The environment for Flower commands: this venv's ``bin`` first on PATH, no telemetry,
-    no runtime ``pip``/``uv`` installs of the app's dependencies (the venv already has them)."""
+    no runtime ``pip``/``uv`` installs of the app's dependencies (the venv already has them), and
+    a SuperExec that looks for new tasks every :data:`SUPEREXEC_POLL_SECONDS` (Flower's default: 1 s)."""
     env = dict(os.environ)
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(SUPEREXEC_POLL_SECONDS))
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
@@ -88,6 +96,43 @@ def warn_insecure(what: str) -> None:
           "!!! travel in clear text, and SuperNode authentication is off too (Flower needs\n"
           "!!! TLS for it), so anyone who can reach the SuperLink can join the federation.\n"
           f"!!! Use it only on a trusted network, for debugging.\n{bar}", file=sys.stderr)
+
+
+def speaks_tls(address: str, timeout: float = 5.0) -> bool | None:
+    """Whether the server at ``host:port`` answers a TLS handshake (None: nothing reachable there).
+
+    Only the protocol is probed, not the certificate. A SuperNode started with ``--insecure``
+    against a TLS SuperLink (or the other way round) only ever logs "Connection attempt
+    failed" and retries; this lets ``deploy supernode`` say why before it starts.
+    """
+    import ssl
+
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw:
+            try:
+                with context.wrap_socket(raw, server_hostname=host.strip("[]") or None):
+                    return True
+            except (ssl.SSLError, ConnectionError, socket.timeout):
+                return False
+    except (OSError, ValueError):
+        return None
+
+
+def tls_mismatch(address: str, insecure: bool) -> str | None:
+    """What is wrong when this node's ``insecure`` setting does not match what the SuperLink speaks."""
+    tls = speaks_tls(address)
+    if tls is True and insecure:
+        return (f"the SuperLink at {address} uses TLS, but this SuperNode was asked to connect with --insecure "
+                "(it would only retry 'Connection attempt failed' forever): drop --insecure and pass "
+                "--ca-cert <the federation's ca.crt> and --key <this node's private key>")
+    if tls is False and not insecure:
+        return (f"the SuperLink at {address} does not speak TLS (was it started with --insecure?): start it with "
+                "its certificate (python -m deploy superlink --certs ...), or, on a trusted network only, "
+                "start this SuperNode with --insecure too")
+    return None
 
 
 # ---------------------------------------------------------------- commands

@@ -15,6 +15,11 @@ from fedalign_flower.protocol import IDENTIFY_ROUND, ProtocolError, decode_reply
 
 log = logging.getLogger("fedalign")
 
+# How often the ServerApp asks the SuperLink for replies. Flower's own ``GrpcGrid.send_and_receive``
+# sleeps 3 s between pulls (flwr/superlink/grid/http_grid.py), which adds up to 3 s to every round in
+# deployment; pulling ourselves at this interval costs one small RPC per interval.
+REPLY_POLL_SECONDS = 0.2
+
 
 class FlowerTransport:
     """The coordinator's three calls as Flower messages through a ``Grid``.
@@ -72,10 +77,11 @@ class FlowerTransport:
         started = time.perf_counter()
         replies: dict[int, Reply] = {}
         self.node_errors = []
-        answers = list(self.grid.send_and_receive(messages, timeout=self.cfg.federation.timeout))
         # Match replies to requests by message id: an error reply the SuperLink makes itself (e.g.
         # "Node Unavailable" for a node that missed its heartbeats) comes from the SuperLink's node id.
-        asked = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
+        asked = {message_id: m.metadata.dst_node_id
+                 for message_id, m in zip(self.grid.push_messages(messages), messages) if message_id}
+        answers = self._collect(set(asked))
         for msg in answers:
             node = asked.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
             if node not in requests:
@@ -104,6 +110,21 @@ class FlowerTransport:
             replies[client] = Reply(client, metrics, stats, bytes_received=received, bytes_sent=payload_bytes(stats),
                                     seconds=time.perf_counter() - started)
         return replies
+
+    def _collect(self, message_ids: set[str]) -> list[Message]:
+        """The replies to ``message_ids`` that arrive within ``federation.timeout``, pulled every
+        :data:`REPLY_POLL_SECONDS`."""
+        deadline = time.monotonic() + self.cfg.federation.timeout
+        pending, answers = set(message_ids), []
+        while pending:
+            for msg in self.grid.pull_messages(pending):
+                answers.append(msg)
+                pending.discard(msg.metadata.reply_to_message_id)
+            remaining = deadline - time.monotonic()
+            if not pending or remaining <= 0:
+                break
+            time.sleep(min(REPLY_POLL_SECONDS, remaining))
+        return answers
 
     def _fail(self, replies: dict[int, Reply], client: int, reply: Reply) -> None:
         """Record a failed reply: for its client, or, if the node's client is unknown, in ``node_errors``."""

@@ -32,6 +32,7 @@ class LoopbackGrid:
         self.tamper = tamper
         self.crash_before_round = crash_before_round
         self.sent: list[Message] = []
+        self.replies: list[Message] = []  # delivered, not yet pulled
 
     def get_node_ids(self) -> list[int]:
         return list(self.nodes)
@@ -45,13 +46,16 @@ class LoopbackGrid:
         self.nodes[node] = pid
         return node
 
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
+    def push_messages(self, messages):
+        """Deliver each message now (its reply waits for :meth:`pull_messages`); returns the message ids."""
+        ids = []
         for msg in messages:
             round_number = int(msg.content["config"]["round"])
             if self.crash_before_round is not None and round_number >= self.crash_before_round:
                 raise ServerCrash(f"simulated server crash before round {round_number}")
             self.sent.append(msg)
+            msg.metadata.__dict__["_message_id"] = message_id = f"message-{len(self.sent)}"
+            ids.append(message_id)
             node = msg.metadata.dst_node_id
             if node not in self.nodes:  # a lost node: no reply before the timeout
                 continue
@@ -68,8 +72,14 @@ class LoopbackGrid:
             reply.metadata._src_node_id = node  # noqa: SLF001
             if self.tamper is not None:
                 reply = self.tamper(msg, reply)
-            replies.append(reply)
-        return replies
+            self.replies.append(reply)
+        return ids
+
+    def pull_messages(self, message_ids):
+        wanted = set(message_ids)
+        pulled = [r for r in self.replies if r.metadata.reply_to_message_id in wanted]
+        self.replies = [r for r in self.replies if r not in pulled]
+        return pulled
 
 
 class ServerCrash(RuntimeError):

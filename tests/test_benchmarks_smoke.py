@@ -284,3 +284,25 @@ def test_scale_smoke(tmp_path):
     for r in graph_runs:
         assert f"| {r['graph_edges']} | {r['graph_nodes']} |" in table
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- deployment
+
+
+@pytest.mark.slow
+def test_deployment_smoke(tmp_path):
+    """A real SuperLink and 2 SuperNodes (TLS + authentication): round times and per-message start-up."""
+    import os
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([sys.executable, "-m", "bench.deployment", "--smoke", "--out", str(tmp_path)],
+                          cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (case,) = json.loads((tmp_path / "results.json").read_text())["cases"]
+    assert case["case"] == "quickstart" and case["round_seconds"]["n"] == 3
+    assert case["fresh_process_per_message"] is True  # Flower ran each message in a fresh flwr-clientapp
+    message = case["message"]
+    assert all(message[k]["n"] >= 3 and message[k]["median"] >= 0 for k in ("before_handler", "load", "work"))
+    assert case["overhead_seconds"]["median"] >= message["before_handler"]["median"]
+    assert "quickstart: round median" in proc.stdout

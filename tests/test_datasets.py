@@ -1,12 +1,9 @@
 """Dataset loading: synthetic generators, real loaders (Cora), PPI-format loading, errors."""
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import networkx as nx
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -262,33 +259,6 @@ def test_no_data_root_configured(monkeypatch):
 
 
 # ------------------------------------------------------------------ PPI format
-
-
-@pytest.fixture
-def tiny_ppi_root(tmp_path):
-    """Writes a PPI-format raw folder (4/2/2 ring graphs, 50 features, 121 labels); returns (root, written)."""
-    rng = np.random.default_rng(0)
-    sizes = {"train": [7, 5, 6, 8], "valid": [5, 6], "test": [4, 7]}
-    raw = tmp_path / "ppi_root" / "PPI" / "raw"
-    raw.mkdir(parents=True)
-    written, first_id = {}, 1
-    for split, graph_sizes in sizes.items():
-        graph, offset, graph_id = nx.Graph(), 0, []
-        for i, n in enumerate(graph_sizes):
-            graph.add_nodes_from(range(offset, offset + n))
-            graph.add_edges_from((offset + j, offset + (j + 1) % n) for j in range(n))  # ring: every node has edges
-            graph.add_edge(offset, offset + n // 2)
-            graph_id += [first_id + i] * n
-            offset += n
-        first_id += len(graph_sizes)
-        feats = rng.standard_normal((offset, 50)).astype(np.float32)
-        labels = rng.integers(0, 2, size=(offset, 121)).astype(np.int64)
-        (raw / f"{split}_graph.json").write_text(json.dumps(nx.node_link_data(graph, edges="links")))
-        np.save(raw / f"{split}_feats.npy", feats)
-        np.save(raw / f"{split}_graph_id.npy", np.array(graph_id))
-        np.save(raw / f"{split}_labels.npy", labels)
-        written[split] = (graph, feats, labels, graph_sizes)
-    return tmp_path / "ppi_root", written
 
 
 def test_ppi_format_loads_as_disjoint_unions(tiny_ppi_root, tmp_path):

@@ -226,7 +226,8 @@ class Student:
             self.dp_sgd.load_state_dict(state)
 
 
-def build_student(cfg: ExperimentConfig, client_id: int) -> Student:
-    """The student of client ``client_id`` with freshly initialised weights, on its share of the data."""
-    task, data = client_data(cfg, client_id)
-    return Student(cfg, client_id, data, task)
+def build_student(cfg: ExperimentConfig, client_id: int, data: tuple[TaskInfo, ClientData] | None = None) -> Student:
+    """The student of client ``client_id`` with freshly initialised weights, on its share of the data
+    (``data``: its task and data when the caller has them, e.g. :mod:`fedalign.client.prepared`)."""
+    task, client = data if data is not None else client_data(cfg, client_id)
+    return Student(cfg, client_id, client, task)

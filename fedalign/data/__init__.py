@@ -9,6 +9,7 @@ from .datasets import (
     load_dataset,
     metric_name,
     missing_raw_files,
+    raw_file_fingerprint,
 )
 from .cache import load_experiment_dataset, load_partition, load_public_graph
 from .partition import PARTITION_SCHEMES, ClientData, keep_labels, partition_dataset, public_graph
@@ -30,4 +31,5 @@ __all__ = [
     "missing_raw_files",
     "partition_dataset",
     "public_graph",
+    "raw_file_fingerprint",
 ]

@@ -192,6 +192,18 @@ def missing_raw_files(name: str, root: str | None = None) -> str | None:
     return None
 
 
+def raw_file_fingerprint(name: str, root: str | None = None) -> list[tuple[str, int, int]]:
+    """``(path, size, mtime_ns)`` of each raw file dataset ``name`` is read from (empty for synthetic
+    data, which a config determines): what makes data prepared from them stale when it changes."""
+    key = canonical_name(name)
+    if key not in _REAL_SOURCES:
+        return []
+    source = _REAL_SOURCES[key]
+    raw_dir = _data_root(root, key) / source.folder / "raw"
+    stats = [(raw_dir / f, (raw_dir / f).stat()) for f in source.raw_files]
+    return [(str(path), stat.st_size, stat.st_mtime_ns) for path, stat in stats]
+
+
 def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
     fractions = tuple(float(f) for f in split)
     if len(fractions) != 3 or min(fractions) <= 0 or sum(fractions) > 1 + 1e-9:
