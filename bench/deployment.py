@@ -8,8 +8,10 @@ as a real Flower run and reports, per case:
 * the start-up of each message in the ClientApp's fresh process, from the clients' own
   timing logs (``client-<i>-timing.jsonl`` in each node's state dir): ``before_handler``
   (process start, Python, Flower and fedalign imports, Flower's set-up), ``load`` (the
-  client's data and student, its checkpoint), ``work`` (training and release), ``reply``;
-  the overhead per message is ``before_handler + load``.
+  client's data and student, its checkpoint), ``work`` (training and release), ``total``
+  (the handler, from the request to the reply made, including the hand-over to the node's
+  worker when there is one); the overhead per message is everything but the work,
+  ``before_handler + total - work``.
 
 Cases: ``quickstart`` (the built-in default) and ``photo`` (Amazon Photo, community split,
 public share 0.2; needs ``FEDALIGN_DATA_ROOT``, skipped without it). ``--smoke`` runs the
@@ -70,14 +72,16 @@ def measure(deployment: launch.Deployment, case: str, rounds: int, out: Path) ->
             per_round[row["round"]] = max(per_round.get(row["round"], 0.0), row["seconds"])
     timings = [t for log in Path(deployment.workdir).glob(f"node-*/state/{run_dir.name}/client-*-timing.jsonl")
                for t in _rows(log) if t["type"] == "train"]
-    overhead = [t["before_handler"] + t["load"] for t in timings if t["before_handler"] is not None]
+    # everything but the work: process start and imports, loading, the hand-over to a worker, the reply
+    overhead = [t["before_handler"] + t["total"] - t["work"] for t in timings if t["before_handler"] is not None]
     return {
         "case": case, "rounds": rounds, "run_wall_seconds": round(wall, 1),
         "round_seconds": _median_range(list(per_round.values())),
         "message": {key: _median_range([t[key] for t in timings if t.get(key) is not None])
-                    for key in ("before_handler", "imports", "load", "work", "reply")},
+                    for key in ("before_handler", "imports", "load", "work", "total")},
         "overhead_seconds": _median_range(overhead),
         "fresh_process_per_message": all(t["fresh_process"] for t in timings) if timings else None,
+        "answered_by_worker": sum(t["worker"] for t in timings), "messages": len(timings),
     }
 
 
@@ -87,19 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="quickstart only, 3 rounds (CI)")
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["quickstart", "photo"])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--no-worker", action="store_true",
+                        help="SuperNodes without their warm worker: every message's process loads everything")
     parser.add_argument("--out", default="results/benchmarks/deployment")
     a = parser.parse_args(argv)
     cases, rounds = (["quickstart"], 3) if a.smoke else (a.cases, a.rounds)
     if "photo" in cases and not os.environ.get("FEDALIGN_DATA_ROOT"):
         print("photo: skipped (set FEDALIGN_DATA_ROOT to the folder holding Amazon/Photo/raw)", file=sys.stderr)
         cases = [c for c in cases if c != "photo"]
-    out = Path(a.out)
+    out = Path(a.out) / ("without-worker" if a.no_worker else "")
     out.mkdir(parents=True, exist_ok=True)
     # torch_threads 0: the ClientApp processes keep torch's default
     results = {"machine": machine(threads=0), "transport": "TLS + SuperNode authentication, 127.0.0.1",
-               "clients": 2, "cases": []}
+               "clients": 2, "workers": not a.no_worker, "cases": []}
     with tempfile.TemporaryDirectory(prefix="fedalign-deploy-bench-") as workdir:
-        deployment = launch.start_local(workdir, 2, data_root=os.environ.get("FEDALIGN_DATA_ROOT"))
+        deployment = launch.start_local(workdir, 2, data_root=os.environ.get("FEDALIGN_DATA_ROOT"),
+                                        workers=not a.no_worker)
         try:
             for case in cases:
                 result = measure(deployment, case, rounds, Path(workdir))
@@ -108,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{case}: round median {r['median']} s [{r['min']}, {r['max']}] over {r['n']} rounds; "
                       f"per message: before handler {m['before_handler']['median']} s (imports "
                       f"{m['imports']['median']}), load {m['load']['median']}, work {m['work']['median']}, "
-                      f"reply {m['reply']['median']}; overhead (before handler + load) {o['median']} s", flush=True)
+                      f"handler total {m['total']['median']}; overhead (all but work) {o['median']} s; "
+                      f"{result['answered_by_worker']}/{result['messages']} answered by the node's worker", flush=True)
         finally:
             deployment.stop(grace=10)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

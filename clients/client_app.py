@@ -8,10 +8,13 @@ checkpoint and its evaluation log live (:mod:`fedalign.client.checkpoint`,
 keyed by the run tag, and a repeated request gets its stored reply.
 
 In deployment, Flower's SuperNode runs every message in a fresh ``flwr-clientapp``
-process. There the client's share of the data is read from its prepared file
-(:mod:`fedalign.client.prepared`) instead of loading and partitioning the dataset again,
-and the structure kernels run eagerly: compiling them (about 3 s per process here) does not
-pay off within one message. How long each step took goes to the client's own
+process. With ``worker=<socket>`` in the node config (``python -m deploy`` sets it) the
+process hands the message to the node's long-lived worker (:mod:`fedalign.client.worker`),
+which has torch and PyG loaded; this module then imports no torch at all. Without a
+worker (or when it cannot be reached) the process answers itself: it reads the client's
+share of the data from its prepared file (:mod:`fedalign.client.prepared`) instead of
+partitioning the dataset again, and runs the structure kernels eagerly (compiling them
+costs about 3 s per process here). How long each step took goes to the client's own
 ``client-<i>-timing.jsonl`` in its state dir (never to the server: a time depends on the
 size of the private data).
 """
@@ -22,23 +25,18 @@ import time
 
 _IMPORT_STARTED = time.perf_counter()
 
-import contextlib  # noqa: E402 - after the clock that times this module's imports
-import json  # noqa: E402
+import json  # noqa: E402 - after the clock that times this module's imports
 import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from flwr.app import Context, Message
-from flwr.clientapp import ClientApp
+from flwr.app import Context, Message  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
 
-from fedalign.client import build_student  # noqa: E402
-from fedalign.client.checkpoint import Checkpoint, checkpoint_path, state_root  # noqa: E402
-from fedalign.client.prepared import prepared_client_data  # noqa: E402
-from fedalign.client.service import EvaluationLog, evaluation_log_path, respond  # noqa: E402
-from fedalign.config import ExperimentConfig  # noqa: E402
-from fedalign.statistics import eager_kernels  # noqa: E402
-from fedalign.wire import private_releases  # noqa: E402
-from fedalign_flower.protocol import IDENTIFY_ROUND, decode_request, encode_reply  # noqa: E402
+from fedalign.client.paths import state_root  # noqa: E402
+from fedalign.client.requests import Request  # noqa: E402
+from fedalign.client.worker import ask  # noqa: E402
+from fedalign_flower.protocol import IDENTIFY_ROUND, encode_reply, request_fields  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED
 
@@ -58,65 +56,57 @@ def process_age() -> float | None:
         return None
 
 
-def _log_timing(path: Path, row: dict) -> None:
+def _log_timing(state_dir: str | None, run_tag: str, client_id: int, row: dict) -> None:
     """Append one row to the client's own timing log (mode 0600; it stays on the client)."""
+    path = state_root(state_dir) / run_tag / f"client-{client_id}-timing.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as handle:
         handle.write(json.dumps(row) + "\n")
 
 
-def _partition_id(context: Context, cfg: ExperimentConfig) -> int:
-    if "partition-id" not in context.node_config:
+def _request(msg: Message, context: Context) -> Request:
+    node = context.node_config
+    if "partition-id" not in node:
         raise ValueError("this SuperNode has no partition-id: start it with --node-config 'partition-id=<i> num-partitions=<K>'")
-    pid = int(context.node_config["partition-id"])
-    k = int(context.node_config.get("num-partitions", cfg.federation.num_clients))
-    if k != cfg.federation.num_clients or not 0 <= pid < k:
-        raise ValueError(f"node config partition-id={pid}, num-partitions={k} does not fit "
-                         f"federation.num_clients={cfg.federation.num_clients}")
-    return pid
+    experiment, round_number, run_tag, peers = request_fields(msg.content)
+    optional = {key: str(node[name]) for key, name in (("state_dir", "state-dir"), ("data_root", "data-root"))
+                if name in node}
+    return Request(experiment, round_number, run_tag, msg.metadata.message_type, int(node["partition-id"]),
+                   int(node["num-partitions"]) if "num-partitions" in node else None,
+                   identify=round_number == IDENTIFY_ROUND, peers=peers, **optional)
 
 
-def _handle(msg: Message, context: Context, train: bool) -> Message:
+def _handle(msg: Message, context: Context) -> Message:
     started, age = time.perf_counter(), process_age()
-    cfg, round_number, run_tag, peers = decode_request(msg.content)
-    if "data-root" in context.node_config:
-        cfg.data.root = str(context.node_config["data-root"])
-    pid = _partition_id(context, cfg)
+    request = _request(msg, context)
+    worker = context.node_config.get("worker")
+    answer = ask(str(worker), request) if worker else None
+    by_worker = answer is not None
+    if answer is None:
+        from fedalign.client.service import answer_request  # torch, PyG: only when answering here
 
-    def reply(metrics: dict, statistics) -> Message:
-        seconds = None if private_releases(cfg) else time.perf_counter() - started  # a time reveals data size
-        return Message(content=encode_reply(metrics, statistics, pid, seconds), reply_to=msg)
-
-    if round_number == IDENTIFY_ROUND:  # "which client are you?": no student, no release
-        return reply({}, None)
-    state_dir = context.node_config.get("state-dir")
-    data = prepared_client_data(cfg, pid, state_dir) if FRESH_PROCESS_PER_MESSAGE else None
-    student = build_student(cfg, pid, data)
-    checkpoint = Checkpoint(checkpoint_path(state_dir, run_tag, pid))
-    checkpoint.restore(student)
-    log = EvaluationLog(evaluation_log_path(state_dir, run_tag, pid))
-    request = f"{msg.metadata.message_type}:{round_number}"
-    loaded = time.perf_counter()
-    with eager_kernels() if FRESH_PROCESS_PER_MESSAGE else contextlib.nullcontext():
-        answer = respond(student, request, round_number, peers, train, checkpoint, log)
-    worked = time.perf_counter()
-    message = reply(*answer)
-    _log_timing(state_root(state_dir) / run_tag / f"client-{pid}-timing.jsonl", {
-        "round": round_number, "type": msg.metadata.message_type, "fresh_process": FRESH_PROCESS_PER_MESSAGE,
-        "before_handler": None if age is None else round(age, 3), "imports": round(IMPORT_SECONDS, 3),
-        "load": round(loaded - started, 3), "work": round(worked - loaded, 3),
-        "reply": round(time.perf_counter() - worked, 3),
-    })
-    return message
+        answer = answer_request(request, prepared=FRESH_PROCESS_PER_MESSAGE, eager=FRESH_PROCESS_PER_MESSAGE)
+    seconds = time.perf_counter() - started if answer.send_seconds else None
+    reply = Message(content=encode_reply(answer.metrics, answer.statistics, request.partition_id, seconds),
+                    reply_to=msg)
+    if not request.identify:
+        _log_timing(request.state_dir, request.run_tag, request.partition_id, {
+            "round": request.round_number, "type": request.message_type, "fresh_process": FRESH_PROCESS_PER_MESSAGE,
+            "worker": by_worker,
+            "before_handler": None if age is None else round(age, 3), "imports": round(IMPORT_SECONDS, 3),
+            "load": round(answer.load_seconds, 3), "work": round(answer.work_seconds, 3),
+            "total": round(time.perf_counter() - started, 3),
+        })
+    return reply
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """This client's current statistics on the alignment graph (round -1: only which client this is)."""
-    return _handle(msg, context, train=False)
+    return _handle(msg, context)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train local epochs against the peers' statistics; reply with fresh statistics."""
-    return _handle(msg, context, train=True)
+    return _handle(msg, context)

@@ -18,8 +18,11 @@ import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
+
+from fedalign.client.paths import worker_socket
 
 from . import certs, launch
 
@@ -112,9 +115,22 @@ def cmd_supernode(a: argparse.Namespace) -> int:
     if mismatch:
         print(f"deploy supernode: {mismatch}", file=sys.stderr)
         return 2
-    config = launch.node_config(a.partition_id, a.num_partitions, a.data_root, a.state_dir)
+    socket_path = None if a.no_worker else worker_socket(a.state_dir, a.partition_id)
+    config = launch.node_config(a.partition_id, a.num_partitions, a.data_root, a.state_dir, socket_path)
     cmd = launch.supernode_command(superlink=a.superlink, config=config, ca_cert=a.ca_cert, key=a.key,
                                    insecure=a.insecure, runtime_port=a.runtime_port)
+    if socket_path is not None:  # the worker outlives this process's exec into the SuperNode, and ends with it
+        worker_cmd = launch.worker_command(socket_path, exit_with_parent=True)
+        if a.dry_run:
+            print(shlex.join(worker_cmd) + " &")
+        else:
+            _print_command(worker_cmd)
+            log = Path(socket_path).with_suffix(".log")
+            log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(log, "ab") as out:
+                worker = subprocess.Popen(worker_cmd, stdout=out, stderr=subprocess.STDOUT, env=launch.flower_env())
+            launch.wait_for_socket(Path(socket_path), worker, log)
+            print(f"worker PID {worker.pid} on {socket_path} (log {log})", file=sys.stderr, flush=True)
     return _exec(cmd, a.flwr_home, a.dry_run)
 
 
@@ -148,7 +164,8 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_local(a: argparse.Namespace) -> int:
-    d = launch.start_local(a.workdir, a.clients, port=a.port, insecure=a.insecure, data_root=a.data_root, tag=a.tag)
+    d = launch.start_local(a.workdir, a.clients, port=a.port, insecure=a.insecure, data_root=a.data_root, tag=a.tag,
+                           workers=not a.no_worker)
     print(f"local deployment {d.tag} in {d.workdir}: SuperLink {d.address}, "
           f"{'INSECURE' if d.insecure else 'TLS + SuperNode authentication'}")
     for p in d.processes:
@@ -247,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="this SuperNode's private key (its .pub must be registered)")
     p.add_argument("--data-root", help="where this client's datasets are (node-config data-root)")
     p.add_argument("--state-dir", help="where this client keeps its checkpoints (node-config state-dir)")
+    p.add_argument("--no-worker", action="store_true",
+                   help="no warm worker beside the SuperNode: each message's ClientApp process imports torch and "
+                        "PyG itself (about 3 s more per message here)")
     p.add_argument("--runtime-port", type=int, default=9094,
                    help="local port for the SuperNode's ClientApp processes (default %(default)s; "
                         "differs per SuperNode on one machine)")
@@ -269,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="node-config data-root for every SuperNode")
     p.add_argument("--insecure", action="store_true", help="NO TLS and no authentication")
     p.add_argument("--tag", help="label put on the processes' environment (default: random)")
+    p.add_argument("--no-worker", action="store_true", help="no warm worker beside each SuperNode")
     p.add_argument("--run", action="store_true", help="then run an experiment, print its status and stop all")
     p.add_argument("--keep", action="store_true", help="with --run: leave the processes running afterwards")
     _add_run_options(p)

@@ -51,6 +51,8 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
+from fedalign.client.paths import worker_socket
+
 from . import certs
 
 BIN = Path(sys.executable).parent
@@ -170,7 +172,7 @@ def _toml_path(path: str | Path) -> str:
 
 
 def node_config(partition_id: int, num_partitions: int, data_root: str | Path | None = None,
-                state_dir: str | Path | None = None) -> str:
+                state_dir: str | Path | None = None, worker: str | Path | None = None) -> str:
     """The ``--node-config`` string: which client this SuperNode is, where its data and checkpoints live.
 
     Values are TOML, so paths are quoted: ``partition-id=0 num-partitions=2 state-dir="/srv/state"``.
@@ -182,7 +184,26 @@ def node_config(partition_id: int, num_partitions: int, data_root: str | Path | 
         items.append(f"data-root={_toml_path(data_root)}")
     if state_dir is not None:
         items.append(f"state-dir={_toml_path(state_dir)}")
+    if worker is not None:
+        items.append(f"worker={_toml_path(worker)}")
     return " ".join(items)
+
+
+def worker_command(socket_path: str | Path, exit_with_parent: bool = False) -> list[str]:
+    """The node's warm worker (:mod:`fedalign.client.worker`), listening on ``socket_path``."""
+    return [sys.executable, "-m", "fedalign.client.worker", str(socket_path),
+            *(["--exit-with-parent"] if exit_with_parent else [])]
+
+
+def wait_for_socket(path: Path, process: subprocess.Popen, log: str | Path, timeout: float = 120.0) -> None:
+    """Block until the worker listens on ``path``; raise with its log if it ends or takes too long."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker for {path} ended (exit {process.returncode}):\n{log_tail(log)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the worker for {path} was not listening after {timeout:.0f}s:\n{log_tail(log)}")
+        time.sleep(0.1)
 
 
 def supernode_command(*, superlink: str, config: str, ca_cert: str | Path | None = None,
@@ -558,15 +579,17 @@ class Deployment:
 
 def start_local(workdir: str | Path, clients: int, *, port: int | None = None, insecure: bool = False,
                 data_root: str | Path | None = None, tag: str | None = None,
-                node_timeout: float = 180.0) -> Deployment:
+                node_timeout: float = 180.0, workers: bool = True) -> Deployment:
     """A SuperLink and ``clients`` SuperNodes on this machine (127.0.0.1), TLS and authentication on
-    unless ``insecure``. Returns once every SuperNode is online. On failure, stops what it started.
+    unless ``insecure``, each SuperNode with its warm worker unless not ``workers``. Returns once
+    every SuperNode is online. On failure, stops what it started.
 
     Layout of ``workdir``: ``certs/`` (CA + SuperLink certificate), ``keys/``
     (one key pair per SuperNode), ``flwr-home/`` (the ``flwr`` CLI's
     ``config.toml`` with connection ``fedalign-local``), ``superlink/`` and
     ``node-<i>/`` (each with its own FLWR_HOME, a log, and for nodes the
-    ``state`` folder with the client's checkpoints), ``deployment.json``.
+    ``state`` folder with the client's checkpoints and its worker's socket, and the
+    worker's ``worker.log``), ``deployment.json``.
     """
     workdir = Path(workdir).expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -602,7 +625,14 @@ def start_local(workdir: str | Path, clients: int, *, port: int | None = None, i
             if not insecure:
                 key, public = certs.make_node_keys(workdir / "keys", f"node-{i}", overwrite=True)  # a fresh local setup
                 deployment.node_ids[role] = register(public, LOCAL_CONNECTION, env)
-            cmd = supernode_command(superlink=address, config=node_config(i, clients, data_root, node_dir / "state"),
+            socket_path = None
+            if workers:
+                socket_path = worker_socket(node_dir / "state", i)
+                worker = start(f"worker-{i}", worker_command(socket_path), tag=tag, log=node_dir / "worker.log")
+                deployment.processes.append(worker)
+                wait_for_socket(socket_path, worker.popen, worker.log)
+            cmd = supernode_command(superlink=address,
+                                    config=node_config(i, clients, data_root, node_dir / "state", socket_path),
                                     ca_cert=None if insecure else workdir / "certs" / "ca.crt", key=key,
                                     insecure=insecure, runtime_port=free_port())
             deployment.processes.append(start(role, cmd, tag=tag, log=node_dir / "supernode.log",

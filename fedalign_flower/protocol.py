@@ -30,12 +30,15 @@ Nothing else travels: no weights, features or labels. Both ends enforce it:
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedalign.config import ExperimentConfig, config_from_dict
 from fedalign.wire import REPLY_METADATA, REPLY_METRICS, REQUIRED_METADATA, Statistics
+
+if TYPE_CHECKING:  # fedalign.config imports torch; a ClientApp that forwards to its worker never needs it
+    from fedalign.config import ExperimentConfig
 
 CONFIG, PEERS, STATISTICS, METRICS, META = "config", "peers", "statistics", "metrics", "meta"
 IDENTIFY_ROUND = -1
@@ -60,15 +63,22 @@ def encode_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
 
 def decode_request(content: RecordDict) -> tuple[ExperimentConfig, int, str, dict[int, list[np.ndarray]]]:
     """(config, round, run tag, peer statistics) from a request."""
+    from fedalign.config import config_from_dict
+
+    experiment, round_number, run_tag, peers = request_fields(content)
+    return config_from_dict(json.loads(experiment)), round_number, run_tag, peers
+
+
+def request_fields(content: RecordDict) -> tuple[str, int, str, dict[int, list[np.ndarray]]]:
+    """(config as JSON, round, run tag, peer statistics) from a request, the config left unparsed."""
     record = content[CONFIG]
-    cfg = config_from_dict(json.loads(record["experiment"]))
     peers: dict[int, dict[int, np.ndarray]] = {}
     if PEERS in content:
         for key, array in content[PEERS].items():
             peer, layer = (int(part) for part in key.split("."))
             peers.setdefault(peer, {})[layer] = array.numpy()
     ordered = {peer: [layers[l] for l in sorted(layers)] for peer, layers in peers.items()}
-    return cfg, int(record["round"]), str(record["run-tag"]), ordered
+    return str(record["experiment"]), int(record["round"]), str(record["run-tag"]), ordered
 
 
 def encode_reply(metrics: dict[str, float], statistics: Statistics | None, partition_id: int,

@@ -24,8 +24,10 @@ class LoopbackGrid:
     """
 
     def __init__(self, num_clients: int, state_dir, tamper: Callable[[Message, Message], Message] | None = None,
-                 crash_before_round: int | None = None, raise_errors: bool = True) -> None:
+                 crash_before_round: int | None = None, raise_errors: bool = True,
+                 node_config: dict | None = None) -> None:
         self.raise_errors = raise_errors
+        self.node_config = node_config or {}  # added to every node's config (e.g. a worker socket)
         self.state_dir = str(state_dir)
         self.num_clients = num_clients
         self.nodes = {100 + pid: pid for pid in range(num_clients)}
@@ -62,6 +64,7 @@ class LoopbackGrid:
             msg.metadata._message_type = msg.metadata.message_type  # noqa: SLF001 - the runtime's job
             context = Context(run_id=1, node_id=node, node_config={
                 "partition-id": self.nodes[node], "num-partitions": self.num_clients, "state-dir": self.state_dir,
+                **self.node_config,
             }, state=RecordDict(), run_config={})
             try:
                 reply = client_app(msg, context)

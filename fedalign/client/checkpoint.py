@@ -17,15 +17,10 @@ from pathlib import Path
 import torch
 
 from ..wire import Statistics
+from .paths import state_root
 from .student import Student
 
 LastReply = tuple[dict[str, float], Statistics | None]
-
-
-def state_root(state_dir: str | Path | None) -> Path:
-    """Where clients keep their state: ``state_dir``, else ``$FEDALIGN_STATE_DIR``, else ``~/.cache/fedalign/client-state``."""
-    return Path(str(state_dir or os.environ.get("FEDALIGN_STATE_DIR")
-                    or Path.home() / ".cache" / "fedalign" / "client-state"))
 
 
 def checkpoint_path(state_dir: str | Path | None, run_tag: str, client_id: int) -> Path:

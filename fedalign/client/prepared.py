@@ -24,7 +24,7 @@ from torch_geometric.data import Data
 
 from ..config import ExperimentConfig
 from ..data import ClientData, GraphSplit, raw_file_fingerprint
-from .checkpoint import state_root
+from .paths import state_root
 from .data import TaskInfo, client_data
 
 log = logging.getLogger("fedalign")

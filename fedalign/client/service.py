@@ -1,5 +1,7 @@
 """Answering one request: what both engines' clients do with a query or a training request.
 
+:func:`answer_request` is the whole answer to one message as the Flower ClientApp (or its
+node's worker) receives it: the config, the client's data and student, its checkpoint.
 :func:`respond` trains (for a training request) and releases, keeps the client's checkpoint
 and answers a repeated request with its stored reply. With privacy on, the reply carries
 only accounted values (:func:`fedalign.wire.split_metrics`); the client's other metrics --
@@ -10,13 +12,20 @@ a machine, merge it into the run folder as evaluation-only figures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 from pathlib import Path
 
+from ..config import ExperimentConfig, config_from_dict
+from ..statistics import eager_kernels
 from ..wire import Statistics, private_releases, split_metrics
-from .checkpoint import Checkpoint, state_root
-from .student import Student
+from .checkpoint import Checkpoint, checkpoint_path
+from .paths import state_root
+from .prepared import prepared_client_data
+from .requests import Answer, Request
+from .student import Student, build_student
 
 
 class EvaluationLog:
@@ -73,3 +82,35 @@ def respond(student: Student, request: str, round_number: int, peers: dict[int, 
     if checkpoint is not None and (train or student.release_policy.state_dict()):
         checkpoint.save(student, request, sent, statistics)  # the checkpoint's ledger includes this release
     return sent, statistics
+
+
+def check_partition(cfg: ExperimentConfig, partition_id: int, num_partitions: int | None) -> None:
+    """The node's ``partition-id`` (and ``num-partitions``, when given) must fit the run's clients."""
+    k = cfg.federation.num_clients if num_partitions is None else num_partitions
+    if k != cfg.federation.num_clients or not 0 <= partition_id < k:
+        raise ValueError(f"node config partition-id={partition_id}, num-partitions={k} does not fit "
+                         f"federation.num_clients={cfg.federation.num_clients}")
+
+
+def answer_request(request: Request, *, prepared: bool = False, eager: bool = False) -> Answer:
+    """The client's answer to ``request``: its student rebuilt (from its prepared data on disk when
+    ``prepared``) and restored from its checkpoint, then :func:`respond`. ``eager``: run the
+    structure kernels uncompiled (a process that answers one message cannot win back compiling them)."""
+    started = time.perf_counter()
+    cfg = config_from_dict(json.loads(request.experiment))
+    if request.data_root is not None:
+        cfg.data.root = request.data_root
+    check_partition(cfg, request.partition_id, request.num_partitions)
+    send_seconds = not private_releases(cfg)  # a time reveals the size of private data
+    if request.identify:
+        return Answer({}, None, send_seconds)
+    pid, state_dir = request.partition_id, request.state_dir
+    student = build_student(cfg, pid, prepared_client_data(cfg, pid, state_dir) if prepared else None)
+    checkpoint = Checkpoint(checkpoint_path(state_dir, request.run_tag, pid))
+    checkpoint.restore(student)
+    log = EvaluationLog(evaluation_log_path(state_dir, request.run_tag, pid))
+    loaded = time.perf_counter()
+    with eager_kernels() if eager else contextlib.nullcontext():
+        metrics, statistics = respond(student, f"{request.message_type}:{request.round_number}", request.round_number,
+                                      request.peers, request.message_type == "train", checkpoint, log)
+    return Answer(metrics, statistics, send_seconds, loaded - started, time.perf_counter() - loaded)
