@@ -131,6 +131,28 @@ def decode_reply(content: RecordDict) -> tuple[dict[str, float], Statistics | No
     return metrics, statistics, meta
 
 
+NPY_HEADER_BYTES = 1024  # Flower keeps each array as .npy bytes: its data plus a header of ~128 bytes
+
+
+def statistics_bytes(content: RecordDict) -> int:
+    """The bytes of a reply's statistics as their arrays declare them (shape x dtype), read from
+    Flower's arrays without converting them, so an oversized reply is refused before any copy.
+    :class:`ProtocolError` if an array holds more bytes than it declares."""
+    arrays = content.get(STATISTICS) if STATISTICS in content else None
+    if not isinstance(arrays, ArrayRecord):
+        return 0
+    total = 0
+    for key, array in arrays.items():
+        try:
+            declared = int(np.prod(array.shape, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+        except TypeError as error:
+            raise ProtocolError(f"statistics layer {key}: unreadable dtype {array.dtype!r}") from error
+        if len(array.data) > declared + NPY_HEADER_BYTES:
+            raise ProtocolError(f"statistics layer {key} holds {len(array.data)} bytes but declares {declared}")
+        total += declared
+    return total
+
+
 def _decode_meta(content: RecordDict) -> dict:
     record = content.get(META)
     if not isinstance(record, ConfigRecord):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -9,9 +10,10 @@ from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
 from fedalign.config import ExperimentConfig
-from fedalign.server import Reply
+from fedalign.server import Reply, release_layout_of
+from fedalign.server.layout import release_bytes
 from fedalign.wire import Statistics, payload_bytes
-from fedalign_flower.protocol import IDENTIFY_ROUND, ProtocolError, decode_reply, encode_request
+from fedalign_flower.protocol import IDENTIFY_ROUND, ProtocolError, decode_reply, encode_request, statistics_bytes
 
 log = logging.getLogger("fedalign")
 
@@ -31,7 +33,15 @@ class FlowerTransport:
     next round. Replies that do not come back within ``federation.timeout``
     seconds, and error replies, become missing replies; replies of another
     message type or content outside the wire format (:func:`decode_reply`)
-    are rejected, logged, and never decoded into statistics.
+    are rejected, logged, and never decoded into statistics; so are replies whose
+    statistics are larger than an honest release of this run (:attr:`max_release_bytes`),
+    before any array is converted.
+
+    How early a reply can be bounded: Flower 1.41's ``Grid.pull_messages`` pulls a reply's
+    objects and inflates them into a ``Message`` (flwr/superlink/grid/http_grid.py,
+    ``pull_messages`` -> ``pull_objects``) before returning it, and its API shows no size
+    before that; the object tree that arrives first holds ids only. The first point an app
+    holds a reply is here, and the check runs before the arrays are decoded.
     """
 
     def __init__(self, grid: Grid, cfg: ExperimentConfig, run_tag: str) -> None:
@@ -40,6 +50,15 @@ class FlowerTransport:
         self.run_tag = run_tag
         self.node_of: dict[int, int] = {}
         self.node_errors: list[str] = []  # errors of nodes whose client is unknown
+
+    @functools.cached_property
+    def max_release_bytes(self) -> int | None:
+        """The most bytes an honest release of this run holds (any client's); None when this process
+        cannot read the public graph (the coordinator then bounds releases after decoding)."""
+        layout = release_layout_of(self.cfg)
+        if layout is None:
+            return None
+        return max(release_bytes(self.cfg, c, layout.num_edges) for c in range(self.cfg.federation.num_clients))
 
     def wait_for_nodes(self, poll_seconds: float = 1.0) -> list[int]:
         """Block until ``num_clients`` SuperNodes are connected (or the timeout passes)."""
@@ -96,6 +115,10 @@ class FlowerTransport:
                 if msg.metadata.message_type != message_type:
                     raise ProtocolError(f"unexpected message type {msg.metadata.message_type!r} "
                                         f"in reply to {message_type!r}")
+                size, limit = statistics_bytes(msg.content), self.max_release_bytes
+                if limit is not None and size > limit:
+                    raise ProtocolError(f"statistics of {size} bytes, more than the {limit} bytes of an honest "
+                                        "release of this run (refused before decoding)")
                 metrics, stats, meta = decode_reply(msg.content)
             except ProtocolError as error:
                 self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: {error}"))

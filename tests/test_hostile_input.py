@@ -274,3 +274,31 @@ def test_non_finite_or_out_of_range_metrics_are_rejected_and_the_summary_stays_f
 
 def test_honest_metrics_pass_and_epsilon_may_be_infinite():
     assert check_metrics({"val_metric": 1.0, "task_loss": 0.0, "epsilon": float("inf"), "withheld": 1.0})
+
+
+def test_an_oversized_reply_is_refused_before_its_arrays_are_decoded(tmp_path, flower_task_identity, monkeypatch):
+    import server.transport as transport_module
+
+    cfg = config_from_dict({**SMALL, "federation": {"num_clients": 2, "rounds": 4}})
+    huge = 8_000_000  # 32 MB of float32 where an honest release has 2 layers x E
+
+    def tamper(msg, reply):
+        if int(msg.content["config"]["round"]) == 2:
+            reply.content["statistics"]["1"] = Array(np.zeros(huge, dtype=np.float32))
+        return reply
+
+    decoded_sizes = []
+    real_decode = transport_module.decode_reply
+
+    def watching_decode(content):
+        decoded_sizes.append(transport_module.statistics_bytes(content))
+        return real_decode(content)
+
+    monkeypatch.setattr(transport_module, "decode_reply", watching_decode)
+    grid = LoopbackGrid(2, tmp_path / "state", tamper=tamper)
+    run_dir, summary = serve(grid, cfg, tmp_path / "run")
+    assert summary["status"] == "finished"
+    (rejected,) = summary["rejected_rounds"]
+    assert rejected["round"] == 2 and "refused before decoding" in rejected["error"]
+    assert "bytes, more than the" in rejected["error"]
+    assert decoded_sizes and max(decoded_sizes) < huge * 4  # the oversized reply never reached decode_reply

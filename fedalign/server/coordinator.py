@@ -24,7 +24,7 @@ from ..alignment import released_arrays, shares_statistics
 from ..config import ExperimentConfig
 from ..schedules import trainers_for_round
 from ..wire import MetricsRejected, ReleaseLayout, Statistics, StatisticsRejected, check_metrics, check_statistics
-from .layout import release_layout_of
+from .layout import release_bytes, release_layout_of
 from .records import RoundListener, RoundRecord
 from .state import ServerState
 from .transport import Reply, Transport
@@ -92,8 +92,7 @@ class Coordinator:
         if self.layout is None:
             return None
         num_edges = self.layout.num_edges if isinstance(self.layout, ReleaseLayout) else self.layout
-        layers = self.released_arrays(client)
-        return layers * num_edges * np.dtype(self.cfg.align.statistics_dtype).itemsize
+        return release_bytes(self.cfg, client, num_edges)
 
     def _check(self, client: int, statistics: Statistics) -> Statistics:
         """The release if valid (:func:`~fedalign.wire.check_statistics`), else raises."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
+from ..alignment import released_arrays
 from ..config import ExperimentConfig
 from ..data import load_public_graph
 from ..wire import ReleaseLayout, release_layout
@@ -27,3 +30,9 @@ def release_layout_of(cfg: ExperimentConfig) -> ReleaseLayout | None:
         return None
     return release_layout(cfg.align.strategy, graph.edge_index, graph.num_nodes, dataset.num_classes,
                           dataset.multilabel)
+
+
+def release_bytes(cfg: ExperimentConfig, client: int, entries: int) -> int:
+    """Bytes of an honest release of ``client`` with ``entries`` values per array (the wire dtype)."""
+    arrays = released_arrays(cfg.align.strategy, cfg.model.for_client(client)["hidden_layers"])
+    return arrays * entries * np.dtype(cfg.align.statistics_dtype).itemsize
