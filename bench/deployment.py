@@ -13,7 +13,9 @@ as a real Flower run and reports, per case:
   worker when there is one); the overhead per message is everything but the work,
   ``before_handler + total - work``.
 
-Cases: ``quickstart`` (the built-in default) and ``photo`` (Amazon Photo, community split,
+Cases: ``quickstart`` (the built-in default), ``quickstart-simultaneous`` (every client
+trains every round; the round is compared with its slowest client's time in its process,
+``round_minus_slowest_client_seconds``) and ``photo`` (Amazon Photo, community split,
 public share 0.2; needs ``FEDALIGN_DATA_ROOT``, skipped without it). ``--smoke`` runs the
 quickstart for 3 rounds (CI). Writes ``results.json`` to ``--out``. Round times depend on
 Flower's fixed 3 s SuperNode poll (``time.sleep(3)`` in ``flwr/supernode/start_client_internal.py``
@@ -37,6 +39,7 @@ from .common import machine
 
 CASES: dict[str, list[str]] = {
     "quickstart": [],
+    "quickstart-simultaneous": ["federation.schedule=simultaneous"],
     "photo": ["data.name=amazon-photo", "data.synthetic={}", "partition.scheme=community",
               "partition.public_fraction=0.2"],
 }
@@ -74,12 +77,18 @@ def measure(deployment: launch.Deployment, case: str, rounds: int, out: Path) ->
                for t in _rows(log) if t["type"] == "train"]
     # everything but the work: process start and imports, loading, the hand-over to a worker, the reply
     overhead = [t["before_handler"] + t["total"] - t["work"] for t in timings if t["before_handler"] is not None]
+    slowest: dict[int, float] = {}  # per round, the longest a client spent in its ClientApp process
+    for t in timings:
+        if t["before_handler"] is not None:
+            slowest[t["round"]] = max(slowest.get(t["round"], 0.0), t["before_handler"] + t["total"])
+    beyond = [per_round[r] - slowest[r] for r in per_round if r in slowest]
     return {
         "case": case, "rounds": rounds, "run_wall_seconds": round(wall, 1),
         "round_seconds": _median_range(list(per_round.values())),
         "message": {key: _median_range([t[key] for t in timings if t.get(key) is not None])
                     for key in ("before_handler", "imports", "load", "work", "total")},
         "overhead_seconds": _median_range(overhead),
+        "round_minus_slowest_client_seconds": _median_range(beyond),
         "fresh_process_per_message": all(t["fresh_process"] for t in timings) if timings else None,
         "answered_by_worker": sum(t["worker"] for t in timings), "messages": len(timings),
     }
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.deployment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="quickstart only, 3 rounds (CI)")
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["quickstart", "photo"])
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=sorted(CASES))
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--no-worker", action="store_true",
                         help="SuperNodes without their warm worker: every message's process loads everything")
@@ -116,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"per message: before handler {m['before_handler']['median']} s (imports "
                       f"{m['imports']['median']}), load {m['load']['median']}, work {m['work']['median']}, "
                       f"handler total {m['total']['median']}; overhead (all but work) {o['median']} s; "
-                      f"{result['answered_by_worker']}/{result['messages']} answered by the node's worker", flush=True)
+                      f"{result['answered_by_worker']}/{result['messages']} answered by the node's worker; round minus "
+                      f"slowest client {result['round_minus_slowest_client_seconds']['median']} s", flush=True)
         finally:
             deployment.stop(grace=10)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
