@@ -17,10 +17,11 @@ from fedalign_flower.protocol import IDENTIFY_ROUND, ProtocolError, decode_reply
 
 log = logging.getLogger("fedalign")
 
-# How often the ServerApp asks the SuperLink for replies. Flower's own ``GrpcGrid.send_and_receive``
-# sleeps 3 s between pulls (flwr/superlink/grid/http_grid.py), which adds up to 3 s to every round in
-# deployment; pulling ourselves at this interval costs one small RPC per interval.
-REPLY_POLL_SECONDS = 0.2
+# How often the ServerApp asks for replies: after 0.01 s, then twice as long each time, at most
+# REPLY_POLL_SECONDS. Flower's own ``GrpcGrid.send_and_receive`` sleeps 3 s between pulls
+# (flwr/superlink/grid/http_grid.py), which adds up to 3 s to every round in deployment; quick
+# replies (simulation) are picked up within milliseconds, slow ones cost one small RPC per 0.2 s.
+FIRST_POLL_SECONDS, REPLY_POLL_SECONDS = 0.01, 0.2
 
 
 class FlowerTransport:
@@ -135,10 +136,10 @@ class FlowerTransport:
         return replies
 
     def _collect(self, message_ids: set[str]) -> list[Message]:
-        """The replies to ``message_ids`` that arrive within ``federation.timeout``, pulled every
-        :data:`REPLY_POLL_SECONDS`."""
+        """The replies to ``message_ids`` that arrive within ``federation.timeout`` (pulled after
+        :data:`FIRST_POLL_SECONDS`, backing off to every :data:`REPLY_POLL_SECONDS`)."""
         deadline = time.monotonic() + self.cfg.federation.timeout
-        pending, answers = set(message_ids), []
+        pending, answers, wait = set(message_ids), [], FIRST_POLL_SECONDS
         while pending:
             for msg in self.grid.pull_messages(pending):
                 answers.append(msg)
@@ -146,7 +147,8 @@ class FlowerTransport:
             remaining = deadline - time.monotonic()
             if not pending or remaining <= 0:
                 break
-            time.sleep(min(REPLY_POLL_SECONDS, remaining))
+            time.sleep(min(wait, remaining))
+            wait = min(2 * wait, REPLY_POLL_SECONDS)
         return answers
 
     def _fail(self, replies: dict[int, Reply], client: int, reply: Reply) -> None:

@@ -306,3 +306,19 @@ def test_deployment_smoke(tmp_path):
     assert all(message[k]["n"] >= 3 and message[k]["median"] >= 0 for k in ("before_handler", "load", "work"))
     assert case["overhead_seconds"]["median"] >= message["before_handler"]["median"]
     assert "quickstart: round median" in proc.stdout
+
+
+@pytest.mark.slow
+def test_many_clients_smoke(tmp_path):
+    """Both engines at K = 3: start-up, round times from the progress lines, peak memory of the process tree."""
+    proc = subprocess.run([sys.executable, "-m", "bench.many_clients", "--smoke", "--out", str(tmp_path)],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [(r["clients"], r["engine"]) for r in runs] == [(3, "inprocess"), (3, "flower")]
+    for r in runs:
+        assert r["rounds_timed"] == 4 and 0 < r["round_median_seconds"] <= r["round_max_seconds"]
+        assert r["startup_to_round0_seconds"] < r["wall_seconds"] and r["peak_rss_mib"] > 100
+    # Flower runs Ray's processes beside the driver: its tree holds more than the in-process run
+    assert runs[1]["peak_rss_mib"] > runs[0]["peak_rss_mib"]
+    assert "| 3 | flower |" in (tmp_path / "table.md").read_text()
