@@ -5,7 +5,9 @@ student's test metric at its best validation round, averaged over the students);
 validation metric is the students' mean best validation metric. Comparisons of two arms
 are *paired by seed* (same data split, same initial weights): the mean of the per-seed
 differences, its standard error, the two-sided paired t-test p-value and the 95 %
-t-interval. Verdict for "A beats B": **reproduced** when the difference is positive with
+t-interval. A verdict needs at least 3 seeds and differences that vary (the t-test is
+undefined when every seed differs by the same amount, which discrete test metrics make possible
+with few seeds); otherwise it is n/a. Verdict for "A beats B": **reproduced** when the difference is positive with
 p < 0.05; **not reproduced** when the interval's upper end lies below the smallest effect
 of interest (0.5 points of the metric; for convergence, a 10 % saving of epochs), i.e. a
 gain of that size is ruled out; **inconclusive** otherwise. A student's epoch after its
@@ -151,16 +153,19 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
     sd = float(np.std(diffs, ddof=1))
     se = sd / math.sqrt(len(diffs))
     half = float(stats.t.ppf(0.975, len(diffs) - 1)) * se
-    if se == 0:
-        p = 1.0 if out["mean"] == 0 else 0.0
+    if se == 0:  # no spread: a t-test is undefined unless there is no difference at all
+        p = 1.0 if out["mean"] == 0 else None
     else:
         p = float(2 * stats.t.sf(abs(out["mean"]) / se, len(diffs) - 1))
     return {**out, "se": se, "p": p, "ci": [out["mean"] - half, out["mean"] + half]}
 
 
+MIN_SEEDS = 3  # fewer paired seeds give no verdict
+
+
 def verdict(comparison: dict, min_effect: float) -> str:
-    """reproduced / not reproduced / inconclusive for "A beats B" (see Definitions)."""
-    if comparison.get("p") is None:
+    """reproduced / not reproduced / inconclusive for "A beats B"; n/a with too few seeds (see Definitions)."""
+    if comparison.get("p") is None or comparison["n"] < MIN_SEEDS:
         return "n/a"
     if comparison["mean"] > 0 and comparison["p"] < 0.05:
         return "reproduced"

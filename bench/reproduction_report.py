@@ -136,7 +136,8 @@ def diff(c: dict, scale: float = 100.0, unit: str = "") -> str:
         return "n/a"
     if c.get("se") is None:
         return f"{scale * c['mean']:+.2f}{unit} (n={c['n']})"
-    return f"{scale * c['mean']:+.2f} ± {scale * c['se']:.2f}{unit} (p={c['p']:.3f}, n={c['n']})"
+    p = "no spread" if c["p"] is None else f"p={c['p']:.3f}"
+    return f"{scale * c['mean']:+.2f} ± {scale * c['se']:.2f}{unit} ({p}, n={c['n']})"
 
 
 # ---------------------------------------------------------------- markdown
