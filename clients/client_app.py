@@ -34,6 +34,7 @@ from flwr.app import Context, Message  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 
 from fedalign.client.paths import state_root  # noqa: E402
+from fedalign.files import append_private_line  # noqa: E402
 from fedalign.client.requests import Request  # noqa: E402
 from fedalign.client.worker import ask  # noqa: E402
 from fedalign_flower.protocol import IDENTIFY_ROUND, encode_reply, request_fields  # noqa: E402
@@ -58,10 +59,7 @@ def process_age() -> float | None:
 
 def _log_timing(state_dir: str | None, run_tag: str, client_id: int, row: dict) -> None:
     """Append one row to the client's own timing log (mode 0600; it stays on the client)."""
-    path = state_root(state_dir) / run_tag / f"client-{client_id}-timing.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    append_private_line(state_root(state_dir) / run_tag / f"client-{client_id}-timing.jsonl", json.dumps(row))
 
 
 def _request(msg: Message, context: Context) -> Request:

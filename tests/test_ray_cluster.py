@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -59,13 +57,13 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc to stop the head by PID")
 def test_a_simulation_runs_on_an_existing_ray_cluster(tmp_path):
-    from deploy.launch import alive, describe, processes_with_environ
+    from deploy.launch import TAG_VAR, stop
 
-    tag = f"FEDALIGN_RAY_TEST={uuid.uuid4().hex[:10]}"
+    tag = f"ray-test-{uuid.uuid4().hex[:10]}"
     port = _free_port()
     ray = str(Path(sys.executable).parent / "ray")
     ray_dir = tempfile.mkdtemp(prefix="fr-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    env = {**os.environ, tag.split("=")[0]: tag.split("=")[1], "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, TAG_VAR: f"{tag}:ray-head", "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.run([ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
                            "--include-dashboard=false", f"--temp-dir={ray_dir}", "--disable-usage-stats"],
                           env=env, capture_output=True, text=True, timeout=180)
@@ -88,16 +86,6 @@ def test_a_simulation_runs_on_an_existing_ray_cluster(tmp_path):
         assert list(Path(ray_dir).glob("session_*/logs/python-core-driver-*")), sorted(
             p.name for p in Path(ray_dir).glob("session_*/logs/*"))
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = processes_with_environ(tag.encode())
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and any(alive(p) for p in pids):
-                time.sleep(0.2)
-        left = [describe(p) for p in processes_with_environ(tag.encode())]
+        left = stop(tag)  # every process of the head, by PID: SIGTERM, then SIGKILL
         shutil.rmtree(ray_dir, ignore_errors=True)
         assert not left, f"Ray head processes left running: {left}"

@@ -11,11 +11,11 @@ user (mode 0600): they hold the model's weights.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from ..files import replaced_privately
 from ..wire import Statistics
 from .paths import state_root
 from .student import Student
@@ -56,8 +56,5 @@ class Checkpoint:
             "request": request, "metrics": dict(metrics),
             "statistics": [torch.from_numpy(p) for p in statistics] if statistics is not None else None,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+        with replaced_privately(self.path) as handle:
             torch.save(state, handle)
-        tmp.replace(self.path)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from torch_geometric.data import Data
 
 from ..config import ExperimentConfig
 from ..data import ClientData, GraphSplit, raw_file_fingerprint
+from ..files import replaced_privately
 from .paths import state_root
 from .data import TaskInfo, client_data
 
@@ -88,11 +88,8 @@ def _save(path: Path, task: TaskInfo, data: ClientData) -> None:
         "splits": splits, "alignment": index(data.alignment),
         "graphs": [graph.to_dict() for graph in graphs],
     }
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+    with replaced_privately(path) as handle:  # a concurrent reader sees the old file or the whole new one
         torch.save(state, handle)
-    tmp.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
 
 
 def _load(path: Path, client_id: int) -> tuple[TaskInfo, ClientData]:

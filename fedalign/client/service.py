@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 
 from ..config import ExperimentConfig, config_from_dict
+from ..files import append_private_line
 from ..statistics import eager_kernels
 from ..wire import Statistics, private_releases, split_metrics
 from .checkpoint import Checkpoint, checkpoint_path
@@ -39,9 +39,7 @@ class EvaluationLog:
         row = {"round": round_number, "client": client_id, **metrics}
         self.rows.append(row)
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as handle:
-                handle.write(json.dumps(row, allow_nan=True) + "\n")
+            append_private_line(self.path, json.dumps(row, allow_nan=True))
 
 
 def evaluation_log_path(state_dir: str | Path | None, run_tag: str, client_id: int) -> Path:

@@ -47,7 +47,13 @@ def load_partition(cfg: ExperimentConfig) -> tuple[GraphDataset, list[ClientData
                                       p.label_rate)
 
 
+@functools.lru_cache(maxsize=4)
+def _public(dataset_key: tuple, scheme: str, public_fraction: float) -> Data:
+    return public_graph(_dataset(*dataset_key), scheme, public_fraction, dataset_key[4])
+
+
 def load_public_graph(cfg: ExperimentConfig) -> tuple[GraphDataset, Data]:
-    """The dataset of ``cfg`` and its public alignment graph, without partitioning the private data."""
-    dataset, p = load_experiment_dataset(cfg), cfg.partition
-    return dataset, public_graph(dataset, p.scheme, p.public_fraction, cfg.seed)
+    """The dataset of ``cfg`` and its public alignment graph, without partitioning the private data
+    (built once per process: the server's transport and coordinator both check releases against it)."""
+    key, p = _dataset_key(cfg), cfg.partition
+    return _dataset(*key), _public(key, p.scheme, p.public_fraction)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..files import replaced_privately
 from ..wire import Statistics
 
 
@@ -30,10 +30,8 @@ class ServerState:
 
     def save(self, completed_round: int, cache: dict[int, Statistics]) -> None:
         arrays = {f"{client}.{layer}": p for client, stats in cache.items() for layer, p in enumerate(stats, start=1)}
-        tmp = self.path.with_name(f".{self.FILE}.tmp{os.getpid()}.npz")
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:  # private
+        with replaced_privately(self.path) as handle:
             np.savez(handle, completed_round=np.int64(completed_round), **arrays)
-        tmp.replace(self.path)
 
     def load(self) -> tuple[int, dict[int, Statistics]]:
         """(last completed round, cache)."""
