@@ -17,6 +17,12 @@ partitioning the dataset again, and runs the structure kernels eagerly (compilin
 costs about 3 s per process here). How long each step took goes to the client's own
 ``client-<i>-timing.jsonl`` in its state dir (never to the server: a time depends on the
 size of the private data).
+
+With ``privacy.secure_aggregation`` the server runs Flower's SecAgg+ workflow and the messages of
+its stages pass through Flower's ``secaggplus_mod`` (:func:`secure_aggregation_mod`): the keys and
+shares of the protocol are handled there, and the one message that asks for training reaches
+:func:`train` as a FitIns; the client's share goes back as the FitRes' parameters, which the mod
+quantises and masks -- and removes from the reply -- before it leaves the client.
 """
 
 from __future__ import annotations
@@ -30,14 +36,17 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from flwr.app import Context, Message  # noqa: E402
+from flwr.app import Context, Message, MessageType  # noqa: E402
+from flwr.client.mod import secaggplus_mod  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_CONFIGS  # noqa: E402
 
 from fedalign.client.paths import state_root  # noqa: E402
 from fedalign.files import append_private_line  # noqa: E402
 from fedalign.client.requests import Request  # noqa: E402
 from fedalign.client.worker import ask  # noqa: E402
-from fedalign_flower.protocol import IDENTIFY_ROUND, encode_reply, request_fields  # noqa: E402
+from fedalign_flower.protocol import (IDENTIFY_ROUND, encode_reply, encode_share_reply, is_share_request,  # noqa: E402
+                                      request_fields, share_request_fields)
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED
 
@@ -45,7 +54,16 @@ IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED
 # workers, and what they loaded and compiled, between messages.
 FRESH_PROCESS_PER_MESSAGE = Path(sys.argv[0]).name == "flwr-clientapp"
 
-app = ClientApp()
+
+
+def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
+    """Flower's ``secaggplus_mod`` for the messages of a SecAgg+ round; every other message passes through."""
+    if msg.metadata.message_type == MessageType.TRAIN and SECAGG_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+app = ClientApp(mods=[secure_aggregation_mod])
 
 
 def process_age() -> float | None:
@@ -66,10 +84,14 @@ def _request(msg: Message, context: Context) -> Request:
     node = context.node_config
     if "partition-id" not in node:
         raise ValueError("this SuperNode has no partition-id: start it with --node-config 'partition-id=<i> num-partitions=<K>'")
-    experiment, round_number, run_tag, peers = request_fields(msg.content)
+    message_type = msg.metadata.message_type
+    if is_share_request(msg.content):  # the training step of a SecAgg+ round
+        experiment, round_number, run_tag, message_type, peers = share_request_fields(msg.content)
+    else:
+        experiment, round_number, run_tag, peers = request_fields(msg.content)
     optional = {key: str(node[name]) for key, name in (("state_dir", "state-dir"), ("data_root", "data-root"))
                 if name in node}
-    return Request(experiment, round_number, run_tag, msg.metadata.message_type, int(node["partition-id"]),
+    return Request(experiment, round_number, run_tag, message_type, int(node["partition-id"]),
                    int(node["num-partitions"]) if "num-partitions" in node else None,
                    identify=round_number == IDENTIFY_ROUND, peers=peers, **optional)
 
@@ -85,8 +107,11 @@ def _handle(msg: Message, context: Context) -> Message:
 
         answer = answer_request(request, prepared=FRESH_PROCESS_PER_MESSAGE, eager=FRESH_PROCESS_PER_MESSAGE)
     seconds = time.perf_counter() - started if answer.send_seconds else None
-    reply = Message(content=encode_reply(answer.metrics, answer.statistics, request.partition_id, seconds),
-                    reply_to=msg)
+    if is_share_request(msg.content):
+        content = encode_share_reply(answer.metrics, answer.statistics, request.partition_id)
+    else:
+        content = encode_reply(answer.metrics, answer.statistics, request.partition_id, seconds)
+    reply = Message(content=content, reply_to=msg)
     if not request.identify:
         _log_timing(request.state_dir, request.run_tag, request.partition_id, {
             "round": request.round_number, "type": request.message_type, "fresh_process": FRESH_PROCESS_PER_MESSAGE,

@@ -5,6 +5,9 @@ Students answer through :func:`fedalign.client.service.respond`, as in the Clien
 with a state folder (``run_inprocess`` uses ``<run folder>/client-state``) each keeps a
 checkpoint -- weights, optimiser, privacy ledgers, last reply -- so a resumed run
 continues the same students and the privacy they have spent, and its evaluation log.
+With secure aggregation the shares are summed here directly, without cryptography (every
+client lives in this process): the same shares, noise and ledgers as the Flower engines,
+where SecAgg+ hides them from the server.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from .client import Student, build_student
 from .client.checkpoint import Checkpoint, checkpoint_path
 from .client.service import EvaluationLog, evaluation_log_path, read_evaluation_logs, respond
 from .config import ExperimentConfig
 from .runner import run_experiment
 from .server import Reply
-from .wire import Statistics, payload_bytes, private_releases
+from .wire import PeerSum, Statistics, payload_bytes, private_releases
 
 CLIENT_STATE = "client-state"
 
@@ -70,6 +75,24 @@ class InProcessTransport:
                           sum(payload_bytes(s) for s in peers.values()))
             for i, peers in jobs.items()
         }
+
+    def query_summed(self, clients: list[int], round_number: int) -> tuple[dict[int, Reply], PeerSum | None]:
+        return self._summed(self.query(clients, round_number))
+
+    def train_summed(self, jobs: dict[int, dict[int, Statistics]], round_number: int
+                     ) -> tuple[dict[int, Reply], PeerSum | None]:
+        return self._summed(self.train(jobs, round_number))
+
+    @staticmethod
+    def _summed(replies: dict[int, Reply]) -> tuple[dict[int, Reply], PeerSum | None]:
+        """The replies without their shares, and the shares' sum."""
+        shares = {i: r.statistics for i, r in replies.items() if r.statistics is not None}
+        for reply in replies.values():
+            reply.statistics = None
+        if not shares:
+            return replies, None
+        arrays = [sum(layers) for layers in zip(*shares.values())]
+        return replies, PeerSum([np.asarray(a, dtype=np.float64) for a in arrays], sorted(shares))
 
 
 def run_inprocess(cfg: ExperimentConfig, run_dir: str | Path | None = None, resume: bool = False) -> tuple[Path, dict]:

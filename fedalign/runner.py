@@ -104,10 +104,10 @@ def run_experiment(
     run_dir = run_dir_for(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = ServerState(run_dir)
-    completed, cache, previous = -1, {}, []
+    completed, cache, summed, previous = -1, {}, None, []
     if resume and state.exists():
         check_resumable(run_dir, cfg)
-        completed, cache = state.load()
+        completed, cache, summed = state.load()
         previous = [r for r in read_rounds(run_dir) if r.round <= completed]
         print(f"resuming {run_dir} after round {completed} of {cfg.federation.rounds}", file=sys.stderr)
     elif resume:
@@ -116,7 +116,7 @@ def run_experiment(
     try:  # a failure from here on, at start-up too, is recorded in summary.json
         coordinator = Coordinator(cfg, transport, _listeners(cfg, writer), state=state)
         if completed >= 0:
-            coordinator.resume(completed, cache, previous)
+            coordinator.resume(completed, cache, previous, summed)
         coordinator.run()
     except BaseException as error:
         writer.finish(error, evaluation() if evaluation else None)

@@ -18,6 +18,12 @@ array of class distributions: :func:`release_layout`) -- and raises
 checks every reply before caching it (a rejected release is never forwarded
 to peers), and every client checks the peer statistics it receives.
 
+With secure aggregation (``privacy.secure_aggregation``) a client sends a *share* instead: its
+clipped statistics plus its part of the noise, float64, not a distribution
+(:mod:`fedalign.aggregation`). The server learns only the :class:`PeerSum` of the
+shares, and forwards it to every trainer as the single peer :data:`SUM_WITH_OWN` (the
+trainer's own share is in the sum: it subtracts it) or :data:`SUM_WITHOUT_OWN`.
+:func:`check_peer_sum` checks a sum's layout.
 """
 
 from __future__ import annotations
@@ -99,6 +105,43 @@ def check_metrics(metrics: dict[str, float], sender: str = "client") -> dict[str
             raise MetricsRejected(f"metrics from {sender} rejected: {name} = {value} is outside what an honest client "
                                   f"reports ([{low:g}, {high:g}]{', or +inf' if inf_ok else ''})")
     return metrics
+
+
+# Peer ids under which a trainer receives the sum of every contributor's share (secure aggregation).
+SUM_WITH_OWN, SUM_WITHOUT_OWN = -1, -2
+SUM_PEERS = (SUM_WITH_OWN, SUM_WITHOUT_OWN)
+
+
+@dataclass
+class PeerSum:
+    """What the server learns from one securely aggregated round: the sum of the contributors' shares.
+
+    Attributes:
+        arrays: one float64 ``[E]`` array per released layer, the sum over ``contributors``.
+        contributors: the client ids whose shares are in the sum (sorted).
+    """
+
+    arrays: list[np.ndarray]
+    contributors: list[int]
+
+    def job_for(self, client: int) -> dict[int, list[np.ndarray]]:
+        """The peer statistics a trainer gets: the sum, under :data:`SUM_WITH_OWN` when its own share is in it."""
+        return {SUM_WITH_OWN if client in self.contributors else SUM_WITHOUT_OWN: self.arrays}
+
+
+def check_peer_sum(arrays: object, num_edges: int, num_layers: int, sender: str = "the server") -> list[np.ndarray]:
+    """``arrays`` if it is a sum of shares of this experiment (``num_layers`` finite float64 ``[E]``
+    arrays), else raise :class:`StatisticsRejected`. A sum of noisy shares may hold any finite value."""
+    if not isinstance(arrays, (list, tuple)) or len(arrays) != num_layers:
+        raise StatisticsRejected(f"sum of shares from {sender} rejected: expected {num_layers} arrays")
+    for layer, a in enumerate(arrays, start=1):
+        if not isinstance(a, np.ndarray) or a.shape != (num_edges,) or a.dtype != np.float64:
+            raise StatisticsRejected(f"sum of shares from {sender} rejected: layer {layer} must be a float64 array "
+                                     f"of shape ({num_edges},), got {getattr(a, 'dtype', type(a).__name__)} "
+                                     f"{getattr(a, 'shape', '')}")
+        if not np.isfinite(a).all():
+            raise StatisticsRejected(f"sum of shares from {sender} rejected: layer {layer} has non-finite entries")
+    return list(arrays)
 
 
 def payload_bytes(statistics: Statistics | None) -> int:

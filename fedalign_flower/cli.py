@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="continue a stopped run from its saved state (same config; rounds may grow)")
     sweep = sub.add_parser("sweep", help="run a grid of experiments (resumable) and tabulate them")
     sweep.add_argument("sweep", help="sweep YAML, e.g. simulations/cora-strategies.yaml")
+    sweep.add_argument("--workers", type=int, default=1,
+                       help="cells run at once, each in its own process with one torch thread (in-process engine)")
     for p in (run, sweep):
         p.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs on the console")
     return parser
@@ -92,10 +94,13 @@ def _run(args) -> int:
 
 def _sweep(args) -> int:
     spec = load_sweep(args.sweep)
+    if args.workers < 1 or (args.workers > 1 and spec.engine != "inprocess"):
+        raise UserError(f"--workers {args.workers}: use a number >= 1, and more than 1 only with engine: inprocess "
+                        "(the Flower engine places its clients through Ray)")
     for cfg in {json.dumps(cell_config(spec, c).data.__dict__, sort_keys=True): cell_config(spec, c)
                 for c in cells(spec)}.values():
         require_data(cfg)
-    rows = run_sweep(spec, engine(spec.engine, args.verbose))
+    rows = run_sweep(spec, engine(spec.engine, args.verbose), workers=args.workers)
     print((spec.output / "table.md").read_text())
     print(f"{len(rows)} cells; results in {spec.output}")
     return 0

@@ -164,3 +164,75 @@ def _decode_meta(content: RecordDict) -> dict:
     if not isinstance(meta["partition-id"], int) or not isinstance(meta.get("client-seconds", 0.0), (int, float)):
         raise ProtocolError("reply metadata: partition-id must be an int and client-seconds a number")
     return meta
+
+
+# ---------------------------------------------------------------- secure aggregation (SecAgg+ rounds)
+#
+# In a securely aggregated round (privacy.secure_aggregation) the request and the reply travel as the
+# FitIns / FitRes of a Flower SecAgg+ round: the FitIns' config holds "experiment", "round", "run-tag",
+# "message-type" ("query" or "train") and, for a trainer that has one, "peer" (SUM_WITH_OWN or
+# SUM_WITHOUT_OWN); its parameters the last sum of shares, one float64 [E] array per layer. The FitRes'
+# parameters are the client's share -- which Flower's secaggplus_mod masks and never sends as such --
+# and its metrics the accounted metrics plus "partition-id"; num_examples is 1 (every share weighs the same).
+
+SHARE_CONFIG = ("experiment", "round", "run-tag", "message-type")
+
+
+def encode_share_request(cfg: ExperimentConfig, round_number: int, run_tag: str, message_type: str,
+                         peers: dict[int, list[np.ndarray]]):
+    """The FitIns of one client in a SecAgg+ round (``peers``: {} or one sum under its peer id)."""
+    from flwr.common import FitIns, ndarrays_to_parameters
+
+    config = {"experiment": json.dumps(cfg.to_dict()), "round": round_number, "run-tag": run_tag,
+              "message-type": message_type}
+    arrays: list[np.ndarray] = []
+    if peers:
+        ((peer, arrays),) = peers.items()
+        config["peer"] = int(peer)
+    return FitIns(ndarrays_to_parameters([np.ascontiguousarray(a, dtype=np.float64) for a in arrays]), config)
+
+
+def is_share_request(content: RecordDict) -> bool:
+    return "fitins.config" in content.config_records
+
+
+def share_request_fields(content: RecordDict) -> tuple[str, int, str, str, dict[int, list[np.ndarray]]]:
+    """(config as JSON, round, run tag, message type, peers) from a SecAgg+ round's FitIns."""
+    from flwr.common import parameters_to_ndarrays
+    from flwr.compat.common.recorddict_compat import recorddict_to_fitins
+
+    fitins = recorddict_to_fitins(content, keep_input=True)
+    config = fitins.config
+    if not set(SHARE_CONFIG) <= set(config):
+        raise ProtocolError(f"a secure-aggregation request needs {list(SHARE_CONFIG)}, got {sorted(config)}")
+    arrays = parameters_to_ndarrays(fitins.parameters)
+    peers = {int(config["peer"]): arrays} if "peer" in config else {}
+    return (str(config["experiment"]), int(config["round"]), str(config["run-tag"]), str(config["message-type"]),
+            peers)
+
+
+def encode_share_reply(metrics: dict[str, float], share: Statistics | None, partition_id: int) -> RecordDict:
+    """A client's FitRes in a SecAgg+ round: its share as parameters (masked by secaggplus_mod before it
+    leaves), its allow-listed metrics and its partition id."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+    from flwr.compat.common.recorddict_compat import fitres_to_recorddict
+
+    unexpected = sorted(set(metrics) - REPLY_METRICS)
+    if unexpected:
+        raise ProtocolError(f"refusing to send metrics {unexpected}: a client sends only {sorted(REPLY_METRICS)}")
+    if share is None:
+        raise ProtocolError("a secure-aggregation round needs a share from every client that answers")
+    fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([np.ascontiguousarray(s) for s in share]), 1,
+                    {**{k: float(v) for k, v in metrics.items()}, "partition-id": int(partition_id)})
+    return fitres_to_recorddict(fitres, keep_input=False)
+
+
+def decode_share_metrics(metrics: dict) -> tuple[dict[str, float], int]:
+    """(metrics, partition id) from a SecAgg+ round's FitRes metrics; :class:`ProtocolError` otherwise."""
+    if not isinstance(metrics.get("partition-id"), int):
+        raise ProtocolError("a secure-aggregation reply must say its partition-id (an int)")
+    values = {k: v for k, v in metrics.items() if k != "partition-id"}
+    unexpected = sorted(set(values) - REPLY_METRICS)
+    if unexpected or not all(isinstance(v, (int, float)) for v in values.values()):
+        raise ProtocolError(f"secure-aggregation reply carries unexpected metrics {unexpected or 'non-scalars'}")
+    return {k: float(v) for k, v in values.items()}, int(metrics["partition-id"])

@@ -12,8 +12,11 @@ from flwr.serverapp import Grid
 from fedalign.config import ExperimentConfig
 from fedalign.server import Reply, release_layout_of
 from fedalign.server.layout import release_bytes
-from fedalign.wire import Statistics, payload_bytes
-from fedalign_flower.protocol import IDENTIFY_ROUND, ProtocolError, decode_reply, encode_request, statistics_bytes
+from fedalign.wire import PeerSum, Statistics, payload_bytes
+from fedalign_flower.protocol import (IDENTIFY_ROUND, ProtocolError, decode_reply, decode_share_metrics,
+                                      encode_request, encode_share_request, statistics_bytes)
+
+from .secure_aggregation import secure_round
 
 log = logging.getLogger("fedalign")
 
@@ -176,3 +179,45 @@ class FlowerTransport:
     def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
         return self._send(MessageType.TRAIN, jobs, round_number)
 
+
+    # ------------------------------------------------------------ secure aggregation (SecAgg+)
+
+    def query_summed(self, clients: list[int], round_number: int) -> tuple[dict[int, Reply], PeerSum | None]:
+        return self._summed("query", {c: {} for c in clients}, round_number)
+
+    def train_summed(self, jobs: dict[int, dict[int, Statistics]], round_number: int
+                     ) -> tuple[dict[int, Reply], PeerSum | None]:
+        return self._summed("train", jobs, round_number)
+
+    def _summed(self, message_type: str, jobs: dict[int, dict], round_number: int
+                ) -> tuple[dict[int, Reply], PeerSum | None]:
+        """One SecAgg+ round (:func:`~server.secure_aggregation.secure_round`) over the clients of ``jobs``."""
+        self._locate(list(jobs))
+        client_of = {self.node_of[c]: c for c in jobs if c in self.node_of}
+        fitins = {node: encode_share_request(self.cfg, round_number, self.run_tag, message_type, jobs[c])
+                  for node, c in client_of.items()}
+        started = time.perf_counter()
+        replies: dict[int, Reply] = {}
+        total, contributors, errors = secure_round(self.grid, self.cfg, round_number, fitins) \
+            if len(fitins) >= 2 else (None, [], ["fewer than 2 clients reachable"])
+        included = []
+        for node, fitres in contributors:
+            client = client_of.get(node, -1)
+            try:
+                metrics, said = decode_share_metrics(dict(fitres.metrics))
+                if said != client:
+                    raise ProtocolError(f"node {node} answered for client {said} instead of client {client}")
+            except ProtocolError as error:  # its share is in the sum already; the record says so
+                self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: {error}"))
+                included.append(client)
+                continue
+            included.append(client)
+            replies[client] = Reply(client, metrics, None, bytes_received=sum(payload_bytes(s) for s in jobs[client].values()),
+                                    bytes_sent=payload_bytes(total), seconds=time.perf_counter() - started)
+        reason = "; ".join(dict.fromkeys(errors)) or "no reply before the timeout"
+        for client in jobs:
+            if client not in replies:
+                replies[client] = Reply(client, error=f"client {client} left the secure round: {reason}")
+        if total is None or -1 in included:
+            return replies, None
+        return replies, PeerSum(total, sorted(included))

@@ -8,6 +8,7 @@ with replies.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -21,11 +22,13 @@ class LoopbackGrid:
     ``tamper(message, reply) -> reply`` may replace a reply before the server sees it.
     ``crash_before_round``: raise :class:`ServerCrash` when a request of that round is sent.
     ``raise_errors=False``: an exception in the ClientApp becomes an error reply, as Flower's runtime does.
+    ``fail(message, pid) -> bool``: when true, the node answers that message with an error (it dropped out).
+    Each node keeps its ``Context.state`` between messages, as a SuperNode does (SecAgg+ keeps its keys there).
     """
 
     def __init__(self, num_clients: int, state_dir, tamper: Callable[[Message, Message], Message] | None = None,
                  crash_before_round: int | None = None, raise_errors: bool = True,
-                 node_config: dict | None = None) -> None:
+                 node_config: dict | None = None, fail: Callable[[Message, int], bool] | None = None) -> None:
         self.raise_errors = raise_errors
         self.node_config = node_config or {}  # added to every node's config (e.g. a worker socket)
         self.state_dir = str(state_dir)
@@ -33,6 +36,8 @@ class LoopbackGrid:
         self.nodes = {100 + pid: pid for pid in range(num_clients)}
         self.tamper = tamper
         self.crash_before_round = crash_before_round
+        self.fail = fail
+        self.states: dict[int, RecordDict] = {}
         self.sent: list[Message] = []
         self.replies: list[Message] = []  # delivered, not yet pulled
 
@@ -52,7 +57,7 @@ class LoopbackGrid:
         """Deliver each message now (its reply waits for :meth:`pull_messages`); returns the message ids."""
         ids = []
         for msg in messages:
-            round_number = int(msg.content["config"]["round"])
+            round_number = int(msg.content["config"]["round"]) if "config" in msg.content else int(msg.metadata.group_id)
             if self.crash_before_round is not None and round_number >= self.crash_before_round:
                 raise ServerCrash(f"simulated server crash before round {round_number}")
             self.sent.append(msg)
@@ -65,9 +70,11 @@ class LoopbackGrid:
             context = Context(run_id=1, node_id=node, node_config={
                 "partition-id": self.nodes[node], "num-partitions": self.num_clients, "state-dir": self.state_dir,
                 **self.node_config,
-            }, state=RecordDict(), run_config={})
+            }, state=self.states.setdefault(node, RecordDict()), run_config={})
             try:
-                reply = client_app(msg, context)
+                if self.fail is not None and self.fail(msg, self.nodes[node]):
+                    raise ConnectionError(f"node {node} dropped out")
+                reply = client_app(copy.deepcopy(msg), context)  # a network delivers a copy, never the object
             except Exception as error:
                 if self.raise_errors:
                     raise
@@ -77,6 +84,11 @@ class LoopbackGrid:
                 reply = self.tamper(msg, reply)
             self.replies.append(reply)
         return ids
+
+    def send_and_receive(self, messages, *, timeout=None):
+        """Flower's blocking call (the SecAgg+ workflow uses it): push, then pull every reply."""
+        messages = list(messages)
+        return self.pull_messages(self.push_messages(messages))
 
     def pull_messages(self, message_ids):
         wanted = set(message_ids)

@@ -64,7 +64,7 @@ def test_a_restarted_server_resumes_and_ends_where_an_uninterrupted_run_ends(tmp
         serve(grid, cfg, run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "ServerCrash" in summary["error"]
-    completed, cache = ServerState(run_dir).load()
+    completed, cache, _ = ServerState(run_dir).load()
     assert completed == 3 if crash == "before-round-4" else completed == 2
     assert sorted(cache) == [0, 1]
 

@@ -24,10 +24,10 @@ from ..data import ClientData
 from ..models import StudentNetwork, build_network
 from ..seeds import derive_seed
 from ..statistics import class_log_probs, layer_statistics
-from ..wire import Statistics, StatisticsRejected, check_statistics, release_layout
+from ..wire import SUM_PEERS, SUM_WITH_OWN, Statistics, StatisticsRejected, check_peer_sum, check_statistics, release_layout
 from .data import TaskInfo, client_data, randomise_labels, to_device
 from .objective import AlignmentTargets
-from .release import build_release_policy
+from .release import SecureShareRelease, build_release_policy
 from .release.base import ReleaseMetrics
 from .training import DPSGDTraining, task_loss, task_metric, train_full_batch
 
@@ -122,6 +122,8 @@ class Student:
         (``align.node_mean: all``; always for ``logits``) or over the nodes with in-edges.
         """
         align = self.cfg.align
+        if set(peer_statistics) & set(SUM_PEERS):  # secure aggregation: the sum of every contributor's share
+            peer_statistics = {SUM_WITH_OWN: self.release_policy.peer_distributions(peer_statistics)}
         if align.strategy == "logits" or align.node_mean == "all":
             divisor = self.alignment.num_nodes
         else:
@@ -170,6 +172,13 @@ class Student:
 
     def check_peer_statistics(self, peer_statistics: dict[int, Statistics]) -> None:
         """Refuse peer statistics that are not valid distributions on this alignment graph."""
+        if set(peer_statistics) & set(SUM_PEERS):
+            if len(peer_statistics) != 1 or not isinstance(self.release_policy, SecureShareRelease):
+                raise StatisticsRejected(f"client {self.client_id} got a sum of shares {sorted(peer_statistics)}, "
+                                         "but only a secure-aggregation run sends one, alone")
+            (summed,) = peer_statistics.values()
+            check_peer_sum(summed, self.layout.num_edges, released_arrays(self.cfg.align.strategy, self.depth))
+            return
         for pid, stats in peer_statistics.items():
             try:
                 check_statistics(stats, self.layout, len(stats), self.cfg.align.statistics_dtype, sender=f"peer {pid}")

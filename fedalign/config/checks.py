@@ -94,6 +94,7 @@ def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
                    f"set to {value} but privacy.mechanism is 'none', so no statistics noise is added; "
                    "set privacy.mechanism: gaussian, or remove the key")
     _check_label_privacy(p)
+    _check_secure_aggregation(cfg)
     d = p.dp_sgd
     _check(0 < d.sample_rate <= 1, "privacy.dp_sgd.sample_rate", f"must be in (0, 1], got {d.sample_rate}")
     _check(0 < d.max_grad_norm < math.inf, "privacy.dp_sgd.max_grad_norm",
@@ -123,3 +124,27 @@ def _check_label_privacy(p) -> None:
     else:
         _check(p.label_epsilon is None, "privacy.label_epsilon",
                f"set to {p.label_epsilon} but privacy.unit is 'client'; set privacy.unit: labels, or remove the key")
+
+
+def _check_secure_aggregation(cfg: ExperimentConfig) -> None:
+    from ..aggregation import honest_noise_shares
+
+    p, k = cfg.privacy, cfg.federation.num_clients
+    _check(0 <= p.max_dropout_share < 1, "privacy.max_dropout_share", f"must be in [0, 1), got {p.max_dropout_share}")
+    _check(p.colluders >= 0, "privacy.colluders", f"must be >= 0, got {p.colluders}")
+    if not p.secure_aggregation:
+        return
+    needs = "privacy.secure_aggregation sums the clients' noisy statistics every round"
+    _check(cfg.federation.schedule == "simultaneous", "privacy.secure_aggregation",
+           f"{needs}, so it needs federation.schedule: simultaneous (got {cfg.federation.schedule!r})")
+    _check(p.mechanism == "gaussian" and p.unit == "client" and not p.dp_sgd.enabled, "privacy.secure_aggregation",
+           f"{needs} with distributed Gaussian noise: set privacy.mechanism: gaussian (unit client, no dp_sgd)")
+    _check(not p.subtract_baseline, "privacy.subtract_baseline",
+           "a sum of centred shares cannot be re-centred without the contributor count; not with secure aggregation")
+    _check(p.release_every == 1, "privacy.release_every",
+           "secure aggregation releases every round; privacy.release_every must be 1")
+    _check(len({cfg.model.for_client(i)["hidden_layers"] for i in range(k)}) == 1, "model.hidden_layers",
+           "secure aggregation sums layer by layer: every client needs the same number of hidden layers")
+    _check(honest_noise_shares(k, p.max_dropout_share, p.colluders) >= 1, "privacy.colluders",
+           f"with {k} clients, up to floor({p.max_dropout_share} * {k}) dropping out and {p.colluders} colluding, no "
+           "honest client's noise is left in the sum; lower privacy.max_dropout_share or privacy.colluders")

@@ -139,6 +139,12 @@ class PrivacyConfig:
     # Noise from the experiment seed (reproducible, for tests and comparisons) or, by default, from
     # OS entropy: a seed the server knows would let it regenerate and subtract the noise.
     reproducible_noise: bool = False
+    # Secure aggregation with distributed noise (schedule simultaneous, mechanism gaussian): the server learns
+    # only the sum of the clients' shares (Flower's SecAgg+ in the Flower engines), each client adds noise of std
+    # sigma C / sqrt(n), n = K - floor(max_dropout_share K) - colluders (fedalign.aggregation).
+    secure_aggregation: bool = False
+    max_dropout_share: float = 0.1  # clients that may drop out of a round while the sum keeps noise sigma C
+    colluders: int = 1  # clients whose noise shares the adversary may know (1: any one client knows its own)
     dp_sgd: DPSGDConfig = field(default_factory=DPSGDConfig)
 
 

@@ -218,19 +218,23 @@ class StatisticsMechanism:
         ``generator`` is the source of the noise; it may be None only for a
         ``clip_only`` mechanism, which draws nothing.
         """
-        clipped = self.clip(stats)
+        return self._noised(self.clip(stats), self.noise_multiplier * self.clip_norm, generator)
+
+    def share(self, stats: Sequence[Tensor], generator: torch.Generator | None, parts: int) -> Tensor:
+        """One client's share of a distributed release (:mod:`fedalign.aggregation`): the clipped
+        statistics plus ``N(0, (sigma C)^2 / parts)`` noise, float [L, E], not post-processed (the sum of
+        ``parts`` honest shares carries noise sigma C; the receiver projects the sum)."""
+        if parts < 1:
+            raise ValueError(f"parts must be >= 1, got {parts}")
+        return self._noised(self.clip(stats), self.noise_multiplier * self.clip_norm / math.sqrt(parts), generator)
+
+    def _noised(self, clipped: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
         if self.clip_only:
             return clipped
         if generator is None:
             raise ValueError("a noisy release needs a torch.Generator; pass a seeded generator")
-        noise = torch.normal(
-            0.0,
-            self.noise_multiplier * self.clip_norm,
-            size=clipped.shape,
-            generator=generator,
-            dtype=clipped.dtype,
-            device=clipped.device,
-        )
+        noise = torch.normal(0.0, std, size=clipped.shape, generator=generator, dtype=clipped.dtype,
+                             device=clipped.device)
         return clipped + noise
 
     def release(

@@ -11,6 +11,12 @@ keeps the client's last valid statistics. A client whose privacy budget is spent
 without statistics: status ``withheld``, its last statistics stay cached. After every
 round the state can be saved (:class:`~fedalign.server.state.ServerState`) so that a
 restarted server resumes the experiment.
+
+With secure aggregation (``privacy.secure_aggregation``) the coordinator never holds a client's
+statistics: the transport returns only the :class:`~fedalign.wire.PeerSum` of the round's shares,
+which replaces the cache and goes to every trainer; a sum with fewer contributors than
+:func:`~fedalign.aggregation.minimum_contributors` carries too little noise and is dropped
+(the trainers keep the previous one).
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import numpy as np
 
 from ..alignment import released_arrays, shares_statistics
 from ..config import ExperimentConfig
+from ..aggregation import minimum_contributors
 from ..schedules import trainers_for_round
-from ..wire import MetricsRejected, ReleaseLayout, Statistics, StatisticsRejected, check_metrics, check_statistics
+from ..wire import (MetricsRejected, PeerSum, ReleaseLayout, Statistics, StatisticsRejected, check_metrics,
+                    check_peer_sum, check_statistics)
 from .layout import release_bytes, release_layout_of
 from .records import RoundListener, RoundRecord
 from .state import ServerState
@@ -51,6 +59,7 @@ class Coordinator:
         self.transport = transport
         self.listeners = list(listeners)
         self.cache: dict[int, Statistics] = {}
+        self.summed: PeerSum | None = None  # secure aggregation: the last sum of shares, instead of the cache
         self.records: list[RoundRecord] = []
         self.completed_round = -1  # the last round whose records are in; -1 before round 0
         self.state = state
@@ -65,15 +74,28 @@ class Coordinator:
     def _needs_statistics(self) -> bool:
         return shares_statistics(self.cfg.align.strategy) and self.num_clients > 1
 
+    @property
+    def secure(self) -> bool:
+        """Whether this run aggregates securely (the server sees only sums of shares)."""
+        return self.cfg.privacy.secure_aggregation and self._needs_statistics()
+
     def initialise(self) -> list[RoundRecord]:
         """Round 0: fill the cache with every client's initial statistics."""
         if not self._needs_statistics():
             return []
-        replies = self.transport.query(list(range(self.num_clients)), 0)
-        return self._absorb(0, {i: [] for i in range(self.num_clients)}, replies)
+        clients = list(range(self.num_clients))
+        if self.secure:
+            replies, summed = self.transport.query_summed(clients, 0)
+            return self._absorb(0, {i: [] for i in clients}, replies, summed)
+        return self._absorb(0, {i: [] for i in clients}, self.transport.query(clients, 0))
 
     def run_round(self, round_number: int) -> list[RoundRecord]:
         trainers = trainers_for_round(self.cfg.federation.schedule, round_number, self.num_clients)
+        if self.secure:
+            jobs = {i: self.summed.job_for(i) if self.summed is not None else {} for i in trainers}
+            peers = {i: [c for c in (self.summed.contributors if self.summed else []) if c != i] for i in trainers}
+            replies, summed = self.transport.train_summed(jobs, round_number)
+            return self._absorb(round_number, peers, replies, summed)
         jobs = {
             i: ({j: s for j, s in self.cache.items() if j != i} if self._needs_statistics() else {})
             for i in trainers
@@ -107,7 +129,10 @@ class Coordinator:
         self.layout = layout
         return checked
 
-    def _absorb(self, round_number: int, peers: dict[int, list[int]], replies: dict[int, Reply]) -> list[RoundRecord]:
+    def _absorb(self, round_number: int, peers: dict[int, list[int]], replies: dict[int, Reply],
+                summed: PeerSum | None = None) -> list[RoundRecord]:
+        if self.secure:
+            self._accept_sum(round_number, summed)
         records = []
         for client in sorted(peers):
             reply = replies.get(client)
@@ -126,7 +151,7 @@ class Coordinator:
         self.records.extend(records)
         self.completed_round = round_number
         if self.state is not None:
-            self.state.save(self.completed_round, self.cache)
+            self.state.save(self.completed_round, self.cache, self.summed)
         for listener in self.listeners:
             listener.on_round(round_number, self.cfg.federation.rounds, records)
         return records
@@ -144,6 +169,10 @@ class Coordinator:
                 return "ok", f"client {client} sent statistics although align.strategy {self.cfg.align.strategy!r} " \
                              "shares none"
             return "ok", None
+        if self.secure:  # the reply carries no statistics; its share is in the round's sum
+            if reply.statistics is not None:
+                return "ok", f"client {client} sent statistics outside secure aggregation; refused unread"
+            return ("withheld" if reply.metrics.get("withheld") == 1.0 else "ok"), None
         if reply.statistics is None:  # e.g. a spent privacy budget: the cache keeps the client's last statistics
             return "withheld", None
         limit = self.expected_bytes(client)
@@ -156,10 +185,29 @@ class Coordinator:
             return "ok", str(rejection)
         return "ok", None
 
-    def resume(self, completed_round: int, cache: dict[int, Statistics], records: list[RoundRecord]) -> None:
-        """Continue after ``completed_round`` with a saved cache and the records logged so far."""
+    def _accept_sum(self, round_number: int, summed: PeerSum | None) -> None:
+        """Take the round's sum of shares, if it has enough contributors and the layout of a release."""
+        need = minimum_contributors(self.num_clients, self.cfg.privacy.max_dropout_share)
+        if summed is None or len(summed.contributors) < need:
+            got = "no sum" if summed is None else f"a sum of {len(summed.contributors)} shares"
+            log.warning("round %d: %s, fewer than the %d contributors whose noise the privacy analysis needs "
+                        "(privacy.max_dropout_share); the trainers keep the previous sum", round_number, got, need)
+            return
+        self.summed = PeerSum(self._check_sum(summed.arrays), sorted(summed.contributors))
+
+    def _check_sum(self, arrays: list) -> list:
+        if self.layout is None:
+            raise StatisticsRejected("secure aggregation needs the alignment graph's size on the server; "
+                                     "it could not read the public graph")
+        num_edges = self.layout.num_edges if isinstance(self.layout, ReleaseLayout) else self.layout
+        return check_peer_sum(arrays, num_edges, self.released_arrays(0), sender="secure aggregation")
+
+    def resume(self, completed_round: int, cache: dict[int, Statistics], records: list[RoundRecord],
+               summed: PeerSum | None = None) -> None:
+        """Continue after ``completed_round`` with a saved cache (or sum of shares) and the records so far."""
         self.completed_round = completed_round
         self.cache = {c: self._check(c, s) for c, s in cache.items()}
+        self.summed = None if summed is None else PeerSum(self._check_sum(summed.arrays), summed.contributors)
         self.records = list(records)
 
     def run(self) -> list[RoundRecord]:

@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from ..files import replaced_privately
-from ..wire import Statistics
+from ..wire import PeerSum, Statistics
 
 
 class ServerState:
     """The coordinator's state in a run folder, saved after every round.
 
     ``server-state.npz`` holds the last completed round (``completed_round``)
-    and the statistics cache (``"<client>.<layer>"`` -> the cached array),
+    and the statistics cache (``"<client>.<layer>"`` -> the cached array) -- or, with secure
+    aggregation, the last sum of shares (``"sum.<layer>"``, ``"contributors"``) --
     written atomically (a crash mid-save leaves the previous state), readable by its owner only. The
     privacy ledgers live with the clients, in their checkpoints; the
     epsilon each client reported is in ``rounds.jsonl``.
@@ -28,18 +29,24 @@ class ServerState:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def save(self, completed_round: int, cache: dict[int, Statistics]) -> None:
+    def save(self, completed_round: int, cache: dict[int, Statistics], summed: PeerSum | None = None) -> None:
         arrays = {f"{client}.{layer}": p for client, stats in cache.items() for layer, p in enumerate(stats, start=1)}
+        if summed is not None:
+            arrays.update({f"sum.{layer}": p for layer, p in enumerate(summed.arrays, start=1)})
+            arrays["contributors"] = np.asarray(summed.contributors, dtype=np.int64)
         with replaced_privately(self.path) as handle:
             np.savez(handle, completed_round=np.int64(completed_round), **arrays)
 
-    def load(self) -> tuple[int, dict[int, Statistics]]:
-        """(last completed round, cache)."""
+    def load(self) -> tuple[int, dict[int, Statistics], PeerSum | None]:
+        """(last completed round, cache, the last sum of shares or None)."""
         with np.load(self.path) as saved:
             completed = int(saved["completed_round"])
-            layers: dict[int, dict[int, np.ndarray]] = {}
+            layers: dict[int | str, dict[int, np.ndarray]] = {}
             for key in saved.files:
-                if key != "completed_round":
-                    client, layer = (int(part) for part in key.split("."))
-                    layers.setdefault(client, {})[layer] = saved[key]
-        return completed, {c: [ls[l] for l in sorted(ls)] for c, ls in layers.items()}
+                if key not in ("completed_round", "contributors"):
+                    owner, layer = key.split(".")
+                    layers.setdefault(owner if owner == "sum" else int(owner), {})[int(layer)] = saved[key]
+            contributors = [int(c) for c in saved["contributors"]] if "contributors" in saved.files else None
+        ordered = {c: [ls[l] for l in sorted(ls)] for c, ls in layers.items()}
+        summed = PeerSum(ordered.pop("sum"), contributors) if contributors is not None else None
+        return completed, ordered, summed

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..wire import Statistics
+from ..wire import PeerSum, Statistics
 
 
 @dataclass
@@ -41,3 +41,11 @@ class Transport(Protocol):
 
     def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
         """``jobs``: trainer id -> {peer id: peer statistics}. Returns fresh statistics + metrics."""
+
+    def query_summed(self, clients: list[int], round_number: int) -> tuple[dict[int, Reply], PeerSum | None]:
+        """Secure aggregation: each client's current share; only their sum comes back (replies carry metrics)."""
+
+    def train_summed(self, jobs: dict[int, dict[int, Statistics]], round_number: int
+                     ) -> tuple[dict[int, Reply], PeerSum | None]:
+        """Secure aggregation: ``jobs`` as for :meth:`train` (each holding the last sum); the trainers'
+        fresh shares come back only as their sum (None when too few clients contributed)."""

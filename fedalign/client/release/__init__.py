@@ -7,6 +7,8 @@
 * :class:`~.dp_sgd.DPSGDRelease` -- ``privacy.dp_sgd`` alone: the raw statistics of a
   DP-SGD-trained model on a public graph (DP by post-processing), reported with the
   DP-SGD ledger's epsilon;
+* :class:`~.secure.SecureShareRelease` -- ``privacy.secure_aggregation``: a share of a
+  distributed Gaussian release (the server learns only the sum of the shares);
 * :class:`~.labels.LabelDPRelease` -- ``privacy.unit: labels``: the raw statistics of a model
   trained on randomised labels (post-processing), reported with the per-label epsilon.
 
@@ -24,6 +26,7 @@ from .dp_sgd import DPSGDRelease
 from .gaussian import GaussianRelease
 from .labels import LabelDPRelease
 from .plain import PlainRelease
+from .secure import SecureShareRelease
 
 
 def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
@@ -36,6 +39,8 @@ def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int,
         return NoRelease()
     if cfg.privacy.unit == "labels":
         return LabelDPRelease(cfg.align.statistics_dtype, cfg.privacy.label_epsilon)
+    if cfg.privacy.secure_aggregation:
+        return SecureShareRelease.from_config(cfg, client_id, num_arrays, layout)
     if cfg.privacy.mechanism == "gaussian":
         return GaussianRelease.from_config(cfg, client_id, num_arrays, layout)
     if dp_sgd_ledger is not None:
@@ -43,4 +48,4 @@ def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int,
     return PlainRelease(cfg.align.statistics_dtype)
 
 
-__all__ = ["DPSGDRelease", "GaussianRelease", "LabelDPRelease", "NoRelease", "PlainRelease", "ReleasePolicy", "build_release_policy"]
+__all__ = ["DPSGDRelease", "GaussianRelease", "LabelDPRelease", "NoRelease", "PlainRelease", "ReleasePolicy", "SecureShareRelease", "build_release_policy"]

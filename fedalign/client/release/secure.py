@@ -1,0 +1,86 @@
+"""A client's share of a securely aggregated release, and the peers' distributions from the sum it gets back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...config import ExperimentConfig
+from ...privacy import project_to_distributions
+from ...aggregation import honest_noise_shares
+from ...schedules import initial_release_is_charged
+from ...wire import SUM_WITH_OWN, ReleaseLayout, Statistics
+from ..noise import STATISTICS_STREAM, noise_generator
+from .gaussian import GaussianRelease
+
+
+class SecureShareRelease(GaussianRelease):
+    """``privacy.secure_aggregation``: every release is a share (:mod:`fedalign.aggregation`).
+
+    A charged release is the clipped statistics plus noise of std sigma C / sqrt(n), float64, recorded
+    in the ledger with the same multiplier as a release made alone (the sum of n honest shares carries
+    sigma C). Round 0's data-free release is the exact statistics, uncharged. A release the budget
+    (``max_epsilon``) does not allow is a share of noise alone: it reads no private data, costs
+    nothing, and keeps the sum's noise at its planned level. The last share is kept (and checkpointed):
+    the sum a trainer gets back holds it, and :meth:`peer_distributions` subtracts it.
+    """
+
+    def __init__(self, *args, parts: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.parts = parts
+        self.last_share: Statistics | None = None
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout
+                    ) -> "SecureShareRelease":
+        base = GaussianRelease.from_config(cfg, client_id, num_arrays, layout)
+        p = cfg.privacy
+        return cls(base.mechanism, base.ledger, layout, base.max_epsilon, base.wire_dtype, cfg, client_id,
+                   parts=honest_noise_shares(cfg.federation.num_clients, p.max_dropout_share, p.colluders))
+
+    def release(self, statistics, round_number, turn):
+        if turn == 0 and not initial_release_is_charged(self.cfg):
+            share = [np.asarray(s, dtype=np.float64) for s in statistics()]
+            metrics = {"epsilon": self.ledger.epsilon(), "withheld": 0.0}
+        else:
+            multiplier = self.mechanism.effective_noise_multiplier
+            allowed = self.max_epsilon is None or self.ledger.epsilon_if(multiplier) <= self.max_epsilon
+            generator = noise_generator(self.cfg, self.client_id, round_number, STATISTICS_STREAM,
+                                        torch.device("cpu"))
+            raw = [torch.from_numpy(s).double() for s in statistics()]
+            if not allowed:  # data-free: noise only
+                raw = [torch.zeros_like(r) for r in raw]
+            share = self.mechanism.share(raw, generator, self.parts)
+            if allowed:
+                self.ledger.record(multiplier)
+            share = [row.numpy() for row in share]
+            metrics = {"epsilon": self.ledger.epsilon(), "withheld": 0.0 if allowed else 1.0}
+        self.last_share = share
+        return share, metrics
+
+    def peer_distributions(self, peers: dict[int, Statistics]) -> Statistics:
+        """The peers' mean distributions from the sum of shares (one entry, :data:`SUM_WITH_OWN` or
+        :data:`SUM_WITHOUT_OWN`): this client's share subtracted when the sum holds it, then every
+        group projected to a distribution (negatives clamped, renormalised: post-processing)."""
+        (key, summed), = peers.items()
+        if key == SUM_WITH_OWN:
+            if self.last_share is None:
+                raise ValueError(f"client {self.client_id}: the sum holds this client's share, but it has none "
+                                 "(its checkpoint was lost); it cannot take its own share out")
+            summed = [s - own for s, own in zip(summed, self.last_share)]
+        target = torch.from_numpy(self.layout.target)
+        return [project_to_distributions(torch.from_numpy(np.asarray(s, dtype=np.float64)), target,
+                                         self.layout.num_nodes).float().numpy() for s in summed]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.last_share is not None:
+            state["last_share"] = [torch.from_numpy(s) for s in self.last_share]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        share = state.get("last_share")
+        self.last_share = None if share is None else [t.numpy() for t in share]
