@@ -47,6 +47,11 @@ hidden layer l, ``p_l(u|v)``.
   drawn with ``torch.normal``; floating-point attacks on the Gaussian sampler
   (Mironov 2012) are not mitigated.
 
+**1b. The same mechanism, distributed, under secure aggregation** (``privacy.secure_aggregation``):
+every client adds only a share of the noise (std ``sigma C / sqrt(n)``) and the server learns only
+the sum of the shares, whose honest part carries ``sigma C``; each round is recorded with the same
+multiplier. Trust assumptions and the argument: :mod:`fedalign.aggregation`.
+
 **2. DP-SGD for local training, per graph** (:class:`DPSGDTrainer`), for
 multi-graph datasets such as PPI where each graph is one sample.
 
