@@ -125,13 +125,24 @@ class PeerSum:
     contributors: list[int]
 
     def job_for(self, client: int) -> dict[int, list[np.ndarray]]:
-        """The peer statistics a trainer gets: the sum, under :data:`SUM_WITH_OWN` when its own share is in it."""
-        return {SUM_WITH_OWN if client in self.contributors else SUM_WITHOUT_OWN: self.arrays}
+        """The peer statistics a trainer gets: the sum's arrays, then one ``[1]`` array holding the number
+        of shares in it; under :data:`SUM_WITH_OWN` when the trainer's own share is one of them."""
+        count = np.array([len(self.contributors)], dtype=np.float64)
+        return {SUM_WITH_OWN if client in self.contributors else SUM_WITHOUT_OWN: [*self.arrays, count]}
 
 
-def check_peer_sum(arrays: object, num_edges: int, num_layers: int, sender: str = "the server") -> list[np.ndarray]:
+def check_peer_sum(arrays: object, num_edges: int, num_layers: int, sender: str = "the server",
+                   counted: bool = False) -> list[np.ndarray]:
     """``arrays`` if it is a sum of shares of this experiment (``num_layers`` finite float64 ``[E]``
-    arrays), else raise :class:`StatisticsRejected`. A sum of noisy shares may hold any finite value."""
+    arrays; with ``counted``, then the ``[1]`` array of :meth:`PeerSum.job_for` holding a count >= 1),
+    else raise :class:`StatisticsRejected`. A sum of noisy shares may hold any finite value."""
+    if counted:
+        if not isinstance(arrays, (list, tuple)) or not arrays:
+            raise StatisticsRejected(f"sum of shares from {sender} rejected: expected {num_layers} arrays and a count")
+        *arrays, count = arrays
+        if not (isinstance(count, np.ndarray) and count.shape == (1,) and count[0] >= 1 and count[0] == int(count[0])):
+            raise StatisticsRejected(f"sum of shares from {sender} rejected: its last array must be the number of "
+                                     "shares in it, a [1] array holding an integer >= 1")
     if not isinstance(arrays, (list, tuple)) or len(arrays) != num_layers:
         raise StatisticsRejected(f"sum of shares from {sender} rejected: expected {num_layers} arrays")
     for layer, a in enumerate(arrays, start=1):

@@ -66,7 +66,8 @@ def share_noise_std(cfg: ExperimentConfig) -> float:
         layers = released_arrays(cfg.align.strategy, cfg.model.for_client(0)["hidden_layers"])
         sigma = max(StatisticsMechanism.for_budget(p.target_epsilon, p.delta, max(1, planned_releases(cfg, c)),
                                                    p.clip_norm, p.clip_scope, num_layers=layers,
-                                                   accountant=p.accountant).noise_multiplier for c in range(k))
+                                                   accountant=p.accountant, centre=p.subtract_baseline
+                                                   ).noise_multiplier for c in range(k))
     return sigma * p.clip_norm / math.sqrt(honest_noise_shares(k, p.max_dropout_share, p.colluders))
 
 

@@ -72,19 +72,23 @@ def test_config_refuses_what_secure_aggregation_cannot_do():
         secure_cfg(release_every=2)
 
 
-def test_peers_distributions_are_the_sum_minus_the_own_share_projected():
-    """Hand-made: node 0 has in-edges from 1 and 2; the peers' shares (no noise) average to a distribution."""
-    cfg = secure_cfg(target_epsilon=None, noise_multiplier=0.0)
+@pytest.mark.parametrize("centred", [False, True])
+def test_peers_distributions_are_the_sum_minus_the_own_share_projected(centred):
+    """Hand-made: node 0 has in-edges 0 and 1, nodes 1 and 2 one each; two peers' shares (no noise),
+    summed with this client's own, give back the peers' mean distribution."""
+    cfg = secure_cfg(target_epsilon=None, noise_multiplier=0.0, subtract_baseline=centred)
     layout = ReleaseLayout(3, np.array([0, 0, 1, 2], dtype=np.int64))
     policy = SecureShareRelease.from_config(cfg, 0, 1, layout)
-    policy.last_share = [np.array([0.5, 0.5, 1.0, 1.0])]
-    peer_a, peer_b = np.array([0.2, 0.6, 1.0, 1.0]), np.array([0.1, 0.1, 0.9, 0.8])
-    total = [policy.last_share[0] + peer_a + peer_b]
-    with_own = policy.peer_distributions({SUM_WITH_OWN: total})[0]
-    expected = np.array([0.3 / 1.0, 0.7 / 1.0, 1.0, 1.0])  # (0.2 + 0.1, 0.6 + 0.1) renormalised; singletons 1
+    baseline = np.array([0.5, 0.5, 1.0, 1.0]) if centred else np.zeros(4)
+    own, peer_a, peer_b = (np.array(p) - baseline for p in ([0.5, 0.5, 1.0, 1.0], [0.2, 0.8, 1.0, 1.0],
+                                                            [0.4, 0.6, 1.0, 1.0]))
+    policy.last_share = [own]
+    expected = np.array([0.3, 0.7, 1.0, 1.0])  # the mean of (0.2, 0.8) and (0.4, 0.6); singletons 1
+    with_own = policy.peer_distributions({SUM_WITH_OWN: [own + peer_a + peer_b, np.array([3.0])]})[0]
     np.testing.assert_allclose(with_own, expected, rtol=1e-6)
-    without_own = policy.peer_distributions({SUM_WITHOUT_OWN: [peer_a + peer_b]})[0]
+    without_own = policy.peer_distributions({SUM_WITHOUT_OWN: [peer_a + peer_b, np.array([2.0])]})[0]
     np.testing.assert_allclose(without_own, expected, rtol=1e-6)
+    assert policy.peer_distributions({SUM_WITH_OWN: [own, np.array([1.0])]}) is None  # no peer in the sum
 
 
 def test_in_process_sum_is_the_sum_of_the_shares_and_epsilon_as_alone(tmp_path):
@@ -112,14 +116,15 @@ def _dequantized(masked: np.ndarray, cfg) -> np.ndarray:
     return dequantize([masked], share_range(cfg.privacy.clip_norm, share_noise_std(cfg)), 2 ** 22)[0]
 
 
-@pytest.mark.parametrize("dropped", [(), (2,), (2, 3)], ids=["all", "one-drops", "too-many-drop"])
-def test_flower_secagg_server_sees_only_the_sum(dropped, tmp_path, flower_task_identity):
+@pytest.mark.parametrize("dropped,centred", [((), False), ((2,), True), ((2, 3), False)],
+                         ids=["all", "one-drops-centred", "too-many-drop"])
+def test_flower_secagg_server_sees_only_the_sum(dropped, centred, tmp_path, flower_task_identity):
     """Over Flower's SecAgg+ (real ClientApp, loopback grid): no reply the server pulls holds a client's
     share -- no arrays at all, only masked integers unrelated to the share -- and the sum the server
     unmasks equals the contributors' shares added up (to the fixed-point precision). A client that
     drops out in the middle of round 2 (after the keys were shared) does not stop the round; with more
     dropouts than ``privacy.max_dropout_share`` the round's sum cannot be unmasked and is never used."""
-    cfg = secure_cfg()
+    cfg = secure_cfg(subtract_baseline=centred)
     pulled = []
 
     def drop(msg, pid):

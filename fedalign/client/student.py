@@ -123,7 +123,8 @@ class Student:
         """
         align = self.cfg.align
         if set(peer_statistics) & set(SUM_PEERS):  # secure aggregation: the sum of every contributor's share
-            peer_statistics = {SUM_WITH_OWN: self.release_policy.peer_distributions(peer_statistics)}
+            mean = self.release_policy.peer_distributions(peer_statistics)
+            peer_statistics = {} if mean is None else {SUM_WITH_OWN: mean}
         if align.strategy == "logits" or align.node_mean == "all":
             divisor = self.alignment.num_nodes
         else:
@@ -177,7 +178,8 @@ class Student:
                 raise StatisticsRejected(f"client {self.client_id} got a sum of shares {sorted(peer_statistics)}, "
                                          "but only a secure-aggregation run sends one, alone")
             (summed,) = peer_statistics.values()
-            check_peer_sum(summed, self.layout.num_edges, released_arrays(self.cfg.align.strategy, self.depth))
+            check_peer_sum(summed, self.layout.num_edges, released_arrays(self.cfg.align.strategy, self.depth),
+                           counted=True)
             return
         for pid, stats in peer_statistics.items():
             try:

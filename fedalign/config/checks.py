@@ -139,8 +139,6 @@ def _check_secure_aggregation(cfg: ExperimentConfig) -> None:
            f"{needs}, so it needs federation.schedule: simultaneous (got {cfg.federation.schedule!r})")
     _check(p.mechanism == "gaussian" and p.unit == "client" and not p.dp_sgd.enabled, "privacy.secure_aggregation",
            f"{needs} with distributed Gaussian noise: set privacy.mechanism: gaussian (unit client, no dp_sgd)")
-    _check(not p.subtract_baseline, "privacy.subtract_baseline",
-           "a sum of centred shares cannot be re-centred without the contributor count; not with secure aggregation")
     _check(p.release_every == 1, "privacy.release_every",
            "secure aggregation releases every round; privacy.release_every must be 1")
     _check(len({cfg.model.for_client(i)["hidden_layers"] for i in range(k)}) == 1, "model.hidden_layers",

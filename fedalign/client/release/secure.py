@@ -9,6 +9,7 @@ import torch
 
 from ...config import ExperimentConfig
 from ...privacy import project_to_distributions
+from ...privacy.mechanism import uniform_baseline
 from ...aggregation import honest_noise_shares
 from ...schedules import initial_release_is_charged
 from ...wire import SUM_WITH_OWN, ReleaseLayout, Statistics
@@ -41,38 +42,50 @@ class SecureShareRelease(GaussianRelease):
                    parts=honest_noise_shares(cfg.federation.num_clients, p.max_dropout_share, p.colluders))
 
     def release(self, statistics, round_number, turn):
+        raw = [torch.from_numpy(np.asarray(s)).double() for s in statistics()]
+        if self.mechanism.centre:  # privacy.subtract_baseline: every share is a deviation from the public uniform
+            raw = [r - self._baseline() for r in raw]
         if turn == 0 and not initial_release_is_charged(self.cfg):
-            share = [np.asarray(s, dtype=np.float64) for s in statistics()]
+            share = [r.numpy() for r in raw]
             metrics = {"epsilon": self.ledger.epsilon(), "withheld": 0.0}
         else:
             multiplier = self.mechanism.effective_noise_multiplier
             allowed = self.max_epsilon is None or self.ledger.epsilon_if(multiplier) <= self.max_epsilon
             generator = noise_generator(self.cfg, self.client_id, round_number, STATISTICS_STREAM,
                                         torch.device("cpu"))
-            raw = [torch.from_numpy(s).double() for s in statistics()]
             if not allowed:  # data-free: noise only
                 raw = [torch.zeros_like(r) for r in raw]
-            share = self.mechanism.share(raw, generator, self.parts)
+            share = [row.numpy() for row in self.mechanism.share(raw, generator, self.parts)]
             if allowed:
                 self.ledger.record(multiplier)
-            share = [row.numpy() for row in share]
             metrics = {"epsilon": self.ledger.epsilon(), "withheld": 0.0 if allowed else 1.0}
         self.last_share = share
         return share, metrics
 
-    def peer_distributions(self, peers: dict[int, Statistics]) -> Statistics:
+    def _baseline(self) -> torch.Tensor:
+        return uniform_baseline(torch.from_numpy(self.layout.target), self.layout.num_nodes)
+
+    def peer_distributions(self, peers: dict[int, Statistics]) -> Statistics | None:
         """The peers' mean distributions from the sum of shares (one entry, :data:`SUM_WITH_OWN` or
-        :data:`SUM_WITHOUT_OWN`): this client's share subtracted when the sum holds it, then every
-        group projected to a distribution (negatives clamped, renormalised: post-processing)."""
-        (key, summed), = peers.items()
+        :data:`SUM_WITHOUT_OWN`, its last array the number of shares): this client's share subtracted
+        when the sum holds it, divided by the number of peers' shares (the public baseline added back
+        when shares are centred), every group projected to a distribution (negatives clamped,
+        renormalised: post-processing). None when no peer's share is in the sum."""
+        (key, arrays), = peers.items()
+        *summed, count = arrays
+        num_peers = int(count[0])
         if key == SUM_WITH_OWN:
             if self.last_share is None:
                 raise ValueError(f"client {self.client_id}: the sum holds this client's share, but it has none "
                                  "(its checkpoint was lost); it cannot take its own share out")
-            summed = [s - own for s, own in zip(summed, self.last_share)]
+            summed, num_peers = [s - own for s, own in zip(summed, self.last_share)], num_peers - 1
+        if num_peers < 1:
+            return None
         target = torch.from_numpy(self.layout.target)
-        return [project_to_distributions(torch.from_numpy(np.asarray(s, dtype=np.float64)), target,
-                                         self.layout.num_nodes).float().numpy() for s in summed]
+        means = [torch.from_numpy(np.asarray(s, dtype=np.float64)) / num_peers for s in summed]
+        if self.mechanism.centre:
+            means = [m + self._baseline() for m in means]
+        return [project_to_distributions(m, target, self.layout.num_nodes).float().numpy() for m in means]
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
