@@ -1,0 +1,154 @@
+"""The privacy study's report: accuracy against epsilon per strategy and mode, paired with `none`.
+
+    FEDALIGN_DATA_ROOT=../shared/data fedalign sweep simulations/privacy-study/<sweep>.yaml --workers 2
+    python -m bench.privacy_study          # -> results/privacy-study/{results.csv,table.md,plot.png}
+
+The sweeps (``simulations/privacy-study/``): ``k20-reference`` (none, self, and the sharing arms without
+noise), ``k20`` (logits and alignahead at epsilon 1 and 8, each client noising its own release or
+secure aggregation), ``k20-options`` (baseline subtraction, releasing every 2nd turn), ``labels``
+(label-level DP) and ``k100``. Every row is paired by seed with `none` at the same K: the gain, its
+standard error, a paired t-test, and at a finite epsilon the share of the arm's no-noise gain it keeps.
+Missing cells are left out (the table says how many seeds each row has).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+from .reproduction_analysis import mean_std, paired
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "results" / "privacy-study"
+SWEEPS = ("k20-reference", "k20", "k20-options", "labels", "k100")
+INF = math.inf
+
+
+def _float(value: str) -> float:
+    return INF if value in ("inf", ".inf") else float(value)
+
+
+def _mode(sweep: str, row: dict) -> tuple[str, float]:
+    """(mode, epsilon) of a results.csv row."""
+    if sweep == "labels":
+        return "label DP", 1.0
+    if sweep == "k20-options":
+        option = "baseline subtracted" if row["privacy.subtract_baseline"] == "True" else "release every 2nd turn"
+        return f"alone, {option}", 8.0
+    eps = _float(row.get("privacy.target_epsilon", "inf"))
+    if row["arm"] in ("none", "self") or eps == INF:
+        return "no noise", INF
+    return ("secure aggregation" if row.get("privacy.secure_aggregation") == "True" else "alone"), eps
+
+
+def load_rows(out: Path) -> list[dict]:
+    rows = []
+    for sweep in SWEEPS:
+        path = out / sweep / "results.csv"
+        if not path.is_file():
+            continue
+        with open(path) as handle:
+            for row in csv.DictReader(handle):
+                if not row.get("test"):
+                    continue
+                mode, eps = _mode(sweep, row)
+                k = 100 if sweep == "k100" else 20
+                rows.append({"K": k, "arm": row["arm"], "mode": mode, "epsilon": eps, "seed": int(row["seed"]),
+                             "test": float(row["test"]), "sweep": sweep})
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, dict[int, float]] = {}
+    for r in rows:
+        groups.setdefault((r["K"], r["arm"], r["mode"], r["epsilon"]), {})[r["seed"]] = r["test"]
+    table = []
+    for (k, arm, mode, eps), by_seed in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], g[0][2], -g[0][3])):
+        none = next((s for (k2, a, m, _), s in groups.items() if k2 == k and a == "none" and m == "no noise"), {})
+        clean = groups.get((k, arm, "no noise", INF), {})
+        stats = mean_std(list(by_seed.values()))
+        gain = paired(by_seed, none) if arm != "none" and mode != "label DP" else None
+        if mode == "label DP":  # label DP changes every arm's labels: compare with none under label DP too
+            gain = paired(by_seed, groups.get((k, "none", mode, eps), {})) if arm != "none" else None
+        clean_gain = paired(clean, none) if arm != "none" else None
+        kept = None
+        if gain and clean_gain and eps != INF and mode != "label DP" and clean_gain["mean"]:
+            kept = gain["mean"] / clean_gain["mean"]
+        table.append({"K": k, "arm": arm, "mode": mode, "epsilon": eps, "seeds": stats["n"],
+                      "test_mean": stats["mean"], "test_std": stats["std"],
+                      "gain_over_none": gain["mean"] if gain else None, "gain_se": gain["se"] if gain else None,
+                      "gain_p": gain["p"] if gain else None, "kept_of_no_noise_gain": kept})
+    return table
+
+
+def _fmt(value, spec: str, scale: float = 1.0) -> str:
+    return "—" if value is None else format(value * scale, spec)
+
+
+def write_table(table: list[dict], out: Path) -> None:
+    lines = ["| K | arm | mode | ε per client | seeds | test accuracy (%) | gain over none (points) ± SE | p | "
+             "share of the no-noise gain kept |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        eps = "∞" if r["epsilon"] == INF else f"{r['epsilon']:g}" + (" per label" if r["mode"] == "label DP" else "")
+        gain = "—" if r["gain_over_none"] is None else \
+            f"{r['gain_over_none'] * 100:+.2f} ± {_fmt(r['gain_se'], '.2f', 100)}"
+        lines.append(f"| {r['K']} | {r['arm']} | {r['mode']} | {eps} | {r['seeds']} | "
+                     f"{r['test_mean'] * 100:.2f} ± {_fmt(r['test_std'], '.2f', 100)} | {gain} | "
+                     f"{_fmt(r['gain_p'], '.3f')} | {_fmt(r['kept_of_no_noise_gain'], '.2f')} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def plot(table: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    positions = {1.0: 0, 2.0: 1, 4.0: 2, 8.0: 3, INF: 4}
+    for arm, colour in (("logits", "tab:blue"), ("alignahead", "tab:orange")):
+        for mode, style in (("alone", ":"), ("secure aggregation", "-")):
+            points = sorted((positions[r["epsilon"]], r) for r in table
+                            if r["K"] == 20 and r["arm"] == arm and (r["mode"] == mode or r["mode"] == "no noise"))
+            if len(points) < 2:
+                continue
+            ax.errorbar([x for x, _ in points], [r["test_mean"] * 100 for _, r in points],
+                        yerr=[(r["test_std"] or 0) * 100 for _, r in points], linestyle=style, marker="o",
+                        color=colour, capsize=3, label=f"{arm}, {mode}")
+    for arm, colour in (("none", "black"), ("self", "grey")):
+        ref = next((r for r in table if r["K"] == 20 and r["arm"] == arm and r["mode"] == "no noise"), None)
+        if ref:
+            ax.axhline(ref["test_mean"] * 100, color=colour, linestyle="--", label=f"{arm} (no sharing)")
+    ax.set_xticks(list(positions.values()), ["1", "2", "4", "8", "∞"])
+    ax.set_xlabel("ε per client (δ = 1e-5)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Amazon Photo, K = 20, Dirichlet 0.5, 2 % labels: mean ± std over seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "plot.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT, help="the study's results folder (the sweeps write there)")
+    args = parser.parse_args(argv)
+    rows = load_rows(args.out)
+    if not rows:
+        print(f"no finished cells under {args.out}; run the sweeps first (see the module docstring)")
+        return 1
+    table = summarise(rows)
+    write_table(table, args.out)
+    plot(table, args.out)
+    print((args.out / "table.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""The privacy study's report: gains paired by seed with `none`, and the share of the no-noise gain kept."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from bench.privacy_study import load_rows, summarise, write_table
+
+
+def _write(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def test_gain_over_none_and_kept_share_by_hand(tmp_path):
+    _write(tmp_path / "k20-reference" / "results.csv", ["seed", "arm", "metric", "test"],
+           [[0, "none", "accuracy", 0.60], [1, "none", "accuracy", 0.62], [2, "none", "accuracy", 0.64],
+            [0, "logits", "accuracy", 0.64], [1, "logits", "accuracy", 0.66], [2, "logits", "accuracy", 0.70]])
+    _write(tmp_path / "k20" / "results.csv",
+           ["seed", "arm", "privacy.target_epsilon", "privacy.secure_aggregation", "metric", "test"],
+           [[0, "logits", 8.0, True, "accuracy", 0.62], [1, "logits", 8.0, True, "accuracy", 0.64],
+            [2, "logits", 8.0, True, "accuracy", 0.67]])
+    table = summarise(load_rows(tmp_path))
+    clean = next(r for r in table if r["arm"] == "logits" and r["mode"] == "no noise")
+    secure = next(r for r in table if r["arm"] == "logits" and r["mode"] == "secure aggregation")
+    # no noise: differences 0.04, 0.04, 0.06 -> mean 0.04667, sd 0.011547, se 0.006667
+    assert clean["gain_over_none"] == pytest.approx(0.14 / 3)
+    assert clean["gain_se"] == pytest.approx(0.011547005 / math.sqrt(3))
+    # epsilon 8: differences 0.02, 0.02, 0.03 -> mean 0.02333; kept 0.02333 / 0.04667 = 0.5
+    assert secure["gain_over_none"] == pytest.approx(0.07 / 3)
+    assert secure["kept_of_no_noise_gain"] == pytest.approx(0.5)
+    write_table(table, tmp_path)
+    assert "| 20 | logits | secure aggregation | 8 | 3 | 64.33 ± 2.52 | +2.33 ± 0.33 |" in (tmp_path / "table.md").read_text()
