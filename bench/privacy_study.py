@@ -5,9 +5,11 @@
 
 The sweeps (``simulations/privacy-study/``): ``k20-reference`` (none, self, and the sharing arms without
 noise), ``k20`` (logits and alignahead at epsilon 1 and 8, each client noising its own release or
-secure aggregation), ``k20-options`` (baseline subtraction, releasing every 2nd turn), ``labels``
-(label-level DP) and ``k100``. Every row is paired by seed with `none` at the same K: the gain, its
-standard error, a paired t-test, and at a finite epsilon the share of the arm's no-noise gain it keeps.
+secure aggregation), ``k20-eps`` (logits at epsilon 2 and 4), ``k20-options`` (baseline subtraction,
+releasing every 2nd turn), ``k20-noise`` (the sharing arms at sigma = 1000: aligning with noise, the
+control for what the noise alone does), ``labels`` (label-level DP) and ``k100``. Every row is paired by seed with
+`none` at the same K: the gain, its standard error, a paired t-test, and at a finite epsilon the share
+of the arm's no-noise gain it keeps.
 Missing cells are left out (the table says how many seeds each row has).
 """
 
@@ -22,7 +24,7 @@ from .reproduction_analysis import mean_std, paired
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "privacy-study"
-SWEEPS = ("k20-reference", "k20", "k20-options", "labels", "k100")
+SWEEPS = ("k20-reference", "k20", "k20-noise", "k20-eps", "k20-options", "labels", "k100")
 INF = math.inf
 
 
@@ -34,6 +36,8 @@ def _mode(sweep: str, row: dict) -> tuple[str, float]:
     """(mode, epsilon) of a results.csv row."""
     if sweep == "labels":
         return "label DP", 1.0
+    if sweep == "k20-noise":  # sigma = 1000: epsilon 0.10 per client (RDP), the released statistics all noise
+        return "noise only (σ = 1000)", 0.1
     if sweep == "k20-options":
         option = "baseline subtracted" if row["privacy.subtract_baseline"] == "True" else "release every 2nd turn"
         return f"alone, {option}", 8.0
