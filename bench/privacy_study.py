@@ -6,10 +6,10 @@
 The sweeps (``simulations/privacy-study/``): ``k20-reference`` (none, self, and the sharing arms without
 noise), ``k20`` (logits and alignahead at epsilon 1 and 8, each client noising its own release or
 secure aggregation), ``k20-eps`` (logits at epsilon 2 and 4), ``k20-options`` (baseline subtraction,
-releasing every 2nd turn), ``k20-noise`` (the sharing arms at sigma = 1000: aligning with noise, the
-control for what the noise alone does), ``labels`` (label-level DP) and ``k100``. Every row is paired by seed with
-`none` at the same K: the gain, its standard error, a paired t-test, and at a finite epsilon the share
-of the arm's no-noise gain it keeps.
+releasing every 2nd turn), ``k20-noise`` and ``k100-noise`` (the sharing arms at sigma = 1000: aligning
+with noise, the control for what the noise alone does), ``labels`` (label-level DP) and ``k100``.
+Every row is paired by seed with `none` at the same K: the gain, its standard error, a paired t-test,
+and at a finite epsilon the share of the arm's no-noise gain it keeps.
 Missing cells are left out (the table says how many seeds each row has).
 """
 
@@ -24,7 +24,7 @@ from .reproduction_analysis import mean_std, paired
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "privacy-study"
-SWEEPS = ("k20-reference", "k20", "k20-noise", "k20-eps", "k20-options", "labels", "k100")
+SWEEPS = ("k20-reference", "k20", "k20-noise", "k20-eps", "k20-options", "labels", "k100", "k100-noise")
 INF = math.inf
 
 
@@ -36,7 +36,7 @@ def _mode(sweep: str, row: dict) -> tuple[str, float]:
     """(mode, epsilon) of a results.csv row."""
     if sweep == "labels":
         return "label DP", 1.0
-    if sweep == "k20-noise":  # sigma = 1000: epsilon 0.10 per client (RDP), the released statistics all noise
+    if sweep in ("k20-noise", "k100-noise"):  # sigma = 1000: epsilon 0.10 per client (RDP), all noise
         return "noise only (σ = 1000)", 0.1
     if sweep == "k20-options":
         option = "baseline subtracted" if row["privacy.subtract_baseline"] == "True" else "release every 2nd turn"
@@ -58,7 +58,7 @@ def load_rows(out: Path) -> list[dict]:
                 if not row.get("test"):
                     continue
                 mode, eps = _mode(sweep, row)
-                k = 100 if sweep == "k100" else 20
+                k = 100 if sweep.startswith("k100") else 20
                 rows.append({"K": k, "arm": row["arm"], "mode": mode, "epsilon": eps, "seed": int(row["seed"]),
                              "test": float(row["test"]), "sweep": sweep})
     return rows
