@@ -126,6 +126,18 @@ def test_summary_picks_test_metric_at_best_validation():
     assert summary["missing_rounds"] == [{"round": 2, "client": 1, "error": "gone"}]
 
 
+def test_summary_of_a_client_without_test_nodes():
+    """Many clients on a small graph: a client may hold validation nodes but no test node. It gets no test
+    metric, and the mean is over the clients that have one (found at K = 100 on Amazon Photo)."""
+    records = [
+        RoundRecord(1, 0, "ok", [1], {"val_metric": 0.5, "test_metric": 0.4}, 0, 0, 0.0),
+        RoundRecord(1, 1, "ok", [0], {"val_metric": 0.8}, 0, 0, 0.0),
+    ]
+    summary = summarise(records, 2, "accuracy")
+    assert summary["clients"]["1"] == {"best_val": 0.8, "test_at_best_val": None, "best_round": 1, "rounds_trained": 1}
+    assert summary["mean_test_at_best_val"] == pytest.approx(0.4)
+
+
 class BrokenTransport(InProcessTransport):
     """Every training call comes back as an error reply."""
 

@@ -11,7 +11,8 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
     """Best validation metric per client and the test metric of that same round.
 
     Ties in validation keep the earliest round. Clients that never reported
-    a validation metric get ``None``. Rounds whose release was withheld still
+    a validation metric get ``None``; so does the test metric of a client with
+    no test nodes (many clients on a small graph), and the mean leaves it out. Rounds whose release was withheld still
     count (the client trained and evaluated). When any record carries
     ``epsilon``, each client gets ``epsilon`` (its last reported value, None if
     it never reported one) and the summary a top-level ``epsilon``, the
@@ -27,7 +28,7 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
         best = max(rows, key=lambda r: (r.metrics["val_metric"], -r.round))
         clients[str(c)] = {
             "best_val": best.metrics["val_metric"],
-            "test_at_best_val": best.metrics["test_metric"],
+            "test_at_best_val": best.metrics.get("test_metric"),  # None: the client holds no test nodes
             "best_round": best.round,
             "rounds_trained": len(rows),
         }
