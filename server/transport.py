@@ -203,15 +203,14 @@ class FlowerTransport:
         included = []
         for node, fitres in contributors:
             client = client_of.get(node, -1)
+            included.append(client)  # its share is in the sum, whatever its metrics say
             try:
                 metrics, said = decode_share_metrics(dict(fitres.metrics))
                 if said != client:
                     raise ProtocolError(f"node {node} answered for client {said} instead of client {client}")
-            except ProtocolError as error:  # its share is in the sum already; the record says so
+            except ProtocolError as error:
                 self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: {error}"))
-                included.append(client)
                 continue
-            included.append(client)
             replies[client] = Reply(client, metrics, None, bytes_received=sum(payload_bytes(s) for s in jobs[client].values()),
                                     bytes_sent=payload_bytes(total), seconds=time.perf_counter() - started)
         reason = "; ".join(dict.fromkeys(errors)) or "no reply before the timeout"

@@ -113,8 +113,11 @@ class Coordinator:
         """Size of an honest release of ``client`` in bytes (None while the edge count is unknown)."""
         if self.layout is None:
             return None
-        num_edges = self.layout.num_edges if isinstance(self.layout, ReleaseLayout) else self.layout
-        return release_bytes(self.cfg, client, num_edges)
+        return release_bytes(self.cfg, client, self._num_edges())
+
+    def _num_edges(self) -> int:
+        """E of the alignment graph, from the layout (or the edge count fixed by the first release)."""
+        return self.layout.num_edges if isinstance(self.layout, ReleaseLayout) else self.layout
 
     def _check(self, client: int, statistics: Statistics) -> Statistics:
         """The release if valid (:func:`~fedalign.wire.check_statistics`), else raises."""
@@ -199,8 +202,7 @@ class Coordinator:
         if self.layout is None:
             raise StatisticsRejected("secure aggregation needs the alignment graph's size on the server; "
                                      "it could not read the public graph")
-        num_edges = self.layout.num_edges if isinstance(self.layout, ReleaseLayout) else self.layout
-        return check_peer_sum(arrays, num_edges, self.released_arrays(0), sender="secure aggregation")
+        return check_peer_sum(arrays, self._num_edges(), self.released_arrays(0), sender="secure aggregation")
 
     def resume(self, completed_round: int, cache: dict[int, Statistics], records: list[RoundRecord],
                summed: PeerSum | None = None) -> None:
