@@ -24,7 +24,8 @@ from .reproduction_analysis import mean_std, paired
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "privacy-study"
-SWEEPS = ("k20-reference", "k20", "k20-noise", "k20-eps", "k20-options", "labels", "k100", "k100-noise")
+SWEEPS = ("k20-reference", "k20", "k20-noise", "k20-eps", "k20-options", "labels", "k100", "k100-alignahead",
+          "k100-noise")
 INF = math.inf
 
 
