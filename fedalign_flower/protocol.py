@@ -81,13 +81,28 @@ def request_fields(content: RecordDict) -> tuple[str, int, str, dict[int, list[n
     return str(record["experiment"]), int(record["round"]), str(record["run-tag"]), ordered
 
 
+def _refuse_unlisted(metrics: dict[str, float]) -> None:
+    """A client's own check before a reply leaves: only :data:`~fedalign.wire.REPLY_METRICS`."""
+    unexpected = sorted(set(metrics) - REPLY_METRICS)
+    if unexpected:
+        raise ProtocolError(f"refusing to send metrics {unexpected}: a client sends only {sorted(REPLY_METRICS)}")
+
+
+def _allow_listed(metrics: dict) -> dict:
+    """``metrics`` as received, if every name is allow-listed and every value a scalar; else :class:`ProtocolError`."""
+    unexpected = sorted(set(metrics) - REPLY_METRICS)
+    if unexpected:
+        raise ProtocolError(f"reply carries unexpected metrics {unexpected}")
+    if not all(isinstance(v, (int, float)) for v in metrics.values()):
+        raise ProtocolError("reply metrics must be scalars")
+    return metrics
+
+
 def encode_reply(metrics: dict[str, float], statistics: Statistics | None, partition_id: int,
                  seconds: float | None) -> RecordDict:
     """A client's reply: its allow-listed metrics, its release (or none), who it is, and (``seconds``
     not None) how long it worked."""
-    unexpected = sorted(set(metrics) - REPLY_METRICS)
-    if unexpected:
-        raise ProtocolError(f"refusing to send metrics {unexpected}: a client sends only {sorted(REPLY_METRICS)}")
+    _refuse_unlisted(metrics)
     meta = {"partition-id": int(partition_id)} | ({} if seconds is None else {"client-seconds": float(seconds)})
     content = RecordDict({METRICS: MetricRecord({k: float(v) for k, v in metrics.items()}),
                           META: ConfigRecord(meta)})
@@ -107,12 +122,7 @@ def decode_reply(content: RecordDict) -> tuple[dict[str, float], Statistics | No
     meta = _decode_meta(content)
     if not isinstance(content.get(METRICS), MetricRecord):
         raise ProtocolError(f"reply has no {METRICS!r} MetricRecord")
-    metrics = dict(content[METRICS])
-    unexpected = sorted(set(metrics) - REPLY_METRICS)
-    if unexpected:
-        raise ProtocolError(f"reply carries unexpected metrics {unexpected}")
-    if not all(isinstance(v, (int, float)) for v in metrics.values()):
-        raise ProtocolError("reply metrics must be scalars")
+    metrics = _allow_listed(dict(content[METRICS]))
     if STATISTICS not in content:
         return metrics, None, meta
     arrays = content[STATISTICS]
@@ -217,9 +227,7 @@ def encode_share_reply(metrics: dict[str, float], share: Statistics | None, part
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
     from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
-    unexpected = sorted(set(metrics) - REPLY_METRICS)
-    if unexpected:
-        raise ProtocolError(f"refusing to send metrics {unexpected}: a client sends only {sorted(REPLY_METRICS)}")
+    _refuse_unlisted(metrics)
     if share is None:
         raise ProtocolError("a secure-aggregation round needs a share from every client that answers")
     fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([np.ascontiguousarray(s) for s in share]), 1,
@@ -231,8 +239,5 @@ def decode_share_metrics(metrics: dict) -> tuple[dict[str, float], int]:
     """(metrics, partition id) from a SecAgg+ round's FitRes metrics; :class:`ProtocolError` otherwise."""
     if not isinstance(metrics.get("partition-id"), int):
         raise ProtocolError("a secure-aggregation reply must say its partition-id (an int)")
-    values = {k: v for k, v in metrics.items() if k != "partition-id"}
-    unexpected = sorted(set(values) - REPLY_METRICS)
-    if unexpected or not all(isinstance(v, (int, float)) for v in values.values()):
-        raise ProtocolError(f"secure-aggregation reply carries unexpected metrics {unexpected or 'non-scalars'}")
+    values = _allow_listed({k: v for k, v in metrics.items() if k != "partition-id"})
     return {k: float(v) for k, v in values.items()}, int(metrics["partition-id"])

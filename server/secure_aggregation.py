@@ -35,7 +35,6 @@ from fedalign.alignment import released_arrays
 from fedalign.config import ExperimentConfig
 from fedalign.privacy import StatisticsMechanism
 from fedalign.aggregation import honest_noise_shares, minimum_contributors, share_range
-from fedalign.schedules import planned_releases
 
 log = logging.getLogger("fedalign")
 
@@ -60,14 +59,8 @@ def workflow_for(cfg: ExperimentConfig) -> SecAggPlusWorkflow:
 def share_noise_std(cfg: ExperimentConfig) -> float:
     """The largest noise std of a client's share, sigma C / sqrt(n), sigma as the clients solve it."""
     p, k = cfg.privacy, cfg.federation.num_clients
-    if p.target_epsilon is None:
-        sigma = p.noise_multiplier
-    else:
-        layers = released_arrays(cfg.align.strategy, cfg.model.for_client(0)["hidden_layers"])
-        sigma = max(StatisticsMechanism.for_budget(p.target_epsilon, p.delta, max(1, planned_releases(cfg, c)),
-                                                   p.clip_norm, p.clip_scope, num_layers=layers,
-                                                   accountant=p.accountant, centre=p.subtract_baseline
-                                                   ).noise_multiplier for c in range(k))
+    layers = released_arrays(cfg.align.strategy, cfg.model.for_client(0)["hidden_layers"])
+    sigma = max(StatisticsMechanism.from_config(cfg, c, layers).noise_multiplier for c in range(k))
     return sigma * p.clip_norm / math.sqrt(honest_noise_shares(k, p.max_dropout_share, p.colluders))
 
 

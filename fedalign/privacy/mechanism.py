@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
+from ..config import ExperimentConfig
+from ..schedules import planned_releases
 from .accounting import noise_multiplier_for_epsilon
 
 CLIP_SCOPES = ("release", "layer")
@@ -155,6 +157,18 @@ class StatisticsMechanism:
             return cls(clip_norm, 0.0, clip_scope, num_layers=num_layers, clip_only=True, centre=centre)
         unit = cls(clip_norm, 1.0, clip_scope, num_layers=num_layers, centre=centre)  # sigma = 1: z = C / sensitivity
         return cls(clip_norm, z / unit.effective_noise_multiplier, clip_scope, num_layers=num_layers, centre=centre)
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_layers: int) -> StatisticsMechanism:
+        """Client ``client_id``'s mechanism for ``cfg.privacy``: ``noise_multiplier`` as given, or
+        solved (:meth:`for_budget`) so that the client's planned releases spend ``target_epsilon``."""
+        p = cfg.privacy
+        if p.target_epsilon is not None:
+            return cls.for_budget(p.target_epsilon, p.delta, max(1, planned_releases(cfg, client_id)), p.clip_norm,
+                                  p.clip_scope, num_layers=num_layers, accountant=p.accountant,
+                                  centre=p.subtract_baseline)
+        return cls(p.clip_norm, p.noise_multiplier, p.clip_scope, num_layers=num_layers,
+                   clip_only=p.noise_multiplier == 0, centre=p.subtract_baseline)
 
     @property
     def sensitivity(self) -> float:

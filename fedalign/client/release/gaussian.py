@@ -39,13 +39,7 @@ class GaussianRelease(ReleasePolicy):
                     ) -> "GaussianRelease":
         """sigma as given, or solved so that the client's planned releases spend ``target_epsilon``."""
         p = cfg.privacy
-        if p.target_epsilon is not None:
-            mechanism = StatisticsMechanism.for_budget(
-                p.target_epsilon, p.delta, max(1, planned_releases(cfg, client_id)), p.clip_norm, p.clip_scope,
-                num_layers=num_arrays, accountant=p.accountant, centre=p.subtract_baseline)
-        else:
-            mechanism = StatisticsMechanism(p.clip_norm, p.noise_multiplier, p.clip_scope, num_layers=num_arrays,
-                                            clip_only=p.noise_multiplier == 0, centre=p.subtract_baseline)
+        mechanism = StatisticsMechanism.from_config(cfg, client_id, num_arrays)
         return cls(mechanism, PrivacyLedger(p.accountant, p.delta), layout, p.max_epsilon,
                    cfg.align.statistics_dtype, cfg, client_id)
 
