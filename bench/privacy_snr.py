@@ -15,6 +15,9 @@ norms exceed C, so both releases are clipped to C; the part that differs from th
 carries C ||p - b|| / ||p|| of the clipped norm without centring (sensitivity sqrt(2) C) and all of C
 with it (sensitivity 2 C): centring multiplies the SNR of that part by (||p|| / ||p - b||) / sqrt(2).
 
+``--accountants`` compares the noise each of Opacus' accountants needs for the same epsilon over the
+study's planned releases (RDP's bound against PRV's numerically tight upper bound).
+
 * Each client alone: K - 1 releases with noise sigma C each; their mean has noise sigma C / sqrt(K - 1).
 * Secure aggregation: K - 1 shares with noise sigma C / sqrt(n) each (n honest shares,
   :func:`fedalign.aggregation.honest_noise_shares`); their mean has noise sigma C / sqrt(n (K - 1)).
@@ -87,12 +90,26 @@ def centring_rows(epochs: int = 100) -> list[dict]:
     return rows
 
 
+def accountant_rows(epsilons: list[float]) -> list[dict]:
+    """sigma for each epsilon over the study's planned releases under the RDP and the PRV accountant."""
+    cfg = load_config(BASE, [])
+    p, releases = cfg.privacy, planned_releases(cfg, 0)
+    rows = []
+    for eps in epsilons:
+        sigma = {name: StatisticsMechanism.for_budget(eps, p.delta, releases, p.clip_norm, accountant=name
+                                                      ).noise_multiplier for name in ("rdp", "prv")}
+        rows.append({"epsilon": eps, "releases": releases, "sigma_rdp": sigma["rdp"], "sigma_prv": sigma["prv"],
+                     "prv_noise_of_rdp": sigma["prv"] / sigma["rdp"]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="20,100")
     parser.add_argument("--epsilons", default="1,2,4,8")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "privacy-study")
     parser.add_argument("--centring", action="store_true", help="also measure what baseline subtraction buys")
+    parser.add_argument("--accountants", action="store_true", help="also compare the RDP and PRV accountants")
     args = parser.parse_args(argv)
     rows = snr_rows([int(k) for k in args.clients.split(",")], [float(e) for e in args.epsilons.split(",")])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "| strategy | local epochs | norm ratio ‖p‖ / ‖p − b‖ | SNR gain of centring |", "|---|---|---|---|"]
         lines += [f"| {r['strategy']} | {r['epochs']} | {r['norm_ratio']:.2f} | {r['centring_snr_gain']:.2f} |"
                   for r in centring_rows()]
+    if args.accountants:
+        lines += ["", "| epsilon | releases | sigma (RDP) | sigma (PRV) | PRV noise / RDP noise |", "|---|---|---|---|---|"]
+        lines += [f"| {r['epsilon']:g} | {r['releases']} | {r['sigma_rdp']:.4g} | {r['sigma_prv']:.4g} | "
+                  f"{r['prv_noise_of_rdp']:.3f} |" for r in accountant_rows([float(e) for e in args.epsilons.split(",")])]
     (args.out / "snr.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -196,6 +196,13 @@ def test_for_budget_reaches_target():
 # ---------------------------------------------------------------- accounting
 
 
+def test_the_default_accountant_is_prv_in_the_library_and_the_config():
+    from fedalign.config.sections import PrivacyConfig
+    from fedalign.privacy.accounting import DEFAULT_ACCOUNTANT
+
+    assert DEFAULT_ACCOUNTANT == PrivacyConfig().accountant == PrivacyLedger().accountant == "prv"
+
+
 def test_known_values_rdp_and_prv():
     rdp = PrivacyLedger("rdp", 1e-5)
     for _ in range(50):
@@ -259,8 +266,9 @@ def test_state_dict_round_trip():
 
 
 def test_noise_multiplier_for_epsilon():
-    sigma = noise_multiplier_for_epsilon(7.08, 1e-5, releases=50)
+    sigma = noise_multiplier_for_epsilon(7.08, 1e-5, releases=50, accountant="rdp")
     assert sigma == pytest.approx(5.0, abs=0.02)
+    assert noise_multiplier_for_epsilon(6.58, 1e-5, releases=50) == pytest.approx(5.0, abs=0.02)  # PRV: the default
     assert noise_multiplier_for_epsilon(math.inf, 1e-5, releases=50) == 0.0
     with pytest.raises(ValueError, match="accountant"):
         noise_multiplier_for_epsilon(1.0, 1e-5, 10, accountant="gdp")

@@ -150,7 +150,7 @@ def test_gaussian_release_is_noisy_valid_and_matches_an_independent_mechanism():
                                  student.alignment.num_nodes, generator)
     for s, e in zip(stats, expected):
         np.testing.assert_allclose(s, e.float().numpy(), rtol=1e-6, atol=1e-7)
-    ledger = PrivacyLedger("rdp", 1e-5)
+    ledger = PrivacyLedger("prv", 1e-5)
     ledger.record(0.5 / math.sqrt(2))  # sigma / sqrt(2) for scope release
     assert metrics == {"epsilon": pytest.approx(ledger.epsilon()), "withheld": 0.0}
     assert student.release_policy.ledger.releases == 1
@@ -174,7 +174,7 @@ def test_epsilon_in_the_round_log_grows_and_matches_an_independent_ledger(tmp_pa
         epsilons = [r["epsilon"] for r in rows if r["client"] == client]
         assert len(epsilons) == planned_releases(cfg, client) == 3
         assert all(a < b for a, b in zip(epsilons, epsilons[1:]))
-        ledger = PrivacyLedger("rdp", 1e-5)
+        ledger = PrivacyLedger("prv", 1e-5)
         for k, eps in enumerate(epsilons, start=1):
             ledger.record(z)
             assert eps == pytest.approx(ledger.epsilon(), rel=1e-9), k
@@ -213,7 +213,7 @@ def test_target_epsilon_is_reached_after_the_planned_releases(tmp_path, schedule
 
 def budget_between(multiplier: float, releases: int) -> float:
     """A max_epsilon that admits exactly ``releases`` releases at ``multiplier``."""
-    ledger = PrivacyLedger("rdp", 1e-5)
+    ledger = PrivacyLedger("prv", 1e-5)
     ledger.record(multiplier, steps=releases)
     fits = ledger.epsilon()
     ledger.record(multiplier)
@@ -256,7 +256,7 @@ def test_an_exhausted_budget_withholds_the_release_and_the_run_finishes(tmp_path
     withheld = [r for r in rows if r["status"] == "withheld"]
     assert all(r["withheld"] == 1.0 and r["bytes_sent"] == 0 and "val_metric" not in r for r in withheld)
     assert all((r["round"], r["client"]) in evaluated for r in withheld)  # trained and evaluated, kept on the client
-    ledger = PrivacyLedger("rdp", 1e-5)
+    ledger = PrivacyLedger("prv", 1e-5)
     ledger.record(sigma / math.sqrt(2), steps=2)
     assert all(r["epsilon"] == pytest.approx(ledger.epsilon()) for r in withheld)  # nothing more charged
     assert all(transport.clients[c].release_policy.ledger.releases == 2 for c in (0, 1))
@@ -385,7 +385,7 @@ def test_dp_sgd_run_reports_the_epsilon_of_an_independent_ledger(tmp_path):
         assert client_rows[0]["round"] == 0 and client_rows[0]["epsilon"] == 0.0  # untrained model: nothing spent
         trained = [r for r in client_rows if r["round"] > 0]
         for k, row in enumerate(trained, start=1):
-            ledger = PrivacyLedger("rdp", 1e-5)
+            ledger = PrivacyLedger("prv", 1e-5)
             ledger.record(1.1, 0.5, steps=k * steps_per_call)
             assert row["dp_sgd_epsilon"] == pytest.approx(ledger.epsilon(), rel=1e-9)
             assert row["epsilon"] == row["dp_sgd_epsilon"]  # statistics: post-processing of the DP-SGD model

@@ -91,7 +91,7 @@ def test_in_process_resume_continues_the_students_and_their_ledgers(tmp_path):
     cfg2 = cfg_of(SMALL, privacy=GAUSSIAN, federation={"rounds": 2})
     run_dir, _ = run_inprocess(cfg2, tmp_path / "resumed")
     _, resumed = run_inprocess(cfg4, run_dir, resume=True)
-    ledger = PrivacyLedger("rdp", 1e-5)
+    ledger = PrivacyLedger("prv", 1e-5)
     ledger.record(GAUSSIAN["noise_multiplier"] / math.sqrt(2), steps=3)  # round 0 + 2 turns each
     for c in ("0", "1"):
         assert resumed["clients"][c]["epsilon"] == pytest.approx(whole["clients"][c]["epsilon"])
@@ -101,7 +101,7 @@ def test_in_process_resume_continues_the_students_and_their_ledgers(tmp_path):
 
 
 def test_max_epsilon_holds_across_resume_and_extension(tmp_path):
-    ledger = PrivacyLedger("rdp", 1e-5)
+    ledger = PrivacyLedger("prv", 1e-5)
     ledger.record(4.0 / math.sqrt(2), steps=3)
     budget = ledger.epsilon() * 1.001  # room for exactly 3 releases
     privacy = {**GAUSSIAN, "max_epsilon": budget}
@@ -128,6 +128,6 @@ def test_an_extended_target_epsilon_run_keeps_its_sigma_and_says_epsilon_grows(t
     saved = torch.load(run_dir / "client-state" / "client-0.pt", weights_only=True)
     rows = [r for r in rows_of(run_dir) if r["client"] == 0 and "epsilon" in r]
     assert {tuple(h[:2]) for h in saved["privacy_ledger"]["history"]} == {(saved["noise_multiplier"] / math.sqrt(2), 1.0)}
-    ledger = PrivacyLedger("rdp", 1e-5)
+    ledger = PrivacyLedger("prv", 1e-5)
     ledger.record(saved["noise_multiplier"] / math.sqrt(2), steps=len(rows))
     assert len(rows) == 5 and rows[-1]["epsilon"] == pytest.approx(ledger.epsilon())

@@ -45,7 +45,7 @@ def test_round_zero_on_a_public_graph_is_exact_and_free(tmp_path):
                                   "privacy": {"mechanism": "gaussian", "noise_multiplier": 2.0}})
     assert planned_releases(replicate, 0) == 1 + 4  # its alignment graph is private: round 0 is charged
     run_dir, _ = run_inprocess(cfg, tmp_path / "run")
-    ledger = PrivacyLedger("rdp", 1e-5)
+    ledger = PrivacyLedger("prv", 1e-5)
     for row in (r for r in rows_of(run_dir) if r["client"] == 0):
         if row["round"] > 0:
             ledger.record(2.0 / math.sqrt(2))
@@ -58,8 +58,8 @@ def test_release_every_k_turns_withholds_the_others_and_plans_fewer_releases(tmp
     run_dir, summary = run_inprocess(cfg, tmp_path / "run")
     client0 = [r for r in rows_of(run_dir) if r["client"] == 0 and r["round"] > 0]
     assert [r["status"] for r in client0] == ["withheld", "ok", "withheld", "ok"]
-    z = noise_multiplier_for_epsilon(4.0, 1e-5, 2)
-    ledger = PrivacyLedger("rdp", 1e-5)
+    z = noise_multiplier_for_epsilon(4.0, 1e-5, 2, accountant="prv")
+    ledger = PrivacyLedger("prv", 1e-5)
     ledger.record(z, steps=2)
     assert summary["clients"]["0"]["epsilon"] == pytest.approx(ledger.epsilon()) and ledger.epsilon() <= 4.0
     fewer = cfg_of(target_epsilon=4.0).privacy  # the same budget over 4 releases needs more noise per release

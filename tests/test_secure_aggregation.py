@@ -93,7 +93,7 @@ def test_peers_distributions_are_the_sum_minus_the_own_share_projected(centred):
 
 def test_in_process_sum_is_the_sum_of_the_shares_and_epsilon_as_alone(tmp_path):
     """The coordinator keeps only the sum; it equals the clients' shares added up; each client's
-    epsilon is what the same sigma gives a client releasing alone (Opacus' RDP accountant)."""
+    epsilon is what the same sigma gives a client releasing alone (Opacus' PRV accountant, the default)."""
     cfg = secure_cfg()
     run_dir, summary = run_inprocess(cfg, tmp_path / "run")
     assert summary["status"] == "finished"
@@ -102,8 +102,8 @@ def test_in_process_sum_is_the_sum_of_the_shares_and_epsilon_as_alone(tmp_path):
     shares = last_shares(run_dir / "client-state", "", range(4))
     for layer, total in enumerate(summed.arrays):
         np.testing.assert_allclose(total, sum(shares[c][layer] for c in range(4)), rtol=1e-12, atol=1e-12)
-    sigma = StatisticsMechanism.for_budget(8.0, 1e-5, 2, 1.0, num_layers=2).noise_multiplier
-    ledger = PrivacyLedger("rdp", 1e-5)
+    sigma = StatisticsMechanism.for_budget(8.0, 1e-5, 2, 1.0, num_layers=2, accountant="prv").noise_multiplier
+    ledger = PrivacyLedger("prv", 1e-5)
     for _ in range(2):
         ledger.record(sigma / math.sqrt(2))
     for client in summary["clients"].values():

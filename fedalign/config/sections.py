@@ -127,7 +127,7 @@ class PrivacyConfig:
     clip_norm: float = 1.0  # C: L2 bound of one release (scope release) or of each layer (scope layer)
     clip_scope: Literal["release", "layer"] = "release"
     delta: float = 1e-5
-    accountant: Literal["rdp", "prv"] = "rdp"
+    accountant: Literal["rdp", "prv"] = "prv"  # Opacus; = fedalign.privacy.accounting.DEFAULT_ACCOUNTANT (tested)
     max_epsilon: float | None = None  # budget of the statistics mechanism; None = unlimited
     # Subtract the public uniform baseline 1/in-degree(v) before clipping (signed: sensitivity 2C instead of
     # sqrt(2) C, but the clipped norm carries only how the distributions differ from uniform).

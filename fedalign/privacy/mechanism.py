@@ -14,7 +14,7 @@ from torch_geometric.utils import scatter
 
 from ..config import ExperimentConfig
 from ..schedules import planned_releases
-from .accounting import noise_multiplier_for_epsilon
+from .accounting import DEFAULT_ACCOUNTANT, noise_multiplier_for_epsilon
 
 CLIP_SCOPES = ("release", "layer")
 
@@ -142,7 +142,7 @@ class StatisticsMechanism:
         clip_scope: str = "release",
         *,
         num_layers: int | None = None,
-        accountant: str = "rdp",
+        accountant: str = DEFAULT_ACCOUNTANT,
         centre: bool = False,
     ) -> StatisticsMechanism:
         """The mechanism whose ``releases`` releases reach ``target_epsilon`` at ``delta``.
