@@ -7,7 +7,8 @@ The sweeps (``simulations/privacy-study/``): ``k20-reference`` (none, self, and 
 noise), ``k20`` (logits and alignahead at epsilon 1 and 8, each client noising its own release or
 secure aggregation), ``k20-eps`` (logits at epsilon 2 and 4), ``k20-options`` (baseline subtraction,
 releasing every 2nd turn), ``k20-noise`` and ``k100-noise`` (the sharing arms at sigma = 1000: aligning
-with noise, the control for what the noise alone does), ``labels`` (label-level DP) and ``k100``.
+with noise, the control for what the noise alone does), ``labels`` (label-level DP), ``k100`` (none and
+logits) and ``k100-alignahead`` (the issue's target cell: alignahead at epsilon 8 with secure aggregation).
 Every row is paired by seed with `none` at the same K: the gain, its standard error, a paired t-test,
 and at a finite epsilon the share of the arm's no-noise gain it keeps.
 Missing cells are left out (the table says how many seeds each row has).
@@ -110,12 +111,13 @@ def write_table(table: list[dict], out: Path) -> None:
 
 
 def plot(table: list[dict], out: Path) -> None:
+    """Left: test accuracy against epsilon at K = 20. Right: the paired gain over `none` of every K = 100 row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [3, 2]})
     positions = {1.0: 0, 2.0: 1, 4.0: 2, 8.0: 3, INF: 4}
     for arm, colour in (("logits", "tab:blue"), ("alignahead", "tab:orange")):
         for mode, style in (("alone", ":"), ("secure aggregation", "-")):
@@ -137,9 +139,20 @@ def plot(table: list[dict], out: Path) -> None:
     ax.set_xticks(list(positions.values()), ["1", "2", "4", "8", "∞"])
     ax.set_xlabel("ε per client (δ = 1e-5)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Amazon Photo, K = 20, Dirichlet 0.5, 2 % labels (bars: std over seeds; the paired gains "
-                 "in table.md are tighter)", fontsize=9)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("K = 20 (bars: std over seeds; the paired gains in table.md are tighter)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
+    k100 = [r for r in table if r["K"] == 100 and r["gain_over_none"] is not None]
+    colours = {"logits": "tab:blue", "alignahead": "tab:orange"}
+    for i, r in enumerate(k100):
+        eps = "" if r["epsilon"] == INF or r["mode"].startswith("noise") else f", ε = {r['epsilon']:g}"
+        bars.barh(i, r["gain_over_none"] * 100, xerr=(r["gain_se"] or 0) * 100, capsize=3,
+                  color=colours.get(r["arm"], "grey"), alpha=0.5 if r["mode"].startswith("noise") else 0.9)
+        bars.text(0.2, i, f"{r['arm']}, {r['mode']}{eps} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})", va="center", fontsize=7)
+    bars.set_yticks([])
+    bars.axvline(0, color="black", linewidth=0.8)
+    bars.set_xlabel("gain over none, points (± SE, paired by seed)")
+    bars.set_title("K = 100", fontsize=9)
+    fig.suptitle("Privacy study: Amazon Photo, Dirichlet 0.5, 2 % labels, public 20 %", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "plot.png", dpi=120)
     plt.close(fig)
