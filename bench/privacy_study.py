@@ -10,7 +10,8 @@ releasing every 2nd turn), ``k20-noise`` and ``k100-noise`` (the sharing arms at
 with noise, the control for what the noise alone does), ``labels`` (label-level DP), ``k100`` (none and
 logits) and ``k100-alignahead`` (the issue's target cell: alignahead at epsilon 8 with secure aggregation).
 Every row is paired by seed with `none` at the same K: the gain, its standard error, a paired t-test,
-and at a finite epsilon the share of the arm's no-noise gain it keeps.
+and at a finite epsilon the share of the arm's no-noise gain it keeps. Under label DP an arm is paired
+with `none` under label DP, and `none` under label DP with `none` without it (the cost of the label noise).
 Missing cells are left out (the table says how many seeds each row has).
 """
 
@@ -76,8 +77,9 @@ def summarise(rows: list[dict]) -> list[dict]:
         clean = groups.get((k, arm, "no noise", INF), {})
         stats = mean_std(list(by_seed.values()))
         gain = paired(by_seed, none) if arm != "none" and mode != "label DP" else None
-        if mode == "label DP":  # label DP changes every arm's labels: compare with none under label DP too
-            gain = paired(by_seed, groups.get((k, "none", mode, eps), {})) if arm != "none" else None
+        if mode == "label DP":  # label DP changes every arm's labels: an arm is compared with none under label DP,
+            # and none under label DP with none without it (what the label noise costs)
+            gain = paired(by_seed, none if arm == "none" else groups.get((k, "none", mode, eps), {}))
         clean_gain = paired(clean, none) if arm != "none" else None
         kept = None
         if gain and clean_gain and eps != INF and mode != "label DP" and clean_gain["mean"]:

@@ -37,3 +37,17 @@ def test_gain_over_none_and_kept_share_by_hand(tmp_path):
     assert secure["kept_of_no_noise_gain"] == pytest.approx(0.5)
     write_table(table, tmp_path)
     assert "| 20 | logits | secure aggregation | 8 | 3 | 64.33 ± 2.52 | +2.33 ± 0.33 |" in (tmp_path / "table.md").read_text()
+
+
+def test_label_dp_rows_are_paired_with_none_under_label_dp_and_none_with_none_without(tmp_path):
+    _write(tmp_path / "k20-reference" / "results.csv", ["seed", "arm", "metric", "test"],
+           [[0, "none", "accuracy", 0.60], [1, "none", "accuracy", 0.62], [2, "none", "accuracy", 0.64]])
+    _write(tmp_path / "labels" / "results.csv", ["seed", "arm", "metric", "test"],
+           [[0, "none", "accuracy", 0.50], [1, "none", "accuracy", 0.53], [2, "none", "accuracy", 0.55],
+            [0, "logits", "accuracy", 0.52], [1, "logits", "accuracy", 0.56], [2, "logits", "accuracy", 0.57]])
+    table = summarise(load_rows(tmp_path))
+    none = next(r for r in table if r["arm"] == "none" and r["mode"] == "label DP")
+    logits = next(r for r in table if r["arm"] == "logits" and r["mode"] == "label DP")
+    assert none["gain_over_none"] == pytest.approx(-0.28 / 3)  # -0.10, -0.09, -0.09
+    assert logits["gain_over_none"] == pytest.approx(0.07 / 3)  # 0.02, 0.03, 0.02
+    assert logits["kept_of_no_noise_gain"] is None
