@@ -36,7 +36,7 @@ def test_gain_over_none_and_kept_share_by_hand(tmp_path):
     assert secure["gain_over_none"] == pytest.approx(0.07 / 3)
     assert secure["kept_of_no_noise_gain"] == pytest.approx(0.5)
     write_table(table, tmp_path)
-    assert "| 20 | logits | secure aggregation | 8 | 3 | 64.33 ± 2.52 | +2.33 ± 0.33 |" in (tmp_path / "table.md").read_text()
+    assert "| 20 | Dirichlet, 2 % | logits | secure aggregation | 8 | 3 | 64.33 ± 2.52 | +2.33 ± 0.33 |" in (tmp_path / "table.md").read_text()
 
 
 def test_label_dp_rows_are_paired_with_none_under_label_dp_and_none_with_none_without(tmp_path):
@@ -51,3 +51,23 @@ def test_label_dp_rows_are_paired_with_none_under_label_dp_and_none_with_none_wi
     assert none["gain_over_none"] == pytest.approx(-0.28 / 3)  # -0.10, -0.09, -0.09
     assert logits["gain_over_none"] == pytest.approx(0.07 / 3)  # 0.02, 0.03, 0.02
     assert logits["kept_of_no_noise_gain"] is None
+
+
+def test_community_rows_are_paired_with_none_on_the_community_split(tmp_path):
+    _write(tmp_path / "k20-reference" / "results.csv", ["seed", "arm", "metric", "test"],
+           [[0, "none", "accuracy", 0.60], [1, "none", "accuracy", 0.62]])
+    header = ["seed", "arm", "privacy.target_epsilon", "privacy.noise_multiplier", "privacy.secure_aggregation",
+              "metric", "test"]
+    _write(tmp_path / "k20-community" / "results.csv", header,
+           [[0, "none", "inf", "", False, "accuracy", 0.80], [1, "none", "inf", "", False, "accuracy", 0.84],
+            [0, "logits", "inf", "", False, "accuracy", 0.84], [1, "logits", "inf", "", False, "accuracy", 0.86],
+            [0, "logits", "", "1000.0", False, "accuracy", 0.81], [1, "logits", "", "1000.0", False, "accuracy", 0.86]])
+    table = summarise(load_rows(tmp_path))
+    community = {r["mode"]: r for r in table if r["split"] == "community, 10 %" and r["arm"] == "logits"}
+    assert community["no noise"]["gain_over_none"] == pytest.approx(0.03)  # 0.04, 0.02: with community none
+    noise = community["noise only (σ = 1000)"]
+    assert noise["epsilon"] == pytest.approx(0.1)
+    assert noise["gain_over_none"] == pytest.approx(0.015)  # 0.01, 0.02
+    assert noise["kept_of_no_noise_gain"] == pytest.approx(0.5)
+    assert next(r for r in table if r["arm"] == "none" and r["split"] == "Dirichlet, 2 %")["test_mean"] == \
+        pytest.approx(0.61)
