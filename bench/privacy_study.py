@@ -128,13 +128,13 @@ def write_table(table: list[dict], out: Path) -> None:
 def _gain_bars(ax, rows: list[dict], title: str) -> None:
     """One horizontal bar per row: its paired gain over `none` (noise controls paler)."""
     colours = {"logits": "tab:blue", "alignahead": "tab:orange"}
+    labels = []
     for i, r in enumerate(rows):
         eps = "" if r["epsilon"] == INF or r["mode"] == NOISE_CONTROL else f", ε = {r['epsilon']:g}"
         ax.barh(i, r["gain_over_none"] * 100, xerr=(r["gain_se"] or 0) * 100, capsize=3,
                 color=colours.get(r["arm"], "grey"), alpha=0.5 if r["mode"] == NOISE_CONTROL else 0.9)
-        ax.text(0.2, i, f"{r['arm']}, {r['mode']}{eps} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})",
-                va="center", fontsize=7)
-    ax.set_yticks([])
+        labels.append(f"{r['arm']}, {r['mode']}{eps}\n({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})")
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("gain over none, points (± SE, paired by seed)")
     ax.set_title(title, fontsize=9)
@@ -180,7 +180,7 @@ def plot(table: list[dict], out: Path) -> None:
                f"K = 20, {COMMUNITY_SPLIT} labels (the issue's split)")
     fig.suptitle("Privacy study: Amazon Photo, public 20 %; Dirichlet split α = 0.5 unless said", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "plot.png", dpi=120)
+    fig.savefig(out / "plot.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
