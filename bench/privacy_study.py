@@ -7,7 +7,7 @@ The sweeps (``simulations/privacy-study/``): ``k20-reference`` (none, self, and 
 noise), ``k20`` (logits and alignahead at epsilon 1 and 8, each client noising its own release or
 secure aggregation), ``k20-eps`` (logits and alignahead at epsilon 2 and 4), ``k20-options`` (baseline subtraction,
 releasing every 2nd turn), ``k20-noise`` and ``k100-noise`` (the sharing arms at sigma = 1000: aligning
-with noise, the control for what the noise alone does), ``labels`` (label-level DP), ``k100`` (none and
+with noise, the control for what the noise alone does), ``labels`` and ``labels-4`` (label-level DP at epsilon 1 and 4 per label), ``k100`` (none and
 logits), ``k100-alignahead`` (the issue's target cell: alignahead at epsilon 8 with secure aggregation) and
 ``k20-community`` (the issue's community split with 10 % labels: each sharing arm without noise, at epsilon 8
 with secure aggregation, and its noise control). Every row is paired by seed with `none` at the same K and split: the gain, its standard error, a paired t-test,
@@ -30,7 +30,8 @@ from .reproduction_analysis import mean_std, paired
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "privacy-study"
 SWEEPS = ("k20-reference", "k20", "k20-noise", "k20-eps", "k20-options", "labels", "k100", "k100-alignahead",
-          "k100-noise", "k20-community")
+          "k100-noise", "k20-community", "labels-4")
+LABEL_EPSILON = {"labels": 1.0, "labels-4": 4.0}  # privacy.label_epsilon of each label-DP sweep
 STUDY_SPLIT, COMMUNITY_SPLIT = "Dirichlet, 2 %", "community, 10 %"  # partition and label rate (base.yaml; k20-community)
 NOISE_CONTROL = "noise only (σ = 1000)"
 INF = math.inf
@@ -42,8 +43,8 @@ def _float(value: str) -> float:
 
 def _mode(sweep: str, row: dict) -> tuple[str, float]:
     """(mode, epsilon) of a results.csv row."""
-    if sweep == "labels":
-        return "label DP", 1.0
+    if sweep in LABEL_EPSILON:
+        return "label DP", LABEL_EPSILON[sweep]
     if sweep in ("k20-noise", "k100-noise") or row.get("privacy.noise_multiplier") == "1000.0":
         return NOISE_CONTROL, 0.1  # sigma = 1000: epsilon 0.10 per client (RDP), all noise
     if sweep == "k20-options":

@@ -51,6 +51,12 @@ def test_label_dp_rows_are_paired_with_none_under_label_dp_and_none_with_none_wi
     assert none["gain_over_none"] == pytest.approx(-0.28 / 3)  # -0.10, -0.09, -0.09
     assert logits["gain_over_none"] == pytest.approx(0.07 / 3)  # 0.02, 0.03, 0.02
     assert logits["kept_of_no_noise_gain"] is None
+    _write(tmp_path / "labels-4" / "results.csv", ["seed", "arm", "metric", "test"],
+           [[0, "none", "accuracy", 0.58], [1, "none", "accuracy", 0.60], [0, "logits", "accuracy", 0.64],
+            [1, "logits", "accuracy", 0.63]])
+    at_4 = {r["arm"]: r for r in summarise(load_rows(tmp_path)) if r["mode"] == "label DP" and r["epsilon"] == 4.0}
+    assert at_4["none"]["gain_over_none"] == pytest.approx(-0.02)  # -0.02, -0.02 against none without label DP
+    assert at_4["logits"]["gain_over_none"] == pytest.approx(0.045)  # 0.06, 0.03 against none at label epsilon 4
 
 
 def test_community_rows_are_paired_with_none_on_the_community_split(tmp_path):
