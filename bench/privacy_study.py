@@ -5,13 +5,14 @@
 
 The sweeps (``simulations/privacy-study/``): ``k20-reference`` (none, self, and the sharing arms without
 noise), ``k20`` (logits and alignahead at epsilon 1 and 8, each client noising its own release or
-secure aggregation), ``k20-eps`` (logits and alignahead at epsilon 2 and 4), ``k20-options`` (baseline subtraction,
-releasing every 2nd turn), ``k20-noise`` and ``k100-noise`` (the sharing arms at sigma = 1000: aligning
-with noise, the control for what the noise alone does), ``labels`` and ``labels-4`` (label-level DP at epsilon 1 and 4 per label), ``k100`` (none and
-logits), ``k100-alignahead`` (the issue's target cell: alignahead at epsilon 8 with secure aggregation) and
-``k20-community`` (the issue's community split with 10 % labels: each sharing arm without noise, at epsilon 8
-with secure aggregation, and its noise control). Every row is paired by seed with `none` at the same K and split: the gain, its standard error, a paired t-test,
-and at a finite epsilon the share of the arm's no-noise gain it keeps. Under label DP an arm is paired
+secure aggregation), ``k20-eps`` (logits and alignahead at epsilon 2 and 4), ``k20-options`` (baseline
+subtraction, releasing every 2nd turn), ``k20-noise`` and ``k100-noise`` (the sharing arms at sigma = 1000:
+aligning with noise, the control for what the noise alone does), ``labels`` and ``labels-4`` (label-level
+DP at epsilon 1 and 4 per label), ``k100`` (none and logits), ``k100-alignahead`` (the issue's target cell:
+alignahead at epsilon 8 with secure aggregation) and ``k20-community`` (the issue's community split with
+10 % labels: each sharing arm without noise, at epsilon 8 with secure aggregation, and its noise control).
+Every row is paired by seed with `none` at the same K and split: the gain, its standard error, a paired
+t-test, and at a finite epsilon the share of the arm's no-noise gain it keeps. Under label DP an arm is paired
 with `none` under label DP, and `none` under label DP with `none` without it (the cost of the label noise).
 Missing cells are left out (the table says how many seeds each row has).
 """
@@ -23,8 +24,6 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
-
 from .reproduction_analysis import mean_std, paired
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +31,7 @@ OUT = REPO / "results" / "privacy-study"
 SWEEPS = ("k20-reference", "k20", "k20-noise", "k20-eps", "k20-options", "labels", "k100", "k100-alignahead",
           "k100-noise", "k20-community", "labels-4")
 LABEL_EPSILON = {"labels": 1.0, "labels-4": 4.0}  # privacy.label_epsilon of each label-DP sweep
-STUDY_SPLIT, COMMUNITY_SPLIT = "Dirichlet, 2 %", "community, 10 %"  # partition and label rate (base.yaml; k20-community)
+STUDY_SPLIT, COMMUNITY_SPLIT = "Dirichlet, 2 %", "community, 10 %"  # partition, label rate (base.yaml; k20-community)
 NOISE_CONTROL = "noise only (σ = 1000)"
 INF = math.inf
 
@@ -71,20 +70,20 @@ def load_rows(out: Path) -> list[dict]:
                 split = COMMUNITY_SPLIT if sweep == "k20-community" else STUDY_SPLIT
                 rows.append({"K": k, "split": split, "arm": row["arm"], "mode": mode, "epsilon": eps,
                              "seed": int(row["seed"]), "test": float(row["test"]), "sweep": sweep,
-                             "wall_seconds": float(row.get("wall_seconds") or "nan")})
+                             "wall_seconds": float(row["wall_seconds"]) if row.get("wall_seconds") else None})
     return rows
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    groups: dict[tuple, dict[int, float]] = {}
-    walls: dict[tuple, list[float]] = {}
+    cells: dict[tuple, list[dict]] = {}
     for r in rows:
-        key = (r["K"], r["split"], r["arm"], r["mode"], r["epsilon"])
-        groups.setdefault(key, {})[r["seed"]] = r["test"]
-        walls.setdefault(key, []).append(r["wall_seconds"])
+        cells.setdefault((r["K"], r["split"], r["arm"], r["mode"], r["epsilon"]), []).append(r)
+    groups = {key: {r["seed"]: r["test"] for r in group} for key, group in cells.items()}
     table = []
-    for (k, split, arm, mode, eps), by_seed in sorted(groups.items(),
-                                                      key=lambda g: (g[0][0], g[0][1] != STUDY_SPLIT, *g[0][1:4], -g[0][4])):
+    order = sorted(groups, key=lambda g: (g[0], g[1] != STUDY_SPLIT, *g[1:4], -g[4]))  # the study's split first
+    for (k, split, arm, mode, eps) in order:
+        by_seed = groups[(k, split, arm, mode, eps)]
+        wall = mean_std([r["wall_seconds"] for r in cells[(k, split, arm, mode, eps)]])["mean"]
         none = groups.get((k, split, "none", "no noise", INF), {})
         clean = groups.get((k, split, arm, "no noise", INF), {})
         stats = mean_std(list(by_seed.values()))
@@ -100,7 +99,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                       "test_mean": stats["mean"], "test_std": stats["std"],
                       "gain_over_none": gain["mean"] if gain else None, "gain_se": gain["se"] if gain else None,
                       "gain_p": gain["p"] if gain else None, "kept_of_no_noise_gain": kept,
-                      "wall_minutes_per_cell": float(np.mean(walls[(k, split, arm, mode, eps)])) / 60})
+                      "wall_minutes_per_cell": None if wall is None else wall / 60})
     return table
 
 
@@ -109,8 +108,9 @@ def _fmt(value, spec: str, scale: float = 1.0) -> str:
 
 
 def write_table(table: list[dict], out: Path) -> None:
-    lines = ["| K | split, labels | arm | mode | ε per client | seeds | test accuracy (%) | gain over none (points) ± SE "
-             "| p | share of the no-noise gain kept | minutes per cell |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| K | split, labels | arm | mode | ε per client | seeds | test accuracy (%) | gain over none (points) "
+             "± SE | p | share of the no-noise gain kept | minutes per cell |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         eps = "∞" if r["epsilon"] == INF else f"{r['epsilon']:g}" + (" per label" if r["mode"] == "label DP" else "")
         gain = "—" if r["gain_over_none"] is None else \
@@ -118,7 +118,7 @@ def write_table(table: list[dict], out: Path) -> None:
         lines.append(f"| {r['K']} | {r['split']} | {r['arm']} | {r['mode']} | {eps} | {r['seeds']} | "
                      f"{r['test_mean'] * 100:.2f} ± {_fmt(r['test_std'], '.2f', 100)} | {gain} | "
                      f"{_fmt(r['gain_p'], '.3f')} | {_fmt(r['kept_of_no_noise_gain'], '.2f')} | "
-                     f"{r['wall_minutes_per_cell']:.1f} |")
+                     f"{_fmt(r['wall_minutes_per_cell'], '.1f')} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     write_table(table, args.out)
     plot(table, args.out)
     print((args.out / "table.md").read_text())
-    hours = sum(r["wall_seconds"] for r in rows if not math.isnan(r["wall_seconds"])) / 3600
+    hours = sum(r["wall_seconds"] for r in rows if r["wall_seconds"] is not None) / 3600
     print(f"{len(rows)} cells, {hours:.1f} h of cell time (sum of the cells' wall_seconds)")
     return 0
 
