@@ -1,5 +1,8 @@
 """Federated partitions: replicate, node splits (iid/dirichlet/community), graph splits, errors."""
 
+import copy
+from dataclasses import replace
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -233,3 +236,52 @@ def test_label_rate_keeps_a_seeded_per_class_share_of_each_clients_training_labe
     if scheme == "replicate":  # every client draws its own labelled share
         assert not torch.equal(limited[0].train.mask, limited[1].train.mask)
         assert limited[0].alignment is limited[0].train.graph
+
+
+def _with_one_label_changed(dataset, node):
+    """``dataset`` whose node ``node`` (a global id) has another label: a new graph object, the rest shared."""
+    graph = copy.copy(dataset.train.graph)
+    graph.y = graph.y.clone()
+    graph.y[node] = (graph.y[node] + 1) % dataset.num_classes
+    return replace(dataset, train=GraphSplit(graph, dataset.train.mask), val=GraphSplit(graph, dataset.val.mask),
+                   test=GraphSplit(graph, dataset.test.mask))
+
+
+@pytest.mark.parametrize("scheme", ["replicate", "iid"])
+def test_unstratified_labelled_share_does_not_depend_on_any_label(scheme):
+    """Label DP: changing one training label must not change which nodes are labelled (the
+    stratified draw does: that is the leak of a per-class draw under label DP)."""
+    dataset = load_dataset("synthetic-csbm", synthetic={"num_nodes": 400}, seed=0)
+    args = dict(scheme=scheme, public_fraction=0.2, seed=1, label_rate=0.05)
+    kept = partition_dataset(dataset, 2, stratify_labels=False, **args)
+    n = int(partition_dataset(dataset, 2, scheme=scheme, public_fraction=0.2, seed=1)[0].train.mask.sum())
+    assert int(kept[0].train.mask.sum()) == max(1, round(0.05 * n))  # a share of all training nodes
+    own = kept[0].train.graph.global_id if "global_id" in kept[0].train.graph else torch.arange(400)
+    stratified_changed = 0
+    for node in own[kept[0].train.mask][:5].tolist():  # labelled nodes: the most telling labels to change
+        neighbour = _with_one_label_changed(dataset, node)
+        again = partition_dataset(neighbour, 2, stratify_labels=False, **args)
+        for a, b in zip(kept, again):
+            assert torch.equal(a.train.mask, b.train.mask)
+        stratified = [partition_dataset(d, 2, **args) for d in (dataset, neighbour)]
+        stratified_changed += not all(torch.equal(a.train.mask, b.train.mask) for a, b in zip(*stratified))
+    assert stratified_changed > 0  # the per-class draw is what the unstratified one fixes
+
+
+def test_label_dp_config_draws_the_labelled_share_without_labels():
+    from fedalign.config import ExperimentConfig
+    from fedalign.data import load_partition
+    from fedalign.seeds import derive_seed
+
+    cfg = ExperimentConfig()
+    cfg.data.name, cfg.data.synthetic = "synthetic-csbm", {"num_nodes": 300}
+    cfg.federation.num_clients = 2
+    cfg.partition.scheme, cfg.partition.label_rate = "replicate", 0.1
+    cfg.privacy.unit, cfg.privacy.label_epsilon = "labels", 1.0
+    _, private = load_partition(cfg)
+    full = partition_dataset(load_dataset("synthetic-csbm", synthetic={"num_nodes": 300}, seed=cfg.seed), 2)[0]
+    nodes = full.train.mask.nonzero().view(-1)  # the hand-made draw: a seeded permutation of all training nodes
+    chosen = nodes[torch.randperm(len(nodes), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, 0)))]
+    expected = torch.zeros_like(full.train.mask)
+    expected[chosen[:max(1, round(0.1 * len(nodes)))]] = True
+    assert torch.equal(private[0].train.mask, expected)

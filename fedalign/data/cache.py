@@ -34,17 +34,19 @@ def load_experiment_dataset(cfg: ExperimentConfig) -> GraphDataset:
 
 @functools.lru_cache(maxsize=4)
 def _partition(dataset_key: tuple, num_clients: int, scheme: str, alpha: float, public_fraction: float,
-               label_rate: float) -> list[ClientData]:
+               label_rate: float, stratify_labels: bool) -> list[ClientData]:
     return partition_dataset(_dataset(*dataset_key), num_clients, scheme=scheme, alpha=alpha,
-                             public_fraction=public_fraction, seed=dataset_key[4], label_rate=label_rate)
+                             public_fraction=public_fraction, seed=dataset_key[4], label_rate=label_rate,
+                             stratify_labels=stratify_labels)
 
 
 def load_partition(cfg: ExperimentConfig) -> tuple[GraphDataset, list[ClientData]]:
-    """The dataset of ``cfg`` and every client's share of it (``partition`` section)."""
+    """The dataset of ``cfg`` and every client's share of it (``partition`` section). Under label DP
+    (``privacy.unit: labels``) the labelled share is drawn independently of the labels."""
     p = cfg.partition
     key = _dataset_key(cfg)
     return _dataset(*key), _partition(key, cfg.federation.num_clients, p.scheme, p.alpha, p.public_fraction,
-                                      p.label_rate)
+                                      p.label_rate, cfg.privacy.unit != "labels")
 
 
 @functools.lru_cache(maxsize=4)

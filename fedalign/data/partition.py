@@ -17,7 +17,10 @@ Schemes (:data:`PARTITION_SCHEMES`):
   evaluates on the dataset's val/test graphs.
 
 With ``label_rate`` < 1 every client then keeps the labels of only that share
-of its training nodes (:func:`keep_labels`), drawn per client.
+of its training nodes (:func:`keep_labels`), drawn per client: per class by
+default, or uniformly over the training nodes, independently of their labels
+(``stratify=False``, what label DP needs: a labelled set chosen by class would
+itself depend on the private labels).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def partition_dataset(
     public_fraction: float = 0.2,
     seed: int = 0,
     label_rate: float = 1.0,
+    stratify_labels: bool = True,
 ) -> list[ClientData]:
     """Split ``dataset`` among ``num_clients`` clients (module docstring: schemes).
 
@@ -82,6 +86,8 @@ def partition_dataset(
         seed: seeds the public draw, the split and Louvain; same seed -> same partition.
         label_rate: share in (0, 1] of each client's training nodes that keep their
             label (:func:`keep_labels`); the others stay in the client's graph unlabelled.
+        stratify_labels: draw the labelled share per class (True) or uniformly over the
+            training nodes, independently of their labels (False: label DP).
 
     Returns:
         ``num_clients`` :class:`ClientData`, ordered by ``client_id``.
@@ -99,20 +105,23 @@ def partition_dataset(
         raise ValueError(f"label_rate must be in (0, 1], got {label_rate}")
     clients = _partition(dataset, num_clients, scheme, alpha, public_fraction, seed)
     if label_rate < 1:
-        clients = [replace(c, train=keep_labels(c.train, label_rate, derive_seed(seed, c.client_id), dataset.multilabel))
+        clients = [replace(c, train=keep_labels(c.train, label_rate, derive_seed(seed, c.client_id),
+                                                stratify=stratify_labels and not dataset.multilabel))
                    for c in clients]
     return clients
 
 
-def keep_labels(split: GraphSplit, rate: float, seed: int, multilabel: bool) -> GraphSplit:
+def keep_labels(split: GraphSplit, rate: float, seed: int, stratify: bool) -> GraphSplit:
     """``split`` with only a seeded random share ``rate`` of its nodes left in the mask (same graph object).
 
-    Multiclass: per class, ``max(1, round(rate * n_c))`` of its n_c nodes (so every class
-    that had a labelled node keeps one); multilabel: ``max(1, round(rate * n))`` nodes.
+    ``stratify`` (multiclass only): per class, ``max(1, round(rate * n_c))`` of its n_c nodes
+    (so every class that had a labelled node keeps one). Otherwise ``max(1, round(rate * n))``
+    of the n nodes, drawn from the node ids and ``seed`` alone: the labelled set does not
+    depend on any label (required under label DP, where the labels are the private unit).
     """
     nodes = split.mask.nonzero().view(-1)
-    generator = torch.Generator().manual_seed(seed)
-    groups = [nodes] if multilabel else [nodes[split.graph.y[nodes] == c] for c in torch.unique(split.graph.y[nodes])]
+    generator = torch.Generator().manual_seed(seed)  # a public selection, not privacy noise
+    groups = [nodes[split.graph.y[nodes] == c] for c in torch.unique(split.graph.y[nodes])] if stratify else [nodes]
     kept = [g[torch.randperm(len(g), generator=generator)[:max(1, round(rate * len(g)))]] for g in groups if len(g)]
     mask = torch.zeros_like(split.mask)
     if kept:
