@@ -4,9 +4,11 @@ A run writes into ``<output.dir>/<name>-<UTC timestamp>/``:
 
 * ``config.yaml``: the fully resolved experiment config;
 * ``rounds.jsonl``: one JSON object per client per round, appended and
-  flushed as each round ends (nothing is lost if the run dies);
+  flushed as each round ends (nothing is lost if the run dies); with privacy on
+  without ``seconds`` (a client's time reveals the size of its data);
 * ``summary.json``: status (``finished`` / ``failed``), best validation
-  metric per client with the test metric of the same round, totals;
+  metric per client with the test metric of the same round, totals
+  (``wall_seconds``: the whole run, every part of a resumed one);
 * ``curves.png``: validation metric against round, one line per client.
 """
 
@@ -25,6 +27,7 @@ import yaml
 
 from .config import ExperimentConfig
 from .server import RoundRecord, summarise
+from .wire import private_releases
 
 
 def run_dir_for(cfg: ExperimentConfig, run_dir: str | Path | None) -> Path:
@@ -73,24 +76,38 @@ class RunWriter:
     """Writes a run folder as rounds arrive (a ``RoundListener``).
 
     ``previous``: records of rounds completed before a restart; ``rounds.jsonl``
-    is rewritten to hold exactly those, then appended to.
+    is rewritten to hold exactly those, then appended to. ``wall_seconds_before``: the wall time
+    of the run's earlier parts (before a restart), which :meth:`wall_seconds` adds to this part's.
+    With privacy on (:func:`~fedalign.wire.private_releases`) no record keeps its ``seconds``:
+    the log holds no per-client time.
     """
 
     def __init__(self, run_dir: Path, cfg: ExperimentConfig, metric_name: str, engine: str,
-                 previous: list[RoundRecord] = ()) -> None:
+                 previous: list[RoundRecord] = (), wall_seconds_before: float = 0.0) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.metric_name = metric_name
         self.engine = engine
-        self.records: list[RoundRecord] = list(previous)
-        self.started = time.time()
+        self.private = private_releases(cfg)
+        self.records: list[RoundRecord] = self._logged(previous)
+        self.wall_seconds_before = wall_seconds_before
+        self.started = time.monotonic()
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         tmp = self.run_dir / ".rounds.jsonl.tmp"
         tmp.write_text("".join(json.dumps(json_safe(r.to_json())) + "\n" for r in self.records))
         tmp.replace(self.run_dir / "rounds.jsonl")
         self._log = (self.run_dir / "rounds.jsonl").open("a")
 
+    def _logged(self, records) -> list[RoundRecord]:
+        """``records`` as the log keeps them: without per-client times when privacy is on."""
+        return [dataclasses.replace(r, seconds=None) for r in records] if self.private else list(records)
+
+    def wall_seconds(self) -> float:
+        """The run's wall time so far: its earlier parts and this one."""
+        return self.wall_seconds_before + time.monotonic() - self.started
+
     def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
+        records = self._logged(records)
         for record in records:
             row = json_safe(record.to_json())
             self._log.write(json.dumps(row) + "\n")
@@ -118,7 +135,7 @@ class RunWriter:
             "status": "failed" if error else "finished",
             "error": f"{type(error).__name__}: {error}" if error else None,
             "rounds_completed": max((r.round for r in self.records), default=0),
-            "wall_seconds": round(time.time() - self.started, 3),
+            "wall_seconds": round(self.wall_seconds(), 3),
             "metrics_source": source,
             **summary,
         }
@@ -136,11 +153,14 @@ def merge_evaluation(records: list[RoundRecord], evaluation: list[dict]) -> list
 
 
 class ProgressPrinter:
-    """One line per round on a stream (stderr by default)."""
+    """One line per round on a stream (stderr by default), with the time since the start unless
+    ``timings`` is false (privacy on: with one trainer per round, the time between two lines is a
+    client's time)."""
 
-    def __init__(self, metric_name: str, stream: TextIO | None = None) -> None:
+    def __init__(self, metric_name: str, stream: TextIO | None = None, timings: bool = True) -> None:
         self.metric_name = metric_name
         self.stream = stream or sys.stderr
+        self.timings = timings
         self.started = time.perf_counter()
 
     def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
@@ -160,8 +180,8 @@ class ProgressPrinter:
                 spent = f", ε={r.metrics['epsilon']:.4g}" if "epsilon" in r.metrics else ""
                 parts.append(f"client {r.client} withheld its release (privacy budget or release_every{spent})")
         label = "init" if round_number == 0 else f"{round_number}/{total_rounds}"
-        elapsed = time.perf_counter() - self.started
-        print(f"[round {label} | {elapsed:6.1f}s] " + ("; ".join(parts) or "statistics collected"),
+        elapsed = f" | {time.perf_counter() - self.started:6.1f}s" if self.timings else ""
+        print(f"[round {label}{elapsed}] " + ("; ".join(parts) or "statistics collected"),
               file=self.stream, flush=True)
 
 

@@ -18,6 +18,7 @@ from .config import ConfigError, ExperimentConfig, config_from_dict
 from .data import metric_name
 from .outputs import ProgressPrinter, RunWriter, read_rounds, run_dir_for
 from .server import Coordinator, RoundRecord, ServerState, Transport
+from .wire import private_releases
 
 # Config keys that may change when a run is resumed: where things live, how
 # long the server waits, how it reports, and how many rounds (to extend a run).
@@ -72,11 +73,18 @@ def build_coordinator(cfg: ExperimentConfig, transport: Transport, run_dir: Path
     ``output.progress``) and saves its state there after every round; and the run writer
     (call its ``finish()`` at the end). ``previous``: records of rounds before a restart."""
     writer = RunWriter(run_dir, cfg, metric_name(cfg.data.name), engine, previous)
-    return Coordinator(cfg, transport, _listeners(cfg, writer), state=ServerState(run_dir)), writer
+    return Coordinator(cfg, transport, _listeners(cfg, writer), state=_timed(ServerState(run_dir), writer)), writer
 
 
 def _listeners(cfg: ExperimentConfig, writer: RunWriter) -> list:
-    return [writer] + ([ProgressPrinter(writer.metric_name)] if cfg.output.progress else [])
+    progress = ProgressPrinter(writer.metric_name, timings=not private_releases(cfg))
+    return [writer] + ([progress] if cfg.output.progress else [])
+
+
+def _timed(state: ServerState, writer: RunWriter) -> ServerState:
+    """``state``, saving the run's wall time so far (``writer``'s) with every round."""
+    state.clock = writer.wall_seconds
+    return state
 
 
 def run_experiment(
@@ -104,17 +112,18 @@ def run_experiment(
     run_dir = run_dir_for(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = ServerState(run_dir)
-    completed, cache, summed, previous = -1, {}, None, []
+    completed, cache, summed, previous, wall_before = -1, {}, None, [], 0.0
     if resume and state.exists():
         check_resumable(run_dir, cfg)
         completed, cache, summed = state.load()
+        wall_before = state.wall_seconds()  # the earlier parts' time, up to their last saved round
         previous = [r for r in read_rounds(run_dir) if r.round <= completed]
         print(f"resuming {run_dir} after round {completed} of {cfg.federation.rounds}", file=sys.stderr)
     elif resume:
         print(f"no saved state in {run_dir}: starting the run from round 0", file=sys.stderr)
-    writer = RunWriter(run_dir, cfg, metric_name(cfg.data.name), engine, previous)
+    writer = RunWriter(run_dir, cfg, metric_name(cfg.data.name), engine, previous, wall_before)
     try:  # a failure from here on, at start-up too, is recorded in summary.json
-        coordinator = Coordinator(cfg, transport, _listeners(cfg, writer), state=state)
+        coordinator = Coordinator(cfg, transport, _listeners(cfg, writer), state=_timed(state, writer))
         if completed >= 0:
             coordinator.resume(completed, cache, previous, summed)
         coordinator.run()

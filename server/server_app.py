@@ -10,6 +10,7 @@ labels. ``flwr run .`` reads the experiment file named by the run config key
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,41 @@ from fedalign.runner import run_experiment
 from .transport import FlowerTransport
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+# Libraries whose INFO records are one line per HTTP request (the Grid polls the SuperLink several
+# times a second): kept at WARNING, so their lines appear only when something goes wrong.
+QUIET_LOGGERS = ("httpx", "httpcore")
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to ``sys.stderr`` as it is when a record comes (Flower redirects it to ship the
+    ServerApp's output to the SuperLink)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+
+def configure_logging() -> logging.Logger:
+    """fedalign's records at INFO on stderr; of everything else only :data:`QUIET_LOGGERS` is touched.
+
+    The root logger is left alone (its level and handlers), so Flower's ``DEBUG`` records and other
+    libraries' ``INFO`` records are not printed through it. The ``fedalign`` logger gets its own
+    handler, once per process, unless the root logger has handlers (a host that collects the logs,
+    e.g. pytest): then its records reach them, printed once.
+    """
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logger = logging.getLogger("fedalign")
+    logger.setLevel(logging.INFO)
+    if not logging.getLogger().handlers and not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
+    return logger
 
 
 def serve(grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False,
@@ -54,7 +90,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run config: ``config`` (experiment file), ``set`` (overrides), ``resume`` (a run folder to continue)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     resume = str(context.run_config.get("resume", ""))
     cfg = config_from_run_config(dict(context.run_config))
     serve(grid, cfg, Path(resume) if resume else None, resume=bool(resume))

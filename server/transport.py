@@ -12,7 +12,7 @@ from flwr.serverapp import Grid
 from fedalign.config import ExperimentConfig
 from fedalign.server import Reply, release_layout_of
 from fedalign.server.layout import release_bytes
-from fedalign.wire import PeerSum, Statistics, payload_bytes
+from fedalign.wire import PeerSum, Statistics, payload_bytes, private_releases
 from fedalign_flower.protocol import (IDENTIFY_ROUND, ProtocolError, decode_reply, decode_share_metrics,
                                       encode_request, encode_share_request, statistics_bytes)
 
@@ -46,6 +46,9 @@ class FlowerTransport:
     ``pull_messages`` -> ``pull_objects``) before returning it, and its API shows no size
     before that; the object tree that arrives first holds ids only. The first point an app
     holds a reply is here, and the check runs before the arrays are decoded.
+
+    With privacy on (:func:`~fedalign.wire.private_releases`) replies carry no ``seconds``: how long a
+    client took reveals the size of its private data, so the server keeps no per-client time.
     """
 
     def __init__(self, grid: Grid, cfg: ExperimentConfig, run_tag: str) -> None:
@@ -54,6 +57,7 @@ class FlowerTransport:
         self.run_tag = run_tag
         self.node_of: dict[int, int] = {}
         self.node_errors: list[str] = []  # errors of nodes whose client is unknown
+        self.timed = not private_releases(cfg)  # per-client times only without privacy
 
     @functools.cached_property
     def max_release_bytes(self) -> int | None:
@@ -136,7 +140,7 @@ class FlowerTransport:
             client = said
             self.node_of[client] = node
             replies[client] = Reply(client, metrics, stats, bytes_received=received, bytes_sent=payload_bytes(stats),
-                                    seconds=time.perf_counter() - started)
+                                    seconds=self._since(started))
         return replies
 
     def _collect(self, message_ids: set[str]) -> list[Message]:
@@ -155,9 +159,17 @@ class FlowerTransport:
             wait = min(2 * wait, REPLY_POLL_SECONDS)
         return answers
 
+    def _since(self, started: float) -> float | None:
+        """Seconds since ``started``, or None with privacy on."""
+        return time.perf_counter() - started if self.timed else None
+
     def _fail(self, replies: dict[int, Reply], client: int, reply: Reply) -> None:
-        """Record a failed reply: for its client, or, if the node's client is unknown, in ``node_errors``."""
-        log.warning("%s", reply.error or reply.rejected)
+        """Record a failed reply: for its client, or, if the node's client is unknown, in ``node_errors``.
+
+        Logged here unless the coordinator logs it: it logs each rejection it records, so a rejected
+        reply of a known client is logged there, once."""
+        if reply.rejected is None or client < 0:
+            log.warning("%s", reply.error or reply.rejected)
         if client >= 0:
             replies[client] = reply
         else:
@@ -212,7 +224,7 @@ class FlowerTransport:
                 self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: {error}"))
                 continue
             replies[client] = Reply(client, metrics, None, bytes_received=sum(payload_bytes(s) for s in jobs[client].values()),
-                                    bytes_sent=payload_bytes(total), seconds=time.perf_counter() - started)
+                                    bytes_sent=payload_bytes(total), seconds=self._since(started))
         reason = "; ".join(dict.fromkeys(errors)) or "no reply before the timeout"
         for client in jobs:
             if client not in replies:

@@ -141,7 +141,7 @@ class Coordinator:
             reply = replies.get(client)
             if reply is None or reply.error is not None:
                 error = reply.error if reply is not None else "no reply before the timeout"
-                records.append(RoundRecord(round_number, client, "missing", peers[client], {}, 0, 0, 0.0, error))
+                records.append(RoundRecord(round_number, client, "missing", peers[client], {}, 0, 0, None, error))
                 continue
             status, error = self._accept(client, reply)
             if error is not None:  # never cached, never forwarded; the peers keep its last valid release

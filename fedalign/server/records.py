@@ -19,7 +19,9 @@ class RoundRecord:
     metrics: dict[str, float]
     bytes_received: int
     bytes_sent: int
-    seconds: float
+    # the server's time from request to reply; None (no ``seconds`` in the log) when there was no reply
+    # or the transport refused it unread, and with privacy on (a client's time reveals its data's size)
+    seconds: float | None
     error: str | None = None
 
     def to_json(self) -> dict:
@@ -27,8 +29,9 @@ class RoundRecord:
             "round": self.round, "client": self.client, "status": self.status, "peers": self.peers,
             **self.metrics,
             "bytes_received": self.bytes_received, "bytes_sent": self.bytes_sent,
-            "seconds": round(self.seconds, 6),
         }
+        if self.seconds is not None:
+            row["seconds"] = round(self.seconds, 6)
         if self.error:
             row["error"] = self.error
         return row
@@ -43,7 +46,8 @@ class RoundRecord:
 
         return cls(int(row["round"]), int(row["client"]), row["status"], list(row["peers"]),
                    {k: number(v) for k, v in row.items() if k not in fixed},
-                   int(row["bytes_received"]), int(row["bytes_sent"]), float(row["seconds"]), row.get("error"))
+                   int(row["bytes_received"]), int(row["bytes_sent"]),
+                   None if row.get("seconds") is None else float(row["seconds"]), row.get("error"))
 
 
 class RoundListener(Protocol):

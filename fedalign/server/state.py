@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -18,13 +19,15 @@ class ServerState:
     aggregation, the last sum of shares (``"sum.<layer>"``, ``"contributors"``) --
     written atomically (a crash mid-save leaves the previous state), readable by its owner only. The
     privacy ledgers live with the clients, in their checkpoints; the
-    epsilon each client reported is in ``rounds.jsonl``.
+    epsilon each client reported is in ``rounds.jsonl``. ``wall_seconds``: the run's wall time so far,
+    all its parts (``clock()`` at each save; absent when no clock is set).
     """
 
     FILE = "server-state.npz"
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / self.FILE
+        self.clock: Callable[[], float] | None = None  # the run's wall seconds so far, saved with the state
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -34,6 +37,8 @@ class ServerState:
         if summed is not None:
             arrays.update({f"sum.{layer}": p for layer, p in enumerate(summed.arrays, start=1)})
             arrays["contributors"] = np.asarray(summed.contributors, dtype=np.int64)
+        if self.clock is not None:
+            arrays["wall_seconds"] = np.float64(self.clock())
         with replaced_privately(self.path) as handle:
             np.savez(handle, completed_round=np.int64(completed_round), **arrays)
 
@@ -43,10 +48,15 @@ class ServerState:
             completed = int(saved["completed_round"])
             layers: dict[int | str, dict[int, np.ndarray]] = {}
             for key in saved.files:
-                if key not in ("completed_round", "contributors"):
+                if key not in ("completed_round", "contributors", "wall_seconds"):
                     owner, layer = key.split(".")
                     layers.setdefault(owner if owner == "sum" else int(owner), {})[int(layer)] = saved[key]
             contributors = [int(c) for c in saved["contributors"]] if "contributors" in saved.files else None
         ordered = {c: [ls[l] for l in sorted(ls)] for c, ls in layers.items()}
         summed = PeerSum(ordered.pop("sum"), contributors) if contributors is not None else None
         return completed, ordered, summed
+
+    def wall_seconds(self) -> float:
+        """The run's wall time as of the saved state (0 if none was saved)."""
+        with np.load(self.path) as saved:
+            return float(saved["wall_seconds"]) if "wall_seconds" in saved.files else 0.0

@@ -20,7 +20,8 @@ class Reply:
     the reply's content before decoding it (unknown message type, unexpected
     records, oversized payload). ``bytes_received`` / ``bytes_sent`` count
     the statistics payload from the client's point of view (arrays in,
-    arrays out), in bytes.
+    arrays out), in bytes. ``seconds``: the server's time from request to reply; None when
+    nothing was timed (an error, a reply refused unread, or privacy on).
     """
 
     client: int
@@ -29,7 +30,7 @@ class Reply:
     error: str | None = None
     bytes_received: int = 0
     bytes_sent: int = 0
-    seconds: float = 0.0
+    seconds: float | None = None
     rejected: str | None = None
 
 
