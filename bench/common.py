@@ -2,7 +2,8 @@
 
 Every benchmark is ``python -m bench.<name> [--smoke] [--out DIR] [--threads N]``
 and writes ``results.json`` and ``table.md`` (and ``plot.png`` where a plot
-helps) into ``--out`` (default ``results/benchmarks/<name>/``).
+helps) into ``--out`` (default ``results/benchmarks/<name>/``; with ``--smoke`` a new
+temporary folder, so that a smoke run never replaces the committed figures).
 Every figure is stored with the 1-minute load average of the machine at the
 time it was taken (the development machine is shared), so a reader can tell
 a quiet measurement from a busy one.
@@ -18,6 +19,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -34,14 +36,26 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true",
                    help="tiny synthetic graphs, a few seconds: checks the benchmark runs (CI)")
     p.add_argument("--out", type=Path, default=None,
-                   help=f"output folder (default results/benchmarks/{name}/)")
+                   help=f"output folder (default results/benchmarks/{name}/; with --smoke a temporary folder)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1: the machine is shared; figures say which)")
     return p
 
 
 def out_dir(args: argparse.Namespace, name: str) -> Path:
-    path = Path(args.out) if args.out is not None else RESULTS / name
+    """``--out``, else (``--smoke``) a new temporary folder, else ``results/benchmarks/<name>``: created."""
+    return output_folder(args.out, args.smoke, RESULTS / name, name)
+
+
+def output_folder(out: str | Path | None, smoke: bool, default: Path, name: str) -> Path:
+    """Where a benchmark writes: ``out`` if given; a smoke run without it, a new temporary folder (never
+    the committed results); else ``default``. Created."""
+    if out is not None:
+        path = Path(out)
+    elif smoke:
+        path = Path(tempfile.mkdtemp(prefix=f"fedalign-{name}-smoke-"))
+    else:
+        path = default
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -212,6 +226,7 @@ def write_outputs(out: Path, results: dict[str, Any], markdown: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     (out / "table.md").write_text(markdown.rstrip() + "\n")
+    print(f"wrote {out / 'results.json'} and {out / 'table.md'}", file=sys.stderr)
 
 
 def data_root() -> str:

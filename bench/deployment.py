@@ -17,7 +17,8 @@ Cases: ``quickstart`` (the built-in default), ``quickstart-simultaneous`` (every
 trains every round; the round is compared with its slowest client's time in its process,
 ``round_minus_slowest_client_seconds``) and ``photo`` (Amazon Photo, community split,
 public share 0.2; needs ``FEDALIGN_DATA_ROOT``, skipped without it). ``--smoke`` runs the
-quickstart for 3 rounds (CI). Writes ``results.json`` to ``--out``. Round times depend on
+quickstart for 3 rounds (CI). Writes ``results.json`` to ``--out`` (default
+``results/benchmarks/deployment``; with ``--smoke`` a temporary folder, never the committed results). Round times depend on
 Flower's fixed 3 s SuperNode poll (``time.sleep(3)`` in ``flwr/supernode/start_client_internal.py``
 when no message is waiting; no setting changes it in flwr 1.41).
 """
@@ -35,7 +36,7 @@ from pathlib import Path
 
 from deploy import launch
 
-from .common import machine
+from .common import RESULTS, machine, output_folder
 
 CASES: dict[str, list[str]] = {
     "quickstart": [],
@@ -102,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--no-worker", action="store_true",
                         help="SuperNodes without their warm worker: every message's process loads everything")
-    parser.add_argument("--out", default="results/benchmarks/deployment")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default results/benchmarks/deployment; with --smoke a temporary folder)")
     a = parser.parse_args(argv)
     cases, rounds = (["quickstart"], 3) if a.smoke else (a.cases, a.rounds)
     if "photo" in cases and not os.environ.get("FEDALIGN_DATA_ROOT"):
         print("photo: skipped (set FEDALIGN_DATA_ROOT to the folder holding Amazon/Photo/raw)", file=sys.stderr)
         cases = [c for c in cases if c != "photo"]
-    out = Path(a.out) / ("without-worker" if a.no_worker else "")
+    out = output_folder(a.out, a.smoke, RESULTS / "deployment", "deployment")
+    out = out / ("without-worker" if a.no_worker else "")
     out.mkdir(parents=True, exist_ok=True)
     # torch_threads 0: the ClientApp processes keep torch's default
     results = {"machine": machine(threads=0), "transport": "TLS + SuperNode authentication, 127.0.0.1",

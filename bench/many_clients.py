@@ -10,7 +10,8 @@ local epoch. Times come from the run's own progress lines (``[round r/R | elapse
 (from launch to round 0, where all K clients release, done) and the median time of a training
 round. Memory is the peak, over the run, of the summed resident set of the run's process tree
 (Flower: the driver, Ray's processes and its workers), sampled every 0.2 s from ``/proc``.
-Writes ``results.json`` and ``table.md`` to ``--out`` (default ``results/benchmarks/many-clients``).
+Writes ``results.json`` and ``table.md`` to ``--out`` (default ``results/benchmarks/many-clients``;
+with ``--smoke`` a temporary folder).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     table = common.md_table(["K", "engine", "start-up to round 0", "round (median)", "peak RSS (tree)", "wall"], rows)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(table + "\n")
+    print(f"wrote {out / 'results.json'} and {out / 'table.md'}", file=sys.stderr)
     print(table)
     return 1 if any("error" in r for r in results["runs"]) else 0
 

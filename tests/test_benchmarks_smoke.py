@@ -7,12 +7,17 @@ weight bytes against the GCN parameter formula, ratios and slopes recomputed
 from the raw figures. No timing is asserted, only that times are positive and
 consistent with each other. The naive speed baseline is checked to compute
 the same losses, gradients and training step as fedalign on the same weights.
+Every test here checks that the committed results (git-tracked files under
+``results/``) are untouched: a smoke run writes only to its ``--out``, or without
+one to a temporary folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +30,27 @@ from fedalign.data import load_dataset, partition_dataset
 from fedalign.data.synthetic import csbm
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def committed_results() -> dict[str, tuple[str, int]]:
+    """Each git-tracked file under ``results/``: its content hash and modification time."""
+    listed = subprocess.run(["git", "ls-files", "-z", "results"], cwd=REPO, capture_output=True, text=True, check=True)
+    files = {}
+    for name in filter(None, listed.stdout.split("\0")):
+        path = REPO / name
+        if path.is_file():
+            files[name] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+    return files
+
+
+@pytest.fixture(autouse=True)
+def results_untouched():
+    """Every test in this module: the committed results are the same after it as before."""
+    before = committed_results()
+    assert before, "no committed results found to guard"
+    yield
+    after = committed_results()
+    assert after == before, sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
 def bench(name: str):
@@ -284,6 +310,61 @@ def test_scale_smoke(tmp_path):
     for r in graph_runs:
         assert f"| {r['graph_edges']} | {r['graph_nodes']} |" in table
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- where a smoke run writes
+
+
+def test_a_smoke_run_without_out_writes_to_a_temporary_folder(tmp_path):
+    """``--smoke`` with no ``--out``, as a user types it: results land in a new folder under $TMPDIR."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "bench.communication", "--smoke", "--skip-accuracy"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (written,) = [line for line in proc.stderr.splitlines() if line.startswith("wrote ")]
+    results = Path(written.split()[1])
+    assert results.name == "results.json" and results.parent.parent == tmp_path
+    assert json.loads(results.read_text())["smoke"] is True
+
+
+@pytest.mark.parametrize("name", ["speed", "communication", "scale", "many-clients"])
+def test_every_common_benchmark_resolves_its_folder_away_from_the_results(name, tmp_path, monkeypatch):
+    common = bench("common")
+    monkeypatch.setattr(common.tempfile, "tempdir", str(tmp_path))
+    smoke = common.out_dir(common.parser(name, "").parse_args(["--smoke"]), name)
+    assert smoke.is_dir() and smoke.parent == tmp_path
+    given = common.out_dir(common.parser(name, "").parse_args(["--smoke", "--out", str(tmp_path / "o")]), name)
+    assert given == tmp_path / "o"
+    assert common.parser(name, "").parse_args([]).out is None  # a full run: results/benchmarks/<name>
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    assert common.out_dir(common.parser(name, "").parse_args([]), name) == tmp_path / "results" / name
+
+
+def test_deployment_smoke_without_out_leaves_the_committed_results(tmp_path, monkeypatch, capsys):
+    """``bench.deployment --smoke`` (no ``--out``) used to overwrite results/benchmarks/deployment/results.json:
+    run its ``main`` with the deployment and the measurement stubbed out."""
+    deployment = bench("deployment")
+    monkeypatch.setattr(deployment.tempfile, "tempdir", str(tmp_path))
+    stopped = []
+
+    class Stub:
+        def stop(self, grace):
+            stopped.append(grace)
+
+    def measure(_deployment, case, rounds, _workdir):
+        empty = deployment._median_range([])
+        return {"case": case, "rounds": rounds, "round_seconds": empty, "overhead_seconds": empty,
+                "round_minus_slowest_client_seconds": empty, "answered_by_worker": 0, "messages": 0,
+                "message": {k: empty for k in ("before_handler", "imports", "load", "work", "total")}}
+
+    monkeypatch.setattr(deployment.launch, "start_local", lambda *a, **k: Stub())
+    monkeypatch.setattr(deployment, "measure", measure)
+    assert deployment.main(["--smoke"]) == 0
+    written = Path(capsys.readouterr().out.split("wrote ")[1].split()[0])
+    assert written.parent.parent == tmp_path and stopped
+    assert [c["case"] for c in json.loads(written.read_text())["cases"]] == ["quickstart"]
+    assert deployment.main(["--smoke", "--out", str(tmp_path / "given")]) == 0
+    assert (tmp_path / "given" / "results.json").is_file()
 
 
 # ---------------------------------------------------------------- deployment
