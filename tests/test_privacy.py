@@ -12,6 +12,8 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import scatter
 
+from fedalign.client.noise import NoiseSource, seeded_noise
+
 from fedalign.privacy import (
     DPSGDTrainer,
     DPSGDUnsupported,
@@ -86,7 +88,7 @@ def test_noise_has_configured_std(scope):
     sigma, clip = 1.5, 0.7
     mech = StatisticsMechanism(clip, sigma, scope, num_layers=3)
     stats = [torch.zeros(4000) for _ in range(3)]
-    noisy = mech.noisy_vector(stats, torch.Generator().manual_seed(0))
+    noisy = mech.noisy_vector(stats, NoiseSource())
     assert noisy.shape == (3, 4000)
     assert abs(float(noisy.std()) / (sigma * clip) - 1) < 0.03
     assert abs(float(noisy.mean())) < 0.05 * sigma * clip
@@ -124,7 +126,7 @@ def test_release_is_valid_distribution_per_target():
     target = edge_index[1]
     stats = random_distributions(target, n, 4, seed=4)
     mech = StatisticsMechanism(1.0, 3.0)  # heavy noise: many groups go entirely negative
-    out = mech.release(stats, target, n, torch.Generator().manual_seed(5))
+    out = mech.release(stats, target, n, seeded_noise(5))
     assert len(out) == 4
     for p in out:
         assert p.shape == target.shape and p.dtype == torch.float32
@@ -143,9 +145,9 @@ def test_release_is_deterministic_by_seed():
     edge_index, n = random_graph(20, 80, seed=6)
     stats = random_distributions(edge_index[1], n, 2, seed=7)
     mech = StatisticsMechanism(1.0, 0.5)
-    a = mech.release(stats, edge_index[1], n, torch.Generator().manual_seed(11))
-    b = mech.release(stats, edge_index[1], n, torch.Generator().manual_seed(11))
-    c = mech.release(stats, edge_index[1], n, torch.Generator().manual_seed(12))
+    a = mech.release(stats, edge_index[1], n, seeded_noise(11))
+    b = mech.release(stats, edge_index[1], n, seeded_noise(11))
+    c = mech.release(stats, edge_index[1], n, seeded_noise(12))
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
     assert any(not torch.equal(x, z) for x, z in zip(a, c))
@@ -161,7 +163,7 @@ def test_zero_noise_needs_the_explicit_clip_only_path():
     edge_index, n = random_graph(15, 60, seed=8)
     stats = random_distributions(edge_index[1], n, 3, seed=9)
     # Clipping scales by a positive factor and renormalising undoes it: valid input comes back.
-    for p, s in zip(mech.release(stats, edge_index[1], n, generator=None), stats):
+    for p, s in zip(mech.release(stats, edge_index[1], n, noise=None), stats):
         torch.testing.assert_close(p, s)
     ledger = PrivacyLedger()
     ledger.record(mech.effective_noise_multiplier)
@@ -178,10 +180,10 @@ def test_mechanism_rejects_bad_configuration():
     mech = StatisticsMechanism(1.0, 1.0, num_layers=2)
     with pytest.raises(ValueError, match="num_layers=2"):
         mech.clip([torch.ones(5)] * 3)
-    with pytest.raises(ValueError, match="torch.Generator"):
+    with pytest.raises(ValueError, match="noise source"):
         mech.noisy_vector([torch.ones(5)] * 2, None)
     with pytest.raises(ValueError, match="edges"):
-        mech.release([torch.ones(5)] * 2, torch.zeros(4, dtype=torch.long), 1, torch.Generator())
+        mech.release([torch.ones(5)] * 2, torch.zeros(4, dtype=torch.long), 1, NoiseSource())
 
 
 def test_for_budget_reaches_target():
@@ -337,7 +339,7 @@ def make_trainer(model, *, sample_rate=1.0, noise_multiplier=0.0, max_grad_norm=
         sample_rate=sample_rate,
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
-        generator=torch.Generator().manual_seed(0),
+        noise=seeded_noise(0),
         ledger=ledger if ledger is not None else PrivacyLedger(),
         clip_only=noise_multiplier == 0.0,
     )
@@ -403,7 +405,7 @@ def test_trainer_records_every_step():
     with pytest.raises(ValueError, match="clip_only"):
         DPSGDTrainer(make_model(), torch.optim.SGD(make_model().parameters(), lr=0.1), summed_loss,
                      num_graphs=4, sample_rate=0.5, noise_multiplier=0.0, max_grad_norm=1.0,
-                     generator=torch.Generator(), ledger=PrivacyLedger())
+                     noise=NoiseSource(), ledger=PrivacyLedger())
 
 
 def test_single_graph_dp_sgd_is_unsupported():

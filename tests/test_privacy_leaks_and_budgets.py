@@ -94,8 +94,12 @@ def test_in_process_resume_continues_the_students_and_their_ledgers(tmp_path):
     ledger = PrivacyLedger("prv", 1e-5)
     ledger.record(GAUSSIAN["noise_multiplier"] / math.sqrt(2), steps=3)  # round 0 + 2 turns each
     for c in ("0", "1"):
-        assert resumed["clients"][c]["epsilon"] == pytest.approx(whole["clients"][c]["epsilon"])
-        assert resumed["clients"][c]["epsilon"] == pytest.approx(ledger.epsilon())
+        assert resumed["clients"][c]["epsilon"] == whole["clients"][c]["epsilon"] == math.inf  # reproducible noise
+        kept = [torch.load(d / "client-state" / f"client-{c}.pt", weights_only=True)["privacy_ledger"]
+                for d in (tmp_path / "whole", run_dir)]
+        restored = PrivacyLedger("prv", 1e-5)
+        restored.load_state_dict(kept[1])
+        assert kept[0] == kept[1] and restored.epsilon() == pytest.approx(ledger.epsilon())
         assert resumed["clients"][c]["test_at_best_val"] == pytest.approx(whole["clients"][c]["test_at_best_val"])
     assert [r["round"] for r in rows_of(run_dir)] == [r["round"] for r in rows_of(tmp_path / "whole")]
 
@@ -104,7 +108,7 @@ def test_max_epsilon_holds_across_resume_and_extension(tmp_path):
     ledger = PrivacyLedger("prv", 1e-5)
     ledger.record(4.0 / math.sqrt(2), steps=3)
     budget = ledger.epsilon() * 1.001  # room for exactly 3 releases
-    privacy = {**GAUSSIAN, "max_epsilon": budget}
+    privacy = {**GAUSSIAN, "reproducible_noise": False, "max_epsilon": budget}
     run_dir, _ = run_inprocess(cfg_of(SMALL, privacy=privacy, federation={"rounds": 2}), tmp_path / "run")
     _, summary = run_inprocess(cfg_of(SMALL, privacy=privacy, federation={"rounds": 8}), run_dir, resume=True)
     rows = rows_of(run_dir)
@@ -116,7 +120,7 @@ def test_max_epsilon_holds_across_resume_and_extension(tmp_path):
 
 
 def test_an_extended_target_epsilon_run_keeps_its_sigma_and_says_epsilon_grows(tmp_path, caplog):
-    privacy = {"mechanism": "gaussian", "target_epsilon": 4.0, "reproducible_noise": True, "free_initial_release": False}
+    privacy = {"mechanism": "gaussian", "target_epsilon": 4.0, "free_initial_release": False}
     run_dir, first = run_inprocess(cfg_of(SMALL, privacy=privacy), tmp_path / "run")
     assert max(c["epsilon"] for c in first["clients"].values()) <= 4.0
     with caplog.at_level(logging.WARNING, logger="fedalign"):

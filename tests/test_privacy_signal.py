@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fedalign.client import build_student
+from fedalign.client.noise import NoiseSource, seeded_noise
 from fedalign.config import config_from_dict
 from fedalign.inprocess import run_inprocess
 from fedalign.privacy import PrivacyLedger, StatisticsMechanism, noise_multiplier_for_epsilon
@@ -26,7 +27,7 @@ SMALL = {
 
 
 def cfg_of(**privacy):
-    return config_from_dict({**SMALL, "privacy": {"mechanism": "gaussian", "reproducible_noise": True, **privacy}})
+    return config_from_dict({**SMALL, "privacy": {"mechanism": "gaussian", **privacy}})
 
 
 def rows_of(run_dir):
@@ -76,10 +77,9 @@ def test_baseline_subtraction_against_a_hand_computation():
     assert mech.sensitivity == pytest.approx(2 * 0.1)  # signed after centring: 2 C
     centred = p - baseline  # [0.2667, -0.0333, -0.2333, 0]: what is clipped
     norm = float(torch.linalg.vector_norm(centred))
-    generator = torch.Generator().manual_seed(5)
-    noise = torch.normal(0.0, 1.5 * 0.1, size=(1, 4), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    noise = seeded_noise(5).normal((1, 4), 1.5 * 0.1)
     expected = project_to_distributions(centred * (0.1 / norm) + noise[0] + baseline, target, 2)
-    (released,) = mech.release([p], target, 2, generator)
+    (released,) = mech.release([p], target, 2, seeded_noise(5))
     assert torch.allclose(released, expected)
     # the share of the clipped norm that differs from the public uniform baseline: all of it when centred,
     # ||p - b|| / ||p|| = 0.356 / 1.208 = 0.29 without (the rest is spent on what everyone knows)
@@ -100,7 +100,7 @@ def test_randomised_response_flip_rates_match_the_formula(epsilon, num_classes):
 
     n = 200_000
     y = torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(0))
-    out = randomised_response(y, epsilon, num_classes, False, torch.Generator().manual_seed(1))
+    out = randomised_response(y, epsilon, num_classes, False, NoiseSource())
     keep = math.exp(epsilon) / (math.exp(epsilon) + num_classes - 1)
     assert keep_probability(epsilon, num_classes) == pytest.approx(keep)
     assert float((out == y).float().mean()) == pytest.approx(keep, abs=4 * math.sqrt(keep * (1 - keep) / n))
@@ -108,13 +108,13 @@ def test_randomised_response_flip_rates_match_the_formula(epsilon, num_classes):
     moved = ((changed - y[out != y]) % num_classes).bincount(minlength=num_classes)[1:].float()
     assert float(moved.max() - moved.min()) / float(moved.mean()) < 0.05
     multi = torch.randint(0, 2, (n, 3), generator=torch.Generator().manual_seed(2)).float()
-    flipped = randomised_response(multi, epsilon, 3, True, torch.Generator().manual_seed(3))
+    flipped = randomised_response(multi, epsilon, 3, True, NoiseSource())
     assert float((flipped != multi).float().mean()) == pytest.approx(1 / (1 + math.exp(epsilon)), abs=0.005)
 
 
 def test_label_dp_randomises_training_labels_once_and_keeps_everything_else(tmp_path):
     cfg = config_from_dict({**SMALL, "partition": {"scheme": "replicate"}, "federation": {"rounds": 2},
-                            "privacy": {"unit": "labels", "label_epsilon": 1.0, "reproducible_noise": True}})
+                            "privacy": {"unit": "labels", "label_epsilon": 1.0}})
     student = build_student(cfg, 0)
     shared = build_student(cfg, 1).val_split.graph  # the data every client shares in one process
     clean = shared.y[student.train_split.mask]

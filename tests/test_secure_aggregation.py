@@ -12,6 +12,7 @@ from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.quantization import dequantize
 
 from fedalign.client.checkpoint import checkpoint_path
+from fedalign.client.noise import NoiseSource
 from fedalign.client.release.secure import SecureShareRelease
 from fedalign.config import ConfigError, config_from_dict
 from fedalign.inprocess import run_inprocess
@@ -56,7 +57,7 @@ def test_noise_of_a_share_and_the_honest_count():
     assert honest_noise_shares(2, 0.1, 1) == 1
     mechanism = StatisticsMechanism(clip_norm=0.5, noise_multiplier=3.0)
     stats = [torch.full((20_000,), 1.0)]  # norm 141.4: clipped to 0.5, every entry 0.5 / 141.42
-    share = mechanism.share(stats, torch.Generator().manual_seed(0), parts=9)
+    share = mechanism.share(stats, NoiseSource(), parts=9)
     noise = share[0] - 0.5 / math.sqrt(20_000)
     assert abs(float(noise.mean())) < 0.01
     assert float(noise.std()) == pytest.approx(3.0 * 0.5 / 3, rel=0.02)

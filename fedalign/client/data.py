@@ -12,7 +12,7 @@ from torch_geometric.utils import subgraph
 from ..config import ExperimentConfig
 from ..data import ClientData, GraphSplit, load_partition
 from ..privacy import randomised_response
-from .noise import LABEL_STREAM, noise_generator
+from .noise import LABEL_STREAM, noise_source
 
 
 @dataclass
@@ -68,10 +68,10 @@ def randomise_labels(cfg: ExperimentConfig, client_id: int, train: GraphSplit, t
     """``train`` on a copy of its graph whose training labels went through randomised response at
     ``privacy.label_epsilon`` (:mod:`fedalign.privacy.labels`); other nodes' labels are untouched
     (validation and test labels never enter training). The shared graph itself is not modified."""
-    generator = noise_generator(cfg, client_id, 0, LABEL_STREAM, torch.device("cpu"))
+    noise = noise_source(cfg, client_id, 0, LABEL_STREAM)
     graph = copy.copy(train.graph)
     y = graph.y.cpu().clone()
     mask = train.mask.cpu()
-    y[mask] = randomised_response(y[mask], cfg.privacy.label_epsilon, task.num_classes, task.multilabel, generator)
+    y[mask] = randomised_response(y[mask], cfg.privacy.label_epsilon, task.num_classes, task.multilabel, noise)
     graph.y = y.to(train.graph.y.device)
     return GraphSplit(graph, train.mask)

@@ -13,7 +13,7 @@ from ..config import ExperimentConfig
 from ..privacy import DPSGDTrainer, PrivacyLedger, require_per_graph_samples
 from ..data import GraphSplit
 from .data import split_into_graphs
-from .noise import DP_SGD_STREAM, noise_generator
+from .noise import DP_SGD_STREAM, noise_source, reported_epsilon
 from .objective import AlignmentTargets
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class DPSGDTraining:
         trainer = DPSGDTrainer(
             student.model, student.optimizer, graph_task_loss, num_graphs=len(self.graphs),
             sample_rate=dp.sample_rate, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-            generator=noise_generator(cfg, student.client_id, round_number, DP_SGD_STREAM, student.device),
+            noise=noise_source(cfg, student.client_id, round_number, DP_SGD_STREAM),
             ledger=self.ledger, clip_only=dp.noise_multiplier == 0,
         )
         trainer.optimizer.attach_step_hook(add_alignment_gradient)
@@ -148,7 +148,8 @@ class DPSGDTraining:
                     align_grads.extend(torch.autograd.grad(cfg.align.weight * loss_align, params, allow_unused=True))
                 loss_task = trainer.step(self.graphs)
             student.epochs_trained += 1
-        metrics = {"align_loss": loss_align.item(), "dp_sgd_epsilon": self.ledger.epsilon()}
+        epsilon = reported_epsilon(cfg, student.client_id, self.ledger.epsilon())
+        metrics = {"align_loss": loss_align.item(), "dp_sgd_epsilon": epsilon}
         if not math.isnan(loss_task):  # an empty last Poisson batch has no task loss: leave it out
             metrics["task_loss"] = loss_task
         return metrics

@@ -95,6 +95,7 @@ def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
                    "set privacy.mechanism: gaussian, or remove the key")
     _check_label_privacy(p)
     _check_secure_aggregation(cfg)
+    _check_reproducible_noise(p)
     d = p.dp_sgd
     _check(0 < d.sample_rate <= 1, "privacy.dp_sgd.sample_rate", f"must be in (0, 1], got {d.sample_rate}")
     _check(0 < d.max_grad_norm < math.inf, "privacy.dp_sgd.max_grad_norm",
@@ -126,6 +127,18 @@ def _check_label_privacy(p) -> None:
                f"set to {p.label_epsilon} but privacy.unit is 'client'; set privacy.unit: labels, or remove the key")
 
 
+def _check_reproducible_noise(p) -> None:
+    """Seeded noise is regenerable by whoever holds the config (the server does): no epsilon holds for it."""
+    if not p.reproducible_noise or p.insecure_ok:
+        return
+    for key, value in (("target_epsilon", p.target_epsilon), ("max_epsilon", p.max_epsilon),
+                       ("label_epsilon", p.label_epsilon)):
+        _check(value is None or value == math.inf, "privacy.reproducible_noise",
+               f"seeds the noise from the config, which the server holds, so it gives no privacy (every release "
+               f"reports epsilon = inf), yet privacy.{key} = {value} asks for a guarantee; remove "
+               "privacy.reproducible_noise (tests only), or set privacy.insecure_ok: true to run it anyway")
+
+
 def _check_secure_aggregation(cfg: ExperimentConfig) -> None:
     from ..aggregation import honest_noise_shares
 
@@ -134,6 +147,9 @@ def _check_secure_aggregation(cfg: ExperimentConfig) -> None:
     _check(p.colluders >= 0, "privacy.colluders", f"must be >= 0, got {p.colluders}")
     if not p.secure_aggregation:
         return
+    _check(p.colluders >= 1, "privacy.colluders",
+           "secure aggregation needs privacy.colluders >= 1: every trainer knows its own noise share, so against a "
+           f"peer at most n - 1 of the n honest shares are unknown (got {p.colluders}); set privacy.colluders: 1")
     needs = "privacy.secure_aggregation sums the clients' noisy statistics every round"
     _check(cfg.federation.schedule == "simultaneous", "privacy.secure_aggregation",
            f"{needs}, so it needs federation.schedule: simultaneous (got {cfg.federation.schedule!r})")

@@ -136,15 +136,17 @@ class PrivacyConfig:
     # Round 0's release (before any training, on a public alignment graph) reads no private data: send it
     # exact and uncharged. Under partition.scheme replicate the alignment graph is private: always charged.
     free_initial_release: bool = True
-    # Noise from the experiment seed (reproducible, for tests and comparisons) or, by default, from
-    # OS entropy: a seed the server knows would let it regenerate and subtract the noise.
+    # Noise from the experiment seed (reproducible, for tests and comparisons) or, by default, from the OS
+    # CSPRNG (fedalign.client.noise): a seed the server knows lets it regenerate and subtract the noise, so a
+    # reproducible run reports epsilon = inf, and with target/max/label epsilon needs insecure_ok: true.
     reproducible_noise: bool = False
+    insecure_ok: bool = False  # accept reproducible_noise together with an epsilon target (tests, comparisons)
     # Secure aggregation with distributed noise (schedule simultaneous, mechanism gaussian): the server learns
     # only the sum of the clients' shares (Flower's SecAgg+ in the Flower engines), each client adds noise of std
     # sigma C / sqrt(n), n = K - floor(max_dropout_share K) - colluders (fedalign.aggregation).
     secure_aggregation: bool = False
     max_dropout_share: float = 0.1  # clients that may drop out of a round while the sum keeps noise sigma C
-    colluders: int = 1  # clients whose noise shares the adversary may know (1: any one client knows its own)
+    colluders: int = 1  # clients whose noise shares the adversary may know (>= 1: any trainer knows its own)
     dp_sgd: DPSGDConfig = field(default_factory=DPSGDConfig)
 
 

@@ -43,9 +43,10 @@ hidden layer l, ``p_l(u|v)``.
   which names the no-privacy path explicitly; its effective multiplier is 0 and
   a :class:`PrivacyLedger` records it as epsilon = infinity.
 * The guarantee covers the statistics only: anything else a client sends that
-  depends on its data (weights, metrics) needs its own accounting. Noise is
-  drawn with ``torch.normal``; floating-point attacks on the Gaussian sampler
-  (Mironov 2012) are not mitigated.
+  depends on its data (weights, metrics) needs its own accounting. Noise comes
+  from the OS CSPRNG (:mod:`fedalign.client.noise`: no seed to search), each
+  Gaussian the halved sum of four (Opacus' ``secure_mode``); Mironov's (2012)
+  attack on the float rounding of the noisy release is not mitigated.
 
 **1b. The same mechanism, distributed, under secure aggregation** (``privacy.secure_aggregation``):
 every client adds only a share of the noise (std ``sigma C / sqrt(n)``) and the server learns only
@@ -58,7 +59,7 @@ multi-graph datasets such as PPI where each graph is one sample.
 * Unit of privacy: one graph. Neighbouring relation: add/remove one graph
   (the relation of Opacus' analysis of the Poisson-subsampled Gaussian).
 * Each step samples every graph independently with probability q (Poisson
-  sampling, seeded generator), clips each graph's gradient to L2 norm
+  sampling from the OS CSPRNG), clips each graph's gradient to L2 norm
   ``max_grad_norm``, adds ``N(0, (sigma max_grad_norm)^2)`` noise and records
   ``(sigma, q)`` into a :class:`PrivacyLedger`, which is exactly what the
   RDP/PRV accountants assume.

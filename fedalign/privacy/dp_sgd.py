@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from .accounting import PrivacyLedger, check_record
+
+if TYPE_CHECKING:
+    from ..client.noise import NoiseSource
 
 LossFn = Callable[[nn.Module, Data], Tensor]
 
@@ -95,7 +99,9 @@ class DPSGDTrainer:
             summed clipped gradients. 0 only with ``clip_only=True`` (no
             privacy, recorded as epsilon = infinity).
         max_grad_norm: per-graph L2 clip bound, in gradient units.
-        generator: seeded source of both the sampling and the noise, on the model's device.
+        noise: the source of both the Poisson sampling and the gradient noise
+            (:class:`fedalign.client.noise.NoiseSource`: the OS CSPRNG outside tests); the
+            noise is drawn on the CPU in float64 and moved to the parameters' device.
         ledger: where each step is recorded.
         clip_only: the explicit no-noise path.
     """
@@ -110,7 +116,7 @@ class DPSGDTrainer:
         sample_rate: float,
         noise_multiplier: float,
         max_grad_norm: float,
-        generator: torch.Generator,
+        noise: NoiseSource,
         ledger: PrivacyLedger,
         clip_only: bool = False,
     ) -> None:
@@ -128,25 +134,20 @@ class DPSGDTrainer:
         self.num_graphs = num_graphs
         self.sample_rate = float(sample_rate)
         self.noise_multiplier = float(noise_multiplier)
-        self.generator = generator
+        self.noise = noise
         self.ledger = ledger
-        from opacus.optimizers import DPOptimizer  # opacus is imported only where DP-SGD runs
-
-        self.optimizer = DPOptimizer(
+        self.optimizer = _noise_source_optimizer()(
             optimizer,
+            noise,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
             expected_batch_size=max(1, round(sample_rate * num_graphs)),
             loss_reduction="mean",
-            generator=generator,
         )
 
     def sample_batch(self) -> list[int]:
         """Poisson sampling: the indices of the graphs drawn this step (possibly none)."""
-        # Drawn on the generator's device: one generator serves sampling and Opacus' noise, which
-        # is drawn on the parameters' device, so a CUDA model needs a CUDA generator.
-        mask = torch.rand(self.num_graphs, generator=self.generator, device=self.generator.device) < self.sample_rate
-        return mask.nonzero().flatten().tolist()
+        return self.noise.bernoulli((self.num_graphs,), self.sample_rate).nonzero().flatten().tolist()
 
     def step(self, graphs: Sequence[Data]) -> float:
         """One DP-SGD step on a Poisson sample of ``graphs``; returns the batch's mean loss.
@@ -168,3 +169,29 @@ class DPSGDTrainer:
         self.optimizer.step()
         self.ledger.record(self.noise_multiplier, self.sample_rate)
         return float(losses.mean()) if len(batch) else math.nan
+
+
+@functools.cache
+def _noise_source_optimizer() -> type:
+    """Opacus' ``DPOptimizer`` whose gradient noise comes from a :class:`NoiseSource` (the OS CSPRNG)
+    instead of a ``torch.Generator`` (at most 64 bits of seed; 32 on the CPU). Built on first use:
+    opacus is imported only where DP-SGD runs."""
+    from opacus.optimizers import DPOptimizer
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    class NoiseSourceDPOptimizer(DPOptimizer):
+        def __init__(self, optimizer: torch.optim.Optimizer, noise: NoiseSource, **kwargs) -> None:
+            super().__init__(optimizer, **kwargs)
+            self.noise = noise
+
+        def add_noise(self) -> None:
+            """As ``DPOptimizer.add_noise``: N(0, (sigma C)^2) on every summed clipped gradient."""
+            std = self.noise_multiplier * self.max_grad_norm
+            for p in self.params:
+                _check_processed_flag(p.summed_grad)
+                noise = self.noise.normal(p.summed_grad.shape, std, dtype=p.summed_grad.dtype,
+                                          device=p.summed_grad.device)
+                p.grad = (p.summed_grad + noise).view_as(p)
+                _mark_as_processed(p.summed_grad)
+
+    return NoiseSourceDPOptimizer

@@ -14,9 +14,13 @@ and test labels (they never enter training; the scores computed on them stay on 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..client.noise import NoiseSource
 
 
 def keep_probability(epsilon: float, num_classes: int) -> float:
@@ -30,14 +34,15 @@ def flip_probability(epsilon: float) -> float:
 
 
 def randomised_response(y: Tensor, epsilon: float, num_classes: int, multilabel: bool,
-                        generator: torch.Generator) -> Tensor:
-    """Randomised labels: ``y`` long [n] (multiclass) or {0,1} float [n, C] (multilabel), same shape."""
+                        noise: NoiseSource) -> Tensor:
+    """Randomised labels: ``y`` long [n] (multiclass) or {0,1} float [n, C] (multilabel), same shape,
+    on ``y``'s device; every draw from ``noise`` (the OS CSPRNG outside tests)."""
     if not epsilon > 0:
         raise ValueError(f"label epsilon must be > 0, got {epsilon}")
     if multilabel:
-        flip = torch.rand(y.shape, generator=generator) < flip_probability(epsilon)
+        flip = noise.bernoulli(y.shape, flip_probability(epsilon)).to(y.device)
         return torch.where(flip, 1.0 - y, y)
-    keep = torch.rand(y.shape, generator=generator) < keep_probability(epsilon, num_classes)
+    keep = noise.bernoulli(y.shape, keep_probability(epsilon, num_classes)).to(y.device)
     # another class, uniformly: shift by 1..C-1
-    shift = torch.randint(1, num_classes, y.shape, generator=generator)
+    shift = noise.randint(1, num_classes, y.shape).to(y.device)
     return torch.where(keep, y, (y + shift) % num_classes)

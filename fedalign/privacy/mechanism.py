@@ -6,7 +6,7 @@ Unit, neighbouring relation, sensitivity and accounting: see :mod:`fedalign.priv
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor
@@ -15,6 +15,9 @@ from torch_geometric.utils import scatter
 from ..config import ExperimentConfig
 from ..schedules import planned_releases
 from .accounting import DEFAULT_ACCOUNTANT, noise_multiplier_for_epsilon
+
+if TYPE_CHECKING:
+    from ..client.noise import NoiseSource
 
 CLIP_SCOPES = ("release", "layer")
 
@@ -226,37 +229,35 @@ class StatisticsMechanism:
             return clip_to_norm(stacked, self.clip_norm)
         return torch.stack([clip_to_norm(row, self.clip_norm) for row in stacked])
 
-    def noisy_vector(self, stats: Sequence[Tensor], generator: torch.Generator | None) -> Tensor:
+    def noisy_vector(self, stats: Sequence[Tensor], noise: NoiseSource | None) -> Tensor:
         """Clipped statistics plus ``N(0, (sigma C)^2)`` noise, before post-processing: float [L, E].
 
-        ``generator`` is the source of the noise; it may be None only for a
-        ``clip_only`` mechanism, which draws nothing.
+        ``noise`` is the source of the noise (:class:`fedalign.client.noise.NoiseSource`: the OS
+        CSPRNG); it may be None only for a ``clip_only`` mechanism, which draws nothing.
         """
-        return self._noised(self.clip(stats), self.noise_multiplier * self.clip_norm, generator)
+        return self._noised(self.clip(stats), self.noise_multiplier * self.clip_norm, noise)
 
-    def share(self, stats: Sequence[Tensor], generator: torch.Generator | None, parts: int) -> Tensor:
+    def share(self, stats: Sequence[Tensor], noise: NoiseSource | None, parts: int) -> Tensor:
         """One client's share of a distributed release (:mod:`fedalign.aggregation`): the clipped
         statistics plus ``N(0, (sigma C)^2 / parts)`` noise, float [L, E], not post-processed (the sum of
         ``parts`` honest shares carries noise sigma C; the receiver projects the sum)."""
         if parts < 1:
             raise ValueError(f"parts must be >= 1, got {parts}")
-        return self._noised(self.clip(stats), self.noise_multiplier * self.clip_norm / math.sqrt(parts), generator)
+        return self._noised(self.clip(stats), self.noise_multiplier * self.clip_norm / math.sqrt(parts), noise)
 
-    def _noised(self, clipped: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
+    def _noised(self, clipped: Tensor, std: float, noise: NoiseSource | None) -> Tensor:
         if self.clip_only:
             return clipped
-        if generator is None:
-            raise ValueError("a noisy release needs a torch.Generator; pass a seeded generator")
-        noise = torch.normal(0.0, std, size=clipped.shape, generator=generator, dtype=clipped.dtype,
-                             device=clipped.device)
-        return clipped + noise
+        if noise is None:
+            raise ValueError("a noisy release needs a noise source; pass fedalign.client.noise.NoiseSource()")
+        return clipped + noise.normal(clipped.shape, std, dtype=clipped.dtype, device=clipped.device)
 
     def release(
         self,
         stats: Sequence[Tensor],
         target: Tensor,
         num_nodes: int,
-        generator: torch.Generator | None,
+        noise: NoiseSource | None,
     ) -> list[Tensor]:
         """What the client shares: L valid distributions per target node.
 
@@ -265,7 +266,7 @@ class StatisticsMechanism:
             target: long [E], the target node v of each edge (``edge_index[1]``
                 of the public alignment graph).
             num_nodes: N, the number of nodes of the alignment graph.
-            generator: the noise source (None only for ``clip_only``).
+            noise: the noise source (None only for ``clip_only``).
 
         Returns:
             L float tensors [E]: non-negative, summing to 1 over each node's
@@ -275,7 +276,7 @@ class StatisticsMechanism:
         baseline = uniform_baseline(target, num_nodes).to(stats[0].dtype) if self.centre else None
         if baseline is not None:
             stats = [s - baseline for s in stats]
-        noisy = self.noisy_vector(stats, generator)
+        noisy = self.noisy_vector(stats, noise)
         if baseline is not None:
             noisy = noisy + baseline
         if target.shape != noisy.shape[1:]:

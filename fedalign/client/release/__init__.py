@@ -38,13 +38,13 @@ def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int,
     if not shares_statistics(cfg.align.strategy):
         return NoRelease()
     if cfg.privacy.unit == "labels":
-        return LabelDPRelease(cfg.align.statistics_dtype, cfg.privacy.label_epsilon)
+        return LabelDPRelease(cfg, client_id)
     if cfg.privacy.secure_aggregation:
         return SecureShareRelease.from_config(cfg, client_id, num_arrays, layout)
     if cfg.privacy.mechanism == "gaussian":
         return GaussianRelease.from_config(cfg, client_id, num_arrays, layout)
     if dp_sgd_ledger is not None:
-        return DPSGDRelease(cfg.align.statistics_dtype, dp_sgd_ledger)
+        return DPSGDRelease(cfg, client_id, dp_sgd_ledger)
     return PlainRelease(cfg.align.statistics_dtype)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ...config import ExperimentConfig
 from ...privacy import PrivacyLedger
+from ..noise import reported_epsilon
 from .base import ReleasePolicy, on_wire
 
 
@@ -13,8 +15,10 @@ class DPSGDRelease(ReleasePolicy):
     public alignment graph (``partition.scheme: graphs``; the config checks refuse the rest).
     """
 
-    def __init__(self, wire_dtype: str, ledger: PrivacyLedger) -> None:
-        self.wire_dtype, self.ledger = wire_dtype, ledger
+    def __init__(self, cfg: ExperimentConfig, client_id: int, ledger: PrivacyLedger) -> None:
+        self.cfg, self.client_id = cfg, client_id
+        self.wire_dtype, self.ledger = cfg.align.statistics_dtype, ledger
 
     def release(self, statistics, round_number, turn):
-        return on_wire(statistics(), self.wire_dtype), {"epsilon": self.ledger.epsilon(), "withheld": 0.0}
+        epsilon = reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon())
+        return on_wire(statistics(), self.wire_dtype), {"epsilon": epsilon, "withheld": 0.0}

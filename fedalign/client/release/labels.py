@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...config import ExperimentConfig
+from ..noise import reported_epsilon
 from .base import ReleasePolicy, on_wire
 
 
 class LabelDPRelease(ReleasePolicy):
     """The raw statistics, reported with ``epsilon`` = the per-label epsilon of randomised response
-    (:mod:`fedalign.privacy.labels`), which the client spent once, before training."""
+    (:mod:`fedalign.privacy.labels`), which the client spent once, before training (infinity under
+    ``privacy.reproducible_noise``: the randomisation can then be regenerated from the config)."""
 
-    def __init__(self, wire_dtype: str, label_epsilon: float) -> None:
-        self.wire_dtype, self.label_epsilon = wire_dtype, label_epsilon
+    def __init__(self, cfg: ExperimentConfig, client_id: int) -> None:
+        self.cfg, self.client_id = cfg, client_id
+        self.wire_dtype, self.label_epsilon = cfg.align.statistics_dtype, cfg.privacy.label_epsilon
 
     def release(self, statistics, round_number, turn):
-        return on_wire(statistics(), self.wire_dtype), {"epsilon": self.label_epsilon, "withheld": 0.0}
+        epsilon = reported_epsilon(self.cfg, self.client_id, self.label_epsilon)
+        return on_wire(statistics(), self.wire_dtype), {"epsilon": epsilon, "withheld": 0.0}
 
     def state_dict(self) -> dict[str, Any]:
         return {"label_epsilon": self.label_epsilon}  # non-empty: the client's state (its labels) is kept

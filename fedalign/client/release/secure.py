@@ -13,7 +13,7 @@ from ...privacy.mechanism import uniform_baseline
 from ...aggregation import honest_noise_shares
 from ...schedules import initial_release_is_charged
 from ...wire import SUM_WITH_OWN, ReleaseLayout, Statistics
-from ..noise import STATISTICS_STREAM, noise_generator
+from ..noise import STATISTICS_STREAM, noise_source, reported_epsilon
 from .gaussian import GaussianRelease
 
 
@@ -47,18 +47,17 @@ class SecureShareRelease(GaussianRelease):
             raw = [r - self._baseline() for r in raw]
         if turn == 0 and not initial_release_is_charged(self.cfg):
             share = [r.numpy() for r in raw]
-            metrics = {"epsilon": self.ledger.epsilon(), "withheld": 0.0}
+            metrics = {"epsilon": reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon()), "withheld": 0.0}
         else:
             multiplier = self.mechanism.effective_noise_multiplier
             allowed = self.max_epsilon is None or self.ledger.epsilon_if(multiplier) <= self.max_epsilon
-            generator = noise_generator(self.cfg, self.client_id, round_number, STATISTICS_STREAM,
-                                        torch.device("cpu"))
+            noise = noise_source(self.cfg, self.client_id, round_number, STATISTICS_STREAM)
             if not allowed:  # data-free: noise only
                 raw = [torch.zeros_like(r) for r in raw]
-            share = [row.numpy() for row in self.mechanism.share(raw, generator, self.parts)]
+            share = [row.numpy() for row in self.mechanism.share(raw, noise, self.parts)]
             if allowed:
                 self.ledger.record(multiplier)
-            metrics = {"epsilon": self.ledger.epsilon(), "withheld": 0.0 if allowed else 1.0}
+            metrics = {"epsilon": reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon()), "withheld": 0.0 if allowed else 1.0}
         self.last_share = share
         return share, metrics
 
