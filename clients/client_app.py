@@ -45,8 +45,9 @@ from fedalign.client.paths import state_root  # noqa: E402
 from fedalign.files import append_private_line  # noqa: E402
 from fedalign.client.requests import Request  # noqa: E402
 from fedalign.client.worker import ask  # noqa: E402
-from fedalign_flower.protocol import (IDENTIFY_ROUND, encode_reply, encode_share_reply, is_share_request,  # noqa: E402
-                                      request_fields, share_request_fields)
+from fedalign.ledgers import LEDGER_LOST, lost_error  # noqa: E402
+from fedalign_flower.protocol import (IDENTIFY_ROUND, encode_reply, encode_share_reply, epsilon_before_of,  # noqa: E402
+                                      is_share_request, request_fields, share_request_fields)
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED
 
@@ -93,7 +94,8 @@ def _request(msg: Message, context: Context) -> Request:
                 if name in node}
     return Request(experiment, round_number, run_tag, message_type, int(node["partition-id"]),
                    int(node["num-partitions"]) if "num-partitions" in node else None,
-                   identify=round_number == IDENTIFY_ROUND, peers=peers, **optional)
+                   identify=round_number == IDENTIFY_ROUND, peers=peers,
+                   epsilon_before=epsilon_before_of(msg.content), **optional)
 
 
 def _handle(msg: Message, context: Context) -> Message:
@@ -108,6 +110,9 @@ def _handle(msg: Message, context: Context) -> Message:
         answer = answer_request(request, prepared=FRESH_PROCESS_PER_MESSAGE, eager=FRESH_PROCESS_PER_MESSAGE)
     seconds = time.perf_counter() - started if answer.send_seconds else None
     if is_share_request(msg.content):
+        if LEDGER_LOST in answer.metrics:  # no share to send: the client leaves the secure round, saying why
+            raise RuntimeError(f"{lost_error(request.partition_id)} (no checkpoint of this run holds the epsilon "
+                               "it reported before)")
         content = encode_share_reply(answer.metrics, answer.statistics, request.partition_id)
     else:
         content = encode_reply(answer.metrics, answer.statistics, request.partition_id, seconds)

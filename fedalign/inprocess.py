@@ -4,7 +4,9 @@ The reference engine: no Flower, the same client and server code, the same run f
 Students answer through :func:`fedalign.client.service.respond`, as in the ClientApp:
 with a state folder (``run_inprocess`` uses ``<run folder>/client-state``) each keeps a
 checkpoint -- weights, optimiser, privacy ledgers, last reply -- so a resumed run
-continues the same students and the privacy they have spent, and its evaluation log.
+continues the same students and the privacy they have spent, and its evaluation log; a
+student whose checkpoint is missing there (a deleted folder, a run started on the Flower
+engine) refuses to release, and the run stops (:mod:`fedalign.ledgers`).
 With secure aggregation the shares are summed here directly, without cryptography (every
 client lives in this process): the same shares, noise and ledgers as the Flower engines,
 where SecAgg+ hides them from the server.
@@ -40,6 +42,7 @@ class InProcessTransport:
         self.clients, self.state_dir = clients, state_dir
         self.checkpoints = {i: Checkpoint(checkpoint_path(state_dir, "", i)) if state_dir else None for i in clients}
         self.logs = {i: EvaluationLog(evaluation_log_path(state_dir, "", i) if state_dir else None) for i in clients}
+        self.epsilon_before: dict[int, float] = {}  # set by the coordinator: what each client reported so far
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, state_dir: Path | None = None, restore: bool = False
@@ -64,7 +67,7 @@ class InProcessTransport:
 
     def _respond(self, i: int, message_type: str, round_number: int, peers: dict, train: bool):
         return respond(self.clients[i], f"{message_type}:{round_number}", round_number, peers, train,
-                       self.checkpoints[i], self.logs[i])
+                       self.checkpoints[i], self.logs[i], self.epsilon_before.get(i))
 
     def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
         return {i: self._call(i, lambda i=i: self._respond(i, "query", round_number, {}, False), 0) for i in clients}

@@ -8,6 +8,7 @@ coordinator to a run folder the same way for benchmarks.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,7 @@ import yaml
 
 from .config import ConfigError, ExperimentConfig, config_from_dict
 from .data import metric_name
+from .ledgers import LedgerBroken, ReportedEpsilon
 from .outputs import ProgressPrinter, RunWriter, read_rounds, run_dir_for
 from .server import Coordinator, RoundRecord, ServerState, Transport
 from .wire import private_releases
@@ -87,6 +89,33 @@ def _timed(state: ServerState, writer: RunWriter) -> ServerState:
     return state
 
 
+def _refuse_a_lost_state(run_dir: Path) -> None:
+    """A resume without ``server-state.npz`` starts again from round 0, with no record of what the clients
+    spent: refused (:class:`~fedalign.ledgers.LedgerBroken`, the run folder untouched) when ``rounds.jsonl``
+    records a charged release."""
+    reported = ReportedEpsilon()
+    reported.merge_records(read_rounds(run_dir))
+    spent = reported.spent()
+    if spent:
+        raise LedgerBroken(
+            f"cannot resume {run_dir}: its {ServerState.FILE} is missing, but rounds.jsonl records privacy spent by "
+            f"client{'s' if len(spent) > 1 else ''} {', '.join(map(str, sorted(spent)))} (epsilon up to "
+            f"{max(spent.values()):.4g}); starting again from round 0 would forget it. Put {ServerState.FILE} back, "
+            "or start a new run")
+
+
+def _engine_hint(run_dir: Path, engine: str) -> str:
+    """A hint when the run was last run with another engine (its ``summary.json`` says which)."""
+    try:
+        before = json.loads((run_dir / "summary.json").read_text()).get("engine")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not before or before == engine:
+        return ""
+    return (f" This run was last run with --engine {before}, whose clients keep their state elsewhere: resume it "
+            f"with --engine {before}.")
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     transport: Transport,
@@ -107,7 +136,9 @@ def run_experiment(
     completed so far, then the error is re-raised. ``evaluation``: where the
     clients' evaluation-log rows can be read at the end (engines where clients
     and server share a machine, with privacy on): they go into the run folder
-    as evaluation-only figures.
+    as evaluation-only figures. A client whose privacy ledger did not continue stops the run with
+    :class:`~fedalign.ledgers.LedgerBroken` (:mod:`fedalign.ledgers`), so does a resume that lost
+    ``server-state.npz`` after charged releases.
     """
     run_dir = run_dir_for(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -120,14 +151,17 @@ def run_experiment(
         previous = [r for r in read_rounds(run_dir) if r.round <= completed]
         print(f"resuming {run_dir} after round {completed} of {cfg.federation.rounds}", file=sys.stderr)
     elif resume:
+        _refuse_a_lost_state(run_dir)
         print(f"no saved state in {run_dir}: starting the run from round 0", file=sys.stderr)
     writer = RunWriter(run_dir, cfg, metric_name(cfg.data.name), engine, previous, wall_before)
     try:  # a failure from here on, at start-up too, is recorded in summary.json
         coordinator = Coordinator(cfg, transport, _listeners(cfg, writer), state=_timed(state, writer))
         if completed >= 0:
-            coordinator.resume(completed, cache, previous, summed)
+            coordinator.resume(completed, cache, previous, summed, state.load_reported())
         coordinator.run()
     except BaseException as error:
+        if isinstance(error, LedgerBroken):
+            error.args = (f"{error}{_engine_hint(run_dir, engine)}",)
         writer.finish(error, evaluation() if evaluation else None)
         raise
     return run_dir, writer.finish(None, evaluation() if evaluation else None)

@@ -51,9 +51,10 @@ REPLY_METRICS = frozenset({
     "task_loss", "align_loss", "val_metric", "test_metric", "val_loss",  # Student.train / evaluate
     "task_grad_norm", "align_grad_norm",  # Student.train, when the alignment term is on
     "epsilon", "withheld", "dp_sgd_epsilon",  # privacy (the release policy / DP-SGD)
+    "ledger_lost",  # a client that lost its privacy ledger releases nothing and says so (fedalign.ledgers)
 })
 # Metrics a client may send with privacy on: accounted, or computed from public information only.
-ACCOUNTED_METRICS = frozenset({"epsilon", "withheld", "dp_sgd_epsilon"})
+ACCOUNTED_METRICS = frozenset({"epsilon", "withheld", "dp_sgd_epsilon", "ledger_lost"})
 # What a reply says about itself: which client answered, and (without privacy) how long it worked.
 REPLY_METADATA = ("partition-id", "client-seconds")
 REQUIRED_METADATA = ("partition-id",)
@@ -84,6 +85,7 @@ METRIC_RANGES = {
     "task_loss": (0.0, math.inf, False), "align_loss": (0.0, math.inf, False), "val_loss": (0.0, math.inf, False),
     "task_grad_norm": (0.0, math.inf, False), "align_grad_norm": (0.0, math.inf, False),
     "epsilon": (0.0, math.inf, True), "dp_sgd_epsilon": (0.0, math.inf, True), "withheld": (0.0, 1.0, False),
+    "ledger_lost": (0.0, 1.0, False),
 }
 
 
@@ -100,7 +102,10 @@ def check_metrics(metrics: dict[str, float], sender: str = "client") -> dict[str
         if name not in METRIC_RANGES:
             raise MetricsRejected(f"metrics from {sender} rejected: unknown metric {name!r}")
         low, high, inf_ok = METRIC_RANGES[name]
-        value = float(value)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):  # None, a string: not a number
+            raise MetricsRejected(f"metrics from {sender} rejected: {name} = {value!r} is not a number") from None
         if math.isnan(value) or (math.isinf(value) and not (inf_ok and value > 0)) or not low <= value <= high:
             raise MetricsRejected(f"metrics from {sender} rejected: {name} = {value} is outside what an honest client "
                                   f"reports ([{low:g}, {high:g}]{', or +inf' if inf_ok else ''})")

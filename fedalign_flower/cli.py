@@ -8,9 +8,9 @@
     fedalign sweep simulations/cora-strategies.yaml          # a resumable grid of runs
 
 Errors a user can fix (a config value, missing data files, a run folder that does not
-match) end the command at once with one line saying what is wrong and how to fix it,
-and exit status 2. Flower's and Ray's logs go to ``flower.log`` in the run folder
-(``--verbose`` shows them).
+match, a client whose privacy ledger was lost) end the command at once with one line
+saying what is wrong and how to fix it, and exit status 2. Flower's and Ray's logs go to
+``flower.log`` in the run folder (``--verbose`` shows them).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from fedalign.config import ConfigError, ExperimentConfig, load_config
 from fedalign.data import missing_raw_files
 from fedalign.inprocess import run_inprocess
+from fedalign.ledgers import LedgerBroken
 from fedalign.sweep import cell_config, cells, load_sweep, run_sweep
 
 ENGINES = ("flower", "inprocess")
@@ -87,6 +88,8 @@ def _run(args) -> int:
         if args.resume is not None and "cannot resume" in str(err):
             raise UserError(str(err)) from None
         raise
+    except LedgerBroken as err:  # a client's privacy ledger did not continue: refused, the run folder kept
+        raise UserError(f"refused: {err}") from None
     print(json.dumps({k: summary[k] for k in ("status", "metric", "mean_test_at_best_val", "clients")}, indent=2))
     print(f"outputs written to {run_dir}")
     return 0

@@ -4,7 +4,9 @@ Requests (``RecordDict``):
 
 * ``"config"`` (ConfigRecord): ``experiment`` (the resolved experiment
   config as JSON), ``round`` (int, 0 = initial query), ``run-tag`` (str, names
-  the run; clients key their checkpoints by it);
+  the run; clients key their checkpoints by it), and ``epsilon-before`` (float, once
+  the client has reported an epsilon: the largest it reported so far; a client without a
+  ledger that holds it releases nothing, :mod:`fedalign.ledgers`);
 * ``"peers"`` (ArrayRecord, ``train`` only): ``"<peer id>.<layer>"`` ->
   [E] probabilities (float32, or float16 with ``align.statistics_dtype``),
   layers numbered from 1.
@@ -41,6 +43,7 @@ if TYPE_CHECKING:  # fedalign.config imports torch; a ClientApp that forwards to
     from fedalign.config import ExperimentConfig
 
 CONFIG, PEERS, STATISTICS, METRICS, META = "config", "peers", "statistics", "metrics", "meta"
+EPSILON_BEFORE = "epsilon-before"
 IDENTIFY_ROUND = -1
 
 
@@ -49,10 +52,11 @@ class ProtocolError(ValueError):
 
 
 def encode_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
-                   peers: dict[int, list[np.ndarray]] | None = None) -> RecordDict:
-    content = RecordDict({
-        CONFIG: ConfigRecord({"experiment": json.dumps(cfg.to_dict()), "round": round_number, "run-tag": run_tag})
-    })
+                   peers: dict[int, list[np.ndarray]] | None = None, epsilon_before: float | None = None) -> RecordDict:
+    config = {"experiment": json.dumps(cfg.to_dict()), "round": round_number, "run-tag": run_tag}
+    if epsilon_before is not None:
+        config[EPSILON_BEFORE] = float(epsilon_before)
+    content = RecordDict({CONFIG: ConfigRecord(config)})
     if peers is not None:
         content[PEERS] = ArrayRecord({
             f"{peer}.{layer}": Array(np.ascontiguousarray(p))
@@ -79,6 +83,15 @@ def request_fields(content: RecordDict) -> tuple[str, int, str, dict[int, list[n
             peers.setdefault(peer, {})[layer] = array.numpy()
     ordered = {peer: [layers[l] for l in sorted(layers)] for peer, layers in peers.items()}
     return str(record["experiment"]), int(record["round"]), str(record["run-tag"]), ordered
+
+
+def epsilon_before_of(content: RecordDict) -> float | None:
+    """The request's ``epsilon-before`` (plain or secure-aggregation request); None when it has none."""
+    if is_share_request(content):
+        value = content.config_records["fitins.config"].get(EPSILON_BEFORE)
+    else:
+        value = content[CONFIG].get(EPSILON_BEFORE) if CONFIG in content else None
+    return None if value is None else float(value)
 
 
 def _refuse_unlisted(metrics: dict[str, float]) -> None:
@@ -189,12 +202,15 @@ SHARE_CONFIG = ("experiment", "round", "run-tag", "message-type")
 
 
 def encode_share_request(cfg: ExperimentConfig, round_number: int, run_tag: str, message_type: str,
-                         peers: dict[int, list[np.ndarray]]):
-    """The FitIns of one client in a SecAgg+ round (``peers``: {} or one sum under its peer id)."""
+                         peers: dict[int, list[np.ndarray]], epsilon_before: float | None = None):
+    """The FitIns of one client in a SecAgg+ round (``peers``: {} or one sum under its peer id;
+    ``epsilon_before`` as in :func:`encode_request`)."""
     from flwr.common import FitIns, ndarrays_to_parameters
 
     config = {"experiment": json.dumps(cfg.to_dict()), "round": round_number, "run-tag": run_tag,
               "message-type": message_type}
+    if epsilon_before is not None:
+        config[EPSILON_BEFORE] = float(epsilon_before)
     arrays: list[np.ndarray] = []
     if peers:
         ((peer, arrays),) = peers.items()

@@ -19,6 +19,7 @@ from typing import Iterator
 
 from fedalign.client.service import evaluation_log_path, read_evaluation_logs
 from fedalign.config import ExperimentConfig
+from fedalign.ledgers import LedgerBroken
 from fedalign.outputs import run_dir_for
 from fedalign.wire import private_releases
 
@@ -107,7 +108,10 @@ def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = No
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        result["run"] = server.serve(grid, cfg, run_dir, resume, evaluation if private_releases(cfg) else None)
+        try:
+            result["run"] = server.serve(grid, cfg, run_dir, resume, evaluation if private_releases(cfg) else None)
+        except LedgerBroken as refused:  # the run's own refusal: raised again below, once Flower has stopped
+            result["refused"] = refused
 
     with flower_logs(run_dir, verbose):
         run_simulation(
@@ -116,6 +120,8 @@ def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = No
             num_supernodes=cfg.federation.num_clients,
             backend_config=backend_config(cfg, verbose),
         )
+    if "refused" in result:
+        raise result["refused"]
     if "run" not in result:
         raise RuntimeError(f"the Flower simulation ended without finishing the run; see {run_dir / 'summary.json'} "
                            f"and {run_dir / FLOWER_LOG}")

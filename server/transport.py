@@ -57,6 +57,7 @@ class FlowerTransport:
         self.run_tag = run_tag
         self.node_of: dict[int, int] = {}
         self.node_errors: list[str] = []  # errors of nodes whose client is unknown
+        self.epsilon_before: dict[int, float] = {}  # set by the coordinator; sent to each client (fedalign.ledgers)
         self.timed = not private_releases(cfg)  # per-client times only without privacy
 
     @functools.cached_property
@@ -97,9 +98,10 @@ class FlowerTransport:
     def _exchange(self, message_type: str, requests: dict[int, tuple[int, dict | None]], round_number: int) -> dict[int, Reply]:
         """``requests``: node id -> (client id or -1 if unknown, peer statistics or None)."""
         messages = [  # a request not delivered within the timeout expires (never reaches a restarted node late)
-            Message(content=encode_request(self.cfg, round_number, self.run_tag, peers),
+            Message(content=encode_request(self.cfg, round_number, self.run_tag, peers,
+                                           self.epsilon_before.get(client)),
                     dst_node_id=node, message_type=message_type, ttl=self.cfg.federation.timeout)
-            for node, (_, peers) in requests.items()
+            for node, (client, peers) in requests.items()
         ]
         started = time.perf_counter()
         replies: dict[int, Reply] = {}
@@ -206,7 +208,8 @@ class FlowerTransport:
         """One SecAgg+ round (:func:`~server.secure_aggregation.secure_round`) over the clients of ``jobs``."""
         self._locate(list(jobs))
         client_of = {self.node_of[c]: c for c in jobs if c in self.node_of}
-        fitins = {node: encode_share_request(self.cfg, round_number, self.run_tag, message_type, jobs[c])
+        fitins = {node: encode_share_request(self.cfg, round_number, self.run_tag, message_type, jobs[c],
+                                             self.epsilon_before.get(c))
                   for node, c in client_of.items()}
         started = time.perf_counter()
         replies: dict[int, Reply] = {}

@@ -34,12 +34,17 @@ class Checkpoint:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.saved: dict = {}
+        # whether the student continues its own state: restored from the file, or saved by this process
+        # (a client that holds none while the server says it spent privacy refuses to release: fedalign.ledgers)
+        self.holds_state = False
 
     def restore(self, student: Student) -> None:
-        """Load the student's state from the file, if there is one."""
+        """Load the student's state from the file, if there is one (a missing file is not an error here:
+        a client that has never answered has none; :func:`~fedalign.ledgers.refusal` decides)."""
         if self.path.exists():
             self.saved = torch.load(self.path, map_location=student.device, weights_only=True)
             student.load_state_dict(self.saved)
+            self.holds_state = True
 
     def last_reply(self, request: str) -> LastReply | None:
         """The stored reply if ``request`` (message type and round) was answered before."""
@@ -58,3 +63,4 @@ class Checkpoint:
         }
         with replaced_privately(self.path) as handle:
             torch.save(state, handle)
+        self.holds_state = True

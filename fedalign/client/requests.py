@@ -22,7 +22,8 @@ class Request:
 
     ``experiment`` is the run's config as JSON; ``peers`` peer id -> per-layer statistics;
     ``identify``: only "which client are you?" (no student, no release); ``state_dir`` and
-    ``data_root`` come from the node's config (None: defaults).
+    ``data_root`` come from the node's config (None: defaults); ``epsilon_before``: the largest
+    epsilon the server says this client reported so far (None: none; :mod:`fedalign.ledgers`).
     """
 
     experiment: str
@@ -35,6 +36,7 @@ class Request:
     state_dir: str | None = None
     data_root: str | None = None
     peers: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    epsilon_before: float | None = None
 
 
 @dataclass

@@ -8,17 +8,25 @@ only accounted values (:func:`fedalign.wire.split_metrics`); the client's other 
 losses, validation and test scores -- go to its own :class:`EvaluationLog`, which never
 leaves the client: the in-process and simulation engines, where client and server share
 a machine, merge it into the run folder as evaluation-only figures.
+
+Every request says the largest epsilon the server has seen this client report (``epsilon_before``);
+a client that does not continue a ledger holding it -- no checkpoint of this run, or an older one --
+releases nothing and replies only ``ledger_lost`` (:func:`fedalign.ledgers.refusal`), and the
+server stops the run naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import time
 from pathlib import Path
 
 from ..config import ExperimentConfig, config_from_dict
 from ..files import append_private_line
+from ..ledgers import LEDGER_LOST, refusal
 from ..statistics import eager_kernels
 from ..wire import Statistics, private_releases, split_metrics
 from .checkpoint import Checkpoint, checkpoint_path
@@ -60,18 +68,39 @@ def read_evaluation_logs(paths: list[Path]) -> list[dict]:
     return rows
 
 
+def spent_epsilon(student: Student) -> float | None:
+    """The largest epsilon the student's ledgers hold (release, DP-SGD, label DP); None: it keeps none."""
+    policy = student.release_policy
+    values = [policy.ledger.epsilon()] if getattr(policy, "ledger", None) is not None else []
+    if getattr(student, "dp_sgd", None) is not None:
+        values.append(student.dp_sgd.ledger.epsilon())
+    if getattr(policy, "label_epsilon", None) is not None:
+        values.append(float(policy.label_epsilon))
+    return max(values, default=None)
+
+
 def respond(student: Student, request: str, round_number: int, peers: dict[int, Statistics], train: bool,
-            checkpoint: Checkpoint | None = None, log: EvaluationLog | None = None
-            ) -> tuple[dict[str, float], Statistics | None]:
+            checkpoint: Checkpoint | None = None, log: EvaluationLog | None = None,
+            epsilon_before: float | None = None) -> tuple[dict[str, float], Statistics | None]:
     """``(metrics to send, statistics to send)`` for one request (``request``: message type and round).
 
     A request answered before (its reply is in ``checkpoint``) gets the same reply again, without
-    training twice or spending privacy budget twice.
+    training twice or spending privacy budget twice. ``epsilon_before``: the largest epsilon the
+    server says this client reported so far; a client that does not continue a ledger holding it
+    (no state of its own, or a ledger below it) neither trains nor releases: ``({"ledger_lost": 1.0}, None)``.
     """
     if checkpoint is not None:
         repeated = checkpoint.last_reply(request)
         if repeated is not None:
             return repeated
+    if epsilon_before is not None:
+        holds_state = checkpoint is None or checkpoint.holds_state  # without a checkpoint the student lives on here
+        # against an infinite epsilon (privacy.reproducible_noise reports one) only the state's presence is checked
+        spent = spent_epsilon(student) if math.isfinite(epsilon_before) else None
+        refused = refusal(student.client_id, epsilon_before, holds_state, spent)
+        if refused is not None:
+            logging.getLogger("fedalign").error("%s", refused)
+            return {LEDGER_LOST: 1.0}, None
     metrics = student.train(peers, round_number) if train else {}
     statistics, release_metrics = student.release(round_number)
     sent, kept = split_metrics({**metrics, **release_metrics}, private_releases(student.cfg))
@@ -110,5 +139,6 @@ def answer_request(request: Request, *, prepared: bool = False, eager: bool = Fa
     loaded = time.perf_counter()
     with eager_kernels() if eager else contextlib.nullcontext():
         metrics, statistics = respond(student, f"{request.message_type}:{request.round_number}", request.round_number,
-                                      request.peers, request.message_type == "train", checkpoint, log)
+                                      request.peers, request.message_type == "train", checkpoint, log,
+                                      request.epsilon_before)
     return Answer(metrics, statistics, send_seconds, loaded - started, time.perf_counter() - loaded)

@@ -17,6 +17,12 @@ statistics: the transport returns only the :class:`~fedalign.wire.PeerSum` of th
 which replaces the cache and goes to every trainer; a sum with fewer contributors than
 :func:`~fedalign.aggregation.minimum_contributors` carries too little noise and is dropped
 (the trainers keep the previous one).
+
+Ledgers cannot silently reset (:mod:`fedalign.ledgers`): the coordinator keeps each client's largest
+reported epsilon (saved with the state), hands it to the transport, which tells each client with every
+request, and stops the run with :class:`~fedalign.ledgers.LedgerBroken`, naming the client, on a reply
+whose epsilon fell, went missing or is not a number, or that says the client lost its ledger (a reply,
+or in a SecAgg+ round its error) -- before anything of the round is cached, summed or saved.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ import numpy as np
 from ..alignment import released_arrays, shares_statistics
 from ..config import ExperimentConfig
 from ..aggregation import minimum_contributors
+from ..ledgers import FIX, LedgerBroken, ReportedEpsilon
 from ..schedules import trainers_for_round
 from ..wire import (MetricsRejected, PeerSum, ReleaseLayout, Statistics, StatisticsRejected, check_metrics,
-                    check_peer_sum, check_statistics)
+                    check_peer_sum, check_statistics, private_releases)
 from .layout import release_bytes, release_layout_of
 from .records import RoundListener, RoundRecord
 from .state import ServerState
@@ -64,6 +71,8 @@ class Coordinator:
         self.completed_round = -1  # the last round whose records are in; -1 before round 0
         self.state = state
         self.layout: ReleaseLayout | int | None = layout
+        self.reported = ReportedEpsilon()  # each client's largest epsilon so far (fedalign.ledgers)
+        transport.epsilon_before = self.reported.latest  # what the transport tells each client it reported
         if layout is None and self._needs_statistics():
             self.layout = release_layout_of(cfg)
 
@@ -134,6 +143,7 @@ class Coordinator:
 
     def _absorb(self, round_number: int, peers: dict[int, list[int]], replies: dict[int, Reply],
                 summed: PeerSum | None = None) -> list[RoundRecord]:
+        self._check_ledgers(round_number, replies)
         if self.secure:
             self._accept_sum(round_number, summed)
         records = []
@@ -154,10 +164,34 @@ class Coordinator:
         self.records.extend(records)
         self.completed_round = round_number
         if self.state is not None:
-            self.state.save(self.completed_round, self.cache, self.summed)
+            self.state.save(self.completed_round, self.cache, self.summed, self.reported.values)
         for listener in self.listeners:
             listener.on_round(round_number, self.cfg.federation.rounds, records)
         return records
+
+    def _check_ledgers(self, round_number: int, replies: dict[int, Reply]) -> None:
+        """Raise :class:`~fedalign.ledgers.LedgerBroken` if a reply breaks its client's ledger; else take
+        the epsilons of every reply whose metrics pass :func:`~fedalign.wire.check_metrics`. A run without
+        privacy (:func:`~fedalign.wire.private_releases`) keeps no ledgers: nothing to check."""
+        if not private_releases(self.cfg):
+            return
+        answered = {c: r for c, r in replies.items() if r is not None and r.error is None and r.rejected is None}
+        problems = []
+        for client in sorted(c for c, r in replies.items() if r is not None):
+            reply = replies[client]
+            problem = self.reported.problem(client, reply.metrics) if client in answered else \
+                self.reported.problem_in_error(client, reply.error or "")  # a SecAgg+ round: only its error
+            if problem is not None:
+                problems.append(problem)
+        if problems:
+            raise LedgerBroken(f"round {round_number}: {'; '.join(problems)}. The run stops; its folder keeps every "
+                               f"completed round and can be resumed. {FIX}.")
+        for client, reply in answered.items():
+            try:
+                check_metrics(reply.metrics, sender=f"client {client}")
+            except MetricsRejected:
+                continue
+            self.reported.record(client, reply.metrics)
 
     def _accept(self, client: int, reply: Reply) -> tuple[str, str | None]:
         """Cache the reply's release if it is valid: ``(status, rejection reason or None)``."""
@@ -205,9 +239,13 @@ class Coordinator:
         return check_peer_sum(arrays, self._num_edges(), self.released_arrays(0), sender="secure aggregation")
 
     def resume(self, completed_round: int, cache: dict[int, Statistics], records: list[RoundRecord],
-               summed: PeerSum | None = None) -> None:
-        """Continue after ``completed_round`` with a saved cache (or sum of shares) and the records so far."""
+               summed: PeerSum | None = None, reported: dict[str, dict[int, float]] | None = None) -> None:
+        """Continue after ``completed_round`` with a saved cache (or sum of shares) and the records so far;
+        ``reported``: the epsilons saved with the state (:meth:`ServerState.load_reported`), merged with
+        those in ``records`` (the larger wins)."""
         self.completed_round = completed_round
+        self.reported.merge_records(records)
+        self.reported.merge(reported or {})
         self.cache = {c: self._check(c, s) for c, s in cache.items()}
         self.summed = None if summed is None else PeerSum(self._check_sum(summed.arrays), summed.contributors)
         self.records = list(records)

@@ -24,6 +24,9 @@ class ServerState:
     """
 
     FILE = "server-state.npz"
+    # Key prefix of the largest epsilon each client reported, per ledger metric ("reported-<metric>-clients"
+    # and "-values"): what the server checks every later reply against (fedalign.ledgers.ReportedEpsilon).
+    REPORTED = "reported-"
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / self.FILE
@@ -32,8 +35,15 @@ class ServerState:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def save(self, completed_round: int, cache: dict[int, Statistics], summed: PeerSum | None = None) -> None:
+    def save(self, completed_round: int, cache: dict[int, Statistics], summed: PeerSum | None = None,
+             reported: dict[str, dict[int, float]] | None = None) -> None:
         arrays = {f"{client}.{layer}": p for client, stats in cache.items() for layer, p in enumerate(stats, start=1)}
+        for metric, values in (reported or {}).items():  # {metric: {client: largest value reported}}
+            if not values:
+                continue
+            arrays[f"{self.REPORTED}{metric}-clients"] = np.asarray(sorted(values), dtype=np.int64)
+            arrays[f"{self.REPORTED}{metric}-values"] = np.asarray([values[c] for c in sorted(values)],
+                                                                   dtype=np.float64)
         if summed is not None:
             arrays.update({f"sum.{layer}": p for layer, p in enumerate(summed.arrays, start=1)})
             arrays["contributors"] = np.asarray(summed.contributors, dtype=np.int64)
@@ -47,7 +57,7 @@ class ServerState:
         with np.load(self.path) as saved:
             completed = int(saved["completed_round"])
             layers: dict[int | str, dict[int, np.ndarray]] = {}
-            for key in saved.files:
+            for key in (k for k in saved.files if not k.startswith(self.REPORTED)):
                 if key not in ("completed_round", "contributors", "wall_seconds"):
                     owner, layer = key.split(".")
                     layers.setdefault(owner if owner == "sum" else int(owner), {})[int(layer)] = saved[key]
@@ -60,3 +70,13 @@ class ServerState:
         """The run's wall time as of the saved state (0 if none was saved)."""
         with np.load(self.path) as saved:
             return float(saved["wall_seconds"]) if "wall_seconds" in saved.files else 0.0
+
+    def load_reported(self) -> dict[str, dict[int, float]]:
+        """The reported epsilons saved with the state: ``{metric: {client: value}}`` (empty for a state saved
+        before they were kept)."""
+        with np.load(self.path) as saved:
+            metrics = [k[len(self.REPORTED):-len("-clients")] for k in saved.files
+                       if k.startswith(self.REPORTED) and k.endswith("-clients")]
+            return {m: {int(c): float(v) for c, v in zip(saved[f"{self.REPORTED}{m}-clients"],
+                                                          saved[f"{self.REPORTED}{m}-values"])}
+                    for m in metrics}

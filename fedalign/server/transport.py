@@ -35,7 +35,14 @@ class Reply:
 
 
 class Transport(Protocol):
-    """Delivers the coordinator's requests to clients."""
+    """Delivers the coordinator's requests to clients.
+
+    ``epsilon_before`` (client -> the largest epsilon it reported so far) is set by the coordinator; a
+    transport tells each client its own value with every request, so that a client that has lost its
+    privacy ledger refuses to release (:mod:`fedalign.ledgers`).
+    """
+
+    epsilon_before: dict[int, float]
 
     def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
         """Each client's current statistics (no training)."""
