@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -56,9 +57,20 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def make_ca(out_dir: str | Path, common_name: str = "fedalign test CA", days: int = 365) -> tuple[Path, Path]:
-    """A self-signed CA in ``out_dir``; returns (``ca.crt``, ``ca.key``)."""
+def _refuse_to_replace(paths: list[Path], why: str) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing:
+        raise FileExistsError(f"{existing[0]} exists: {why}")
+
+
+def make_ca(out_dir: str | Path, common_name: str = "fedalign test CA", days: int = 365,
+            overwrite: bool = False) -> tuple[Path, Path]:
+    """A self-signed CA in ``out_dir``; returns (``ca.crt``, ``ca.key``). An existing CA is replaced only
+    if ``overwrite`` (every certificate it signed stops being trusted)."""
     out_dir = Path(out_dir)
+    if not overwrite:
+        _refuse_to_replace([out_dir / "ca.crt", out_dir / "ca.key"],
+                           "a new CA invalidates every certificate the old one signed (pass overwrite)")
     key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
@@ -91,13 +103,17 @@ def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
 
 
 def make_server_cert(ca_dir: str | Path, hosts: list[str], out_dir: str | Path | None = None,
-                     days: int = 365) -> tuple[Path, Path]:
+                     days: int = 365, overwrite: bool = False) -> tuple[Path, Path]:
     """The SuperLink's certificate for ``hosts`` (names and/or IPs), signed by the CA in ``ca_dir``.
 
-    Returns (``server.pem``, ``server.key``) in ``out_dir`` (default: ``ca_dir``).
+    Returns (``server.pem``, ``server.key``) in ``out_dir`` (default: ``ca_dir``). An existing
+    certificate or key is replaced only if ``overwrite`` (a running SuperLink keeps the old one).
     """
     ca_dir = Path(ca_dir)
     out_dir = Path(out_dir) if out_dir is not None else ca_dir
+    if not overwrite:
+        _refuse_to_replace([out_dir / "server.pem", out_dir / "server.key"],
+                           "replacing the SuperLink's certificate and key (pass overwrite)")
     ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
     ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP384R1())
@@ -119,6 +135,26 @@ def make_server_cert(ca_dir: str | Path, hosts: list[str], out_dir: str | Path |
             _write(out_dir / "server.key", _key_pem(key), private=True))
 
 
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_node_names(out_dir: str | Path, names: list[str], overwrite: bool = False) -> None:
+    """Raise (ValueError, FileExistsError) unless every name can be made into a key pair in ``out_dir``:
+    a plain file name, given once, and (without ``overwrite``) no key pair of that name yet."""
+    out_dir = Path(out_dir)
+    for name in names:
+        if not NODE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a key name: use letters, digits, '.', '_', '-' (e.g. node-0)")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{repeated[0]} is given twice")
+    if not overwrite:
+        for name in names:
+            _refuse_to_replace([out_dir / name, out_dir / f"{name}.pub"],
+                               "replacing a registered SuperNode's key locks that node out. Pass --force to make "
+                               "a new key pair anyway (then register the new public key)")
+
+
 def make_node_keys(out_dir: str | Path, name: str, overwrite: bool = False) -> tuple[Path, Path]:
     """A SuperNode key pair ``<name>`` (private, OpenSSH PEM) and ``<name>.pub`` (OpenSSH).
 
@@ -126,16 +162,29 @@ def make_node_keys(out_dir: str | Path, name: str, overwrite: bool = False) -> t
     locked out (its public key is what the SuperLink knows it by).
     """
     out_dir = Path(out_dir)
-    existing = [p for p in (out_dir / name, out_dir / f"{name}.pub") if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists: replacing a registered SuperNode's key locks that node out. "
-                              "Pass --force to make a new key pair anyway (then register the new public key)")
+    check_node_names(out_dir, [name], overwrite)
     key = ec.generate_private_key(ec.SECP384R1())
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return (_write(out_dir / name, private, private=True),
             _write(out_dir / f"{name}.pub", public + f" {name}\n".encode()))
+
+
+def make_node_key_pairs(out_dir: str | Path, names: list[str], overwrite: bool = False) -> list[tuple[Path, Path]]:
+    """:func:`make_node_keys` for every name, all or nothing: every name is checked before any file is
+    written, and a failure while writing removes the key pairs this call made."""
+    check_node_names(out_dir, names, overwrite)
+    made: list[tuple[Path, Path]] = []
+    try:
+        for name in names:
+            made.append(make_node_keys(out_dir, name, overwrite=overwrite))
+    except BaseException:
+        for pair in made:
+            for path in pair:
+                path.unlink(missing_ok=True)
+        raise
+    return made
 
 
 def valid_for(cert_path: str | Path) -> list[str]:

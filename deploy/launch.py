@@ -23,7 +23,13 @@ register`` before it may connect).
 
 Every process started here carries ``FEDALIGN_DEPLOY_TAG=<tag>:<role>`` in
 its environment, inherited by the processes Flower starts in turn, so
-:func:`stop` finds and ends all of them by PID (Linux ``/proc``).
+:func:`stop` finds and ends all of them by PID (Linux ``/proc``). The command
+lines printed for them (:attr:`Process.shell`) carry the tag too, and
+:meth:`Deployment.alive` also finds a Flower process restarted by hand
+without it, by the deployment's folder or address on its command line.
+
+Expected failures raise :class:`DeployError`: one line that names the
+problem and the fix (``python -m deploy`` prints it, no traceback).
 
 All processes run from the Python environment this module runs in: the
 ``flower-*`` commands next to ``sys.executable`` are used and put first on
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -41,6 +48,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -76,19 +84,60 @@ def tool(name: str) -> str:
     return str(exe) if exe.exists() else name
 
 
-def flower_env(flwr_home: str | Path | None = None) -> dict[str, str]:
-    """The environment for Flower commands: this venv's ``bin`` first on PATH, no telemetry,
-    no runtime ``pip``/``uv`` installs of the app's dependencies (the venv already has them), and
-    a SuperExec that looks for new tasks every :data:`SUPEREXEC_POLL_SECONDS` (Flower's default: 1 s)."""
-    env = dict(os.environ)
-    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(SUPEREXEC_POLL_SECONDS))
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
-    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+class DeployError(RuntimeError):
+    """An expected failure: ``str()`` is ONE line naming the problem and the fix; ``details`` (logs, ...)
+    are shown before it; ``code`` is the exit status of ``python -m deploy``."""
+
+    def __init__(self, message: str, *, details: str = "", code: int = 2) -> None:
+        super().__init__(" ".join(str(message).splitlines()))
+        self.details = details
+        self.code = code
+
+
+def flower_env_vars(flwr_home: str | Path | None = None) -> dict[str, str]:
+    """The variables :func:`flower_env` sets on top of this process's environment: this venv's ``bin``
+    first on PATH (Flower starts ``flower-superexec`` by name), no telemetry, no runtime ``pip``/``uv``
+    installs of the app's dependencies (the venv already has them), a SuperExec that looks for new
+    tasks every :data:`SUPEREXEC_POLL_SECONDS` (Flower's default: 1 s), and ``FLWR_HOME`` if given.
+    A printed command line carries them all (:func:`command_line`)."""
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != str(BIN):
+        path = f"{BIN}{os.pathsep}{path}" if path else str(BIN)
+    env = {"PATH": path,
+           "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL",
+                                                               str(SUPEREXEC_POLL_SECONDS)),
+           "FLWR_TELEMETRY_ENABLED": os.environ.get("FLWR_TELEMETRY_ENABLED", "0"),
+           "FLWR_DISABLE_UPDATE_CHECK": os.environ.get("FLWR_DISABLE_UPDATE_CHECK", "1"),
+           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
     if flwr_home is not None:
-        env["FLWR_HOME"] = str(flwr_home)
+        env["FLWR_HOME"] = str(Path(flwr_home).expanduser().resolve())
     return env
+
+
+def flower_env(flwr_home: str | Path | None = None) -> dict[str, str]:
+    """The environment for Flower commands: this process's, plus :func:`flower_env_vars`."""
+    return {**os.environ, **flower_env_vars(flwr_home)}
+
+
+def command_line(command: list[str], env: dict[str, str] | None = None, *, cwd: str | Path | None = None,
+                 netns: str | None = None) -> str:
+    """``command`` as one shell line that runs as printed, from any shell and folder:
+    ``env [-C CWD] VAR=value ... /abs/program args`` (every word quoted with :func:`shlex.quote`).
+    Give ``env`` the variables the process needs on top of a plain shell's (:func:`flower_env_vars`)."""
+    words = ["env"]
+    if cwd is not None:
+        words += ["-C", str(cwd)]
+    words += [f"{k}={v}" for k, v in (env or {}).items()]
+    words += command
+    line = shlex.join(words)
+    return f"ip netns exec {shlex.quote(netns)} {line}" if netns else line
+
+
+def deploy_line(*commands: list[str]) -> str:
+    """``python -m deploy`` commands as one shell line that runs as printed: from the project folder,
+    where ``deploy`` is (``cd /project && /venv/bin/python -m deploy A && ... -m deploy B``)."""
+    return " && ".join([f"cd {shlex.quote(str(PROJECT_DIR))}",
+                        *(shlex.join([sys.executable, "-m", "deploy", *c]) for c in commands)])
 
 
 def warn_insecure(what: str) -> None:
@@ -150,11 +199,13 @@ def superlink_command(*, host: str = "0.0.0.0", port: int = DEFAULT_PORT, certs_
         cmd.append("--insecure")  # Flower refuses --enable-supernode-auth without TLS
     else:
         if certs_dir is None:
-            raise ValueError("a SuperLink without --insecure needs a certificate folder (python -m deploy certs)")
+            raise DeployError("a SuperLink without --insecure needs its certificates: give --certs <folder> "
+                              "(made by python -m deploy certs --out <folder> --host <its address>)")
         d = Path(certs_dir).expanduser().resolve()
         for name in ("ca.crt", "server.pem", "server.key"):
             if not (d / name).is_file():
-                raise FileNotFoundError(f"{d / name} is missing: make it with `python -m deploy certs --out {d} --host ...`")
+                raise DeployError(f"{d / name} is missing: make it with python -m deploy certs --out {d} --host "
+                                  "<the SuperLink's address>")
         cmd += ["--ssl-ca-certfile", str(d / "ca.crt"), "--ssl-certfile", str(d / "server.pem"),
                 "--ssl-keyfile", str(d / "server.key")]
         if auth:
@@ -252,18 +303,73 @@ def run_config(config: str = "simulations/quickstart.yaml", overrides: list[str]
 # ---------------------------------------------------------------- flwr CLI
 
 
+class FlwrError(DeployError):
+    """``flwr`` said no. ``reason``: its message, cleaned; ``flower_code``: Flower's error code, if it gave one."""
+
+    def __init__(self, message: str, *, reason: str = "", flower_code: int | None = None, code: int = 1) -> None:
+        super().__init__(message, code=code)
+        self.reason = reason
+        self.flower_code = flower_code
+
+
+class SuperLinkUnavailable(FlwrError):
+    """Nothing answers at the connection's address (the SuperLink is stopped, or the address is wrong)."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_FLOWER_CODE = re.compile(r"\[code: (\d+)\]")
+_NOISE = ("Using SuperLink", "Listing all runs", "Displaying information for run", "For more information, visit",
+          "Exit Code:", "Error")
+
+
+def flwr_reason(text: str) -> str:
+    """What a ``flwr`` error message says, on one line: no colours, boxes, "Using SuperLink" or links."""
+    lines = []
+    for line in _ANSI.sub("", text).splitlines():
+        line = line.strip().strip("╭╮╰╯│─").strip()
+        line = re.sub(r"^(ERROR|WARNING|INFO)\s*:\s*", "", line)
+        if line and not line.startswith(_NOISE):
+            lines.append(line)
+    return " ".join(" ".join(lines).split()) or "no message"
+
+
 def _flwr_json(args: list[str], env: dict[str, str], timeout: float = 180.0) -> dict:
-    """Run ``flwr ARGS --format json`` from the project folder; its JSON answer, or an error that shows it."""
+    """Run ``flwr ARGS --format json`` from the project folder; its JSON answer, or :class:`FlwrError`.
+
+    ``flwr`` exits 0 with ``{"success": false, "error-message": ...}`` for most refusals, and non-zero
+    with its message on stderr for others; both become one line (``flower_code`` = Flower's code).
+    """
     cmd = [tool("flwr"), *args, "--format", "json"]
-    proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout)
+    what = "flwr " + " ".join(a for a in args[:2] if not a.startswith("/"))
+    try:
+        proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise FlwrError(f"{what}: no answer after {timeout:.0f}s", reason="timeout") from error
     out = proc.stdout
     try:
         answer = json.loads(out[out.index("{"):])
     except ValueError:
         answer = {"success": False}
-    if proc.returncode != 0 or not answer.get("success"):
-        raise RuntimeError(f"{shlex.join(cmd)} failed (exit {proc.returncode})\n{out}\n{proc.stderr}")
-    return answer
+    if proc.returncode == 0 and answer.get("success"):
+        return answer
+    reason = flwr_reason(str(answer.get("error-message") or "") or proc.stderr or out)
+    code = _FLOWER_CODE.search(reason)
+    kind = SuperLinkUnavailable if "Connection to the SuperLink is unavailable" in reason else FlwrError
+    return_code = f" (exit {proc.returncode})" if proc.returncode else ""
+    raise kind(f"{what} failed{return_code}: {reason}", reason=reason, flower_code=int(code.group(1)) if code else None)
+
+
+NODE_REFUSED = 2004  # Flower's FLEET_NODE_ACTIVATION_FAILED
+NODE_REFUSED_HINT = (
+    "the SuperLink refused this SuperNode (Flower code 2004: its public key is not registered there, or a node "
+    "with this key still shows online): register the key (python -m deploy register <connection> <key>.pub; a "
+    "SuperLink restarted without --database has forgotten every registration), or, when restarting a node that "
+    "just stopped, wait until `flwr supernode ls <connection>` shows it offline (about a minute) and start it again")
+
+
+def explain_flower_log(text: str) -> str | None:
+    """A one-line hint for a known Flower refusal in a SuperNode's output, else None."""
+    return NODE_REFUSED_HINT if f"[code: {NODE_REFUSED}]" in _ANSI.sub("", text) else None
 
 
 def flower_config_path(flwr_home: str | Path | None = None) -> Path:
@@ -301,9 +407,28 @@ def write_connection(name: str, address: str, *, root_certificates: str | Path |
     return path
 
 
+def connection_address(connection: str, env: dict[str, str]) -> str | None:
+    """The address of ``[superlink.<connection>]`` in the config.toml that ``env``'s ``flwr`` reads."""
+    try:
+        return tomllib.loads(flower_config_path(env.get("FLWR_HOME")).read_text())["superlink"][connection]["address"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def register(public_key: str | Path, connection: str, env: dict[str, str]) -> int:
     """``flwr supernode register``: allow the SuperNode holding this key to join; returns its node id."""
-    return int(_flwr_json(["supernode", "register", str(Path(public_key).expanduser().resolve()), connection], env)["node-id"])
+    path = Path(public_key).expanduser().resolve()
+    if not path.is_file():
+        raise DeployError(f"{path} does not exist: give the public key (.pub) made by python -m deploy keys")
+    try:
+        return int(_flwr_json(["supernode", "register", str(path), connection], env)["node-id"])
+    except FlwrError as error:
+        if error.flower_code == 23:  # PUBLIC_KEY_ALREADY_IN_USE
+            raise FlwrError(f"{path} is already registered with {connection}: nothing to do (its node keeps its id); "
+                            f"to replace it, unregister its node first (flwr supernode ls {connection}, then "
+                            f"flwr supernode unregister <node-id> {connection})", reason=error.reason,
+                            flower_code=23, code=2) from None
+        raise
 
 
 def supernodes(connection: str, env: dict[str, str]) -> dict[int, str]:
@@ -342,21 +467,70 @@ def run_status(connection: str, run_id: str, env: dict[str, str]) -> dict:
     return next(r for r in runs if str(r["run-id"]) == str(run_id))
 
 
+class RunLost(DeployError):
+    """The SuperLink stopped answering while a run was being waited for (``run_id``, ``last_status``)."""
+
+    def __init__(self, message: str, *, run_id: str, last_status: str | None) -> None:
+        super().__init__(message, code=1)
+        self.run_id, self.last_status = run_id, last_status
+
+
+class RunTimeout(DeployError, TimeoutError):
+    """The run had not finished when the caller's ``timeout`` ran out (it goes on)."""
+
+
 def wait_for_run(connection: str, run_id: str, env: dict[str, str], *, timeout: float | None = None,
-                 poll: float = 5.0, progress: bool = False) -> dict:
-    """Poll ``flwr ls`` until the run has finished; returns its final entry."""
+                 poll: float = 5.0, progress: bool = False, retries: int = 4) -> dict:
+    """Poll ``flwr ls`` until the run has finished; returns its final entry.
+
+    A failed poll is tried again (every ``poll`` s) up to ``retries`` times in a row, saying so on stderr;
+    then :class:`RunLost`.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     last = None
+    failures = 0
     while True:
-        run = run_status(connection, run_id, env)
+        try:
+            run = run_status(connection, run_id, env)
+        except (FlwrError, StopIteration) as error:  # SuperLink gone, restarted (without the run), overloaded
+            failures += 1
+            if isinstance(error, SuperLinkUnavailable):
+                reason = f"nothing answers at {connection_address(connection, env) or connection}"
+            else:
+                reason = error.reason if isinstance(error, FlwrError) else f"run {run_id} is not listed"
+            if failures > retries:
+                raise RunLost(f"lost the SuperLink while waiting for run {run_id} (last status: {last or 'unknown'}; "
+                              f"{failures} polls failed: {reason})", run_id=run_id, last_status=last) from None
+            print(f"run {run_id}: poll {failures} of {retries + 1} failed ({reason}); trying again in {poll:.0f}s",
+                  file=sys.stderr, flush=True)
+            time.sleep(poll)
+            continue
+        failures = 0
         if progress and run["status"] != last:
             print(f"run {run_id}: {run['status']}", file=sys.stderr, flush=True)
-            last = run["status"]
+        last = run["status"]
         if run["status"].startswith("finished"):
             return run
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"run {run_id} not finished after {timeout:.0f}s: {run['status']}")
+            raise RunTimeout(f"run {run_id} not finished after {timeout:.0f}s ({run['status']}); it goes on: "
+                             f"watch it with flwr ls {connection} --run-id {run_id}", code=1)
         time.sleep(poll)
+
+
+def save_run_log(connection: str, run_id: str, env: dict[str, str], path: str | Path,
+                 timeout: float = 60.0) -> Path | None:
+    """Write the run's log (``flwr log RUN_ID CONNECTION --show``) to ``path``; None when it cannot be read."""
+    try:
+        proc = subprocess.run([tool("flwr"), "log", str(run_id), connection, "--show"], cwd=PROJECT_DIR, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_ANSI.sub("", proc.stdout))
+    return path
 
 
 # ---------------------------------------------------------------- processes
@@ -370,7 +544,7 @@ class Process:
     pid: int
     command: list[str]
     log: str
-    env: dict[str, str] = field(default_factory=dict)  # variables set on top of flower_env()
+    env: dict[str, str] = field(default_factory=dict)  # variables set on top of flower_env(), its tag among them
     cwd: str = str(PROJECT_DIR)
     netns: str | None = None
     popen: subprocess.Popen | None = field(default=None, repr=False, compare=False)
@@ -380,10 +554,9 @@ class Process:
 
     @property
     def shell(self) -> str:
-        """The command as one shell line, with its environment variables."""
-        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        ns = f"ip netns exec {self.netns} " if self.netns else ""
-        return f"{prefix + ' ' if prefix else ''}{ns}{shlex.join(self.command)}"
+        """The command as one shell line that runs as printed (folder, PATH, Flower's variables, the
+        deployment's tag: :func:`command_line`), e.g. to restart it by hand in the foreground."""
+        return command_line(self.command, {**flower_env_vars(), **self.env}, cwd=self.cwd, netns=self.netns)
 
 
 def start(role: str, command: list[str], *, tag: str, log: str | Path, env: dict[str, str] | None = None,
@@ -393,8 +566,8 @@ def start(role: str, command: list[str], *, tag: str, log: str | Path, env: dict
     ``env`` holds variables added to :func:`flower_env`; ``netns`` runs it in
     that network namespace (``ip netns exec``, which keeps the PID).
     """
-    env = dict(env or {})
-    full_env = {**flower_env(), **env, TAG_VAR: f"{tag}:{role}"}
+    env = {**(env or {}), TAG_VAR: f"{tag}:{role}"}  # kept in Process.env: a printed restart is found by stop too
+    full_env = {**flower_env(), **env}
     argv = (["ip", "netns", "exec", netns] if netns else []) + command
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
@@ -405,7 +578,8 @@ def start(role: str, command: list[str], *, tag: str, log: str | Path, env: dict
 
 def restart(process: Process, tag: str) -> Process:
     """Start the same command again (same role, log appended)."""
-    return start(process.role, process.command, tag=tag, log=process.log, env=process.env,
+    env = {k: v for k, v in process.env.items() if k != TAG_VAR}
+    return start(process.role, process.command, tag=tag, log=process.log, env=env,
                  cwd=process.cwd, netns=process.netns)
 
 
@@ -431,32 +605,71 @@ def processes(tag: str, role: str | None = None) -> set[int]:
     return processes_with_environ(f"{TAG_VAR}={tag}:".encode(), prefix=True)
 
 
-def processes_with_environ(entry: bytes, prefix: bool = False) -> set[int]:
-    """Live processes (not this one) whose environment holds ``entry`` (``b"NAME=value"``; with
-    ``prefix``, any entry starting with it), and all their descendants."""
-    parent_of: dict[int, int] = {}
-    found: set[int] = set()
+def _process_table() -> dict[int, int]:
+    """pid -> parent pid of every live process but this one."""
     me = os.getpid()
+    table = {}
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == me:
-            continue
-        pid = int(proc.name)
-        st = _stat(pid)
-        if st is None:
-            continue
-        parent_of[pid] = st[1]
-        try:
-            variables = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(v.startswith(entry) if prefix else v == entry for v in variables):
-            found.add(pid)
+        if proc.name.isdigit() and int(proc.name) != me:
+            st = _stat(int(proc.name))
+            if st is not None:
+                table[int(proc.name)] = st[1]
+    return table
+
+
+def _with_descendants(found: set[int], parent_of: dict[int, int]) -> set[int]:
+    """``found`` and every live descendant of it."""
+    found = set(found)
     grew = True
-    while grew:  # children that dropped the variable
+    while grew:  # children that dropped the variable, or were started under another name
         new = {pid for pid, ppid in parent_of.items() if ppid in found and pid not in found}
         found |= new
         grew = bool(new)
     return {pid for pid in found if alive(pid)}
+
+
+def processes_with_environ(entry: bytes, prefix: bool = False) -> set[int]:
+    """Live processes (not this one) whose environment holds ``entry`` (``b"NAME=value"``; with
+    ``prefix``, any entry starting with it), and all their descendants."""
+    parent_of = _process_table()
+    found: set[int] = set()
+    for pid in parent_of:
+        try:
+            variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(v.startswith(entry) if prefix else v == entry for v in variables):
+            found.add(pid)
+    return _with_descendants(found, parent_of)
+
+
+def cmdline(pid: int) -> list[str]:
+    """A process's arguments ([] when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def processes_with_cmdline(match: Callable[[list[str]], bool]) -> set[int]:
+    """Live processes (not this one, nor its ancestors) whose arguments satisfy ``match``, and their descendants."""
+    parent_of = _process_table()
+    mine, pid = set(), os.getppid()
+    while pid > 1 and pid not in mine:
+        mine.add(pid)
+        pid = parent_of.get(pid, 0)
+    return _with_descendants({pid for pid in parent_of if pid not in mine and match(cmdline(pid))}, parent_of)
+
+
+FLOWER_PROGRAMS = frozenset({"flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
+                             "flwr-clientapp"})
+
+
+def is_deploy_process(args: list[str]) -> bool:
+    """Whether these arguments are a Flower program's, a fedalign worker's or ``python -m deploy``'s."""
+    head = args[:3]
+    return bool({Path(a).name for a in head[:2]} & FLOWER_PROGRAMS) or "fedalign.client.worker" in head \
+        or head[1:3] == ["-m", "deploy"]
 
 
 def describe(pid: int) -> str:
@@ -490,8 +703,15 @@ def kill(tag: str, role: str | None = None, *, sig: int = signal.SIGKILL,
 
 def stop(tag: str, *, grace: float = 15.0, popens: list[subprocess.Popen] = ()) -> list[str]:
     """SIGTERM every process of ``tag``, SIGKILL what is left after ``grace`` s; returns survivors."""
+    return stop_processes(lambda: processes(tag), grace=grace, popens=popens)
+
+
+def stop_processes(find: Callable[[], set[int]], *, grace: float = 15.0,
+                   popens: list[subprocess.Popen] = ()) -> list[str]:
+    """SIGTERM every process ``find()`` returns, SIGKILL what is left after ``grace`` s (asking ``find``
+    again each time); returns the survivors, described."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0), (signal.SIGKILL, 10.0)):
-        pids = processes(tag)
+        pids = find()
         if not pids:
             break
         for pid in pids:
@@ -504,7 +724,7 @@ def stop(tag: str, *, grace: float = 15.0, popens: list[subprocess.Popen] = ()) 
             _reap(list(popens))
             time.sleep(0.2)
     _reap(list(popens))
-    return [describe(p) for p in sorted(processes(tag))]
+    return [describe(p) for p in sorted(find())]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -568,13 +788,53 @@ class Deployment:
 
     @classmethod
     def load(cls, workdir: str | Path) -> "Deployment":
-        path = Path(workdir).expanduser() / DEPLOYMENT_FILE
-        data = json.loads(path.read_text())
-        data["processes"] = [Process(**p) for p in data["processes"]]
-        return cls(**data)
+        path = Path(workdir).expanduser().resolve() / DEPLOYMENT_FILE
+        try:
+            data = json.loads(path.read_text())
+            data["processes"] = [Process(**p) for p in data["processes"]]
+            return cls(**data)
+        except FileNotFoundError:
+            raise DeployError(f"no deployment in {path.parent} (no {DEPLOYMENT_FILE}): give the --workdir that "
+                              f"python -m deploy local printed (default {DEFAULT_WORKDIR})") from None
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise DeployError(f"{path} cannot be read ({error}): stop its processes by tag "
+                              "(python -m deploy stop --tag <tag>) and start afresh") from None
+
+    def _mentions(self, args: list[str]) -> bool:
+        """Whether a Flower / worker / ``python -m deploy`` command line belongs to this deployment: it names
+        a file in its folder (certificates, keys, state) or its SuperLink's address, or is a SuperLink on its port."""
+        if not is_deploy_process(args):
+            return False
+        inside = str(Path(self.workdir)) + os.sep
+        if any(inside in a or a == self.address for a in args[1:]):
+            return True
+        port = self.address.rpartition(":")[2]
+        return any(Path(a).name == "flower-superlink" for a in args[:2]) and \
+            any(a == "--port" and b == port for a, b in zip(args, args[1:]))
+
+    def alive(self) -> set[int]:
+        """Its live processes: those tagged with its tag, any Flower process or worker started by hand for it
+        (found by its folder or address on the command line, e.g. a SuperNode restarted from its printed
+        line without the tag), and all their descendants."""
+        return processes(self.tag) | processes_with_cmdline(self._mentions)
 
     def stop(self, grace: float = 15.0) -> list[str]:
-        return stop(self.tag, grace=grace, popens=[p.popen for p in self.processes])
+        """Stop every process of :meth:`alive`; returns the survivors."""
+        return stop_processes(self.alive, grace=grace, popens=[p.popen for p in self.processes])
+
+    def local_command(self, *extra: str) -> list[str]:
+        """``python -m deploy local`` starting this deployment again (same folder, clients, options)."""
+        nodes = [p for p in self.processes if p.role.startswith("supernode-")]
+        cmd = [sys.executable, "-m", "deploy", "local", "--clients", str(len(nodes)), "--workdir", self.workdir]
+        if self.insecure:
+            cmd.append("--insecure")
+        if not any(p.role.startswith("worker-") for p in self.processes):
+            cmd.append("--no-worker")
+        config = next((c[c.index("--node-config") + 1] for c in (p.command for p in nodes) if "--node-config" in c), "")
+        data_root = re.search(r'data-root="([^"]*)"', config)
+        if data_root:
+            cmd += ["--data-root", data_root.group(1)]
+        return cmd + list(extra)
 
 
 def start_local(workdir: str | Path, clients: int, *, port: int | None = None, insecure: bool = False,
@@ -595,8 +855,10 @@ def start_local(workdir: str | Path, clients: int, *, port: int | None = None, i
     workdir.mkdir(parents=True, exist_ok=True)
     if (workdir / DEPLOYMENT_FILE).exists():
         old = Deployment.load(workdir)
-        if processes(old.tag):
-            raise RuntimeError(f"a deployment is still running from {workdir}: `python -m deploy stop --workdir {workdir}`")
+        if old.alive():
+            raise DeployError(f"a deployment is already running from {workdir} (SuperLink {old.address}, "
+                              f"tag {old.tag}): stop it first ({deploy_line(['stop', '--workdir', str(workdir)])}) "
+                              "or give another --workdir")
     tag = tag or uuid.uuid4().hex[:12]
     host = "127.0.0.1"
     port = port or free_port(host)
@@ -605,8 +867,8 @@ def start_local(workdir: str | Path, clients: int, *, port: int | None = None, i
     if insecure:
         warn_insecure("python -m deploy local")
     else:
-        certs.make_ca(workdir / "certs", common_name=f"fedalign local CA {tag}")
-        certs.make_server_cert(workdir / "certs", [host, "localhost"])
+        certs.make_ca(workdir / "certs", common_name=f"fedalign local CA {tag}", overwrite=True)  # a fresh local setup
+        certs.make_server_cert(workdir / "certs", [host, "localhost"], overwrite=True)
     write_connection(LOCAL_CONNECTION, address, root_certificates=None if insecure else workdir / "certs" / "ca.crt",
                      insecure=insecure, flwr_home=flwr_home, default=True)
     deployment = Deployment(tag, str(workdir), address, LOCAL_CONNECTION, str(flwr_home), insecure, [])
@@ -642,9 +904,16 @@ def start_local(workdir: str | Path, clients: int, *, port: int | None = None, i
             wait_for_nodes(LOCAL_CONNECTION, env, count=clients, timeout=node_timeout)
         else:
             wait_for_nodes(LOCAL_CONNECTION, env, node_ids=list(deployment.node_ids.values()), timeout=node_timeout)
-    except BaseException as error:
-        logs = "\n".join(log_tail(p.log, 15) for p in deployment.processes)
+    except KeyboardInterrupt:
         deployment.stop(grace=5)
-        raise RuntimeError(f"starting the local deployment failed: {error}\n{logs}") from error
+        raise
+    except Exception as error:
+        logs = "\n".join(log_tail(p.log, 15) for p in deployment.processes)
+        left = deployment.stop(grace=5)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        hint = explain_flower_log(logs) or "see the logs above"
+        state = "nothing is left running" if not left else f"{len(left)} processes survived: " + "; ".join(left)
+        raise DeployError(f"starting the local deployment in {workdir} failed ({first}); {state}; {hint}",
+                          details=logs, code=1) from error
     deployment.save()
     return deployment

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -177,6 +178,165 @@ def test_local_deployment_with_tls_and_supernode_auth(tmp_path, tag, cli_env):
     assert launch.processes(tag)
     _deploy("stop", "--workdir", str(workdir), env=cli_env)
     assert not launch.processes(tag)
+
+
+# --------------------------------------------------------------- the operator's view, by hand
+
+BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
+LONG_RUN = ["federation.rounds=50", "federation.num_clients=1", "align.strategy=none", "data.synthetic.num_nodes=150",
+            "output.progress=false", "output.plot=false"]
+
+
+def _deploy_fails(*args: str, env: dict, timeout: float = 300) -> tuple[subprocess.CompletedProcess, str]:
+    """``python -m deploy ARGS`` that must fail with one line: (the process, that last line of stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "deploy", *args], cwd=PROJECT_DIR, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode != 0, f"python -m deploy {' '.join(args)} did not fail\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith(f"deploy {args[0]}: "), proc.stderr
+    return proc, lines[-1]
+
+
+def _plain_shell(line: str, log: Path) -> subprocess.Popen:
+    """A printed command line run by bash with nothing but a bare PATH (and HOME), in its own session."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(["bash", "-c", line], env={"PATH": BARE_PATH, "HOME": str(Path.home())}, cwd="/",
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_for_superexec(d: launch.Deployment, node: subprocess.Popen, log: Path, timeout: float = 120) -> int:
+    """The flower-superexec that a SuperNode started by hand runs (Flower starts it by name, through PATH)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert node.poll() is None, f"the SuperNode ended (exit {node.returncode})\n{launch.log_tail(log)}"
+        found = [p for p in d.alive() if "flower-superexec" in " ".join(_cmdline(p))]
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    pytest.fail(f"no flower-superexec under the SuperNode after {timeout:.0f}s\n{launch.log_tail(log)}")
+
+
+def test_a_local_deployment_by_hand(tmp_path, tag, cli_env):
+    """What an operator meets by hand on a TLS + authentication deployment: every expected failure ends in one
+    line and a non-zero exit; hints and printed command lines run as printed, from a plain shell; ``deploy stop``
+    ends a SuperNode restarted by hand, with or without the deployment's tag."""
+    workdir = tmp_path / "deploy"
+    started = _deploy("local", "--clients", "1", "--no-worker", "--workdir", str(workdir), "--tag", tag,
+                      env=cli_env, timeout=300).stdout.splitlines()
+    d = launch.Deployment.load(workdir)
+    node_line = started[started.index(next(x for x in started if x.strip().startswith("supernode-0 "))) + 1].strip()
+    assert f"{launch.TAG_VAR}={tag}:supernode-0" in node_line
+
+    # A second deployment in the same folder, a key registered twice: refused, nothing changed.
+    _, line = _deploy_fails("local", "--clients", "1", "--workdir", str(workdir), env=cli_env)
+    assert f"a deployment is already running from {workdir}" in line and f"stop --workdir {workdir}" in line
+    _, line = _deploy_fails("register", d.connection, str(workdir / "keys" / "node-0.pub"), "--flwr-home", d.flwr_home,
+                            env=cli_env)
+    assert "node-0.pub is already registered with fedalign-local: nothing to do" in line
+    assert launch.Deployment.load(workdir).node_ids == d.node_ids
+
+    # A failed run: its log is saved in the deployment's folder, and the flwr line printed works as printed.
+    proc, line = _deploy_fails("run", "--workdir", str(workdir), "--set", "federation.rounds=bogus", env=cli_env)
+    assert "did not complete: finished:failed" in line and "its log: " in line
+    saved = Path(line.split("its log: ")[1].split(" ")[0])
+    assert saved.parent == workdir / "logs" and "got 'bogus'" in saved.read_text()
+    shown = subprocess.run(["bash", "-c", line.split("(or: ")[1].rstrip(")")], env={"PATH": BARE_PATH}, cwd="/",
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "got 'bogus'" in shown.stdout, shown.stderr
+
+    # A SuperNode restarted before the SuperLink shows it offline: Flower's code 2004, explained.
+    launch.kill(tag, "supernode-0", popens=[])
+    restart_log = tmp_path / "restart.log"
+    with open(restart_log, "wb") as out:  # a file, not a pipe: the SuperExec would keep a pipe open until reaped
+        restart = subprocess.Popen([sys.executable, "-m", "deploy", "supernode", "--superlink", d.address,
+                                    "--partition-id", "0", "--num-partitions", "1",
+                                    "--ca-cert", str(workdir / "certs" / "ca.crt"),
+                                    "--key", str(workdir / "keys" / "node-0"),
+                                    "--state-dir", str(workdir / "node-0" / "state"),
+                                    "--no-worker", "--runtime-port", str(launch.free_port()),
+                                    "--flwr-home", str(workdir / "node-0" / "flwr-home")],
+                                   cwd=PROJECT_DIR, env={**cli_env, launch.TAG_VAR: f"{tag}:restart"},
+                                   stdout=out, stderr=subprocess.STDOUT)
+    assert restart.wait(timeout=180) != 0
+    hint = "deploy supernode: the SuperLink refused this SuperNode (Flower code 2004"
+    deadline = time.monotonic() + 60
+    while hint not in restart_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    text = restart_log.read_text()
+    assert "[code: 2004]" in text and hint in text and "Traceback" not in text, text
+
+    # The SuperLink dies mid-run: the waiter tries a few more polls, then says how to resume.
+    with open(tmp_path / "run.err", "w") as err:
+        waiter = subprocess.Popen([sys.executable, "-m", "deploy", "run", "--workdir", str(workdir), "--set",
+                                   f"output.dir={tmp_path / 'outputs'}", *LONG_RUN], cwd=PROJECT_DIR, env=cli_env,
+                                  stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        while ": running" not in (tmp_path / "run.err").read_text() and time.monotonic() < deadline:
+            assert waiter.poll() is None, (tmp_path / "run.err").read_text()
+            time.sleep(1)
+        launch.kill(tag, "superlink")
+        assert waiter.wait(timeout=300) == 1
+    finally:
+        waiter.kill()
+    err = (tmp_path / "run.err").read_text()
+    assert "Traceback" not in err and "poll 1 of 5 failed (nothing answers at" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("deploy run: lost the SuperLink while waiting for run") and "--resume" in last
+    assert f"-m deploy stop --workdir {workdir} && " in last and "federation.rounds=50" in last
+
+    # A run against the stopped deployment.
+    _, line = _deploy_fails("run", "--workdir", str(workdir), env=cli_env)
+    assert line.startswith(f"deploy run: the local deployment in {workdir} is not running")
+    assert f"-m deploy local --clients 1 --workdir {workdir} --no-worker" in line
+
+    # The printed SuperNode line, pasted into a plain shell: it finds flower-superexec (no FileNotFoundError)
+    # and keeps retrying the dead SuperLink; `deploy stop` ends it, with the tag and without.
+    manual = []
+    try:
+        for i, line in enumerate([node_line, re.sub(rf"{launch.TAG_VAR}=\S+ ", "", node_line)]):
+            log = tmp_path / f"by-hand-{i}.log"
+            manual.append(_plain_shell(line, log))
+            superexec = _wait_for_superexec(d, manual[-1], log)
+            tagged = f"{launch.TAG_VAR}={tag}:".encode() in Path(f"/proc/{manual[-1].pid}/environ").read_bytes()
+            assert tagged == (i == 0)
+            assert "FileNotFoundError" not in log.read_text()
+            out = _deploy("stop", "--workdir", str(workdir), env=cli_env).stdout
+            assert out.startswith(f"deployment {tag}: stopped ") and not d.alive(), out
+            assert manual[-1].wait(timeout=30) is not None and not launch.alive(superexec)
+        assert _deploy("stop", "--workdir", str(workdir), env=cli_env).stdout.strip() == \
+            f"deployment {tag}: nothing was running"
+    finally:
+        for p in manual:
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+                p.wait()
+
+
+def test_ctrl_c_during_local_run_stops_everything(tmp_path, tag, cli_env):
+    """Ctrl-C (SIGINT) while `deploy local --run` waits: it stops what it started and exits 130 with one line."""
+    workdir, err_path = tmp_path / "deploy", tmp_path / "local.err"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "deploy", "local", "--clients", "1", "--no-worker", "--workdir",
+                                 str(workdir), "--tag", tag, "--run", "--set", f"output.dir={tmp_path / 'outputs'}",
+                                 *LONG_RUN], cwd=PROJECT_DIR, env=cli_env, stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 300
+        while ": running" not in err_path.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, err_path.read_text()
+            time.sleep(1)
+        assert launch.processes(tag)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        proc.kill()
+    text = err_path.read_text()
+    assert "Traceback" not in text
+    assert re.fullmatch(rf"deploy local: interrupted; stopped run \d+ and the deployment in {re.escape(str(workdir))}",
+                        text.strip().splitlines()[-1]), text
+    assert not launch.processes(tag) and not launch.Deployment.load(workdir).alive()
 
 
 # --------------------------------------------------------------- separate hosts
