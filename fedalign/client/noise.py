@@ -51,12 +51,10 @@ class NoiseSource:
     Args:
         random_bytes: ``n -> n`` random bytes. The default, ``os.urandom``, is the only
             source that gives privacy (read at every draw); any other (a seeded stream) is for tests.
-        secure: whether ``random_bytes`` is the OS CSPRNG (recorded, not checked).
     """
 
-    def __init__(self, random_bytes: Callable[[int], bytes] | None = None, *, secure: bool = True) -> None:
+    def __init__(self, random_bytes: Callable[[int], bytes] | None = None) -> None:
         self.random_bytes = random_bytes or _os_random_bytes
-        self.secure = secure
 
     def _words(self, count: int) -> np.ndarray:
         """``count`` independent uniform 64-bit words (uint64)."""
@@ -109,7 +107,7 @@ class NoiseSource:
 def seeded_noise(seed: int) -> NoiseSource:
     """A reproducible :class:`NoiseSource` from ``seed`` (numpy's PCG64): for tests and comparisons
     only -- anyone who knows the seed can regenerate every draw."""
-    return NoiseSource(np.random.Generator(np.random.PCG64(seed)).bytes, secure=False)
+    return NoiseSource(np.random.Generator(np.random.PCG64(seed)).bytes)
 
 
 def noise_source(cfg: ExperimentConfig, client_id: int, round_number: int, stream: int) -> NoiseSource:

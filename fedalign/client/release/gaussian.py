@@ -12,7 +12,7 @@ from ...privacy import PrivacyLedger, StatisticsMechanism
 from ...schedules import initial_release_is_charged, planned_releases, releases_after_turn
 from ...wire import ReleaseLayout
 from ..noise import STATISTICS_STREAM, noise_source, reported_epsilon
-from .base import ReleasePolicy, on_wire
+from .base import ReleaseMetrics, ReleasePolicy, on_wire
 
 log = logging.getLogger("fedalign")
 
@@ -45,17 +45,22 @@ class GaussianRelease(ReleasePolicy):
 
     def release(self, statistics, round_number, turn):
         if turn == 0 and not initial_release_is_charged(self.cfg):  # data-free: exact and free
-            return on_wire(statistics(), self.wire_dtype), {"epsilon": reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon()), "withheld": 0.0}
+            return on_wire(statistics(), self.wire_dtype), self._metrics(withheld=False)
         multiplier = self.mechanism.effective_noise_multiplier
         skipped = turn > 0 and not releases_after_turn(self.cfg, turn)
         if skipped or (self.max_epsilon is not None and self.ledger.epsilon_if(multiplier) > self.max_epsilon):
-            return None, {"epsilon": reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon()), "withheld": 1.0}
+            return None, self._metrics(withheld=True)
         raw = [torch.from_numpy(s).double() for s in statistics()]
         noise = noise_source(self.cfg, self.client_id, round_number, STATISTICS_STREAM)
         noisy = self.mechanism.release(raw, torch.from_numpy(self.layout.target), self.layout.num_nodes, noise)
         self.ledger.record(multiplier)
         return on_wire([n.float().numpy() for n in noisy], self.wire_dtype), \
-            {"epsilon": reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon()), "withheld": 0.0}
+            self._metrics(withheld=False)
+
+    def _metrics(self, withheld: bool) -> ReleaseMetrics:
+        """What every release reports: the epsilon spent so far (:func:`reported_epsilon`) and ``withheld``."""
+        return {"epsilon": reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon()),
+                "withheld": 1.0 if withheld else 0.0}
 
     def state_dict(self) -> dict[str, Any]:
         return {"privacy_ledger": self.ledger.state_dict(), "noise_multiplier": self.mechanism.noise_multiplier}

@@ -13,7 +13,7 @@ from ...privacy.mechanism import uniform_baseline
 from ...aggregation import honest_noise_shares
 from ...schedules import initial_release_is_charged
 from ...wire import SUM_WITH_OWN, ReleaseLayout, Statistics
-from ..noise import STATISTICS_STREAM, noise_source, reported_epsilon
+from ..noise import STATISTICS_STREAM, noise_source
 from .gaussian import GaussianRelease
 
 
@@ -47,7 +47,7 @@ class SecureShareRelease(GaussianRelease):
             raw = [r - self._baseline() for r in raw]
         if turn == 0 and not initial_release_is_charged(self.cfg):
             share = [r.numpy() for r in raw]
-            metrics = {"epsilon": reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon()), "withheld": 0.0}
+            metrics = self._metrics(withheld=False)
         else:
             multiplier = self.mechanism.effective_noise_multiplier
             allowed = self.max_epsilon is None or self.ledger.epsilon_if(multiplier) <= self.max_epsilon
@@ -57,7 +57,7 @@ class SecureShareRelease(GaussianRelease):
             share = [row.numpy() for row in self.mechanism.share(raw, noise, self.parts)]
             if allowed:
                 self.ledger.record(multiplier)
-            metrics = {"epsilon": reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon()), "withheld": 0.0 if allowed else 1.0}
+            metrics = self._metrics(withheld=not allowed)
         self.last_share = share
         return share, metrics
 
