@@ -69,10 +69,8 @@ class ReportedEpsilon:
 
     def problem(self, client: int, metrics: dict) -> str | None:
         """Why the reply ``metrics`` of ``client`` breaks its ledger, or None."""
-        before = self.latest.get(client)
         if LEDGER_LOST in metrics and number(metrics[LEDGER_LOST]) != 0.0:
-            said = "" if before is None else f" holding the epsilon {before:.4g} it reported before"
-            return f"client {client} {LOST} (it found no checkpoint{said}) and released nothing"
+            return f"client {client} {LOST} ({self._no_checkpoint(client)}) and released nothing"
         for name in LEDGER_METRICS:
             earlier = self.values[name].get(client)
             if earlier is None:
@@ -91,9 +89,12 @@ class ReportedEpsilon:
         """Why the error reply of ``client`` says its ledger is lost (:func:`lost_error`), or None."""
         if lost_error(client) not in error:
             return None
+        return f"client {client} {LOST} ({self._no_checkpoint(client)}) and left the round without releasing"
+
+    def _no_checkpoint(self, client: int) -> str:
         before = self.latest.get(client)
-        said = "" if before is None else f" holding the epsilon {before:.4g} it reported before"
-        return f"client {client} {LOST} (it found no checkpoint{said}) and left the round without releasing"
+        held = "" if before is None else f" holding the epsilon {before:.4g} it reported before"
+        return f"it found no checkpoint{held}"
 
     def record(self, client: int, metrics: dict) -> None:
         """Take the ledger values of an accepted reply (each client's values only grow)."""
