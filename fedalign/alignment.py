@@ -15,7 +15,12 @@ structure KL over these pairs (see :func:`fedalign.statistics.structure_kl`).
 * ``logits``: deep mutual learning (Zhang et al., CVPR 2018): KL(peer || student)
   of the class distributions on the alignment graph's nodes
   (:func:`fedalign.statistics.class_log_probs`); no layer map.
+* ``votes``: private voting over clients (PATE's aggregation, Papernot et al. 2017/2018): each
+  client votes its student's argmax on the query set; a student learns (cross-entropy) the answered
+  public nodes' plurality labels of its peers' summed votes (:mod:`fedalign.client.votes`).
 * ``none``: students train independently (the vanilla baseline).
+* ``fedavg`` / ``dp-fedavg``: the reference arms, which average model *weights* (McMahan et al.
+  2017; client-level DP, McMahan et al. 2018); no layer map.
 
 Students of different depths (student L_s, peer L_p) pair by relative depth.
 Student layer j corresponds to peer layer ``q(j) = ceil(j * L_p / L_s)``,
@@ -28,9 +33,13 @@ alignahead pairs (1, 1), (2, 3).
 
 from __future__ import annotations
 
-STRATEGIES = ("alignahead", "one-to-one", "self", "logits", "none")
+STRATEGIES = ("alignahead", "one-to-one", "self", "logits", "votes", "none", "fedavg", "dp-fedavg")
 # Strategies whose students release statistics to their peers (through the server).
-SHARING_STRATEGIES = ("alignahead", "one-to-one", "logits")
+SHARING_STRATEGIES = ("alignahead", "one-to-one", "logits", "votes")
+# Strategies whose release is per node of the query set (class distributions or votes), not per edge.
+NODE_STRATEGIES = ("logits", "votes")
+# The reference arms that send model weights instead of statistics (fedalign's default never does).
+WEIGHT_STRATEGIES = ("fedavg", "dp-fedavg")
 
 
 def shares_statistics(strategy: str) -> bool:
@@ -40,7 +49,7 @@ def shares_statistics(strategy: str) -> bool:
 
 def released_arrays(strategy: str, hidden_layers: int) -> int:
     """Arrays in one release: one per hidden layer (structure), one for ``logits`` (class distributions)."""
-    return 1 if strategy == "logits" else hidden_layers
+    return 1 if strategy in NODE_STRATEGIES else hidden_layers
 
 
 def _proportional_layer(student_layer: int, student_depth: int, peer_depth: int) -> int:
@@ -61,7 +70,7 @@ def layer_pairs(strategy: str, student_depth: int, peer_depth: int) -> list[tupl
         raise ValueError(f"unknown alignment strategy {strategy!r}; choose one of {STRATEGIES}")
     if student_depth < 1 or peer_depth < 1:
         raise ValueError(f"depths must be >= 1, got student {student_depth}, peer {peer_depth}")
-    if strategy in ("none", "logits"):
+    if strategy not in ("alignahead", "one-to-one", "self"):
         return []
     pairs = []
     for j in range(1, student_depth + 1):

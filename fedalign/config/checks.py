@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ..alignment import STRATEGIES
+from ..alignment import NODE_STRATEGIES, STRATEGIES, WEIGHT_STRATEGIES
 from ..statistics import KERNELS
 from .sections import ConfigError, ExperimentConfig
 
@@ -65,8 +65,24 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
            f"must be > 0, got {cfg.simulation.cpus_per_client}")
     _check(cfg.simulation.gpus_per_client >= 0, "simulation.gpus_per_client",
            f"must be >= 0 (a fraction shares a GPU), got {cfg.simulation.gpus_per_client}")
+    _check_queries(cfg)
     _check_privacy(cfg, dataset)
     return cfg
+
+
+def _check_queries(cfg: ExperimentConfig) -> None:
+    a = cfg.align
+    _check(a.queries is None or a.strategy in NODE_STRATEGIES, "align.queries",
+           f"a query set applies to strategies {' and '.join(NODE_STRATEGIES)}, not {a.strategy!r}; remove the key")
+    _check(a.queries is None or a.queries >= 1, "align.queries", f"the number of query nodes must be >= 1, got {a.queries}")
+    _check(a.vote_threshold == 0 or a.strategy == "votes", "align.vote_threshold",
+           f"the consensus threshold applies to strategy votes, not {a.strategy!r}; remove the key")
+    _check(0 <= a.vote_threshold < math.inf, "align.vote_threshold",
+           f"the consensus threshold T (a vote count) must be >= 0 and finite, got {a.vote_threshold}")
+    public = cfg.partition.scheme != "replicate"
+    _check(public or (a.queries is None and a.strategy != "votes"), "align.queries" if a.queries else "align.strategy",
+           "queries are nodes of a public alignment share, but partition.scheme replicate has none (the alignment "
+           "graph is each client's private training graph); use scheme dirichlet, community or iid")
 
 
 def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
@@ -84,7 +100,10 @@ def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
                                                            f"{p.release_every}")
     _check(p.max_epsilon is None or p.max_epsilon > 0, "privacy.max_epsilon",
            f"the privacy budget must be > 0, got {p.max_epsilon}")
-    if p.mechanism == "gaussian":
+    weights = cfg.align.strategy in WEIGHT_STRATEGIES
+    if weights:
+        _check_weight_strategy(cfg)
+    elif p.mechanism == "gaussian":
         _check((sigma is None) != (eps is None), "privacy.noise_multiplier",
                "mechanism 'gaussian' needs exactly one of privacy.noise_multiplier (sigma) and "
                f"privacy.target_epsilon, got noise_multiplier={sigma}, target_epsilon={eps}")
@@ -93,6 +112,12 @@ def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
             _check(value is None, f"privacy.{key}",
                    f"set to {value} but privacy.mechanism is 'none', so no statistics noise is added; "
                    "set privacy.mechanism: gaussian, or remove the key")
+    _check(not p.noise_control or p.mechanism == "gaussian", "privacy.noise_control",
+           "the noise control replaces the statistics of the Gaussian mechanism by zeros: set privacy.mechanism: "
+           "gaussian (and the sigma or epsilon of the arm it controls)")
+    _check(cfg.align.strategy != "votes" or p.mechanism != "gaussian" or p.secure_aggregation,
+           "privacy.secure_aggregation", "votes with the Gaussian mechanism are summed with distributed noise: set "
+           "privacy.secure_aggregation: true (and federation.schedule: simultaneous)")
     _check_label_privacy(p)
     _check_secure_aggregation(cfg)
     _check_reproducible_noise(p)
@@ -113,6 +138,29 @@ def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
                f"DP-SGD needs partition.scheme 'graphs' (or its alias 'iid'), got {cfg.partition.scheme!r}: the "
                "statistics are DP only as post-processing of the DP-SGD model on a public alignment graph, but in "
                "'replicate' they are computed on the private training graphs themselves")
+
+
+def _check_weight_strategy(cfg: ExperimentConfig) -> None:
+    """fedavg / dp-fedavg: weights leave the clients, so no statistics mechanism applies to them."""
+    p, strategy = cfg.privacy, cfg.align.strategy
+    sigma, eps = p.noise_multiplier, p.target_epsilon
+    _check(p.mechanism == "none" and not p.secure_aggregation and not p.noise_control, "privacy.mechanism",
+           f"align.strategy {strategy} sends model weights, not statistics: the statistics mechanism (privacy.mechanism "
+           "gaussian, secure_aggregation, noise_control) does not apply to it; set privacy.mechanism: none "
+           "(dp-fedavg takes its noise from privacy.target_epsilon or privacy.noise_multiplier and privacy.clip_norm)")
+    _check(p.unit == "client" and not p.dp_sgd.enabled, "privacy.unit",
+           f"align.strategy {strategy} is a client-level reference arm: use privacy.unit: client without dp_sgd")
+    _check(cfg.federation.schedule == "simultaneous", "federation.schedule",
+           f"align.strategy {strategy} averages every client's weights every round: set federation.schedule: simultaneous")
+    _check(p.max_epsilon is None, "privacy.max_epsilon", f"align.strategy {strategy} does not take a budget; remove the key")
+    if strategy == "fedavg":
+        for key, value in (("noise_multiplier", sigma), ("target_epsilon", eps)):
+            _check(value is None, f"privacy.{key}", f"set to {value}, but fedavg adds no noise; use align.strategy: "
+                                                     "dp-fedavg for client-level DP, or remove the key")
+    else:
+        _check((sigma is None) != (eps is None), "privacy.noise_multiplier",
+               "dp-fedavg needs exactly one of privacy.noise_multiplier (z: noise std z * clip_norm on the sum of "
+               f"the clipped updates) and privacy.target_epsilon, got noise_multiplier={sigma}, target_epsilon={eps}")
 
 
 def _check_label_privacy(p) -> None:

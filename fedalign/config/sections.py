@@ -69,7 +69,9 @@ class AlignConfig:
     in-edges and divided by all N nodes, weight a = 1.
     """
 
-    strategy: Literal["alignahead", "one-to-one", "self", "logits", "none"] = "alignahead"
+    # alignahead / one-to-one / self / logits / votes / none share statistics (or nothing); fedavg and dp-fedavg
+    # are the weight-averaging reference arms: they send weights, so they must be named here explicitly
+    strategy: Literal["alignahead", "one-to-one", "self", "logits", "votes", "none", "fedavg", "dp-fedavg"] = "alignahead"
     weight: float = 1.0  # a: weight of the alignment loss
     tau: float = 100.0  # temperature of the structure kernel
     kernel: Literal["lsp", "l1-softmax", "l2sq", "cosine"] = "lsp"
@@ -79,6 +81,13 @@ class AlignConfig:
     # Wire precision of released statistics: float16 halves the bytes sent and received; receivers
     # compute in float32 (probabilities below ~6e-8 round to 0 and then add nothing to the KL).
     statistics_dtype: Literal["float32", "float16"] = "float32"
+    # Q: strategies logits and votes release only on a public sample of Q nodes of the alignment graph (the query
+    # set: fixed for the whole run, drawn from the experiment seed, the same on every client and the server);
+    # None = every node of the alignment graph.
+    queries: int | None = None
+    # T of strategy votes: a query is answered only where the peers' noisy top vote count is >= T (Confident-GNMax's
+    # consensus check, on the same noisy histogram: post-processing); 0 answers every query.
+    vote_threshold: float = 0.0
 
 
 @dataclass
@@ -141,6 +150,9 @@ class PrivacyConfig:
     # reproducible run reports epsilon = inf, and with target/max/label epsilon needs insecure_ok: true.
     reproducible_noise: bool = False
     insecure_ok: bool = False  # accept reproducible_noise together with an epsilon target (tests, comparisons)
+    # The noise control of a DP arm: every charged release is made from zeros instead of the client's statistics
+    # (same mechanism, same sigma: pure noise); it reads no private data and spends no epsilon.
+    noise_control: bool = False
     # Secure aggregation with distributed noise (schedule simultaneous, mechanism gaussian): the server learns
     # only the sum of the clients' shares (Flower's SecAgg+ in the Flower engines), each client adds noise of std
     # sigma C / sqrt(n), n = K - floor(max_dropout_share K) - colluders (fedalign.aggregation).
