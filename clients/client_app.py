@@ -46,6 +46,7 @@ from fedalign.files import append_private_line  # noqa: E402
 from fedalign.client.requests import Request  # noqa: E402
 from fedalign.client.worker import ask  # noqa: E402
 from fedalign.ledgers import LEDGER_LOST, lost_error  # noqa: E402
+from clients.fedavg import answer_weights, is_weight_request  # noqa: E402
 from fedalign_flower.protocol import (IDENTIFY_ROUND, encode_reply, encode_share_reply, epsilon_before_of,  # noqa: E402
                                       is_share_request, request_fields, share_request_fields)
 
@@ -130,11 +131,17 @@ def _handle(msg: Message, context: Context) -> Message:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """This client's current statistics on the alignment graph (round -1: only which client this is)."""
+    """This client's current statistics on the alignment graph (round -1: only which client this is); in the
+    weight arms (fedavg, dp-fedavg: :mod:`clients.fedavg`) its initial weights."""
+    if is_weight_request(msg.content):
+        return answer_weights(msg, context)
     return _handle(msg, context)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train local epochs against the peers' statistics; reply with fresh statistics."""
+    """Train local epochs against the peers' statistics; reply with fresh statistics. In the weight arms
+    (fedavg, dp-fedavg: :mod:`clients.fedavg`): train from the global weights, reply with the trained weights."""
+    if is_weight_request(msg.content):
+        return answer_weights(msg, context)
     return _handle(msg, context)

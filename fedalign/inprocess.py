@@ -105,8 +105,13 @@ def run_inprocess(cfg: ExperimentConfig, run_dir: str | Path | None = None, resu
     them (weights, optimiser, privacy ledgers) with the server's saved state; a new run starts
     that folder afresh.
     """
+    from .alignment import WEIGHT_STRATEGIES
     from .outputs import run_dir_for
 
+    if cfg.align.strategy in WEIGHT_STRATEGIES:  # fedavg / dp-fedavg: weights, not statistics
+        from .weight_arms import run_fedavg_inprocess
+
+        return run_fedavg_inprocess(cfg, run_dir, resume)
     run_dir = run_dir_for(cfg, run_dir)
     state_dir = run_dir / CLIENT_STATE
     if not resume:

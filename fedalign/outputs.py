@@ -92,6 +92,7 @@ class RunWriter:
         self.records: list[RoundRecord] = self._logged(previous)
         self.wall_seconds_before = wall_seconds_before
         self.started = time.monotonic()
+        self.extra: dict = {}  # more summary keys an engine adds (the weight arms: "shared", "shared_note", ...)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         tmp = self.run_dir / ".rounds.jsonl.tmp"
         tmp.write_text("".join(json.dumps(json_safe(r.to_json())) + "\n" for r in self.records))
@@ -138,6 +139,7 @@ class RunWriter:
             "wall_seconds": round(self.wall_seconds(), 3),
             "metrics_source": source,
             **summary,
+            **self.extra,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
         if self.cfg.output.plot and records:

@@ -2,7 +2,8 @@
 
 The server sends each client its peers' cached statistics and receives
 fresh statistics and scalar metrics; it never receives weights, features or
-labels. ``flwr run .`` reads the experiment file named by the run config key
+labels -- except in the two weight-averaging reference arms, ``align.strategy:
+fedavg | dp-fedavg``, which :func:`serve` hands to Flower's own FedAvg (``server/fedavg.py``). ``flwr run .`` reads the experiment file named by the run config key
 ``config`` and the space-separated ``key.path=value`` overrides in ``set``;
 ``resume`` (an absolute run folder) continues a run whose server stopped.
 """
@@ -17,6 +18,7 @@ from typing import Callable
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedalign.alignment import WEIGHT_STRATEGIES
 from fedalign.config import ExperimentConfig, load_config
 from fedalign.outputs import run_dir_for
 from fedalign.runner import run_experiment
@@ -69,6 +71,10 @@ def serve(grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None, resume
     checkpoints by the folder's name, the run tag). ``evaluation(run_tag)``: the
     clients' evaluation-log rows, where the server can read them (simulation).
     """
+    if cfg.align.strategy in WEIGHT_STRATEGIES:  # fedavg / dp-fedavg: Flower's FedAvg over weights (server/fedavg.py)
+        from .fedavg import serve_fedavg
+
+        return serve_fedavg(grid, cfg, run_dir, resume)
     run_dir = run_dir_for(cfg, run_dir)
     transport = FlowerTransport(grid, cfg, run_tag=run_dir.name)
     rows = (lambda: evaluation(run_dir.name)) if evaluation is not None else None

@@ -57,7 +57,9 @@ class LoopbackGrid:
         """Deliver each message now (its reply waits for :meth:`pull_messages`); returns the message ids."""
         ids = []
         for msg in messages:
-            round_number = int(msg.content["config"]["round"]) if "config" in msg.content else int(msg.metadata.group_id)
+            config = msg.content["config"] if "config" in msg.content else None  # weight arms: Flower's server-round
+            round_number = int(config.get("round", config.get("server-round", 0))) if config is not None \
+                else int(msg.metadata.group_id)
             if self.crash_before_round is not None and round_number >= self.crash_before_round:
                 raise ServerCrash(f"simulated server crash before round {round_number}")
             self.sent.append(msg)

@@ -23,6 +23,9 @@ class RoundRecord:
     # or the transport refused it unread, and with privacy on (a client's time reveals its data's size)
     seconds: float | None
     error: str | None = None
+    # what left the client besides scalar metrics, where it is not statistics: "weights" for the weight-averaging
+    # reference arms (fedalign.server.fedavg); None (not in the log) for fedalign's own strategies
+    shared: str | None = None
 
     def to_json(self) -> dict:
         row = {
@@ -34,12 +37,14 @@ class RoundRecord:
             row["seconds"] = round(self.seconds, 6)
         if self.error:
             row["error"] = self.error
+        if self.shared:
+            row["shared"] = self.shared
         return row
 
     @classmethod
     def from_json(cls, row: dict) -> "RoundRecord":
         """Inverse of :meth:`to_json` (as written to ``rounds.jsonl``: "inf" strings, null for NaN)."""
-        fixed = {"round", "client", "status", "peers", "bytes_received", "bytes_sent", "seconds", "error"}
+        fixed = {"round", "client", "status", "peers", "bytes_received", "bytes_sent", "seconds", "error", "shared"}
 
         def number(value) -> float:
             return float("nan") if value is None else float(value)
@@ -47,7 +52,7 @@ class RoundRecord:
         return cls(int(row["round"]), int(row["client"]), row["status"], list(row["peers"]),
                    {k: number(v) for k, v in row.items() if k not in fixed},
                    int(row["bytes_received"]), int(row["bytes_sent"]),
-                   None if row.get("seconds") is None else float(row["seconds"]), row.get("error"))
+                   None if row.get("seconds") is None else float(row["seconds"]), row.get("error"), row.get("shared"))
 
 
 class RoundListener(Protocol):
