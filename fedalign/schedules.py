@@ -54,10 +54,24 @@ def releases_after_turn(cfg: ExperimentConfig, turn: int) -> bool:
     return turn % cfg.privacy.release_every == 0
 
 
+def skips_final_release(cfg: ExperimentConfig, round_number: int) -> bool:
+    """Whether a charged release in ``round_number`` is skipped: with ``privacy.final_release: false``, the run's
+    last round, after which nobody trains (a release there would spend privacy and feed no one). The release is
+    then withheld (a share of pure noise under secure aggregation)."""
+    return not cfg.privacy.final_release and round_number >= cfg.federation.rounds
+
+
 def planned_releases(cfg: ExperimentConfig, client_id: int) -> int:
     """How many charged releases client ``client_id`` makes in a full run (to plan ``privacy.target_epsilon``).
 
     Round 0's, when :func:`initial_release_is_charged`, plus one after every
-    ``privacy.release_every``-th of its :func:`turns`.
+    ``privacy.release_every``-th of its :func:`turns` -- except, with ``privacy.final_release: false``
+    (:func:`skips_final_release`), a turn in the final round: under ``simultaneous`` every client's last
+    turn, under ``alternating`` the last turn of client ``(R - 1) mod K``.
     """
-    return int(initial_release_is_charged(cfg)) + turns(cfg, client_id) // cfg.privacy.release_every
+    n = turns(cfg, client_id)
+    k, rounds = cfg.federation.num_clients, cfg.federation.rounds
+    last_in_final = n > 0 and not cfg.privacy.final_release and \
+        (cfg.federation.schedule == "simultaneous" or (rounds - 1) % k == client_id)
+    released = n // cfg.privacy.release_every - int(last_in_final and releases_after_turn(cfg, n))
+    return int(initial_release_is_charged(cfg)) + released

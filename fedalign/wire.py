@@ -52,6 +52,7 @@ REPLY_METRICS = frozenset({
     "task_grad_norm", "align_grad_norm",  # Student.train, when the alignment term is on
     "epsilon", "withheld", "dp_sgd_epsilon",  # privacy (the release policy / DP-SGD)
     "ledger_lost",  # a client that lost its privacy ledger releases nothing and says so (fedalign.ledgers)
+    "answered_queries", "labelled_queries",  # strategy votes: queries answered by the last histogram, and kept
 })
 # Metrics a client may send with privacy on: accounted, or computed from public information only.
 ACCOUNTED_METRICS = frozenset({"epsilon", "withheld", "dp_sgd_epsilon", "ledger_lost"})
@@ -85,7 +86,8 @@ METRIC_RANGES = {
     "task_loss": (0.0, math.inf, False), "align_loss": (0.0, math.inf, False), "val_loss": (0.0, math.inf, False),
     "task_grad_norm": (0.0, math.inf, False), "align_grad_norm": (0.0, math.inf, False),
     "epsilon": (0.0, math.inf, True), "dp_sgd_epsilon": (0.0, math.inf, True), "withheld": (0.0, 1.0, False),
-    "ledger_lost": (0.0, 1.0, False),
+    "ledger_lost": (0.0, 1.0, False), "answered_queries": (0.0, math.inf, False),
+    "labelled_queries": (0.0, math.inf, False),
 }
 
 
@@ -175,14 +177,21 @@ class ReleaseLayout:
     Attributes:
         num_nodes: the number of groups (N, the alignment graph's nodes).
         target: int64 [E], the group of every entry (``edge_index[1]``: the target node v of edge u -> v).
+        votes: True for strategy ``votes``: every group is one-hot (a vote) or all zero (an abstention).
     """
 
     num_nodes: int
     target: np.ndarray
+    votes: bool = False
 
     @property
     def num_edges(self) -> int:
         return int(self.target.shape[0])
+
+    @property
+    def members(self) -> int:
+        """Entries per group for node layouts (classes, or 2 per label); meaningful where groups are equal-sized."""
+        return self.num_edges // max(self.num_nodes, 1)
 
     @functools.cached_property
     def has_in_edges(self) -> np.ndarray:
@@ -196,20 +205,38 @@ class ReleaseLayout:
         return cls(int(num_nodes), target)
 
 
-
-def release_layout(strategy: str, edge_index, num_nodes: int, num_classes: int, multilabel: bool) -> ReleaseLayout:
+def release_layout(strategy: str, edge_index, num_nodes: int, num_classes: int, multilabel: bool,
+                   queries: int | None = None) -> ReleaseLayout:
     """How the entries of one released array group into distributions, for ``strategy``.
 
     Structure strategies: one entry per edge of the alignment graph, grouped by target
-    node (``edge_index`` long [2, E], ``num_nodes`` N). Strategy ``logits``: the class
-    distributions of :func:`fedalign.statistics.class_log_probs`: ``C`` entries per node
-    (multiclass), or 2 per (node, label) (multilabel). The returned spec's ``num_nodes``
-    is then the number of groups and ``target`` the group of each entry.
+    node (``edge_index`` long [2, E], ``num_nodes`` N). Strategies ``logits`` and ``votes``: the
+    class distributions of :func:`fedalign.statistics.class_log_probs` (or one-hot votes in the same
+    places) on the ``queries`` nodes of the query set (:func:`fedalign.queries.query_nodes`; None: all
+    N): ``C`` entries per node (multiclass), or 2 per (node, label) (multilabel). The returned spec's
+    ``num_nodes`` is then the number of groups and ``target`` the group of each entry.
     """
-    if strategy != "logits":
+    if strategy not in ("logits", "votes"):
         return ReleaseLayout.from_edge_index(edge_index, num_nodes)
-    groups, members = (num_nodes * num_classes, 2) if multilabel else (num_nodes, num_classes)
-    return ReleaseLayout(groups, np.repeat(np.arange(groups, dtype=np.int64), members))
+    nodes = num_nodes if queries is None else queries
+    groups, members = (nodes * num_classes, 2) if multilabel else (nodes, num_classes)
+    return ReleaseLayout(groups, np.repeat(np.arange(groups, dtype=np.int64), members), votes=strategy == "votes")
+
+
+def release_clip_norm(clip_norm: float, layout: ReleaseLayout) -> float:
+    """C of one release: ``sqrt(groups)`` for votes (a vote vector's L2 norm, so clipping is the identity:
+    :mod:`fedalign.client.votes`), else ``clip_norm`` (``privacy.clip_norm``)."""
+    return math.sqrt(layout.num_nodes) if layout.votes else clip_norm
+
+
+def _check_votes(values: np.ndarray, graph: ReleaseLayout, where: str) -> str | None:
+    """The first problem of a votes array (every entry 0 or 1, every group one vote or none), or None."""
+    if not np.isin(values, (0.0, 1.0)).all():
+        return f"{where} holds entries other than 0 and 1 (a vote is one-hot)"
+    sums = np.bincount(graph.target, weights=values, minlength=graph.num_nodes)
+    if (sums > 1).any():
+        return f"{where}: {int((sums > 1).sum())} queries carry more than one vote, first query {int(np.argmax(sums > 1))}"
+    return None
 
 
 def check_statistics(
@@ -259,6 +286,11 @@ def check_statistics(
         if not isinstance(graph, ReleaseLayout):
             if (values > 1 + tolerance).any():
                 raise reject(f"{where} has {int((values > 1 + tolerance).sum())} probabilities above 1")
+            continue
+        if graph.votes:
+            problem = _check_votes(values, graph, where)
+            if problem is not None:
+                raise reject(problem)
             continue
         sums = np.bincount(graph.target, weights=values, minlength=graph.num_nodes)
         error = np.abs(sums - 1.0) * graph.has_in_edges

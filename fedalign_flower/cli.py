@@ -24,6 +24,7 @@ from fedalign.config import ConfigError, ExperimentConfig, load_config
 from fedalign.data import missing_raw_files
 from fedalign.inprocess import run_inprocess
 from fedalign.ledgers import LedgerBroken
+from fedalign.queries import check_query_set
 from fedalign.sweep import cell_config, cells, load_sweep, run_sweep
 
 ENGINES = ("flower", "inprocess")
@@ -74,6 +75,7 @@ def require_data(cfg: ExperimentConfig) -> None:
     reason = missing_raw_files(cfg.data.name, cfg.data.root)
     if reason is not None:
         raise UserError(reason)
+    check_query_set(cfg)
 
 
 def _run(args) -> int:

@@ -46,22 +46,26 @@ def quantization_bits(num_clients: int) -> int:
     return min(22, MODULUS_BITS - 1 - math.ceil(math.log2(num_clients + 1)))
 
 
-def workflow_for(cfg: ExperimentConfig) -> SecAggPlusWorkflow:
-    """The SecAgg+ workflow for ``cfg``'s shares (see the module docstring)."""
+def workflow_for(cfg: ExperimentConfig, clip_norm: float | None = None) -> SecAggPlusWorkflow:
+    """The SecAgg+ workflow for ``cfg``'s shares (see the module docstring); ``clip_norm``: C of a release
+    (:func:`~fedalign.wire.release_clip_norm`; None: ``privacy.clip_norm``)."""
     k, p = cfg.federation.num_clients, cfg.privacy
+    c = p.clip_norm if clip_norm is None else clip_norm
     return SecAggPlusWorkflow(
         num_shares=1.0, reconstruction_threshold=max(2, minimum_contributors(k, p.max_dropout_share)),
-        max_weight=1.0, clipping_range=share_range(p.clip_norm, share_noise_std(cfg)),
+        max_weight=1.0, clipping_range=share_range(c, share_noise_std(cfg, c)),
         quantization_range=2 ** quantization_bits(k), modulus_range=2 ** MODULUS_BITS,
         timeout=cfg.federation.timeout)
 
 
-def share_noise_std(cfg: ExperimentConfig) -> float:
-    """The largest noise std of a client's share, sigma C / sqrt(n), sigma as the clients solve it."""
+def share_noise_std(cfg: ExperimentConfig, clip_norm: float | None = None) -> float:
+    """The largest noise std of a client's share, sigma C / sqrt(n), sigma as the clients solve it
+    (``clip_norm``: C of a release; None: ``privacy.clip_norm``)."""
     p, k = cfg.privacy, cfg.federation.num_clients
+    c = p.clip_norm if clip_norm is None else clip_norm
     layers = released_arrays(cfg.align.strategy, cfg.model.for_client(0)["hidden_layers"])
-    sigma = max(StatisticsMechanism.from_config(cfg, c, layers).noise_multiplier for c in range(k))
-    return sigma * p.clip_norm / math.sqrt(honest_noise_shares(k, p.max_dropout_share, p.colluders))
+    sigma = max(StatisticsMechanism.from_config(cfg, i, layers, c).noise_multiplier for i in range(k))
+    return sigma * c / math.sqrt(honest_noise_shares(k, p.max_dropout_share, p.colluders))
 
 
 class _ShareRound(Strategy):
@@ -92,16 +96,17 @@ class _ShareRound(Strategy):
         return None
 
 
-def secure_round(grid: Grid, cfg: ExperimentConfig, round_number: int, fitins: dict[int, FitIns]
-                 ) -> tuple[list[np.ndarray] | None, list[tuple[int, FitRes]], list[str]]:
+def secure_round(grid: Grid, cfg: ExperimentConfig, round_number: int, fitins: dict[int, FitIns],
+                 clip_norm: float | None = None) -> tuple[list[np.ndarray] | None, list[tuple[int, FitRes]], list[str]]:
     """Run one SecAgg+ round: ``(sum of the contributors' shares or None, [(node, FitRes)] of the
-    contributors, errors)``. The FitRes carry the clients' metrics; their parameters are the aggregate."""
+    contributors, errors)``. The FitRes carry the clients' metrics; their parameters are the aggregate.
+    ``clip_norm``: C of a release (:func:`workflow_for`)."""
     strategy = _ShareRound(grid, fitins)
     state = RecordDict({MAIN_CONFIGS_RECORD: ConfigRecord({Key.CURRENT_ROUND: round_number}),
                         MAIN_PARAMS_RECORD: ArrayRecord()})
     context = LegacyContext(Context(run_id=0, node_id=0, node_config={}, state=state, run_config={}),
                             strategy=strategy)
-    workflow_for(cfg)(grid, context)
+    workflow_for(cfg, clip_norm)(grid, context)
     if strategy.results is None:
         return None, [], [f"secure aggregation halted in round {round_number} (too few clients answered; "
                           "see the server log)"]

@@ -12,7 +12,7 @@ from flwr.serverapp import Grid
 from fedalign.config import ExperimentConfig
 from fedalign.server import Reply, release_layout_of
 from fedalign.server.layout import release_bytes
-from fedalign.wire import PeerSum, Statistics, payload_bytes, private_releases
+from fedalign.wire import PeerSum, Statistics, payload_bytes, private_releases, release_clip_norm
 from fedalign_flower.protocol import (IDENTIFY_ROUND, ProtocolError, decode_reply, decode_share_metrics,
                                       encode_request, encode_share_request, statistics_bytes)
 
@@ -203,6 +203,16 @@ class FlowerTransport:
                      ) -> tuple[dict[int, Reply], PeerSum | None]:
         return self._summed("train", jobs, round_number)
 
+    @functools.cache
+    def _clip_norm(self) -> float:
+        """C of a release (votes: sqrt of the query groups, read off the public alignment graph)."""
+        if self.cfg.align.strategy != "votes":
+            return self.cfg.privacy.clip_norm
+        layout = release_layout_of(self.cfg)
+        if layout is None:
+            raise RuntimeError("secure aggregation of votes needs the public alignment graph's size on the server")
+        return release_clip_norm(self.cfg.privacy.clip_norm, layout)
+
     def _summed(self, message_type: str, jobs: dict[int, dict], round_number: int
                 ) -> tuple[dict[int, Reply], PeerSum | None]:
         """One SecAgg+ round (:func:`~server.secure_aggregation.secure_round`) over the clients of ``jobs``."""
@@ -213,7 +223,7 @@ class FlowerTransport:
                   for node, c in client_of.items()}
         started = time.perf_counter()
         replies: dict[int, Reply] = {}
-        total, contributors, errors = secure_round(self.grid, self.cfg, round_number, fitins) \
+        total, contributors, errors = secure_round(self.grid, self.cfg, round_number, fitins, self._clip_norm()) \
             if len(fitins) >= 2 else (None, [], ["fewer than 2 clients reachable"])
         included = []
         for node, fitres in contributors:

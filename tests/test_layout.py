@@ -20,7 +20,7 @@ CLIENT_SIDE = ("fedalign.client", "fedalign.models", "fedalign.privacy")
 SERVER_SIDE = ("fedalign.server",)
 ENGINES = ("fedalign.inprocess", "fedalign.runner", "fedalign.outputs", "fedalign.sweep", "fedalign.runstore")
 SHARED = ("fedalign.config", "fedalign.statistics", "fedalign.alignment", "fedalign.wire", "fedalign.schedules",
-          "fedalign.data", "fedalign.seeds", "fedalign.files", "fedalign.aggregation")
+          "fedalign.data", "fedalign.seeds", "fedalign.files", "fedalign.aggregation", "fedalign.queries")
 
 
 def module_name(path: Path) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..alignment import layer_pairs
+from ..alignment import NODE_STRATEGIES, layer_pairs
 
 
 @dataclass
@@ -50,7 +50,7 @@ class AlignmentTargets:
         mass: dict[int, np.ndarray] = {}
         constant = 0.0
         for stats in peers.values():
-            pairs = [(1, 1)] if strategy == "logits" else layer_pairs(strategy, student_depth, len(stats))
+            pairs = [(1, 1)] if strategy in NODE_STRATEGIES else layer_pairs(strategy, student_depth, len(stats))
             for s_layer, p_layer in pairs:
                 p = np.asarray(stats[p_layer - 1], dtype=np.float64)
                 constant += float(np.sum(p * np.log(p, where=p > 0, out=np.zeros_like(p))))
@@ -64,6 +64,8 @@ class AlignmentTargets:
         The cross term is summed in float64: the KL is a small difference of two large sums
         (about N log(degree) each), which float32 would resolve only to ~1e-3 relative.
         """
-        cross = sum((m * student_log_probs[layer - 1].double()).sum() for layer, m in self.mass.items())
         dtype = student_log_probs[0].dtype
+        if not self.mass:  # nothing to align with (e.g. no answered vote yet)
+            return student_log_probs[0].new_zeros((), dtype=dtype)
+        cross = sum((m * student_log_probs[layer - 1].double()).sum() for layer, m in self.mass.items())
         return ((self.constant - cross) / (self.divisor * max(self.num_peers, 1))).to(dtype)

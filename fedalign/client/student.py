@@ -18,10 +18,11 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ..alignment import released_arrays
+from ..alignment import NODE_STRATEGIES, released_arrays
 from ..config import ExperimentConfig
 from ..data import ClientData
 from ..models import StudentNetwork, build_network
+from ..queries import query_nodes
 from ..seeds import derive_seed
 from ..statistics import class_log_probs, layer_statistics
 from ..wire import SUM_PEERS, SUM_WITH_OWN, Statistics, StatisticsRejected, check_peer_sum, check_statistics, release_layout
@@ -30,6 +31,7 @@ from .objective import AlignmentTargets
 from .release import SecureShareRelease, build_release_policy
 from .release.base import ReleaseMetrics
 from .training import DPSGDTraining, task_loss, task_metric, train_full_batch
+from .votes import PublicLabels, answer_queries, peer_histogram, vote_vector
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,8 +70,13 @@ class Student:
         if cfg.privacy.unit == "labels":  # randomised response on the training labels, once, before training
             self.train_split = randomise_labels(cfg, client_id, self.train_split, task)
         self._prepared: dict[int, Any] = {}  # id(graph) -> model.prepare(graph's edges), built once
+        queries = query_nodes(cfg.seed, self.alignment.num_nodes, cfg.align.queries) \
+            if cfg.align.strategy in NODE_STRATEGIES else None
+        self.queries = None if queries is None else torch.from_numpy(queries).to(self.device)
         self.layout = release_layout(cfg.align.strategy, self.alignment.edge_index, self.alignment.num_nodes,
-                                     task.num_classes, task.multilabel)
+                                     task.num_classes, task.multilabel, None if queries is None else len(queries))
+        self.public_labels = PublicLabels(self.layout) if cfg.align.strategy == "votes" else None
+        self.answered = 0  # votes: queries answered by the last histogram
         self.own_statistics: Statistics | None = None  # strategy self: its statistics at the end of its last turn
         self.shared_forward = self.alignment is self.train_split.graph  # replicate: one forward serves both
         self.epochs_trained = 0
@@ -99,13 +106,22 @@ class Student:
         """
         self.model.eval()
         logits, hiddens = self.forward(self.alignment)
+        if self.cfg.align.strategy == "votes":  # one-hot votes on the query set; abstain before the first turn
+            votes = vote_vector(self.on_queries(logits), self.task.multilabel)
+            return [(votes if self.epochs_trained > 0 else torch.zeros_like(votes)).cpu().numpy()]
         return [lp.exp().float().cpu().numpy() for lp in self.log_statistics(logits, hiddens)]
 
+    def on_queries(self, logits: Tensor) -> Tensor:
+        """The rows of ``logits`` [N, C] on the query set (all N without one)."""
+        return logits if self.queries is None else logits.index_select(0, self.queries)
+
     def log_statistics(self, logits: Tensor, hiddens: list[Tensor]) -> list[Tensor]:
-        """Log-probabilities of :meth:`statistics` from outputs on the alignment graph, differentiable."""
+        """Log-probabilities of :meth:`statistics` from outputs on the alignment graph, differentiable
+        (``votes``: the student's class distributions on the query set, which its cross-entropy reads)."""
         align = self.cfg.align
-        if align.strategy == "logits":
-            return [class_log_probs(logits, align.logit_temperature, self.task.multilabel)]
+        if align.strategy in NODE_STRATEGIES:
+            temperature = align.logit_temperature if align.strategy == "logits" else 1.0
+            return [class_log_probs(self.on_queries(logits), temperature, self.task.multilabel)]
         return layer_statistics(hiddens, self.alignment.edge_index, align.tau, align.kernel)
 
     def release(self, round_number: int) -> tuple[Statistics | None, ReleaseMetrics]:
@@ -122,14 +138,31 @@ class Student:
         (``align.node_mean: all``; always for ``logits``) or over the nodes with in-edges.
         """
         align = self.cfg.align
+        if align.strategy == "votes":
+            return self.vote_targets(peer_statistics)
         if set(peer_statistics) & set(SUM_PEERS):  # secure aggregation: the sum of every contributor's share
             mean = self.release_policy.peer_distributions(peer_statistics)
             peer_statistics = {} if mean is None else {SUM_WITH_OWN: mean}
-        if align.strategy == "logits" or align.node_mean == "all":
+        if align.strategy == "logits":
+            divisor = self.alignment.num_nodes if self.queries is None else int(self.queries.numel())
+        elif align.node_mean == "all":
             divisor = self.alignment.num_nodes
         else:
             divisor = int(self.layout.has_in_edges.sum())
         return AlignmentTargets.from_peers(peer_statistics, align.strategy, self.depth, divisor, self.device)
+
+    def vote_targets(self, peer_statistics: dict[int, Statistics]) -> AlignmentTargets:
+        """Strategy ``votes``: answer the queries from the peers' (noisy) vote histogram, keep the answers
+        (:class:`~fedalign.client.votes.PublicLabels`), and return the cross-entropy on every labelled query."""
+        if set(peer_statistics) & set(SUM_PEERS):
+            total = self.release_policy.peer_total(peer_statistics)
+            histogram = None if total is None else total[0][0]
+        else:
+            histogram = peer_histogram(peer_statistics) if peer_statistics else None
+        if histogram is not None:
+            self.answered = self.public_labels.update(
+                answer_queries(histogram, self.layout, self.cfg.align.vote_threshold))
+        return self.public_labels.targets(self.device)
 
     def alignment_loss(self, logits: Tensor, hiddens: list[Tensor], targets: AlignmentTargets) -> Tensor:
         """``(1 / #peers) * sum_peers sum_pairs KL(peer || student)`` (:mod:`fedalign.client.objective`)."""
@@ -162,13 +195,16 @@ class Student:
             peer_statistics = {self.client_id: self.own_statistics}
         torch.manual_seed(derive_seed(self.cfg.seed, self.client_id, round_number))
         targets = self.alignment_targets(peer_statistics)
-        align_on = self.cfg.align.strategy != "none" and self.cfg.align.weight > 0 and bool(peer_statistics)
+        align_on = self.cfg.align.strategy != "none" and self.cfg.align.weight > 0 and bool(peer_statistics) \
+            and bool(targets.mass)
         if self.dp_sgd is not None:
             metrics = self.dp_sgd.train(self, targets, align_on, round_number)
         else:
             metrics = train_full_batch(self, targets, align_on)
         if self.cfg.align.strategy == "self":
             self.own_statistics = self.statistics()
+        if self.public_labels is not None:  # kept on the client (fedalign.wire.split_metrics): they read its votes
+            metrics.update(answered_queries=float(self.answered), labelled_queries=float(self.public_labels.count))
         return {**metrics, **self.evaluate()}
 
     def check_peer_statistics(self, peer_statistics: dict[int, Statistics]) -> None:
@@ -220,6 +256,8 @@ class Student:
             state.update(self.dp_sgd.state_dict())
         if self.own_statistics is not None:
             state["own_statistics"] = [torch.from_numpy(np.array(p)) for p in self.own_statistics]
+        if self.public_labels is not None:
+            state.update(self.public_labels.state_dict())
         if self.cfg.privacy.unit == "labels":  # the randomised labels are drawn once per run, never again
             state["randomised_labels"] = self.train_split.graph.y.cpu()
         return state
@@ -233,6 +271,8 @@ class Student:
         if self.cfg.privacy.unit == "labels":
             self.train_split.graph.y = state["randomised_labels"].to(self.device)
         self.release_policy.load_state_dict(state)
+        if self.public_labels is not None:
+            self.public_labels.load_state_dict(state)
         if self.dp_sgd is not None:
             self.dp_sgd.load_state_dict(state)
 

@@ -118,6 +118,8 @@ def _check_privacy(cfg: ExperimentConfig, dataset: str) -> None:
     _check(cfg.align.strategy != "votes" or p.mechanism != "gaussian" or p.secure_aggregation,
            "privacy.secure_aggregation", "votes with the Gaussian mechanism are summed with distributed noise: set "
            "privacy.secure_aggregation: true (and federation.schedule: simultaneous)")
+    _check(cfg.align.strategy != "votes" or not p.subtract_baseline, "privacy.subtract_baseline",
+           "votes are one-hot counts, not distributions around a uniform baseline; remove the key")
     _check_label_privacy(p)
     _check_secure_aggregation(cfg)
     _check_reproducible_noise(p)

@@ -142,6 +142,9 @@ class PrivacyConfig:
     # sqrt(2) C, but the clipped norm carries only how the distributions differ from uniform).
     subtract_baseline: bool = False
     release_every: int = 1  # release after every k-th turn only (fewer releases, less noise each)
+    # false: no charged release in the final round (nobody trains after it), so target_epsilon is spread over one
+    # release fewer; true (the default so far) releases there too
+    final_release: bool = True
     # Round 0's release (before any training, on a public alignment graph) reads no private data: send it
     # exact and uncharged. Under partition.scheme replicate the alignment graph is private: always charged.
     free_initial_release: bool = True

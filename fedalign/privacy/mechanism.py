@@ -162,15 +162,18 @@ class StatisticsMechanism:
         return cls(clip_norm, z / unit.effective_noise_multiplier, clip_scope, num_layers=num_layers, centre=centre)
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_layers: int) -> StatisticsMechanism:
+    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_layers: int,
+                    clip_norm: float | None = None) -> StatisticsMechanism:
         """Client ``client_id``'s mechanism for ``cfg.privacy``: ``noise_multiplier`` as given, or
-        solved (:meth:`for_budget`) so that the client's planned releases spend ``target_epsilon``."""
+        solved (:meth:`for_budget`) so that the client's planned releases spend ``target_epsilon``.
+        ``clip_norm``: C where the release fixes it (votes), else ``privacy.clip_norm``."""
         p = cfg.privacy
+        c = p.clip_norm if clip_norm is None else clip_norm
         if p.target_epsilon is not None:
-            return cls.for_budget(p.target_epsilon, p.delta, max(1, planned_releases(cfg, client_id)), p.clip_norm,
+            return cls.for_budget(p.target_epsilon, p.delta, max(1, planned_releases(cfg, client_id)), c,
                                   p.clip_scope, num_layers=num_layers, accountant=p.accountant,
                                   centre=p.subtract_baseline)
-        return cls(p.clip_norm, p.noise_multiplier, p.clip_scope, num_layers=num_layers,
+        return cls(c, p.noise_multiplier, p.clip_scope, num_layers=num_layers,
                    clip_only=p.noise_multiplier == 0, centre=p.subtract_baseline)
 
     @property

@@ -9,6 +9,7 @@ import numpy as np
 from ..alignment import released_arrays
 from ..config import ExperimentConfig
 from ..data import load_public_graph
+from ..queries import query_nodes
 from ..wire import ReleaseLayout, release_layout
 
 log = logging.getLogger("fedalign")
@@ -28,8 +29,9 @@ def release_layout_of(cfg: ExperimentConfig) -> ReleaseLayout | None:
         log.warning("the server cannot read the dataset (%s); statistics are checked for shape, dtype and "
                     "range only, not for per-node sums. Give the server data.root to check them fully.", error)
         return None
+    queries = query_nodes(cfg.seed, graph.num_nodes, cfg.align.queries)
     return release_layout(cfg.align.strategy, graph.edge_index, graph.num_nodes, dataset.num_classes,
-                          dataset.multilabel)
+                          dataset.multilabel, None if queries is None else len(queries))
 
 
 def release_bytes(cfg: ExperimentConfig, client: int, entries: int) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from ...alignment import shares_statistics
 from ...config import ExperimentConfig
 from ...privacy import PrivacyLedger
-from ...wire import ReleaseLayout
+from ...wire import ReleaseLayout, release_clip_norm
 from .base import NoRelease, ReleasePolicy
 from .dp_sgd import DPSGDRelease
 from .gaussian import GaussianRelease
@@ -39,10 +39,11 @@ def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int,
         return NoRelease()
     if cfg.privacy.unit == "labels":
         return LabelDPRelease(cfg, client_id)
+    clip_norm = release_clip_norm(cfg.privacy.clip_norm, layout)  # votes: a vote vector's norm
     if cfg.privacy.secure_aggregation:
-        return SecureShareRelease.from_config(cfg, client_id, num_arrays, layout)
+        return SecureShareRelease.from_config(cfg, client_id, num_arrays, layout, clip_norm)
     if cfg.privacy.mechanism == "gaussian":
-        return GaussianRelease.from_config(cfg, client_id, num_arrays, layout)
+        return GaussianRelease.from_config(cfg, client_id, num_arrays, layout, clip_norm)
     if dp_sgd_ledger is not None:
         return DPSGDRelease(cfg, client_id, dp_sgd_ledger)
     return PlainRelease(cfg.align.statistics_dtype)

@@ -9,7 +9,7 @@ import torch
 
 from ...config import ExperimentConfig
 from ...privacy import PrivacyLedger, StatisticsMechanism
-from ...schedules import initial_release_is_charged, planned_releases, releases_after_turn
+from ...schedules import initial_release_is_charged, skips_final_release, planned_releases, releases_after_turn
 from ...wire import ReleaseLayout
 from ..noise import STATISTICS_STREAM, noise_source, reported_epsilon
 from .base import ReleaseMetrics, ReleasePolicy, on_wire
@@ -22,10 +22,11 @@ class GaussianRelease(ReleasePolicy):
 
     Each release is recorded in :attr:`ledger` and reported with ``epsilon`` (spent after it)
     and ``withheld: 0.0``. Not made, and not recorded -- ``(None, {"epsilon": spent so far,
-    "withheld": 1.0})`` -- is a release that would take epsilon past ``max_epsilon``, or one
-    after a turn that ``privacy.release_every`` skips. Round 0's release, made before any
+    "withheld": 1.0})`` -- is a release that would take epsilon past ``max_epsilon``, one
+    after a turn that ``privacy.release_every`` skips, or one in the final round under ``privacy.final_release: false``. Round 0's release, made before any
     training on a public alignment graph, reads no private data: it goes out exact and
-    uncharged (:func:`~fedalign.schedules.initial_release_is_charged`).
+    uncharged (:func:`~fedalign.schedules.initial_release_is_charged`). Under ``privacy.noise_control``
+    every charged release is made from zeros (pure noise of the same sigma) and is not recorded.
     """
 
     def __init__(self, mechanism: StatisticsMechanism, ledger: PrivacyLedger, layout: ReleaseLayout,
@@ -35,11 +36,13 @@ class GaussianRelease(ReleasePolicy):
         self.cfg, self.client_id = cfg, client_id
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout
-                    ) -> "GaussianRelease":
-        """sigma as given, or solved so that the client's planned releases spend ``target_epsilon``."""
+    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
+                    clip_norm: float | None = None) -> "GaussianRelease":
+        """sigma as given, or solved so that the client's planned releases spend ``target_epsilon``;
+        ``clip_norm``: C when the release fixes it (votes: :func:`~fedalign.wire.release_clip_norm`),
+        else ``privacy.clip_norm``."""
         p = cfg.privacy
-        mechanism = StatisticsMechanism.from_config(cfg, client_id, num_arrays)
+        mechanism = StatisticsMechanism.from_config(cfg, client_id, num_arrays, clip_norm)
         return cls(mechanism, PrivacyLedger(p.accountant, p.delta), layout, p.max_epsilon,
                    cfg.align.statistics_dtype, cfg, client_id)
 
@@ -47,13 +50,16 @@ class GaussianRelease(ReleasePolicy):
         if turn == 0 and not initial_release_is_charged(self.cfg):  # data-free: exact and free
             return on_wire(statistics(), self.wire_dtype), self._metrics(withheld=False)
         multiplier = self.mechanism.effective_noise_multiplier
-        skipped = turn > 0 and not releases_after_turn(self.cfg, turn)
+        skipped = turn > 0 and (not releases_after_turn(self.cfg, turn) or skips_final_release(self.cfg, round_number))
         if skipped or (self.max_epsilon is not None and self.ledger.epsilon_if(multiplier) > self.max_epsilon):
             return None, self._metrics(withheld=True)
         raw = [torch.from_numpy(s).double() for s in statistics()]
+        if self.cfg.privacy.noise_control:  # pure noise: reads no private data, spends nothing
+            raw = [torch.zeros_like(r) for r in raw]
         noise = noise_source(self.cfg, self.client_id, round_number, STATISTICS_STREAM)
         noisy = self.mechanism.release(raw, torch.from_numpy(self.layout.target), self.layout.num_nodes, noise)
-        self.ledger.record(multiplier)
+        if not self.cfg.privacy.noise_control:
+            self.ledger.record(multiplier)
         return on_wire([n.float().numpy() for n in noisy], self.wire_dtype), \
             self._metrics(withheld=False)
 

@@ -11,7 +11,7 @@ from ...config import ExperimentConfig
 from ...privacy import project_to_distributions
 from ...privacy.mechanism import uniform_baseline
 from ...aggregation import honest_noise_shares
-from ...schedules import initial_release_is_charged
+from ...schedules import initial_release_is_charged, skips_final_release
 from ...wire import SUM_WITH_OWN, ReleaseLayout, Statistics
 from ..noise import STATISTICS_STREAM, noise_source
 from .gaussian import GaussianRelease
@@ -24,7 +24,9 @@ class SecureShareRelease(GaussianRelease):
     in the ledger with the same multiplier as a release made alone (the sum of n honest shares carries
     sigma C). Round 0's data-free release is the exact statistics, uncharged. A release the budget
     (``max_epsilon``) does not allow is a share of noise alone: it reads no private data, costs
-    nothing, and keeps the sum's noise at its planned level. The last share is kept (and checkpointed):
+    nothing, and keeps the sum's noise at its planned level; so is the share of the final round under
+    ``privacy.final_release: false``, and every charged release of the noise control
+    (``privacy.noise_control``), which spends nothing. The last share is kept (and checkpointed):
     the sum a trainer gets back holds it, and :meth:`peer_distributions` subtracts it.
     """
 
@@ -34,9 +36,9 @@ class SecureShareRelease(GaussianRelease):
         self.last_share: Statistics | None = None
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout
-                    ) -> "SecureShareRelease":
-        base = GaussianRelease.from_config(cfg, client_id, num_arrays, layout)
+    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
+                    clip_norm: float | None = None) -> "SecureShareRelease":
+        base = GaussianRelease.from_config(cfg, client_id, num_arrays, layout, clip_norm)
         p = cfg.privacy
         return cls(base.mechanism, base.ledger, layout, base.max_epsilon, base.wire_dtype, cfg, client_id,
                    parts=honest_noise_shares(cfg.federation.num_clients, p.max_dropout_share, p.colluders))
@@ -50,12 +52,14 @@ class SecureShareRelease(GaussianRelease):
             metrics = self._metrics(withheld=False)
         else:
             multiplier = self.mechanism.effective_noise_multiplier
-            allowed = self.max_epsilon is None or self.ledger.epsilon_if(multiplier) <= self.max_epsilon
+            allowed = (self.max_epsilon is None or self.ledger.epsilon_if(multiplier) <= self.max_epsilon) \
+                and not skips_final_release(self.cfg, round_number)
             noise = noise_source(self.cfg, self.client_id, round_number, STATISTICS_STREAM)
-            if not allowed:  # data-free: noise only
+            control = self.cfg.privacy.noise_control
+            if control or not allowed:  # data-free: noise only (the noise control, or a spent budget)
                 raw = [torch.zeros_like(r) for r in raw]
             share = [row.numpy() for row in self.mechanism.share(raw, noise, self.parts)]
-            if allowed:
+            if allowed and not control:
                 self.ledger.record(multiplier)
             metrics = self._metrics(withheld=not allowed)
         self.last_share = share
@@ -64,12 +68,10 @@ class SecureShareRelease(GaussianRelease):
     def _baseline(self) -> torch.Tensor:
         return uniform_baseline(torch.from_numpy(self.layout.target), self.layout.num_nodes)
 
-    def peer_distributions(self, peers: dict[int, Statistics]) -> Statistics | None:
-        """The peers' mean distributions from the sum of shares (one entry, :data:`SUM_WITH_OWN` or
-        :data:`SUM_WITHOUT_OWN`, its last array the number of shares): this client's share subtracted
-        when the sum holds it, divided by the number of peers' shares (the public baseline added back
-        when shares are centred), every group projected to a distribution (negatives clamped,
-        renormalised: post-processing). None when no peer's share is in the sum."""
+    def peer_total(self, peers: dict[int, Statistics]) -> tuple[list[np.ndarray], int] | None:
+        """``(sum of the peers' shares, number of peers' shares)`` from the sum of shares (one entry,
+        :data:`SUM_WITH_OWN` or :data:`SUM_WITHOUT_OWN`, its last array the number of shares): this
+        client's share subtracted when the sum holds it. None when no peer's share is in the sum."""
         (key, arrays), = peers.items()
         *summed, count = arrays
         num_peers = int(count[0])
@@ -80,8 +82,19 @@ class SecureShareRelease(GaussianRelease):
             summed, num_peers = [s - own for s, own in zip(summed, self.last_share)], num_peers - 1
         if num_peers < 1:
             return None
+        return [np.asarray(s, dtype=np.float64) for s in summed], num_peers
+
+    def peer_distributions(self, peers: dict[int, Statistics]) -> Statistics | None:
+        """The peers' mean distributions from the sum of shares (:meth:`peer_total`), divided by the number
+        of peers' shares (the public baseline added back when shares are centred), every group projected to
+        a distribution (negatives clamped, renormalised: post-processing). None when no peer's share is in
+        the sum."""
+        total = self.peer_total(peers)
+        if total is None:
+            return None
+        summed, num_peers = total
         target = torch.from_numpy(self.layout.target)
-        means = [torch.from_numpy(np.asarray(s, dtype=np.float64)) / num_peers for s in summed]
+        means = [torch.from_numpy(s) / num_peers for s in summed]
         if self.mechanism.centre:
             means = [m + self._baseline() for m in means]
         return [project_to_distributions(m, target, self.layout.num_nodes).float().numpy() for m in means]
