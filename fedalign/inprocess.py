@@ -14,6 +14,8 @@ where SecAgg+ hides them from the server.
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import time
 from pathlib import Path
@@ -118,4 +120,41 @@ def run_inprocess(cfg: ExperimentConfig, run_dir: str | Path | None = None, resu
         shutil.rmtree(state_dir, ignore_errors=True)
     transport = InProcessTransport.from_config(cfg, state_dir, restore=resume)
     evaluation = transport.evaluation if private_releases(cfg) else None
-    return run_experiment(cfg, transport, "inprocess", run_dir, resume, evaluation=evaluation)
+    run_dir, summary = run_experiment(cfg, transport, "inprocess", run_dir, resume, evaluation=evaluation)
+    if cfg.align.strategy == "votes" and summary.get("status") == "finished":
+        write_vote_label_accuracy(cfg, transport.clients, run_dir)
+    return run_dir, summary
+
+
+def write_vote_label_accuracy(cfg: ExperimentConfig, students: dict[int, Student], run_dir: Path) -> dict:
+    """Strategy votes, evaluated by the simulation (which holds every label; no client does): how many query
+    nodes each client labelled from its peers' votes and how many of those labels are right. Written to
+    ``<run folder>/vote_labels.json``; multiclass, single-graph datasets only.
+
+    Args:
+        cfg: the experiment config.
+        students: the run's students (with their kept labels, :class:`~fedalign.client.votes.PublicLabels`).
+        run_dir: the run folder.
+    """
+    from .data import load_public_graph, public_node_ids
+    from .queries import query_nodes
+
+    dataset, graph = load_public_graph(cfg)
+    if dataset.multilabel or not dataset.transductive:
+        return {}
+    public = public_node_ids(dataset, cfg.partition.public_fraction, cfg.seed)
+    queries = query_nodes(cfg.seed, graph.num_nodes, cfg.align.queries)
+    truth = dataset.train.graph.y.numpy()[public if queries is None else public[queries]]
+    clients = {}
+    for cid, student in sorted(students.items()):
+        labels = student.public_labels.labels
+        labelled = labels >= 0
+        correct = int((labels[labelled] == truth[labelled]).sum())
+        clients[str(cid)] = {"labelled": int(labelled.sum()), "correct": correct,
+                             "accuracy": correct / int(labelled.sum()) if labelled.any() else None}
+    accuracies = [c["accuracy"] for c in clients.values() if c["accuracy"] is not None]
+    result = {"queries": int(len(truth)), "mean_labelled": float(np.mean([c["labelled"] for c in clients.values()])),
+              "mean_accuracy": float(np.mean(accuracies)) if accuracies else None,
+              "clients": clients}
+    (run_dir / "vote_labels.json").write_text(json.dumps(result, indent=1))
+    return result

@@ -178,6 +178,16 @@ def test_a_votes_run_learns_from_answered_votes_and_abstains_first(tmp_path):
     by_round = {r: [x for x in rows if x["round"] == r] for r in (1, 2, 3)}
     assert all(x["labelled_queries"] == 0 for x in by_round[1])  # round 0's votes are abstentions
     assert all(x["labelled_queries"] > 0 for x in by_round[2])  # 3 peers agree on >= 2 of 12 queries
+    # the simulation (which holds the labels) scores the kept labels against the public nodes' truth
+    from fedalign.data import load_public_graph, public_node_ids
+
+    dataset, graph = load_public_graph(run_dir and cfg_of(federation={"rounds": 3}))
+    truth = dataset.train.graph.y.numpy()[public_node_ids(dataset, 0.3, 0)[query_nodes(0, graph.num_nodes, 12)]]
+    scored = json.loads((run_dir / "vote_labels.json").read_text())
+    assert scored["queries"] == 12
+    for client in scored["clients"].values():
+        assert 0 < client["labelled"] <= 12 and 0 <= client["correct"] <= client["labelled"]
+    assert all(graph.x.shape[0] == len(public_node_ids(dataset, 0.3, 0)) for _ in [0]) and len(truth) == 12
 
 
 def test_every_reply_of_a_secure_votes_client_is_its_masked_share_and_accounted_metrics(tmp_path, flower_task_identity):

@@ -155,6 +155,8 @@ def _check_weight_strategy(cfg: ExperimentConfig) -> None:
     _check(cfg.federation.schedule == "simultaneous", "federation.schedule",
            f"align.strategy {strategy} averages every client's weights every round: set federation.schedule: simultaneous")
     _check(p.max_epsilon is None, "privacy.max_epsilon", f"align.strategy {strategy} does not take a budget; remove the key")
+    _check(all(not isinstance(v, list) for v in vars(cfg.model).values()), "model",
+           f"align.strategy {strategy} averages one model: give every model key one value, not a per-client list")
     if strategy == "fedavg":
         for key, value in (("noise_multiplier", sigma), ("target_epsilon", eps)):
             _check(value is None, f"privacy.{key}", f"set to {value}, but fedavg adds no noise; use align.strategy: "

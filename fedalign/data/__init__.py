@@ -12,7 +12,7 @@ from .datasets import (
     raw_file_fingerprint,
 )
 from .cache import load_experiment_dataset, load_partition, load_public_graph
-from .partition import PARTITION_SCHEMES, ClientData, keep_labels, partition_dataset, public_graph
+from .partition import PARTITION_SCHEMES, ClientData, keep_labels, partition_dataset, public_graph, public_node_ids
 
 __all__ = [
     "DATASET_NAMES",
@@ -23,6 +23,7 @@ __all__ = [
     "GraphDataset",
     "GraphSplit",
     "keep_labels",
+    "public_node_ids",
     "load_dataset",
     "load_experiment_dataset",
     "load_partition",

@@ -139,10 +139,23 @@ def public_graph(dataset: GraphDataset, scheme: str = "replicate", public_fracti
     rng = np.random.default_rng(seed)
     graph = dataset.train.graph
     if dataset.transductive:
-        public, _ = _draw_public(np.arange(graph.num_nodes), public_fraction, "node", rng)
-        return _induced(graph, torch.from_numpy(np.sort(public)), with_labels=False)
+        return _induced(graph, torch.from_numpy(public_node_ids(dataset, public_fraction, seed)), with_labels=False)
     public, _ = _draw_public(torch.unique(graph.graph_id).numpy(), public_fraction, "training graph", rng)
     return _union_of(graph, public, with_labels=False)
+
+
+def public_node_ids(dataset: GraphDataset, public_fraction: float, seed: int) -> np.ndarray:
+    """The sorted ids (in the whole graph) of the public alignment share of a single-graph dataset: node i of the
+    alignment graph is node ``public_node_ids(...)[i]`` (what an evaluation holding the labels needs).
+
+    Args:
+        dataset: a transductive (single-graph) dataset.
+        public_fraction: ``partition.public_fraction``.
+        seed: the experiment seed.
+    """
+    graph = dataset.train.graph
+    public, _ = _draw_public(np.arange(graph.num_nodes), public_fraction, "node", np.random.default_rng(seed))
+    return np.sort(public)
 
 
 def _partition(dataset: GraphDataset, num_clients: int, scheme: str, alpha: float, public_fraction: float,
