@@ -11,11 +11,26 @@ A sweep file (YAML) names a base experiment and a grid of overrides::
     engine: inprocess               # or flower (Flower Simulation Runtime)
     output: results/cora-strategies # results folder, relative to the sweep file
     plot: {x: align.strategy}       # optional: x axis key (and `line` key) of plot.png
+    noise_controls: true            # optional: a noise-control twin beside every DP-statistics cell
+    purpose: study                  # optional: study (default) or tuning (settings chosen on validation)
 
 A grid key naming several config keys separated by commas is *zipped*: its
 values are lists with one entry per named key, set together (above: 2 clients
 with 100 rounds, then 3 clients with 150 rounds; not 2 x 2 combinations).
 In cell names, tables and ``plot`` the zipped keys appear one by one.
+
+``noise_controls: true`` adds, right after every cell whose config noises released
+statistics (``privacy.mechanism: gaussian`` with a finite ``target_epsilon`` or a
+``noise_multiplier`` > 0, a strategy that shares statistics, ``privacy.noise_control``
+false), its *noise control*: the same config plus ``privacy.noise_control=true`` (every
+charged release made from zeros: pure noise of the same sigma, epsilon spent 0). The twin
+is a cell like any other (id: the cell's id + ``__noise-control``; resumed, tabulated and
+plotted, dashed, like the others), and ``results.csv`` gets a ``privacy.noise_control``
+column. Cells without statistics noise (``none``, ``self``, ``fedavg``, ``dp-fedavg``,
+epsilon = inf, label DP) get no twin. ``purpose`` is copied into ``<output>/sweep.json``
+(with the sweep's name and ``noise_controls``), where reports read it: a ``tuning`` sweep's
+cells choose settings by their validation metric (``bench.privacy_study`` writes
+``tuning.md``), never by test.
 
 Named *arms* bundle overrides under one name, and the grid key ``arm`` picks
 them (an arm is a row of the table, e.g. a strategy with its own settings)::
@@ -35,12 +50,12 @@ done the run folders are packed into ``<output>/runs.tar.xz``
 (:mod:`fedalign.runstore`). After every cell the sweep rewrites
 ``results.csv`` (one row per cell), ``table.md`` (mean +- std over seeds of
 the test metric at best validation, one row per combination of the
-non-seed keys) and ``plot.png``.
+non-seed keys), ``plot.png`` and ``sweep.json`` (:mod:`fedalign.sweep_tables`);
+``results.csv``'s ``run`` column names each cell's run folder.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -53,12 +68,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import yaml
 
+from .alignment import shares_statistics
 from .config import ConfigError, ExperimentConfig, load_config
 from .runner import config_differences
 from .runstore import RUNS, archive_runs, finished_summary, runs_dir, unarchive_runs
+from .sweep_tables import NOISE_CONTROL, aggregate, plot_sweep, write_results
+
+__all__ = ["SweepSpec", "load_sweep", "cells", "cell_id", "cell_config", "finished_cell", "run_sweep", "run_sweeps",
+           "result_row", "aggregate", "write_results", "plot_sweep", "needs_noise_control", "NOISE_CONTROL"]
 
 
 @dataclass
@@ -71,6 +90,8 @@ class SweepSpec:
     plot: dict[str, str] = field(default_factory=dict)
     arms: dict[str, list[str]] = field(default_factory=dict)  # arm name -> its overrides (grid key "arm")
     name: str = ""  # for progress lines: the sweep file's stem
+    noise_controls: bool = False  # add a noise-control twin beside every DP-statistics cell
+    purpose: str = "study"  # study or tuning (recorded in sweep.json)
 
     @property
     def axes(self) -> list[tuple[tuple[str, ...], list[tuple]]]:
@@ -85,8 +106,9 @@ class SweepSpec:
 
     @property
     def group_keys(self) -> list[str]:
-        """Grid keys that define a table row (all but the seed)."""
-        return [k for k in self.keys if k != "seed"]
+        """Grid keys that define a table row (all but the seed; with noise controls, ``privacy.noise_control``)."""
+        extra = [NOISE_CONTROL] if self.noise_controls and NOISE_CONTROL not in self.keys else []
+        return [k for k in self.keys if k != "seed"] + extra
 
     def values_of(self, key: str) -> list[Any]:
         """The values the grid gives one config key (for a zipped key: its entry in each tuple)."""
@@ -97,16 +119,25 @@ class SweepSpec:
 
 
 def split_key(key: str) -> tuple[str, ...]:
-    """``"a.b,c.d"`` -> ``("a.b", "c.d")``; a plain key -> a 1-tuple."""
+    """``"a.b,c.d"`` -> ``("a.b", "c.d")``; a plain key -> a 1-tuple.
+
+    Args:
+        key: a grid key.
+    """
     return tuple(part.strip() for part in str(key).split(","))
 
 
-SWEEP_KEYS = {"base", "set", "grid", "engine", "output", "plot", "arms", "arms_file"}
+SWEEP_KEYS = {"base", "set", "grid", "engine", "output", "plot", "arms", "arms_file", "noise_controls", "purpose"}
+PURPOSES = ("study", "tuning")
 ARM = "arm"  # the grid key that picks a named arm
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and check a sweep file; every cell's config is validated up front."""
+    """Read and check a sweep file; every cell's config is validated up front.
+
+    Args:
+        path: the sweep file (YAML; see the module docstring).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file {str(path)!r} not found")
@@ -134,6 +165,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
                                       f"(one per key), e.g. [[2, 100], [3, 150]]; got {value!r}")
     if raw.get("engine", "inprocess") not in ("inprocess", "flower"):
         raise ConfigError(f"engine: must be 'inprocess' or 'flower', got {raw['engine']!r}")
+    if not isinstance(raw.get("noise_controls", False), bool):
+        raise ConfigError(f"noise_controls: must be true or false, got {raw['noise_controls']!r}")
+    if raw.get("purpose", "study") not in PURPOSES:
+        raise ConfigError(f"purpose: must be one of {', '.join(PURPOSES)}, got {raw['purpose']!r}")
     arms = _read_arms(raw, path)
     unknown_arms = [a for a in grid.get(ARM, []) if a not in arms]
     if unknown_arms:
@@ -143,7 +178,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
     spec = SweepSpec(
         base=(path.parent / raw["base"]).resolve(), grid=grid, output=(path.parent / raw["output"]).resolve(),
         overrides=list(raw.get("set") or []), engine=raw.get("engine", "inprocess"), plot=raw.get("plot") or {},
-        arms=arms, name=path.stem,
+        arms=arms, name=path.stem, noise_controls=raw.get("noise_controls", False),
+        purpose=raw.get("purpose", "study"),
     )
     for cell in cells(spec):
         cell_config(spec, cell)  # fail before any training
@@ -166,7 +202,12 @@ def _read_arms(raw: dict, path: Path) -> dict[str, list[str]]:
 
 
 def cells(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every combination of grid values, in grid order (zipped keys vary together)."""
+    """Every combination of grid values, in grid order (zipped keys vary together); with ``noise_controls``,
+    each DP-statistics cell followed by its noise-control twin (the cell plus ``privacy.noise_control: True``).
+
+    Args:
+        spec: the sweep.
+    """
     axes = spec.axes
     result = []
     for combo in itertools.product(*(values for _, values in axes)):
@@ -174,15 +215,41 @@ def cells(spec: SweepSpec) -> list[dict[str, Any]]:
         for (keys, _), values in zip(axes, combo):
             cell.update(zip(keys, values))
         result.append(cell)
+        if spec.noise_controls and needs_noise_control(cell_config(spec, cell)):
+            result.append({**cell, NOISE_CONTROL: True})
     return result
 
 
+def needs_noise_control(cfg: ExperimentConfig) -> bool:
+    """True when ``cfg`` noises the statistics it releases (the Gaussian mechanism with a finite epsilon or a
+    sigma > 0, a strategy that shares statistics) and is not itself a noise control.
+
+    Args:
+        cfg: a cell's config.
+    """
+    p = cfg.privacy
+    noisy = (p.target_epsilon is not None and math.isfinite(p.target_epsilon)) or (p.noise_multiplier or 0) > 0
+    return p.mechanism == "gaussian" and noisy and not p.noise_control and shares_statistics(cfg.align.strategy)
+
+
 def cell_id(cell: dict[str, Any]) -> str:
-    """A file-name-safe, stable name for a cell, e.g. ``align.strategy=none__seed=0``."""
-    return "__".join(f"{k}={v}" for k, v in cell.items()).replace("/", "_").replace(" ", "")
+    """A file-name-safe, stable name for a cell, e.g. ``align.strategy=none__seed=0``; a noise-control twin's
+    ends in ``__noise-control``.
+
+    Args:
+        cell: the cell's grid values (config key -> value).
+    """
+    parts = ["noise-control" if k == NOISE_CONTROL and v is True else f"{k}={v}" for k, v in cell.items()]
+    return "__".join(parts).replace("/", "_").replace(" ", "")
 
 
 def cell_config(spec: SweepSpec, cell: dict[str, Any]) -> ExperimentConfig:
+    """The cell's config: the base experiment, the sweep's ``set``, the cell's arm, then its grid values.
+
+    Args:
+        spec: the sweep.
+        cell: the cell's grid values.
+    """
     sets = [f"{k}={json.dumps(v) if not (isinstance(v, float) and math.isinf(v)) else '.inf'}"
             for k, v in cell.items() if k != ARM]
     arm = spec.arms[cell[ARM]] if ARM in cell else []
@@ -196,6 +263,11 @@ def finished_cell(spec: SweepSpec, cell: dict[str, Any], stream=None) -> dict | 
 
     A finished run whose ``config.yaml`` no longer matches the cell (the base experiment or a
     default changed since) does not count: it is run again, and the message says why.
+
+    Args:
+        spec: the sweep.
+        cell: the cell's grid values.
+        stream: where the message goes (default stderr).
     """
     run_dir = runs_dir(spec.output) / cell_id(cell)
     summary = finished_summary(run_dir)
@@ -213,17 +285,27 @@ Runner = Callable[[ExperimentConfig, Path], tuple[Path, dict]]
 
 
 def run_sweep(spec: SweepSpec, runner: Runner, stream=None, workers: int = 1) -> list[dict]:
-    """Run every unfinished cell with ``runner(cfg, run_dir)``; returns the result rows."""
+    """Run every unfinished cell with ``runner(cfg, run_dir)``; returns the result rows.
+
+    Args:
+        spec: the sweep.
+        runner: runs one cell's config into its run folder; returns (run folder, summary).
+        stream: where progress lines go (default stderr).
+        workers: cells run at a time.
+    """
     return run_sweeps([spec], runner, stream, workers)[0]
 
 
 def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int = 1) -> list[list[dict]]:
     """Run the unfinished cells of several sweeps, in order, ``workers`` at a time; rows per sweep.
 
-    With ``workers`` > 1 each cell runs in a worker process with one torch thread
-    (the runner must be a module-level function). After every finished cell its
-    sweep's ``results.csv``, ``table.md`` and plot are rewritten, and a progress
+    With ``workers`` > 1 each cell runs in a worker process with one torch thread (the runner must be a
+    module-level function). After every finished cell its sweep's results are rewritten, and a progress
     line says how many cells are left and roughly how long they will take.
+
+    Args:
+        specs: the sweeps.
+        runner, stream, workers: as for :func:`run_sweep`.
     """
     stream = stream or sys.stderr
     todo, rows = [], [dict() for _ in specs]
@@ -233,7 +315,7 @@ def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int
             if summary is None:
                 todo.append((s_index, c_index, cell))
             else:
-                rows[s_index][c_index] = result_row(cell, summary)
+                rows[s_index][c_index] = result_row(cell, summary, spec.noise_controls)
         if any(t[0] == s_index for t in todo):
             unarchive_runs(spec.output)
     total, started, done = len(todo), time.perf_counter(), 0
@@ -242,7 +324,7 @@ def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int
         nonlocal done
         done += 1
         spec = specs[s_index]
-        rows[s_index][c_index] = result_row(cell, summary)
+        rows[s_index][c_index] = result_row(cell, summary, spec.noise_controls)
         write_results(spec, [rows[s_index][i] for i in sorted(rows[s_index])])
         metric = summary.get("mean_test_at_best_val")
         elapsed = time.perf_counter() - started
@@ -291,8 +373,17 @@ def _run_cell(runner: Runner, cfg: ExperimentConfig, run_dir: Path) -> tuple[dic
     return summary, time.perf_counter() - started
 
 
-def result_row(cell: dict[str, Any], summary: dict) -> dict[str, Any]:
-    row = {**cell, "metric": summary["metric"], "test": summary["mean_test_at_best_val"]}
+def result_row(cell: dict[str, Any], summary: dict, noise_controls: bool = False) -> dict[str, Any]:
+    """One results.csv row: the cell's grid values, its run folder's name, and its summary's numbers.
+
+    Args:
+        cell: the cell's grid values.
+        summary: its run's ``summary.json``.
+        noise_controls: the sweep adds noise controls (every row then says whether it is one).
+    """
+    control = {NOISE_CONTROL: cell.get(NOISE_CONTROL, False)} if noise_controls else {}
+    row = {**cell, **control, "run": cell_id(cell), "metric": summary["metric"],
+           "test": summary["mean_test_at_best_val"]}
     for client, values in summary["clients"].items():
         row[f"test_client{client}"] = values["test_at_best_val"]
         row[f"best_round_client{client}"] = values["best_round"]
@@ -301,87 +392,3 @@ def result_row(cell: dict[str, Any], summary: dict) -> dict[str, Any]:
     row["bytes_sent_total"] = summary["bytes_sent_total"]
     row["wall_seconds"] = summary["wall_seconds"]
     return row
-
-
-def aggregate(spec: SweepSpec, rows: list[dict]) -> list[dict]:
-    """Mean and std (over seeds) of the test metric per combination of the other keys."""
-    groups: dict[tuple, list[float]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in spec.group_keys), []).append(row["test"])
-    table = []
-    for key, values in groups.items():
-        values = [v for v in values if v is not None]
-        table.append({
-            **dict(zip(spec.group_keys, key)), "n": len(values),
-            "mean": float(np.mean(values)) if values else None,
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-        })
-    return table
-
-
-def write_results(spec: SweepSpec, rows: list[dict]) -> None:
-    spec.output.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with (spec.output / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    table = aggregate(spec, rows)
-    metric = rows[0]["metric"] if rows else "metric"
-    header = spec.group_keys + [f"test {metric} (mean ± std)", "seeds"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for entry in table:
-        cells_text = [str(entry[k]) for k in spec.group_keys]
-        value = "n/a" if entry["mean"] is None else f"{entry['mean']:.4f} ± {entry['std']:.4f}"
-        lines.append("| " + " | ".join(cells_text + [value, str(entry["n"])]) + " |")
-    (spec.output / "table.md").write_text("\n".join(lines) + "\n")
-    if spec.plot.get("x"):
-        plot_sweep(spec, table, metric, spec.output / "plot.png")
-
-
-def plot_sweep(spec: SweepSpec, table: list[dict], metric: str, path: Path) -> None:
-    """Test metric (mean +- std) against ``plot.x``, one line per ``plot.line`` value.
-
-    An infinite x (e.g. epsilon = inf, no privacy) is drawn at the right edge
-    and also as a dashed horizontal reference line per series.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x_key, line_key = spec.plot["x"], spec.plot.get("line")
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    series: dict[Any, list[dict]] = {}
-    for entry in table:
-        if entry["mean"] is not None:
-            series.setdefault(entry.get(line_key) if line_key else "", []).append(entry)
-    numeric = all(isinstance(e[x_key], (int, float)) for e in table)
-    finite = sorted({e[x_key] for e in table if numeric and math.isfinite(e[x_key])}) if numeric else []
-    inf_pos = (finite[-1] * 2 if finite else 1.0) if numeric else None
-    labels = list(dict.fromkeys(str(v) for v in spec.values_of(x_key))) if not numeric else None  # grid order
-    for name, entries in series.items():
-        entries = sorted(entries, key=lambda e: (e[x_key] if numeric else labels.index(str(e[x_key]))))
-        xs = [(inf_pos if numeric and math.isinf(e[x_key]) else e[x_key]) if numeric else labels.index(str(e[x_key]))
-              for e in entries]
-        line = ax.errorbar(xs, [e["mean"] for e in entries], yerr=[e["std"] for e in entries],
-                           marker="o", capsize=3, linestyle="-" if numeric else "none",
-                           label=f"{line_key}={name}" if line_key else None)
-        for e in entries:
-            if numeric and math.isinf(e[x_key]):
-                ax.axhline(e["mean"], linestyle="--", alpha=0.5, color=line[0].get_color())
-    if numeric:
-        if finite and finite[0] > 0 and finite[-1] / finite[0] >= 8:
-            ax.set_xscale("log")
-        ticks = finite + ([inf_pos] if any(math.isinf(e[x_key]) for e in table) else [])
-        ax.set_xticks(ticks, [f"{t:g}" for t in finite] + (["∞ (no DP)"] if len(ticks) > len(finite) else []))
-    else:
-        ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(f"test {metric} at best validation")
-    ax.grid(alpha=0.3)
-    if line_key:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

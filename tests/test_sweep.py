@@ -1,6 +1,7 @@
 """Sweeps: every cell once, resumable, tables that match the rows."""
 
 import csv
+import json
 import math
 import tarfile
 from pathlib import Path
@@ -191,3 +192,81 @@ def test_a_finished_cell_whose_config_changed_runs_again(sweep_file, tmp_path, c
     run_sweep(load_sweep(sweep_file), runner)
     assert calls == [4, 4, 4, 4]
     assert "finished with another config (model.hidden_dim: 8 -> 4): running it again" in capsys.readouterr().err
+
+
+NOISY_BASE = {**BASE, "partition": {"scheme": "iid", "public_fraction": 0.3},
+              "federation": {"num_clients": 2, "rounds": 2, "schedule": "simultaneous"},
+              "privacy": {"mechanism": "gaussian", "target_epsilon": 2.0}}
+NOISY_ARMS = {
+    "none": ["align.strategy=none"],
+    "logits": ["align.strategy=logits"],
+    "alignahead": ["align.strategy=alignahead"],
+    "fedavg": ["align.strategy=fedavg", "privacy.mechanism=none", "privacy.target_epsilon=null"],
+    "dp-fedavg": ["align.strategy=dp-fedavg", "privacy.mechanism=none"],
+    "labels": ["align.strategy=logits", "privacy.mechanism=none", "privacy.target_epsilon=null",
+               "privacy.unit=labels", "privacy.label_epsilon=2.0"],
+}
+
+
+def _noisy_sweep(tmp_path, grid, **extra):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(NOISY_BASE))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"base": "base.yaml", "arms": NOISY_ARMS, "grid": grid, "output": "results",
+                                    "noise_controls": True, **extra}))
+    return load_sweep(path)
+
+
+def test_noise_controls_twin_only_the_cells_that_noise_statistics(tmp_path):
+    arms = ["arm,privacy.target_epsilon,privacy.noise_multiplier", "seed"]
+    spec = _noisy_sweep(tmp_path, {arms[0]: [
+        ["none", 2.0, None], ["fedavg", None, None], ["dp-fedavg", 2.0, None], ["logits", float("inf"), None],
+        ["labels", None, None], ["logits", None, 0.0], ["logits", 2.0, None], ["alignahead", None, 5.0]],
+        arms[1]: [0]})
+    ids = [cell_id(c) for c in cells(spec)]
+    twins = [i for i in ids if i.endswith("__noise-control")]
+    assert twins == ["arm=logits__privacy.target_epsilon=2.0__privacy.noise_multiplier=None__seed=0__noise-control",
+                     "arm=alignahead__privacy.target_epsilon=None__privacy.noise_multiplier=5.0__seed=0__noise-control"]
+    assert ids.index(twins[0]) == ids.index(twins[0].removesuffix("__noise-control")) + 1  # right after its cell
+    for cell in cells(spec):
+        cfg = cell_config(spec, cell)
+        assert cfg.privacy.noise_control == cell_id(cell).endswith("__noise-control")
+        if cfg.privacy.noise_control:  # the same config as its DP cell but for the flag
+            plain = cell_config(spec, {k: v for k, v in cell.items() if k != "privacy.noise_control"})
+            assert (cfg.privacy.target_epsilon, cfg.privacy.noise_multiplier, cfg.align.strategy) == \
+                (plain.privacy.target_epsilon, plain.privacy.noise_multiplier, plain.align.strategy)
+    assert spec.group_keys == ["arm", "privacy.target_epsilon", "privacy.noise_multiplier", "privacy.noise_control"]
+    (tmp_path / "sweep.yaml").write_text((tmp_path / "sweep.yaml").read_text().replace("noise_controls: true",
+                                                                                       "noise_controls: false"))
+    assert not [c for c in cells(load_sweep(tmp_path / "sweep.yaml")) if "privacy.noise_control" in c]
+
+
+def test_noise_control_twins_run_resume_and_appear_in_results(tmp_path):
+    spec = _noisy_sweep(tmp_path, {"arm": ["none", "logits"], "seed": [0]}, purpose="tuning")
+    calls = []
+
+    def runner(cfg, run_dir):
+        calls.append((cfg.align.strategy, cfg.privacy.noise_control))
+        return run_inprocess(cfg, run_dir)
+
+    run_sweep(spec, runner)
+    assert calls == [("none", False), ("logits", False), ("logits", True)]
+    with (tmp_path / "results" / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["arm"], r["privacy.noise_control"], r["run"]) for r in rows] == [
+        ("none", "False", "arm=none__seed=0"), ("logits", "False", "arm=logits__seed=0"),
+        ("logits", "True", "arm=logits__seed=0__noise-control")]
+    assert "| logits | True |" in (tmp_path / "results" / "table.md").read_text()
+    assert json.loads((tmp_path / "results" / "sweep.json").read_text()) == \
+        {"name": "sweep", "purpose": "tuning", "noise_controls": True}
+    unarchive_runs(tmp_path / "results")
+    (tmp_path / "results" / "runs" / "arm=logits__seed=0__noise-control" / "summary.json").unlink()
+    calls.clear()
+    run_sweep(load_sweep(tmp_path / "sweep.yaml"), runner)
+    assert calls == [("logits", True)]
+
+
+def test_bad_noise_controls_or_purpose_fail_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="noise_controls: must be true or false"):
+        _noisy_sweep(tmp_path, {"seed": [0]}, noise_controls="yes")
+    with pytest.raises(ConfigError, match="purpose: must be one of study, tuning"):
+        _noisy_sweep(tmp_path, {"seed": [0]}, purpose="final")
