@@ -46,6 +46,8 @@ def initial_release_is_charged(cfg: ExperimentConfig) -> bool:
     own training graph, so it is charged like any release; ``privacy.free_initial_release: false``
     charges it anyway.
     """
+    if cfg.align.strategy == "votes":  # a client abstains before its first turn: its round-0 votes are all zero
+        return False
     return cfg.partition.scheme == "replicate" or not cfg.privacy.free_initial_release
 
 

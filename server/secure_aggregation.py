@@ -48,12 +48,14 @@ def quantization_bits(num_clients: int) -> int:
 
 def workflow_for(cfg: ExperimentConfig, clip_norm: float | None = None) -> SecAggPlusWorkflow:
     """The SecAgg+ workflow for ``cfg``'s shares (see the module docstring); ``clip_norm``: C of a release
-    (:func:`~fedalign.wire.release_clip_norm`; None: ``privacy.clip_norm``)."""
+    (:func:`~fedalign.wire.release_clip_norm`; None: ``privacy.clip_norm``). A vote coordinate is 0 or 1, so
+    votes' shares are encoded on [-R, R] with R = 1 + 9.5 x the share's noise std (a hostile client's share can
+    then move each count by at most R; secure aggregation gives the sum no other integrity)."""
     k, p = cfg.federation.num_clients, cfg.privacy
     c = p.clip_norm if clip_norm is None else clip_norm
     return SecAggPlusWorkflow(
         num_shares=1.0, reconstruction_threshold=max(2, minimum_contributors(k, p.max_dropout_share)),
-        max_weight=1.0, clipping_range=share_range(c, share_noise_std(cfg, c)),
+        max_weight=1.0, clipping_range=share_range(1.0 if cfg.align.strategy == "votes" else c, share_noise_std(cfg, c)),
         quantization_range=2 ** quantization_bits(k), modulus_range=2 ** MODULUS_BITS,
         timeout=cfg.federation.timeout)
 

@@ -77,6 +77,8 @@ def test_consensus_and_noisy_argmax_on_a_hand_made_histogram_with_fixed_noise():
     layout = layout_of(3, 3)
     np.testing.assert_array_equal(answer_queries(noisy, layout, threshold=48.0), [1, 0, -1])
     np.testing.assert_array_equal(answer_queries(noisy, layout, threshold=0.0), [1, 0, 0])
+    # an all-abstaining round (every count exactly 0) answers nothing, even with T = 0
+    np.testing.assert_array_equal(answer_queries(np.zeros(9), layout, threshold=0.0), [-1, -1, -1])
     labels = PublicLabels(layout)
     assert labels.update(answer_queries(noisy, layout, 48.0)) == 2 and labels.labels.tolist() == [1, 0, -1]
     labels.update(np.array([-1, 2, -1]))  # a later answer replaces, an unanswered query keeps its label
@@ -130,7 +132,8 @@ def test_the_secure_vote_histogram_is_the_sum_minus_the_own_share_unprojected():
     own, a, b = (np.array(v, dtype=np.float64) for v in ([1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 1, 0], [0, 1, 0, 0, 0, 1]))
     policy.last_share = [own]
     (summed,), peers = policy.peer_total({SUM_WITH_OWN: [own + a + b, np.array([3.0])]})
-    np.testing.assert_array_equal(summed, a + b) and peers == 2
+    np.testing.assert_array_equal(summed, a + b)
+    assert peers == 2
 
 
 def test_check_accepts_votes_and_abstentions_and_refuses_anything_else():
@@ -187,7 +190,9 @@ def test_a_votes_run_learns_from_answered_votes_and_abstains_first(tmp_path):
     assert scored["queries"] == 12
     for client in scored["clients"].values():
         assert 0 < client["labelled"] <= 12 and 0 <= client["correct"] <= client["labelled"]
-    assert all(graph.x.shape[0] == len(public_node_ids(dataset, 0.3, 0)) for _ in [0]) and len(truth) == 12
+    assert graph.num_nodes == len(public_node_ids(dataset, 0.3, 0))
+    mean = np.mean([c["correct"] / c["labelled"] for c in scored["clients"].values()])
+    assert scored["mean_accuracy"] == pytest.approx(mean) and len(truth) == 12
 
 
 def test_every_reply_of_a_secure_votes_client_is_its_masked_share_and_accounted_metrics(tmp_path, flower_task_identity):
@@ -258,3 +263,10 @@ def test_a_secure_votes_run_without_final_release_spends_target_epsilon_on_one_r
     ledger.record(StatisticsMechanism.for_budget(4.0, 1e-5, 2, math.sqrt(12)).effective_noise_multiplier, steps=2)
     for client in summary["clients"].values():
         assert client["epsilon"] == pytest.approx(ledger.epsilon(), rel=1e-9) and client["epsilon"] <= 4.0 + 1e-9
+
+
+def test_round_zero_votes_are_never_charged_they_are_abstentions():
+    from fedalign.schedules import initial_release_is_charged, planned_releases
+
+    cfg = cfg_of(privacy={**SECURE, "free_initial_release": False})
+    assert not initial_release_is_charged(cfg) and planned_releases(cfg, 0) == 2

@@ -154,6 +154,7 @@ class Student:
     def vote_targets(self, peer_statistics: dict[int, Statistics]) -> AlignmentTargets:
         """Strategy ``votes``: answer the queries from the peers' (noisy) vote histogram, keep the answers
         (:class:`~fedalign.client.votes.PublicLabels`), and return the cross-entropy on every labelled query."""
+        self.answered = 0
         if set(peer_statistics) & set(SUM_PEERS):
             total = self.release_policy.peer_total(peer_statistics)
             histogram = None if total is None else total[0][0]
@@ -195,8 +196,9 @@ class Student:
             peer_statistics = {self.client_id: self.own_statistics}
         torch.manual_seed(derive_seed(self.cfg.seed, self.client_id, round_number))
         targets = self.alignment_targets(peer_statistics)
-        align_on = self.cfg.align.strategy != "none" and self.cfg.align.weight > 0 and bool(peer_statistics) \
-            and bool(targets.mass)
+        # votes learn from their kept labels even in a round that brought no new histogram
+        received = bool(peer_statistics) or self.cfg.align.strategy == "votes"
+        align_on = self.cfg.align.strategy != "none" and self.cfg.align.weight > 0 and received and bool(targets.mass)
         if self.dp_sgd is not None:
             metrics = self.dp_sgd.train(self, targets, align_on, round_number)
         else:
@@ -219,7 +221,8 @@ class Student:
             return
         for pid, stats in peer_statistics.items():
             try:
-                check_statistics(stats, self.layout, len(stats), self.cfg.align.statistics_dtype, sender=f"peer {pid}")
+                arrays = 1 if self.cfg.align.strategy in NODE_STRATEGIES else len(stats)  # peers' depths may differ
+                check_statistics(stats, self.layout, arrays, self.cfg.align.statistics_dtype, sender=f"peer {pid}")
             except StatisticsRejected as error:
                 raise StatisticsRejected(f"{error}; were the clients started with the same data, partition and "
                                          "align config?") from None

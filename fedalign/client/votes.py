@@ -13,8 +13,9 @@ of Q nodes of the alignment graph (:func:`fedalign.queries.query_nodes`).
   ``v_k + N(0, sigma^2 C^2 / n)``, :mod:`fedalign.aggregation`), so ``H`` carries the peers' votes
   plus Gaussian noise of std >= ``sigma C``.
 * **Answer** (:func:`answer_queries`, Confident-GNMax's consensus check on the same noisy histogram):
-  query q is answered with ``argmax_c H[q, c]`` when ``max_c H[q, c] >= T`` (``align.vote_threshold``);
-  ``T = 0`` answers every query. Thresholding and argmax read only the noisy histogram: post-processing,
+  query q is answered with ``argmax_c H[q, c]`` when ``max_c H[q, c] >= T`` (``align.vote_threshold``)
+  and ``> 0``; ``T = 0`` answers every query with a positive top count (an all-abstaining round, whose
+  histogram is exactly 0, answers nothing). Thresholding and argmax read only the noisy histogram: post-processing,
   free under the data-independent accounting reported here.
 * **Learning** (:class:`PublicLabels`): the answered labels are kept on the client across rounds (a
   later answer replaces an earlier one); each turn the student adds ``a`` times the cross-entropy on
@@ -60,11 +61,12 @@ def answer_queries(histogram: np.ndarray, layout: ReleaseLayout, threshold: floa
     Args:
         histogram: float ``[groups * members]``, the summed votes in the release layout.
         layout: the votes layout (groups of ``layout.members`` equal-sized, consecutive entries).
-        threshold: T; a group is answered when its top (noisy) count is >= T.
+        threshold: T; a group is answered when its top (noisy) count is >= T and > 0.
     """
     counts = np.asarray(histogram, dtype=np.float64).reshape(layout.num_nodes, layout.members)
     top = counts.argmax(axis=1)
-    answered = counts[np.arange(layout.num_nodes), top] >= threshold
+    best = counts[np.arange(layout.num_nodes), top]
+    answered = (best >= threshold) & (best > 0)
     return np.where(answered, top, -1).astype(np.int64)
 
 
