@@ -11,7 +11,7 @@ from .datasets import (
     missing_raw_files,
     raw_file_fingerprint,
 )
-from .cache import load_experiment_dataset, load_partition, load_public_graph
+from .cache import load_partition, load_public_graph
 from .partition import PARTITION_SCHEMES, ClientData, keep_labels, partition_dataset, public_graph, public_node_ids
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "keep_labels",
     "public_node_ids",
     "load_dataset",
-    "load_experiment_dataset",
     "load_partition",
     "load_public_graph",
     "metric_name",

@@ -27,11 +27,6 @@ def _dataset_key(cfg: ExperimentConfig) -> tuple:
     return d.name, d.root, d.cache_dir, tuple(d.split), cfg.seed, json.dumps(d.synthetic, sort_keys=True)
 
 
-def load_experiment_dataset(cfg: ExperimentConfig) -> GraphDataset:
-    """The dataset of ``cfg`` (``data`` section, split seeded by ``seed``)."""
-    return _dataset(*_dataset_key(cfg))
-
-
 @functools.lru_cache(maxsize=4)
 def _partition(dataset_key: tuple, num_clients: int, scheme: str, alpha: float, public_fraction: float,
                label_rate: float, stratify_labels: bool) -> list[ClientData]:
