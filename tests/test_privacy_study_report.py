@@ -202,3 +202,23 @@ def test_the_study_table_does_not_depend_on_the_sweep_names(tmp_path):
                   (100, "alignahead", "secure aggregation", 8.0))
     assert round(target["gain_over_noise_control"] * 100, 2) == -0.16
     assert round(target["gain_over_noise_control_p"], 2) == 0.72
+
+
+def test_tuned_arms_are_the_validation_argmax_with_and_without_threshold():
+    """The arms file takes, per arm, the grid setting of highest mean validation (test is never read)."""
+    from bench.privacy_study.arms import tuned_arms
+
+    def cell(strategy, val, test, **grid):
+        return {"strategy": strategy, "grid": {"seed": "0", **grid}, "validation": val, "test": test}
+
+    records = [cell("votes", 0.70, 0.50, **{"align.queries": "100", "align.vote_threshold": "40"}),
+               cell("votes", 0.60, 0.90, **{"align.queries": "300", "align.vote_threshold": "40"}),
+               cell("votes", 0.50, 0.10, **{"align.queries": "100", "align.vote_threshold": "0"}),
+               cell("votes", 0.55, 0.05, **{"align.queries": "300", "align.vote_threshold": "0"}),
+               cell("dp-fedavg", 0.3, 0.9, **{"federation.rounds": "5"}),
+               cell("dp-fedavg", 0.4, 0.1, **{"federation.rounds": "20"})]
+    arms = tuned_arms(records)
+    assert "align.queries=100" in arms["votes"] and "align.vote_threshold=40" in arms["votes"]
+    assert "align.queries=300" in arms["votes-t0"] and "align.vote_threshold=0" in arms["votes-t0"]
+    assert "federation.rounds=20" in arms["dp-fedavg"] and "federation.rounds=20" in arms["fedavg"]
+    assert "privacy.final_release=false" in arms["votes"] and "logits-q" not in arms

@@ -49,6 +49,8 @@ def _options(p: dict[str, Any]) -> str:
     every = int(p.get("release_every") or 1)
     if every > 1:
         options.append(f"release every {_ordinal(every)} turn")
+    if p.get("final_release") is False:
+        options.append("no final release")
     return "".join(f", {o}" for o in options)
 
 
