@@ -117,4 +117,6 @@ def describe(cell: dict[str, Any]) -> dict[str, Any]:
             "secure": secure, "options": options, "level": level, "seed": int(cfg["seed"]),
             "test": float(summary["mean_test_at_best_val"]), "validation": sum(vals) / len(vals) if vals else None,
             "wall_seconds": summary.get("wall_seconds"), "sweep": cell["sweep"], "run": cell["run"],
-            "purpose": cell.get("purpose", "study"), "grid": cell.get("grid", {})}
+            "purpose": cell.get("purpose", "study"), "grid": cell.get("grid", {}),
+            "vote_labelled": (cell.get("vote_labels") or {}).get("mean_labelled"),
+            "vote_accuracy": (cell.get("vote_labels") or {}).get("mean_accuracy")}

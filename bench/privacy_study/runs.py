@@ -21,6 +21,7 @@ from fedalign.runstore import ARCHIVE, RUNS
 from fedalign.sweep_tables import read_sweep_json
 
 WANTED = ("config.yaml", "summary.json")
+OPTIONAL = ("vote_labels.json",)  # strategy votes: the kept labels scored by the simulation
 
 
 def sweep_folders(out: Path) -> list[Path]:
@@ -46,14 +47,14 @@ def read_runs(folder: Path) -> dict[str, dict[str, Any]]:
     live, archive = Path(folder) / RUNS, Path(folder) / ARCHIVE
     if live.is_dir():
         for run in sorted(p for p in live.iterdir() if p.is_dir()):
-            for name in WANTED:
+            for name in WANTED + OPTIONAL:
                 if (run / name).is_file():
                     runs.setdefault(run.name, {})[name] = _parse(name, (run / name).read_bytes())
     elif archive.is_file():
         with tarfile.open(archive) as tar:
             for member in tar:
                 parts = PurePosixPath(member.name).parts
-                if (member.isreg() and len(parts) == 3 and parts[0] == RUNS and parts[2] in WANTED
+                if (member.isreg() and len(parts) == 3 and parts[0] == RUNS and parts[2] in WANTED + OPTIONAL
                         and parts[1] not in (".", "..")):
                     runs.setdefault(parts[1], {})[parts[2]] = _parse(parts[2], tar.extractfile(member).read())
     return runs
@@ -95,5 +96,5 @@ def read_cells(folder: Path) -> list[dict[str, Any]]:
                                     f"under {RUNS}/ or in {ARCHIVE}")
         cells.append({"sweep": Path(folder).name, "purpose": meta["purpose"], "run": run, "row": row,
                       "grid": {c: row[c] for c in grid_columns}, "config": found["config.yaml"],
-                      "summary": found["summary.json"]})
+                      "summary": found["summary.json"], "vote_labels": found.get("vote_labels.json")})
     return cells

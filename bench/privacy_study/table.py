@@ -97,6 +97,8 @@ def _row(key: Key, cells: dict[Key, list[dict[str, Any]]]) -> dict[str, Any]:
         kept = gain["mean"] / clean_gain["mean"]
     stats = mean_std(list(tests.values()))
     wall = mean_std([r["wall_seconds"] for r in group_cells])["mean"]
+    labelled = mean_std([r.get("vote_labelled") for r in group_cells])["mean"]
+    accuracy = mean_std([r.get("vote_accuracy") for r in group_cells])["mean"]
     return {"K": k, "split": split, "arm": arm, "mode": mode, "epsilon": eps, "kind": first["kind"],
             "seeds": stats["n"],
             "test_mean": stats["mean"], "test_std": stats["std"],
@@ -107,6 +109,7 @@ def _row(key: Key, cells: dict[Key, list[dict[str, Any]]]) -> dict[str, Any]:
             "gain_over_noise_control_se": control["se"] if control else None,
             "gain_over_noise_control_p": control["p"] if control else None,
             "kept_of_no_noise_gain": kept, "wall_minutes_per_cell": None if wall is None else wall / 60,
+            "queries_labelled": labelled, "label_accuracy": accuracy,
             "sweeps": " ".join(sorted({r["sweep"] for r in group_cells}))}
 
 
@@ -143,6 +146,12 @@ def _gain(mean, se) -> str:
     return "—" if mean is None else f"{mean * 100:+.2f} ± {_fmt(se, '.2f', 100)}"
 
 
+def _labels(r: dict[str, Any]) -> str:
+    if r.get("queries_labelled") is None:
+        return "—"
+    return f"{r['queries_labelled']:.0f} ({_fmt(r.get('label_accuracy'), '.1f', 100)})"
+
+
 def write_table(table: list[dict[str, Any]], out: Path) -> None:
     """``table.md`` and ``results.csv`` (the table's rows) in ``out``.
 
@@ -152,15 +161,15 @@ def write_table(table: list[dict[str, Any]], out: Path) -> None:
     """
     lines = ["| K | split, labels | arm | mode | ε per client | seeds | test accuracy (%) | gain over none (points) "
              "± SE | p | gain over its noise control (points) ± SE | p | share of the no-noise gain kept | "
-             "minutes per cell |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "minutes per cell | votes: queries labelled (label accuracy %) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(f"| {r['K']} | {r['split']} | {r['arm']} | {r['mode']} | {format_epsilon(r)} | {r['seeds']} | "
                      f"{r['test_mean'] * 100:.2f} ± {_fmt(r['test_std'], '.2f', 100)} | "
                      f"{_gain(r['gain_over_none'], r['gain_se'])} | {_fmt(r['gain_p'], '.3f')} | "
                      f"{_gain(r['gain_over_noise_control'], r['gain_over_noise_control_se'])} | "
                      f"{_fmt(r['gain_over_noise_control_p'], '.3f')} | {_fmt(r['kept_of_no_noise_gain'], '.2f')} | "
-                     f"{_fmt(r['wall_minutes_per_cell'], '.1f')} |")
+                     f"{_fmt(r['wall_minutes_per_cell'], '.1f')} | {_labels(r)} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
