@@ -1,6 +1,6 @@
 """Ledgers that cannot silently reset: a client that lost its state refuses, and the server stops the run.
 
-The attack (issue 19): run 6 rounds (sigma 2, max_epsilon 6: epsilon 2.95 -> 4.39 -> 5.56), then resume
+The attack: run 6 rounds (sigma 2, max_epsilon 6: epsilon 2.95 -> 4.39 -> 5.56), then resume
 to 12 rounds where the clients' checkpoints are not -- the other engine, or a deleted client-state
 folder -- and the clients used to start fresh ledgers at 2.95 again (six charged releases, true epsilon
 8.40 above the cap). Expected epsilons come from a ledger built here (sigma / sqrt(2) per release: the two

@@ -1,6 +1,6 @@
 """Privacy noise that cannot be re-made: every draw from the OS CSPRNG, no seed on any privacy path.
 
-The attack these tests close (issue: a release re-made bit-exactly after searching torch's 2^32 CPU
+The attack these tests close (a release re-made bit-exactly after searching torch's 2^32 CPU
 seeds) needs the noise to be a function of a short seed. Here it is a function of fresh OS bytes only.
 """
 

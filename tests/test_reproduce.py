@@ -137,7 +137,7 @@ def test_only_rejects_unknown_sweep_ids(capsys):
 
 
 def test_the_plan_covers_the_issue_grid(tmp_path):
-    """The sweep files set what the issue asks: datasets, arms, seeds, K, budgets, the federated map."""
+    """The sweep files set what the reproduction needs: datasets, arms, seeds, K, budgets, the federated map."""
     from fedalign.sweep import cell_config, cells, load_sweep
 
     arms = {f"{s}-tuned": [f"align.strategy={s}", "align.weight=10"] for s in ("self", "one-to-one", "alignahead")}
