@@ -7,7 +7,9 @@ Three parts:
 
 1. **Bytes per round** (from ``rounds.jsonl`` of short in-process runs): what
    the trainer of an alternating round sends (its fresh statistics, L x E
-   entries) and receives (its K-1 peers' cached statistics), for several
+   entries) and receives (its K-1 peers' cached statistics, or, where that is
+   no smaller, their summed mass: L float64 [E] arrays and 16 bytes, whatever K --
+   :func:`expected_request_bytes`; ``python -m bench.request_size`` for K up to 1000), for several
    datasets, depths and partitions, in ``align.statistics_dtype`` float32 and
    float16; against the student's weights, P parameters x 4 bytes, and what
    weight-sharing FL (FedAvg-style: download the global model, upload an
@@ -255,13 +257,33 @@ class CodecTransport:
         return self._apply(self.inner.query(clients, round_number))
 
     def train(self, jobs, round_number):
+        from fedalign.wire import PEER_MASS, payload_bytes
+
         replies = self.inner.train(jobs, round_number)
         for client, reply in replies.items():
-            reply.bytes_received = sum(self.size.get(peer, 0) for peer in jobs[client])
+            peers = jobs[client]  # the peers' summed mass (fedalign.wire.PEER_MASS) travels as it is
+            reply.bytes_received = payload_bytes(peers[PEER_MASS]) if PEER_MASS in peers else \
+                sum(self.size.get(peer, 0) for peer in peers)
         return self._apply(replies)
 
 
 # ---------------------------------------------------------------- measurements
+
+
+def expected_request_bytes(num_clients: int, edges: int, layers: int, dtype: str) -> int:
+    """Bytes of an alternating trainer's request: its K-1 peers' releases, or their summed mass (L float64
+    [E] arrays and [peers, constant]) where that is no larger (:func:`fedalign.wire.summed_request_pays`).
+
+    Args:
+        num_clients: K.
+        edges: E, the alignment graph's edges.
+        layers: L, the trainer's hidden layers (all clients alike).
+        dtype: ``align.statistics_dtype``."""
+    from fedalign.wire import summed_request_pays
+
+    if summed_request_pays(num_clients - 1, dtype):
+        return layers * edges * 8 + 16
+    return (num_clients - 1) * edges * layers * np.dtype(dtype).itemsize
 
 
 def weight_bytes(client) -> tuple[int, int]:
@@ -294,7 +316,7 @@ def bytes_row(label: str, raw: dict, workdir: Path) -> dict:
             "trainer_received_per_round": [r.bytes_received for r in trainer_rows],
             "round0_sent": [r.bytes_sent for r in rows if r.round == 0],
             "expected_release_bytes": edges * depth * itemsize,
-            "expected_received_bytes": (k - 1) * edges * depth * itemsize,
+            "expected_received_bytes": expected_request_bytes(k, edges, depth, dtype),
             "seconds": time.perf_counter() - start,
         }
         row[dtype]["matches_expected"] = (
@@ -444,7 +466,8 @@ def markdown(res: dict) -> str:
         "The trainer of a round sends its fresh statistics (L x E entries) and receives its K-1 peers' cached "
         "statistics; the other clients move nothing that round. Weight sharing (FedAvg-style) moves "
         "2 x 4P bytes per participating client per round (download + upload of P float32 parameters). "
-        "`check` = every logged figure equals E x L x itemsize (x (K-1) received) computed from the graph.",
+        "`check` = every logged figure equals E x L x itemsize (received: x (K-1), or the peers' summed mass, "
+        "8 E L + 16, where that is no larger) computed from the graph.",
         "",
     ]
     rows = []

@@ -40,6 +40,10 @@ SHARING_STRATEGIES = ("alignahead", "one-to-one", "logits", "votes")
 NODE_STRATEGIES = ("logits", "votes")
 # The reference arms that send model weights instead of statistics (fedalign's default never does).
 WEIGHT_STRATEGIES = ("fedavg", "dp-fedavg")
+# Strategies whose trainers need only their peers' summed mass (fedalign.wire.PeerMass), which the server
+# keeps per student depth so that a train request does not grow with the number of clients. ``votes``
+# is not one of them: its client sums one-hot votes and reads the raw histogram.
+SUMMED_STRATEGIES = ("alignahead", "one-to-one", "logits")
 
 
 def shares_statistics(strategy: str) -> bool:
@@ -79,3 +83,16 @@ def layer_pairs(strategy: str, student_depth: int, peer_depth: int) -> list[tupl
             q = q - 1 if q > 1 else peer_depth
         pairs.append((j, q))
     return pairs
+
+
+def mass_pairs(strategy: str, student_depth: int, peer_depth: int) -> list[tuple[int, int]]:
+    """The pairs ``(student_layer, peer_array)`` a peer's release adds to a student's summed mass: the
+    layer map (:func:`layer_pairs`), or ``[(1, 1)]`` for the node strategies (one array, the class
+    distributions or votes, and no layer map).
+
+    Args:
+        strategy: one of :data:`STRATEGIES`.
+        student_depth: L_s >= 1, the student's aligned layers.
+        peer_depth: L_p >= 1, the arrays the peer released.
+    """
+    return [(1, 1)] if strategy in NODE_STRATEGIES else layer_pairs(strategy, student_depth, peer_depth)

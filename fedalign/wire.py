@@ -24,6 +24,11 @@ clipped statistics plus its part of the noise, float64, not a distribution
 shares, and forwards it to every trainer as the single peer :data:`SUM_WITH_OWN` (the
 trainer's own share is in the sum: it subtracts it) or :data:`SUM_WITHOUT_OWN`.
 :func:`check_peer_sum` checks a sum's layout.
+
+Outside secure aggregation a trainer of a summed strategy (:data:`~fedalign.alignment.SUMMED_STRATEGIES`)
+gets no peer's release but its peers' :class:`PeerMass`, kept by the server per student depth, under the
+single peer id :data:`PEER_MASS`: one float64 ``[E]`` array per student layer, whatever the number of
+clients. :func:`check_peer_mass` is the trainer's check of it.
 """
 
 from __future__ import annotations
@@ -160,6 +165,97 @@ def check_peer_sum(arrays: object, num_edges: int, num_layers: int, sender: str 
         if not np.isfinite(a).all():
             raise StatisticsRejected(f"sum of shares from {sender} rejected: layer {layer} has non-finite entries")
     return list(arrays)
+
+
+# Peer id under which a trainer receives its peers' summed mass (:class:`PeerMass`), outside secure aggregation.
+PEER_MASS = -3
+MASS_DTYPE = np.float64
+
+
+def sum_p_log_p(p: np.ndarray) -> float:
+    """``sum_e p_e log p_e`` in float64 (0 log 0 = 0) of one released array ``p``: its part of the KL's constant."""
+    p = np.asarray(p, dtype=np.float64)
+    return float(np.sum(p * np.log(p, where=p > 0, out=np.zeros_like(p))))
+
+
+def summed_request_pays(num_peers: int, dtype: str) -> bool:
+    """Whether a trainer with ``num_peers`` cached peers gets their :class:`PeerMass` rather than their releases
+    in the wire ``dtype``: when those hold at least as many bytes per entry (``num_peers`` x itemsize >= 8): a
+    request never grows past the sum's size, and with one peer (K = 2) it is that peer's release."""
+    return num_peers * np.dtype(dtype).itemsize >= np.dtype(MASS_DTYPE).itemsize
+
+
+@dataclass
+class PeerMass:
+    """What a trainer needs of its peers' releases (:mod:`fedalign.client.objective`), summed by the server.
+
+    Attributes:
+        arrays: per student layer l = 1..L_s (one array for ``logits``), ``M_l = sum_k sum_{q paired with l}
+            p_{k,q}``, float64 ``[E]``; every group (a node's in-edges) sums to ``num_peers``.
+        constant: ``sum_k sum_pairs sum_e p log p`` over the same peers and pairs (nats, <= 0).
+        num_peers: P >= 1, the peers in the sums.
+    """
+
+    arrays: list[np.ndarray]
+    constant: float
+    num_peers: int
+
+    def job(self) -> dict[int, list[np.ndarray]]:
+        """As a train request carries it: under :data:`PEER_MASS`, the arrays, then a ``[2]`` float64 array
+        ``[num_peers, constant]``."""
+        return {PEER_MASS: [*self.arrays, np.array([self.num_peers, self.constant], dtype=MASS_DTYPE)]}
+
+    @classmethod
+    def from_job(cls, arrays: list[np.ndarray]) -> "PeerMass":
+        """The inverse of :meth:`job` (``arrays``: a request's entry under :data:`PEER_MASS`), unchecked."""
+        *mass, (num_peers, constant) = arrays
+        return cls(list(mass), float(constant), int(num_peers))
+
+
+def check_peer_mass(arrays: object, graph: ReleaseLayout, num_layers: int, dtype: str = "float32",
+                    max_peers: int | None = None, sender: str = "the server") -> PeerMass:
+    """The :class:`PeerMass` in ``arrays`` if it can be an honest sum of this experiment's releases, else raise
+    :class:`StatisticsRejected`: ``num_layers`` finite, non-negative float64 ``[E]`` arrays, each group summing
+    to P (within P x the dtype's tolerance), then ``[P, constant]``, P an integer in 1..``max_peers``, the
+    constant in [-P L sum_g log |g|, 0] (P x L distributions on the groups g).
+
+    Args:
+        arrays: as received (a request's entry under :data:`PEER_MASS`).
+        graph: the alignment graph's layout (the groups the sums are checked on).
+        num_layers: L_s, the receiving student's arrays (one for ``logits``).
+        dtype: the wire dtype of the releases summed (``align.statistics_dtype``).
+        max_peers: the most peers a trainer has (K - 1); None: unbounded.
+        sender: who sent it, for the error message.
+    """
+    def reject(problem: str) -> StatisticsRejected:
+        return StatisticsRejected(f"summed peer mass from {sender} rejected: {problem}")
+
+    if not isinstance(arrays, (list, tuple)) or len(arrays) != num_layers + 1:
+        raise reject(f"expected {num_layers} arrays and [peers, constant]")
+    meta = arrays[-1]
+    if not (isinstance(meta, np.ndarray) and meta.shape == (2,) and meta.dtype == MASS_DTYPE
+            and np.isfinite(meta).all() and meta[0] >= 1 and meta[0] == int(meta[0]) <= (max_peers or np.inf)):
+        raise reject(f"its last array must be [peers, constant], float64, finite, peers an integer in 1..{max_peers}")
+    peers = meta[0]
+    tolerance = peers * SUM_TOLERANCE[dtype]
+    for layer, mass in enumerate(arrays[:-1], start=1):
+        if not (isinstance(mass, np.ndarray) and mass.dtype == MASS_DTYPE and mass.shape == (graph.num_edges,)):
+            raise reject(f"layer {layer} must be a float64 array of shape ({graph.num_edges},), got "
+                         f"{getattr(mass, 'dtype', type(mass).__name__)} {getattr(mass, 'shape', '')}")
+        if not np.isfinite(mass).all() or (mass < 0).any():
+            raise reject(f"layer {layer} has non-finite or negative entries")
+        sums = np.bincount(graph.target, weights=mass, minlength=graph.num_nodes)
+        error = np.abs(sums - peers) * graph.has_in_edges
+        if error.max(initial=0.0) > tolerance:
+            node = int(error.argmax())
+            raise reject(f"layer {layer}: node {node}'s in-edges sum to {sums[node]:.6g}, not the {peers:g} "
+                         f"peers (tolerance {tolerance:g})")
+    sizes = np.bincount(graph.target, minlength=graph.num_nodes)
+    floor = -peers * num_layers * float(np.log(sizes[sizes > 0]).sum())
+    slack = peers * num_layers * graph.num_nodes * SUM_TOLERANCE[dtype]
+    if not floor - slack <= meta[1] <= slack:
+        raise reject(f"constant {meta[1]:g} outside [{floor:g}, 0]")
+    return PeerMass.from_job(list(arrays))
 
 
 def payload_bytes(statistics: Statistics | None) -> int:

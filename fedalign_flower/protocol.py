@@ -9,7 +9,10 @@ Requests (``RecordDict``):
   ledger that holds it releases nothing, :mod:`fedalign.ledgers`);
 * ``"peers"`` (ArrayRecord, ``train`` only): ``"<peer id>.<layer>"`` ->
   [E] probabilities (float32, or float16 with ``align.statistics_dtype``),
-  layers numbered from 1.
+  layers numbered from 1. A trainer of a summed strategy gets instead one entry under the peer id
+  :data:`~fedalign.wire.PEER_MASS` (``-3``, :class:`~fedalign.wire.PeerMass`): ``"-3.<l>"`` -> the peers'
+  summed mass on student layer l, float64 [E], for l = 1..L_s, then ``"-3.<L_s + 1>"`` -> ``[peers,
+  constant]`` (float64 [2]); its size does not depend on the number of clients.
 
 * round ``-1`` (``query`` only) asks a node which client it is: the reply
   carries ``partition-id`` and nothing else (no release, no training).
@@ -83,6 +86,17 @@ def request_fields(content: RecordDict) -> tuple[str, int, str, dict[int, list[n
             peers.setdefault(peer, {})[layer] = array.numpy()
     ordered = {peer: [layers[l] for l in sorted(layers)] for peer, layers in peers.items()}
     return str(record["experiment"]), int(record["round"]), str(record["run-tag"]), ordered
+
+
+def request_bytes(content: RecordDict) -> int:
+    """The bytes of a request's peer statistics as Flower holds them (each array's .npy bytes, header
+    included); 0 for a request without peers.
+
+    Args:
+        content: a request made by :func:`encode_request`."""
+    if PEERS not in content:
+        return 0
+    return sum(len(array.data) for array in content[PEERS].values())
 
 
 def epsilon_before_of(content: RecordDict) -> float | None:

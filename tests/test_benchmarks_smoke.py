@@ -216,18 +216,22 @@ def test_communication_smoke(tmp_path):
             src, dst = graph.edge_index.numpy()
             edges = int((public[src] & public[dst]).sum())
         assert row["alignment_edges"] == edges
+        received = {}
         for dtype, itemsize in (("float32", 4), ("float16", 2)):
             logged = row[dtype]
             assert logged["trainer_sent_per_round"] == [edges * layers * itemsize] * raw["federation"]["rounds"]
-            assert logged["trainer_received_per_round"] == [(k - 1) * edges * layers * itemsize] * raw["federation"]["rounds"]
+            # the K-1 peers' releases, or (from 8 bytes of releases per entry) their summed mass: 8 E L + 16
+            received[dtype] = (k - 1) * edges * layers * itemsize if (k - 1) * itemsize < 8 else 8 * edges * layers + 16
+            assert logged["trainer_received_per_round"] == [received[dtype]] * raw["federation"]["rounds"]
             assert logged["round0_sent"] == [edges * layers * itemsize] * k
             assert logged["matches_expected"] is True
         params = gcn_parameters(graph.x.size(1), int(graph.y.max()) + 1, layers, hidden)
         assert row["parameters"] == params
         assert row["weight_bytes"] == 4 * params
         assert row["weight_sharing_per_round"] == 8 * params
-        assert row["stats_over_weight_sharing_float32"] == pytest.approx(k * edges * layers * 4 / (8 * params))
-        assert row["stats_over_weight_sharing_float16"] == pytest.approx(k * edges * layers * 2 / (8 * params))
+        for dtype, itemsize in (("float32", 4), ("float16", 2)):
+            assert row[f"stats_over_weight_sharing_{dtype}"] == pytest.approx(
+                (edges * layers * itemsize + received[dtype]) / (8 * params))
     for study in res["accuracy"]:
         tests = {(r["arm"], r["seed"]): r["test"] for r in study["runs"]}
         for arm in ("float16", "int8", "none"):

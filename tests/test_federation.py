@@ -7,6 +7,7 @@ from fedalign.config import config_from_dict
 from fedalign.inprocess import InProcessTransport
 from fedalign.schedules import trainers_for_round
 from fedalign.server import Coordinator, Reply, RoundRecord, summarise
+from fedalign.wire import PEER_MASS, PeerMass
 
 SMALL = {
     "data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 120}},
@@ -33,11 +34,11 @@ class RecordingTransport:
 
     def train(self, jobs, round_number):
         for trainer, peers in jobs.items():
-            self.received.append((round_number, trainer, {p: s[0].copy() for p, s in peers.items()}))
+            self.received.append((round_number, trainer, {p: [a.copy() for a in s] for p, s in peers.items()}))
         replies = self.inner.train(jobs, round_number)
         self.released = getattr(self, "released", {})
         for c, r in replies.items():
-            self.released[(round_number, c)] = r.statistics[0].copy()
+            self.released[(round_number, c)] = [a.copy() for a in r.statistics]
         return replies
 
 
@@ -47,22 +48,27 @@ def test_trainers_get_the_latest_statistics_of_their_frozen_peers(schedule):
     transport = RecordingTransport(InProcessTransport.from_config(cfg))
     coordinator = Coordinator(cfg, transport)
     coordinator.initialise()
-    initial = {c: s[0].copy() for c, s in coordinator.cache.items()}
-    for r in range(1, cfg.federation.rounds + 1):
-        coordinator.run_round(r)
+    initial = {c: [a.copy() for a in s] for c, s in coordinator.cache.items()}
+    records = [rec for r in range(1, cfg.federation.rounds + 1) for rec in coordinator.run_round(r)]
     latest = dict(initial)
     for r in range(1, cfg.federation.rounds + 1):
         rows = [row for row in transport.received if row[0] == r]
         assert sorted(row[1] for row in rows) == trainers_for_round(schedule, r, 3)
-        for _, trainer, peers in rows:
-            assert sorted(peers) == [c for c in range(3) if c != trainer]
-            for peer, stats in peers.items():  # what the peer released most recently, before this round
-                np.testing.assert_array_equal(stats, latest[peer])
+        for _, trainer, request in rows:
+            others = [c for c in range(3) if c != trainer]
+            assert [rec.peers for rec in records if (rec.round, rec.client) == (r, trainer)] == [others]
+            # the peers' summed mass (fedalign.wire.PeerMass) of what they released most recently, before this
+            # round; alignahead with 2 layers: student layer 1 <- peer layer 2, student layer 2 <- peer layer 1
+            summed = PeerMass.from_job(request[PEER_MASS])
+            assert summed.num_peers == 2
+            for layer, peer_layer in ((1, 2), (2, 1)):
+                expected = sum(latest[peer][peer_layer - 1].astype(np.float64) for peer in others)
+                np.testing.assert_allclose(summed.arrays[layer - 1], expected, atol=1e-12, rtol=0)
         for _, trainer, _ in rows:
             latest[trainer] = transport.released[(r, trainer)]
     # the cache holds each client's last release
     for c in range(3):
-        np.testing.assert_array_equal(coordinator.cache[c][0], latest[c])
+        np.testing.assert_array_equal(coordinator.cache[c][0], latest[c][0])
 
 
 def test_frozen_peer_statistics_do_not_change_while_others_train():
@@ -89,8 +95,9 @@ def test_bytes_count_the_statistics_payload():
     records = Coordinator(cfg, transport).run()
     num_edges = transport.clients[0].alignment.edge_index.size(1)
     per_release = 2 * num_edges * 4  # 2 layers, float32
+    summed = 2 * num_edges * 8 + 2 * 8  # the peers' summed mass: 2 float64 layers and [peers, constant]
     trained = [r for r in records if r.round > 0]
-    assert all(r.bytes_sent == per_release and r.bytes_received == 2 * per_release for r in trained)
+    assert all(r.bytes_sent == per_release and r.bytes_received == summed for r in trained)
 
 
 class FlakyTransport(InProcessTransport):

@@ -12,7 +12,8 @@ student layer l) and n the node count of the mean (N, or the nodes with
 in-edges: ``align.node_mean``). The first sum does not depend on the student:
 it is computed once per turn, like M (both accumulated in float64), so the
 cost of an epoch does not grow with the number of peers. Strategy ``logits``
-is the same with one "layer": the class distributions.
+is the same with one "layer": the class distributions. Outside secure aggregation the server sends M
+and the constant already summed (:class:`~fedalign.wire.PeerMass`, :meth:`AlignmentTargets.from_mass`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..alignment import NODE_STRATEGIES, layer_pairs
+from ..alignment import mass_pairs
+from ..wire import PeerMass, sum_p_log_p
 
 
 @dataclass
@@ -50,13 +52,25 @@ class AlignmentTargets:
         mass: dict[int, np.ndarray] = {}
         constant = 0.0
         for stats in peers.values():
-            pairs = [(1, 1)] if strategy in NODE_STRATEGIES else layer_pairs(strategy, student_depth, len(stats))
-            for s_layer, p_layer in pairs:
+            for s_layer, p_layer in mass_pairs(strategy, student_depth, len(stats)):
                 p = np.asarray(stats[p_layer - 1], dtype=np.float64)
-                constant += float(np.sum(p * np.log(p, where=p > 0, out=np.zeros_like(p))))
+                constant += sum_p_log_p(p)
                 mass[s_layer] = mass[s_layer] + p if s_layer in mass else p.copy()
         return cls({layer: torch.from_numpy(m).to(device) for layer, m in mass.items()},
                    constant, len(peers), divisor)
+
+    @classmethod
+    def from_mass(cls, summed: PeerMass, divisor: int, device: torch.device) -> "AlignmentTargets":
+        """From the peers' mass as the server summed it (checked: :func:`~fedalign.wire.check_peer_mass`).
+
+        Args:
+            summed: one float64 ``[E]`` array per student layer, the constant and the number of peers.
+            divisor: n.
+            device: where the student trains.
+        """
+        mass = {layer: torch.from_numpy(np.asarray(m, dtype=np.float64)).to(device)
+                for layer, m in enumerate(summed.arrays, start=1)}
+        return cls(mass, summed.constant, summed.num_peers, divisor)
 
     def loss(self, student_log_probs: list[Tensor]) -> Tensor:
         """The alignment term for the student's log-probabilities (one ``[E]`` tensor per layer), a scalar.

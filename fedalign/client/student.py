@@ -18,14 +18,15 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ..alignment import NODE_STRATEGIES, released_arrays
+from ..alignment import NODE_STRATEGIES, SUMMED_STRATEGIES, released_arrays
 from ..config import ExperimentConfig
 from ..data import ClientData
 from ..models import StudentNetwork, build_network
 from ..queries import query_nodes
 from ..seeds import derive_seed
 from ..statistics import class_log_probs, layer_statistics
-from ..wire import SUM_PEERS, SUM_WITH_OWN, Statistics, StatisticsRejected, check_peer_sum, check_statistics, release_layout
+from ..wire import (PEER_MASS, SUM_PEERS, SUM_WITH_OWN, PeerMass, Statistics, StatisticsRejected, check_peer_mass,
+                    check_peer_sum, check_statistics, release_layout)
 from .data import TaskInfo, client_data, randomise_labels, to_device
 from .objective import AlignmentTargets
 from .release import SecureShareRelease, build_release_policy
@@ -149,6 +150,8 @@ class Student:
             divisor = self.alignment.num_nodes
         else:
             divisor = int(self.layout.has_in_edges.sum())
+        if PEER_MASS in peer_statistics:  # the peers' mass, summed by the server
+            return AlignmentTargets.from_mass(PeerMass.from_job(peer_statistics[PEER_MASS]), divisor, self.device)
         return AlignmentTargets.from_peers(peer_statistics, align.strategy, self.depth, divisor, self.device)
 
     def vote_targets(self, peer_statistics: dict[int, Statistics]) -> AlignmentTargets:
@@ -218,6 +221,16 @@ class Student:
             (summed,) = peer_statistics.values()
             check_peer_sum(summed, self.layout.num_edges, released_arrays(self.cfg.align.strategy, self.depth),
                            counted=True)
+            return
+        if PEER_MASS in peer_statistics:
+            cfg = self.cfg
+            if len(peer_statistics) != 1 or cfg.align.strategy not in SUMMED_STRATEGIES \
+                    or isinstance(self.release_policy, SecureShareRelease):
+                raise StatisticsRejected(f"client {self.client_id} got a summed peer mass with peers "
+                                         f"{sorted(peer_statistics)}, but only a run of {SUMMED_STRATEGIES} without "
+                                         "secure aggregation sends one, alone")
+            check_peer_mass(peer_statistics[PEER_MASS], self.layout, released_arrays(cfg.align.strategy, self.depth),
+                            cfg.align.statistics_dtype, max_peers=cfg.federation.num_clients - 1)
             return
         for pid, stats in peer_statistics.items():
             try:

@@ -18,6 +18,13 @@ which replaces the cache and goes to every trainer; a sum with fewer contributor
 :func:`~fedalign.aggregation.minimum_contributors` carries too little noise and is dropped
 (the trainers keep the previous one).
 
+Without it, a trainer of a summed strategy (:data:`~fedalign.alignment.SUMMED_STRATEGIES`) gets no peer's
+release but their summed mass (:class:`~fedalign.wire.PeerMass`), which the coordinator keeps per student
+depth as releases enter the cache (:mod:`fedalign.server.peer_mass`): a request holds one float64 ``[E]``
+array per student layer whatever K, and every release in the sum passed :func:`~fedalign.wire.check_statistics`.
+A trainer with a single peer in float32 (K = 2), or fewer than 4 in float16, gets the peers' releases, which
+are then no larger (:func:`~fedalign.wire.summed_request_pays`); so does strategy ``votes``.
+
 Ledgers cannot silently reset (:mod:`fedalign.ledgers`): the coordinator keeps each client's largest
 reported epsilon (saved with the state), hands it to the transport, which tells each client with every
 request, and stops the run with :class:`~fedalign.ledgers.LedgerBroken`, naming the client, on a reply
@@ -32,14 +39,15 @@ import re
 
 import numpy as np
 
-from ..alignment import released_arrays, shares_statistics
+from ..alignment import SUMMED_STRATEGIES, released_arrays, shares_statistics
 from ..config import ExperimentConfig
 from ..aggregation import minimum_contributors
 from ..ledgers import FIX, LedgerBroken, ReportedEpsilon
 from ..schedules import trainers_for_round
 from ..wire import (MetricsRejected, PeerSum, ReleaseLayout, Statistics, StatisticsRejected, check_metrics,
-                    check_peer_sum, check_statistics, private_releases)
+                    check_peer_sum, check_statistics, private_releases, summed_request_pays)
 from .layout import release_bytes, release_layout_of
+from .peer_mass import PeerMassTotals
 from .records import RoundListener, RoundRecord
 from .state import ServerState
 from .transport import Reply, Transport
@@ -73,6 +81,9 @@ class Coordinator:
         self.layout: ReleaseLayout | int | None = layout
         self.reported = ReportedEpsilon()  # each client's largest epsilon so far (fedalign.ledgers)
         transport.epsilon_before = self.reported.latest  # what the transport tells each client it reported
+        self.totals = PeerMassTotals(cfg.align.strategy, {c: cfg.model.for_client(c)["hidden_layers"]
+                                                          for c in range(self.num_clients)}) \
+            if cfg.align.strategy in SUMMED_STRATEGIES and not self.secure else None  # per student depth
         if layout is None and self._needs_statistics():
             self.layout = release_layout_of(cfg)
 
@@ -105,14 +116,27 @@ class Coordinator:
             peers = {i: [c for c in (self.summed.contributors if self.summed else []) if c != i] for i in trainers}
             replies, summed = self.transport.train_summed(jobs, round_number)
             return self._absorb(round_number, peers, replies, summed)
-        jobs = {
-            i: ({j: s for j, s in self.cache.items() if j != i} if self._needs_statistics() else {})
-            for i in trainers
-        }
+        jobs = {i: self.job_for(i) for i in trainers}
+        peers = {i: sorted(j for j in self.cache if j != i) if self._needs_statistics() else [] for i in trainers}
         replies = self.transport.train(jobs, round_number)
-        # The cache is updated only after all replies of the round are in, so
+        # The cache (and the summed mass) is updated only after all replies of the round are in, so
         # simultaneous trainers all see the previous round's statistics.
-        return self._absorb(round_number, {i: sorted(p) for i, p in jobs.items()}, replies)
+        return self._absorb(round_number, peers, replies)
+
+    def job_for(self, client: int) -> dict[int, Statistics]:
+        """Trainer ``client``'s peer statistics outside secure aggregation: its peers' summed mass
+        (:meth:`PeerMassTotals.request_for`) when that is no larger than their releases, else each peer's
+        cached release.
+
+        Args:
+            client: the trainer."""
+        if not self._needs_statistics():
+            return {}
+        peers = len(self.cache) - (client in self.cache)
+        if self.totals is None or not summed_request_pays(peers, self.cfg.align.statistics_dtype):
+            return {j: s for j, s in self.cache.items() if j != client}
+        summed = self.totals.request_for(client, self.cache)
+        return {} if summed is None else summed.job()
 
     def released_arrays(self, client: int) -> int:
         """How many arrays an honest release of ``client`` holds."""
@@ -217,9 +241,12 @@ class Coordinator:
             return "ok", (f"statistics from client {client} rejected: payload of {reply.bytes_sent} bytes "
                           f"exceeds the {limit} bytes of a release of this experiment")
         try:
-            self.cache[client] = self._check(client, reply.statistics)
+            checked = self._check(client, reply.statistics)
         except StatisticsRejected as rejection:
             return "ok", str(rejection)
+        if self.totals is not None:  # only a checked release enters the sums
+            self.totals.replace(client, self.cache.get(client), checked)
+        self.cache[client] = checked
         return "ok", None
 
     def _accept_sum(self, round_number: int, summed: PeerSum | None) -> None:
@@ -247,6 +274,8 @@ class Coordinator:
         self.reported.merge_records(records)
         self.reported.merge(reported or {})
         self.cache = {c: self._check(c, s) for c, s in cache.items()}
+        if self.totals is not None:
+            self.totals.rebuild(self.cache)
         self.summed = None if summed is None else PeerSum(self._check_sum(summed.arrays), summed.contributors)
         self.records = list(records)
 
