@@ -28,6 +28,8 @@ from ..statistics import class_log_probs, layer_statistics
 from ..wire import (PEER_MASS, SUM_PEERS, SUM_WITH_OWN, PeerMass, Statistics, StatisticsRejected, check_peer_mass,
                     check_peer_sum, check_statistics, release_layout)
 from .data import TaskInfo, client_data, randomise_labels, to_device
+from .inference import layerwise_forward
+from .minibatch_training import train_mini_batch
 from .objective import AlignmentTargets
 from .release import SecureShareRelease, build_release_policy
 from .release.base import ReleaseMetrics
@@ -86,7 +88,10 @@ class Student:
                                                    self.layout, self.dp_sgd.ledger if self.dp_sgd else None)
 
     def forward(self, graph: Data) -> tuple[Tensor, list[Tensor]]:
-        """The network on one of this client's graphs, its propagation structure prepared once."""
+        """The network on one of this client's graphs, its propagation structure prepared once (a
+        mini-batch student's inference runs layer-wise in chunks: :mod:`fedalign.client.inference`)."""
+        if self.cfg.train.batch_size is not None and not self.model.training and not torch.is_grad_enabled():
+            return layerwise_forward(self.model, graph, self.cfg.train.batch_size)
         if id(graph) not in self._prepared:
             self._prepared[id(graph)] = self.model.prepare(graph.edge_index, graph.num_nodes)
         return self.model(graph.x, self._prepared[id(graph)])
@@ -204,6 +209,8 @@ class Student:
         align_on = self.cfg.align.strategy != "none" and self.cfg.align.weight > 0 and received and bool(targets.mass)
         if self.dp_sgd is not None:
             metrics = self.dp_sgd.train(self, targets, align_on, round_number)
+        elif self.cfg.train.batch_size is not None:
+            metrics = train_mini_batch(self, targets, align_on)
         else:
             metrics = train_full_batch(self, targets, align_on)
         if self.cfg.align.strategy == "self":

@@ -67,7 +67,31 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
            f"must be >= 0 (a fraction shares a GPU), got {cfg.simulation.gpus_per_client}")
     _check_queries(cfg)
     _check_privacy(cfg, dataset)
+    _check_mini_batch(cfg)
     return cfg
+
+
+def _check_mini_batch(cfg: ExperimentConfig) -> None:
+    """``train.batch_size`` and ``train.num_neighbors``: mini-batch students (full batch when unset)."""
+    t, k = cfg.train, cfg.federation.num_clients
+    _check(t.batch_size is None or t.batch_size >= 1, "train.batch_size",
+           f"nodes per mini-batch must be >= 1 (or leave it out for full-batch training), got {t.batch_size}")
+    if t.num_neighbors is not None:
+        _check(t.batch_size is not None, "train.num_neighbors",
+               "fan-outs apply to mini-batch training: set train.batch_size too, or remove the key")
+        _check(all(n >= 1 or n == -1 for n in t.num_neighbors), "train.num_neighbors",
+               f"each fan-out must be >= 1, or -1 for every neighbour, got {t.num_neighbors}")
+        for i in range(k):
+            layers = cfg.model.for_client(i)["hidden_layers"] + 1
+            _check(len(t.num_neighbors) == layers, "train.num_neighbors",
+                   f"one fan-out per message-passing layer (model.hidden_layers + 1 output layer = {layers} for "
+                   f"client {i}), got {len(t.num_neighbors)}; students of different depths need it left out")
+    if t.batch_size is None:
+        return
+    _check(not cfg.privacy.dp_sgd.enabled, "train.batch_size",
+           "mini-batch training is not combined with privacy.dp_sgd (per-graph Poisson batches); remove one")
+    _check(cfg.align.strategy not in ("votes", "fedavg", "dp-fedavg"), "train.batch_size",
+           f"mini-batch training does not support align.strategy {cfg.align.strategy} yet; remove train.batch_size")
 
 
 def _check_queries(cfg: ExperimentConfig) -> None:

@@ -95,6 +95,13 @@ class TrainConfig:
     local_epochs: int = 1  # epochs a student trains each time it is scheduled
     lr: float = 0.005
     weight_decay: float = 0.0
+    # Mini-batch students (fedalign.client.minibatch_training): None = full batch. Else each step takes
+    # batch_size labelled training nodes (PyG NeighborLoader) and batch_size target nodes of the alignment
+    # graph with all their in-edges (the alignment term's unbiased estimate: fedalign.client.minibatch).
+    batch_size: int | None = None
+    # Fan-out per message-passing layer (model.hidden_layers + 1 entries, PyG's order: the hop next to the
+    # seeds, i.e. the output layer, first; -1 = every neighbour); None = all neighbours (exact representations).
+    num_neighbors: list[int] | None = None
 
 
 @dataclass

@@ -88,6 +88,25 @@ class StudentNetwork(nn.Module):
         """
         return edge_index
 
+    def prepare_sampled(self, edge_index: Tensor, num_nodes: int, in_degree: Tensor):
+        """:meth:`prepare` for a sampled subgraph whose expanded nodes have all their in-edges.
+
+        Args: edge_index long [2, E_s], local ids; num_nodes N_s; in_degree float [N_s], each node's
+        in-degree in the *whole* graph, self loops excluded. The default ignores ``in_degree``: mean
+        aggregation and attention read only a node's own in-edges, so a node with all of them gets
+        its exact output. GCN overrides it (its normalisation reads the sources' degrees too).
+        """
+        return self.prepare(edge_index, num_nodes)
+
+    def conv(self, i: int, h: Tensor, graph) -> Tensor:
+        """Layer ``i``'s output before its activation: hidden layer i + 1 (``i < L``: ``z``, with the
+        residual for ``i >= 1``) or, for ``i == L``, the logits. Args: h [N, d_i]; graph: prepared."""
+        if i == self.hidden_layers:
+            logits = self.output(h, graph)
+            return logits + self.output_skip(h) if self.output_skip is not None else logits
+        z = self.layers[i](h, graph)
+        return z + h if self.residual and i > 0 else z
+
     def forward(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Args: x float [N, F]; edge_index long [2, E], or ``prepare(edge_index, N)``.
 
@@ -97,14 +116,9 @@ class StudentNetwork(nn.Module):
         act = ACTIVATIONS[self.activation]
         aligned = []
         h = x
-        for i, layer in enumerate(self.layers):
-            z = layer(h, graph)
-            if self.residual and i > 0:
-                z = z + h
+        for i in range(self.hidden_layers):
+            z = self.conv(i, h, graph)
             a = act(z)
             aligned.append(z if self.representation == "pre-activation" else a)
             h = nn.functional.dropout(a, p=self.dropout, training=self.training)
-        logits = self.output(h, graph)
-        if self.output_skip is not None:
-            logits = logits + self.output_skip(h)
-        return logits, aligned
+        return self.conv(self.hidden_layers, h, graph), aligned

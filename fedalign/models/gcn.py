@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import to_torch_csr_tensor
+from torch_geometric.utils import add_remaining_self_loops, to_torch_csr_tensor
 
 from .base import StudentNetwork
 
@@ -70,8 +70,21 @@ class GCNStudent(StudentNetwork):
         if isinstance(edge_index, NormalisedAdjacency):
             return edge_index
         with_loops, weight = gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
-        with warnings.catch_warnings():  # torch's "sparse CSR is in beta" / "invariant checks disabled"
-            warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
-            size = (num_nodes, num_nodes)
-            return NormalisedAdjacency(to_torch_csr_tensor(with_loops.flip(0), weight, size=size),
-                                       to_torch_csr_tensor(with_loops, weight, size=size))
+        return _adjacency(with_loops, weight, num_nodes)
+
+    def prepare_sampled(self, edge_index: Tensor, num_nodes: int, in_degree: Tensor) -> NormalisedAdjacency:
+        """``A_hat`` of a sampled subgraph with the *whole* graph's degrees: edge u -> v weighs
+        ``(deg(u) + 1)^-1/2 (deg(v) + 1)^-1/2`` (``in_degree`` float [N_s], self loops excluded), as
+        :func:`gcn_norm` on the whole graph, so a node that has all its in-edges gets its exact output."""
+        with_loops, _ = add_remaining_self_loops(edge_index, None, 1.0, num_nodes)
+        inv_sqrt = (in_degree.to(torch.get_default_dtype()) + 1).pow(-0.5)
+        return _adjacency(with_loops, inv_sqrt[with_loops[0]] * inv_sqrt[with_loops[1]], num_nodes)
+
+
+def _adjacency(edge_index: Tensor, weight: Tensor, num_nodes: int) -> NormalisedAdjacency:
+    """The :class:`NormalisedAdjacency` of weighted edges ``[2, E]`` (row 0 source) on ``num_nodes`` nodes."""
+    with warnings.catch_warnings():  # torch's "sparse CSR is in beta" / "invariant checks disabled"
+        warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
+        size = (num_nodes, num_nodes)
+        return NormalisedAdjacency(to_torch_csr_tensor(edge_index.flip(0), weight, size=size),
+                                   to_torch_csr_tensor(edge_index, weight, size=size))
