@@ -28,7 +28,7 @@ from .client.checkpoint import Checkpoint, checkpoint_path
 from .client.service import EvaluationLog, evaluation_log_path, read_evaluation_logs, respond
 from .config import ExperimentConfig
 from .runner import run_experiment
-from .server import Reply
+from .server import Reply, with_layout_fingerprint
 from .wire import PeerSum, Statistics, payload_bytes, private_releases
 
 CLIENT_STATE = "client-state"
@@ -114,6 +114,7 @@ def run_inprocess(cfg: ExperimentConfig, run_dir: str | Path | None = None, resu
         from .weight_arms import run_fedavg_inprocess
 
         return run_fedavg_inprocess(cfg, run_dir, resume)
+    cfg = with_layout_fingerprint(cfg)  # federation.public_layout: the server's layout; each student checks it
     run_dir = run_dir_for(cfg, run_dir)
     state_dir = run_dir / CLIENT_STATE
     if not resume:

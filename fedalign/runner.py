@@ -25,7 +25,7 @@ from .wire import private_releases
 # Config keys that may change when a run is resumed: where things live, how
 # long the server waits, how it reports, and how many rounds (to extend a run).
 RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "federation.rounds", "federation.timeout", "output.", "device",
-                     "simulation.")
+                     "simulation.", "federation.public_layout")  # the artefact: where the layout is read, not what it is
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -39,7 +39,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 # Keys that say where things live or how a run reports, not what the experiment is.
-LOCATION_KEYS = ("name", "data.root", "data.cache_dir", "federation.timeout", "output.", "device", "simulation.")
+LOCATION_KEYS = ("name", "data.root", "data.cache_dir", "federation.timeout", "output.", "device", "simulation.",
+                 "federation.public_layout")
 
 
 def config_differences(run_dir: Path, cfg: ExperimentConfig, ignore: tuple[str, ...] = LOCATION_KEYS) -> list[str]:

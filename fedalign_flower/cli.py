@@ -6,6 +6,7 @@
     fedalign run simulations/cora.yaml --resume outputs/cora-20261123-101500   # carry on a stopped run
     fedalign check simulations/cora.yaml                     # check a config, train nothing
     fedalign sweep simulations/cora-strategies.yaml          # a resumable grid of runs
+    fedalign layout simulations/cora.yaml --out layout.npz   # the public layout artefact, for a server without data
 
 Errors a user can fix (a config value, missing data files, a run folder that does not
 match, a client whose privacy ledger was lost) end the command at once with one line
@@ -24,6 +25,7 @@ from fedalign.config import ConfigError, ExperimentConfig, load_config
 from fedalign.data import missing_raw_files
 from fedalign.inprocess import run_inprocess
 from fedalign.ledgers import LedgerBroken
+from fedalign.public_layout import public_layout_from_data, save_public_layout
 from fedalign.queries import check_query_set
 from fedalign.sweep import cell_config, cells, load_sweep, run_sweep
 
@@ -39,7 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment and write a run folder")
     check = sub.add_parser("check", help="check an experiment file and its data without training")
-    for p in (run, check):
+    layout = sub.add_parser("layout", help="write the public layout artefact the server checks releases against "
+                                           "(run where the data is; ship the file to the server)")
+    layout.add_argument("--out", required=True, help="the .npz to write, e.g. layout.npz")
+    for p in (run, check, layout):
         p.add_argument("config", help="experiment YAML, e.g. simulations/quickstart.yaml")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set federation.rounds=10 (repeatable)")
@@ -111,11 +116,25 @@ def _sweep(args) -> int:
     return 0
 
 
+def _layout(args) -> int:
+    """Derive the public layout of an experiment from its data, save it, and print its fingerprint."""
+    cfg = load_config(args.config, args.set)
+    require_data(cfg)
+    artefact = public_layout_from_data(cfg)
+    path = save_public_layout(artefact, args.out).resolve()
+    print(f"public layout of {cfg.name} ({cfg.align.strategy}, {artefact.num_nodes} nodes): {path}")
+    print(f"fingerprint (sha256): {artefact.fingerprint}")
+    print(f"on the server: --set federation.public_layout={path}  (copy the file there first; it needs no data)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "layout":
+            return _layout(args)
         if args.command == "check":
             cfg = load_config(args.config, args.set)
             require_data(cfg)

@@ -22,6 +22,7 @@ from fedalign.alignment import WEIGHT_STRATEGIES
 from fedalign.config import ExperimentConfig, load_config
 from fedalign.outputs import run_dir_for
 from fedalign.runner import run_experiment
+from fedalign.server import with_layout_fingerprint
 
 from .transport import FlowerTransport
 
@@ -69,12 +70,15 @@ def serve(grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None, resume
 
     ``resume``: continue the run saved in ``run_dir`` (clients find their
     checkpoints by the folder's name, the run tag). ``evaluation(run_tag)``: the
-    clients' evaluation-log rows, where the server can read them (simulation).
+    clients' evaluation-log rows, where the server can read them (simulation). With
+    ``federation.public_layout`` the server checks releases against that artefact, never opening the
+    data root, and sends its fingerprint to the clients in the config (each checks its own data gives it).
     """
     if cfg.align.strategy in WEIGHT_STRATEGIES:  # fedavg / dp-fedavg: Flower's FedAvg over weights (server/fedavg.py)
         from .fedavg import serve_fedavg
 
         return serve_fedavg(grid, cfg, run_dir, resume)
+    cfg = with_layout_fingerprint(cfg)
     run_dir = run_dir_for(cfg, run_dir)
     transport = FlowerTransport(grid, cfg, run_tag=run_dir.name)
     rows = (lambda: evaluation(run_dir.name)) if evaluation is not None else None

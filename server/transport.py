@@ -205,12 +205,15 @@ class FlowerTransport:
 
     @functools.cache
     def _clip_norm(self) -> float:
-        """C of a release (votes: sqrt of the query groups, read off the public alignment graph)."""
+        """C of a release (votes: sqrt of the query groups, read off the public layout artefact when
+        ``federation.public_layout`` names one, else off the public alignment graph)."""
         if self.cfg.align.strategy != "votes":
             return self.cfg.privacy.clip_norm
         layout = release_layout_of(self.cfg)
         if layout is None:
-            raise RuntimeError("secure aggregation of votes needs the public alignment graph's size on the server")
+            raise RuntimeError("secure aggregation of votes needs the public alignment graph's size on the server: "
+                               "give it the public layout artefact (federation.public_layout, made by `fedalign "
+                               "layout`) or the data (data.root)")
         return release_clip_norm(self.cfg.privacy.clip_norm, layout)
 
     def _summed(self, message_type: str, jobs: dict[int, dict], round_number: int

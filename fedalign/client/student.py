@@ -22,6 +22,7 @@ from ..alignment import NODE_STRATEGIES, SUMMED_STRATEGIES, released_arrays
 from ..config import ExperimentConfig
 from ..data import ClientData
 from ..models import StudentNetwork, build_network
+from ..public_layout import check_client_layout
 from ..queries import query_nodes
 from ..seeds import derive_seed
 from ..statistics import class_log_probs, layer_statistics
@@ -78,6 +79,8 @@ class Student:
         self.queries = None if queries is None else torch.from_numpy(queries).to(self.device)
         self.layout = release_layout(cfg.align.strategy, self.alignment.edge_index, self.alignment.num_nodes,
                                      task.num_classes, task.multilabel, None if queries is None else len(queries))
+        check_client_layout(cfg, client_id, self.alignment.edge_index, self.alignment.num_nodes, task.num_classes,
+                            task.multilabel)  # federation.public_layout_sha256: the server's layout is this data's
         self.public_labels = PublicLabels(self.layout) if cfg.align.strategy == "votes" else None
         self.answered = 0  # votes: queries answered by the last histogram
         self.own_statistics: Statistics | None = None  # strategy self: its statistics at the end of its last turn

@@ -66,6 +66,7 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(cfg.simulation.gpus_per_client >= 0, "simulation.gpus_per_client",
            f"must be >= 0 (a fraction shares a GPU), got {cfg.simulation.gpus_per_client}")
     _check_queries(cfg)
+    _check_public_layout(cfg)
     _check_privacy(cfg, dataset)
     _check_mini_batch(cfg)
     return cfg
@@ -92,6 +93,16 @@ def _check_mini_batch(cfg: ExperimentConfig) -> None:
            "mini-batch training is not combined with privacy.dp_sgd (per-graph Poisson batches); remove one")
     _check(cfg.align.strategy not in ("votes", "fedavg", "dp-fedavg"), "train.batch_size",
            f"mini-batch training does not support align.strategy {cfg.align.strategy} yet; remove train.batch_size")
+
+
+def _check_public_layout(cfg: ExperimentConfig) -> None:
+    f = cfg.federation
+    sha = f.public_layout_sha256
+    _check(sha is None or (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha)),
+           "federation.public_layout_sha256",
+           f"a SHA-256 fingerprint is 64 hex digits (as `fedalign layout` prints it), got {sha!r}")
+    _check(f.public_layout is None or str(f.public_layout).strip() != "", "federation.public_layout",
+           "an empty path; name the artefact `fedalign layout` wrote, or remove the key")
 
 
 def _check_queries(cfg: ExperimentConfig) -> None:

@@ -36,6 +36,13 @@ class FederationConfig:
     rounds: int = 40
     schedule: Literal["alternating", "simultaneous"] = "alternating"
     timeout: float = 600.0  # seconds the server waits for a round's replies
+    # A public layout artefact (`fedalign layout <experiment> --out <file>`, made where the data is): the server
+    # checks releases against it and never opens the data root. None: the server derives it from the data, and
+    # without the data checks shape, dtype and range only.
+    public_layout: str | None = None
+    # SHA-256 fingerprint of the public layout; every client checks its own data gives it. None: filled by the
+    # server from public_layout when given (set it to pin a layout).
+    public_layout_sha256: str | None = None
 
 
 @dataclass

@@ -7,11 +7,11 @@ and never imports the client side (:mod:`fedalign.client`, :mod:`fedalign.models
 """
 
 from .coordinator import Coordinator
-from .layout import release_layout_of
+from .layout import release_layout_of, with_layout_fingerprint
 from .records import RoundListener, RoundRecord
 from .state import ServerState
 from .summary import summarise
 from .transport import Reply, Transport
 
 __all__ = ["Coordinator", "Reply", "RoundListener", "RoundRecord", "ServerState", "Transport", "release_layout_of",
-           "summarise"]
+           "summarise", "with_layout_fingerprint"]

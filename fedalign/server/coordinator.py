@@ -63,8 +63,9 @@ class Coordinator:
         transport: how requests reach the clients.
         listeners: called after every round with its records (logging, progress).
         layout: how releases group into distributions, to check them against; None ->
-            :func:`~fedalign.server.layout.release_layout_of` (or, when the server cannot read
-            the data, checks without per-node sums, on the first release's length).
+            :func:`~fedalign.server.layout.release_layout_of` (the public layout artefact of
+            ``federation.public_layout``, else the data; when the server has neither, checks
+            without per-node sums, on the first release's length).
         state: where to save the state after every round (None: not saved).
     """
 
