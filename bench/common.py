@@ -6,7 +6,9 @@ helps) into ``--out`` (default ``results/benchmarks/<name>/``; with ``--smoke`` 
 temporary folder, so that a smoke run never replaces the committed figures).
 Every figure is stored with the 1-minute load average of the machine at the
 time it was taken (the development machine is shared), so a reader can tell
-a quiet measurement from a busy one.
+a quiet measurement from a busy one. Every ``results.json`` holds ``provenance``
+(:func:`fedalign.provenance.provenance`: revision, dirty flag, versions, machine,
+command line; :func:`with_provenance`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fedalign.outputs import json_safe
+from fedalign.provenance import provenance
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results" / "benchmarks"
@@ -221,10 +224,18 @@ def human_bytes(n: float) -> str:
     return f"{n:.2f} GiB"
 
 
+def with_provenance(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with ``provenance`` (this process's revision, versions, machine, command line) added last.
+
+    Args:
+        results: a benchmark's results (a ``provenance`` key of its own is kept)."""
+    return {**results, "provenance": results.get("provenance") or provenance()}
+
+
 def write_outputs(out: Path, results: dict[str, Any], markdown: str) -> None:
-    """``results.json`` and ``table.md`` in ``out``."""
+    """``results.json`` (with :func:`with_provenance`) and ``table.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(json_safe(with_provenance(results)), indent=2) + "\n")
     (out / "table.md").write_text(markdown.rstrip() + "\n")
     print(f"wrote {out / 'results.json'} and {out / 'table.md'}", file=sys.stderr)
 

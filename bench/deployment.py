@@ -36,7 +36,7 @@ from pathlib import Path
 
 from deploy import launch
 
-from .common import RESULTS, machine, output_folder
+from .common import RESULTS, machine, output_folder, with_provenance
 
 CASES: dict[str, list[str]] = {
     "quickstart": [],
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"slowest client {result['round_minus_slowest_client_seconds']['median']} s", flush=True)
         finally:
             deployment.stop(grace=10)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(with_provenance(results), indent=2) + "\n")
     print(f"wrote {out / 'results.json'}")
     return 0
 

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['startup_to_round0_seconds']} s", f"{r['round_median_seconds']} s", f"{r['peak_rss_mib']} MiB",
         f"{r['wall_seconds']} s"))] for r in results["runs"]]
     table = common.md_table(["K", "engine", "start-up to round 0", "round (median)", "peak RSS (tree)", "wall"], rows)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(common.with_provenance(results), indent=2) + "\n")
     (out / "table.md").write_text(table + "\n")
     print(f"wrote {out / 'results.json'} and {out / 'table.md'}", file=sys.stderr)
     print(table)

@@ -2,7 +2,9 @@
 
 :func:`write` reads every sweep of the programme through :mod:`bench.reproduction_analysis`
 and rewrites the report; a hand-written ``notes.md`` in the report folder is included as the
-reading. :func:`record_provenance` notes which commit ran (``provenance.json``).
+reading. :func:`record_provenance` notes which commit ran (``provenance.json``, each entry with the
+invocation's full :func:`fedalign.provenance.provenance`); ``results.json``'s ``report_provenance``
+is the provenance of the command that wrote the report (its ``provenance`` key lists ``provenance.json``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fedalign.provenance import provenance as full_provenance
 
 from . import reproduction_analysis as analysis
 
@@ -57,7 +61,7 @@ def record_provenance(out: Path, workers: int, sweeps: list[str]) -> None:
     path = out / "provenance.json"
     entries = json.loads(path.read_text()) if path.is_file() else []
     entries.append({"revision": git_revision(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    "workers": workers, "sweeps": sweeps, "machine": machine()})
+                    "workers": workers, "sweeps": sweeps, "machine": machine(), "provenance": full_provenance()})
     path.write_text(json.dumps(entries, indent=1) + "\n")
 
 
@@ -96,6 +100,7 @@ def write(programme, sweeps_dir: Path, out: Path, status: dict | None = None, sm
     provenance = out / "provenance.json"
     report = {"machine": machine(), "smoke": smoke, "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "provenance": json.loads(provenance.read_text()) if provenance.is_file() else [],
+              "report_provenance": full_provenance(),
               "definitions": analysis.__doc__.split("Definitions. ", 1)[1].strip(), "sweeps": sweeps,
               "tuning": [t for t in tuning if t], "strategies": strategies, "students": [s for s in students if s],
               "map": [m for m in maps if m]}

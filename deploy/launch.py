@@ -60,6 +60,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from fedalign.client.paths import worker_socket
+from fedalign.provenance import declared_revision
 
 from . import certs
 
@@ -277,16 +278,19 @@ def supernode_command(*, superlink: str, config: str, ca_cert: str | Path | None
 
 
 def run_config(config: str = "simulations/quickstart.yaml", overrides: list[str] | tuple[str, ...] = (),
-               resume: str | None = None) -> str:
-    """The ``--run-config`` value for the fedalign app: ``config='<yaml>' set='<k=v k=v>' [resume='<dir>']``.
+               resume: str | None = None, revision: str = "") -> str:
+    """The ``--run-config`` value for the fedalign app: ``config='<yaml>' set='<k=v k=v>' [resume='<dir>']
+    [revision='<rev>[+dirty]']``.
 
     ``config`` is relative to the project (it travels in the app bundle) or
     absolute on the SuperLink's machine. Give ``output.dir`` as an absolute
     path on the SuperLink's machine: a relative one resolves against the
     directory the SuperLink was started from. ``resume``: an absolute run
-    folder (on the SuperLink's machine) to continue.
+    folder (on the SuperLink's machine) to continue. ``revision``: the submitting checkout's
+    (:func:`fedalign.provenance.declared_revision`), which the ServerApp records in each summary's
+    ``provenance`` (its app bundle has no git metadata).
     """
-    for text in (config, *overrides, resume or ""):
+    for text in (config, *overrides, resume or "", revision):
         if "'" in text:
             raise ValueError(f"{text!r}: no single quotes allowed (TOML literal string)")
     for item in overrides:
@@ -297,6 +301,8 @@ def run_config(config: str = "simulations/quickstart.yaml", overrides: list[str]
         value += f" set='{' '.join(overrides)}'"
     if resume:
         value += f" resume='{resume}'"
+    if revision:
+        value += f" revision='{revision}'"
     return value
 
 
@@ -456,7 +462,7 @@ def submit(connection: str, env: dict[str, str], *, config: str = "simulations/q
            overrides: list[str] | tuple[str, ...] = (), resume: str | None = None,
            app: str | Path = PROJECT_DIR) -> str:
     """``flwr run <app> <connection> --run-config ...``; returns the run id (the run is only submitted)."""
-    value = run_config(config, overrides, resume)
+    value = run_config(config, overrides, resume, revision=declared_revision(app))
     return str(_flwr_json(["run", str(app), connection, "--run-config", value], env)["run-id"])
 
 

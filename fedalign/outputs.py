@@ -8,7 +8,9 @@ A run writes into ``<output.dir>/<name>-<UTC timestamp>/``:
   without ``seconds`` (a client's time reveals the size of its data);
 * ``summary.json``: status (``finished`` / ``failed``), best validation
   metric per client with the test metric of the same round, totals
-  (``wall_seconds``: the whole run, every part of a resumed one);
+  (``wall_seconds``: the whole run, every part of a resumed one), and
+  ``provenance`` (:func:`fedalign.provenance.provenance`, taken when this part of the run started;
+  a resumed run keeps its earlier parts' in ``provenance_earlier_parts``);
 * ``curves.png``: validation metric against round, one line per client.
 """
 
@@ -26,6 +28,7 @@ from typing import TextIO
 import yaml
 
 from .config import ExperimentConfig
+from .provenance import provenance
 from .server import RoundRecord, summarise
 from .wire import private_releases
 
@@ -93,6 +96,8 @@ class RunWriter:
         self.wall_seconds_before = wall_seconds_before
         self.started = time.monotonic()
         self.extra: dict = {}  # more summary keys an engine adds (the weight arms: "shared", "shared_note", ...)
+        self.provenance = provenance()
+        self.earlier_provenance = earlier_provenance(self.run_dir) if (previous or wall_seconds_before) else []
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         tmp = self.run_dir / ".rounds.jsonl.tmp"
         tmp.write_text("".join(json.dumps(json_safe(r.to_json())) + "\n" for r in self.records))
@@ -140,11 +145,28 @@ class RunWriter:
             "metrics_source": source,
             **summary,
             **self.extra,
+            "provenance": self.provenance,
+            **({"provenance_earlier_parts": self.earlier_provenance} if self.earlier_provenance else {}),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
         if self.cfg.output.plot and records:
             plot_curves(records, self.run_dir / "curves.png", self.metric_name, self.cfg.name)
         return summary
+
+
+def earlier_provenance(run_dir: Path) -> list[dict]:
+    """The provenance of a run's earlier parts, from the ``summary.json`` a resumed run is about to replace.
+
+    Args:
+        run_dir: the run folder."""
+    try:
+        before = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(before, dict):
+        return []
+    earlier = before.get("provenance_earlier_parts") or []
+    return earlier + ([before["provenance"]] if isinstance(before.get("provenance"), dict) else [])
 
 
 def merge_evaluation(records: list[RoundRecord], evaluation: list[dict]) -> list[RoundRecord]:

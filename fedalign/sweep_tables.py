@@ -2,8 +2,10 @@
 
 ``sweep.json`` records what the sweep file said about the results as a whole: the sweep's name,
 its ``purpose`` (``study`` by default; ``tuning``: its cells choose settings on validation, and
-reports keep them out of the study's tables) and whether it added ``noise_controls``. Everything
-per cell lives in the cell's own run folder (``config.yaml``, ``summary.json``), which
+reports keep them out of the study's tables), whether it added ``noise_controls`` and the
+``provenance`` of the sweep command that last wrote it (:func:`fedalign.provenance.provenance`:
+revision, dirty flag, versions, machine, command line). Everything per cell lives in the cell's own
+run folder (``config.yaml``, ``summary.json`` with the cell's own ``provenance``), which
 ``results.csv`` names in its ``run`` column.
 """
 
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .provenance import provenance
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sweep import SweepSpec
@@ -46,17 +50,20 @@ def aggregate(spec: SweepSpec, rows: list[dict]) -> list[dict]:
 
 
 def write_sweep_json(spec: SweepSpec) -> None:
-    """Write ``<output>/sweep.json``: the sweep's name, purpose and whether it adds noise controls.
+    """Write ``<output>/sweep.json``: the sweep's name, purpose, whether it adds noise controls, and the
+    provenance of this sweep command.
 
     Args:
         spec: the sweep.
     """
-    body = {"name": spec.name or spec.output.name, "purpose": spec.purpose, "noise_controls": spec.noise_controls}
+    body = {"name": spec.name or spec.output.name, "purpose": spec.purpose, "noise_controls": spec.noise_controls,
+            "provenance": provenance()}
     (spec.output / SWEEP_JSON).write_text(json.dumps(body, indent=2) + "\n")
 
 
 def read_sweep_json(output: Path) -> dict[str, Any]:
-    """What ``<output>/sweep.json`` says, or the defaults of a sweep that predates it (purpose ``study``).
+    """What ``<output>/sweep.json`` says, or the defaults of a sweep that predates it (purpose ``study``;
+    ``provenance`` None when it was not recorded).
 
     Args:
         output: a sweep's results folder.
@@ -64,7 +71,7 @@ def read_sweep_json(output: Path) -> dict[str, Any]:
     path = Path(output) / SWEEP_JSON
     body = json.loads(path.read_text()) if path.is_file() else {}
     return {"name": body.get("name", Path(output).name), "purpose": body.get("purpose") or "study",
-            "noise_controls": bool(body.get("noise_controls", False))}
+            "noise_controls": bool(body.get("noise_controls", False)), "provenance": body.get("provenance")}
 
 
 def write_results(spec: SweepSpec, rows: list[dict]) -> None:

@@ -11,6 +11,7 @@ fedavg | dp-fedavg``, which :func:`serve` hands to Flower's own FedAvg (``server
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedalign.alignment import WEIGHT_STRATEGIES
 from fedalign.config import ExperimentConfig, load_config
 from fedalign.outputs import run_dir_for
+from fedalign.provenance import REVISION_ENV
 from fedalign.runner import run_experiment
 from fedalign.server import with_layout_fingerprint
 
@@ -99,8 +101,12 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run config: ``config`` (experiment file), ``set`` (overrides), ``resume`` (a run folder to continue)."""
+    """Run config: ``config`` (experiment file), ``set`` (overrides), ``resume`` (a run folder to continue),
+    ``revision`` (the submitting checkout's, for the summary's ``provenance``: this app bundle has no .git)."""
     configure_logging()
+    revision = str(context.run_config.get("revision", ""))
+    if revision:
+        os.environ[REVISION_ENV] = revision
     resume = str(context.run_config.get("resume", ""))
     cfg = config_from_run_config(dict(context.run_config))
     serve(grid, cfg, Path(resume) if resume else None, resume=bool(resume))

@@ -48,6 +48,7 @@ import pytest
 import yaml
 
 from deploy.launch import alive, describe, processes_with_environ
+from fedalign.provenance import declared_revision
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ROUNDS = 3
@@ -180,7 +181,9 @@ def test_flwr_run_local_simulation(flwr, tmp_path):
     # escapes, so the path must not contain a quote, and, as the ServerApp splits
     # `set` on whitespace, no spaces). Without the quotes flwr rejects the value.
     started = time.monotonic()
-    submitted = flwr.json("run", ".", "--run-config", f"set='{overrides}'",
+    # `revision`: this checkout's, which the ServerApp (run from the app bundle, no .git) records in provenance
+    revision = declared_revision()
+    submitted = flwr.json("run", ".", "--run-config", f"set='{overrides}' revision='{revision}'",
                           "--federation-config", f"num-supernodes={NUM_CLIENTS}")
     assert submitted["success"] is True, submitted
     run_id = submitted["run-id"]
@@ -214,6 +217,9 @@ def test_flwr_run_local_simulation(flwr, tmp_path):
     assert summary["rounds_completed"] == ROUNDS
     # A run whose ClientApps all fail still "completes": the ServerApp records them as missing.
     assert summary["missing_rounds"] == [], f"{summary['missing_rounds']}\n{flwr.run_log(run_id)}"
+    assert (summary["provenance"]["revision"] + ("+dirty" if summary["provenance"]["dirty"] else "")
+            == (revision or "unknown")), summary["provenance"]
+    print(f"provenance: {summary['provenance']['revision_source']}")
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())  # the overrides took effect
     assert config["federation"]["rounds"] == ROUNDS

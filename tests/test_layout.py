@@ -21,7 +21,8 @@ SERVER_SIDE = ("fedalign.server",)
 ENGINES = ("fedalign.inprocess", "fedalign.runner", "fedalign.outputs", "fedalign.sweep", "fedalign.runstore",
            "fedalign.weight_arms")
 SHARED = ("fedalign.config", "fedalign.statistics", "fedalign.alignment", "fedalign.wire", "fedalign.schedules",
-          "fedalign.data", "fedalign.seeds", "fedalign.files", "fedalign.aggregation", "fedalign.queries")
+          "fedalign.data", "fedalign.seeds", "fedalign.files", "fedalign.aggregation", "fedalign.queries",
+          "fedalign.provenance")
 
 
 def module_name(path: Path) -> str:
