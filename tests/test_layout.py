@@ -22,7 +22,7 @@ ENGINES = ("fedalign.inprocess", "fedalign.runner", "fedalign.outputs", "fedalig
            "fedalign.weight_arms")
 SHARED = ("fedalign.config", "fedalign.statistics", "fedalign.alignment", "fedalign.wire", "fedalign.schedules",
           "fedalign.data", "fedalign.seeds", "fedalign.files", "fedalign.aggregation", "fedalign.queries",
-          "fedalign.provenance")
+          "fedalign.provenance", "fedalign.public_layout")
 
 
 def module_name(path: Path) -> str:
