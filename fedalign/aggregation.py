@@ -44,13 +44,24 @@ SHARE_RANGE_STDS = 9.5
 
 
 def minimum_contributors(num_clients: int, max_dropout_share: float) -> int:
-    """K - floor(rho K): the fewest contributors a round's sum may have and still be used."""
+    """K - floor(rho K): the fewest contributors a round's sum may have and still be used.
+
+    Args:
+        num_clients: K, the number of clients in the federation.
+        max_dropout_share: rho in [0, 1), the largest share of clients that may drop out of a round.
+    """
     return num_clients - math.floor(max_dropout_share * num_clients)
 
 
 def honest_noise_shares(num_clients: int, max_dropout_share: float, colluders: int) -> int:
     """n = K - floor(rho K) - t: the honest shares every used sum holds beyond the adversary's knowledge.
-    Each client's noise std is sigma C / sqrt(n), so those n shares alone carry sigma C."""
+    Each client's noise std is sigma C / sqrt(n), so those n shares alone carry sigma C.
+
+    Args:
+        num_clients: K, the number of clients in the federation.
+        max_dropout_share: rho in [0, 1), the largest share of clients that may drop out of a round.
+        colluders: t, how many clients may pool what they know with the adversary.
+    """
     return minimum_contributors(num_clients, max_dropout_share) - colluders
 
 
@@ -59,5 +70,9 @@ def share_range(clip_norm: float, share_noise_std: float) -> float:
 
     A clipped coordinate lies in [-C, C] (and a round-0 probability in [0, 1]); the noise adds
     :data:`SHARE_RANGE_STDS` standard deviations.
+
+    Args:
+        clip_norm: C, the L2 clipping norm of a client's statistics.
+        share_noise_std: the standard deviation of one client's noise share, per coordinate.
     """
     return max(1.0, clip_norm) + SHARE_RANGE_STDS * share_noise_std

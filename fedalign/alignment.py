@@ -47,12 +47,21 @@ SUMMED_STRATEGIES = ("alignahead", "one-to-one", "logits")
 
 
 def shares_statistics(strategy: str) -> bool:
-    """True when students of ``strategy`` release statistics to peers (``self`` and ``none`` share nothing)."""
+    """True when students of ``strategy`` release statistics to peers (``self`` and ``none`` share nothing).
+
+    Args:
+        strategy: an alignment strategy, one of :data:`STRATEGIES`.
+    """
     return strategy in SHARING_STRATEGIES
 
 
 def released_arrays(strategy: str, hidden_layers: int) -> int:
-    """Arrays in one release: one per hidden layer (structure), one for ``logits`` (class distributions)."""
+    """Arrays in one release: one per hidden layer (structure), one for ``logits`` (class distributions).
+
+    Args:
+        strategy: an alignment strategy, one of :data:`STRATEGIES`.
+        hidden_layers: the number of hidden layers of the releasing student.
+    """
     return 1 if strategy in NODE_STRATEGIES else hidden_layers
 
 

@@ -15,7 +15,11 @@ from typing import BinaryIO, Iterator
 
 @contextlib.contextmanager
 def replaced_privately(path: Path) -> Iterator[BinaryIO]:
-    """A binary handle whose contents replace ``path`` once the block ends without error."""
+    """A binary handle whose contents replace ``path`` once the block ends without error.
+
+    Args:
+        path: the file to replace; created with mode 0600, its directory with 0700.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -27,7 +31,12 @@ def replaced_privately(path: Path) -> Iterator[BinaryIO]:
 
 
 def append_private_line(path: Path, line: str) -> None:
-    """Append ``line`` and a newline to ``path``."""
+    """Append ``line`` and a newline to ``path``.
+
+    Args:
+        path: the file, created with mode 0600 if missing (its directory with 0700).
+        line: the text to append, without the newline.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as handle:
         handle.write(line + "\n")

@@ -37,7 +37,9 @@ CLIENT_STATE = "client-state"
 class InProcessTransport:
     """Runs every client in this process, one :class:`~fedalign.client.Student` each.
 
-    ``state_dir``: where each client keeps its checkpoint and evaluation log (None: in memory only).
+    Args:
+        clients: the students, by client id.
+        state_dir: where each client keeps its checkpoint and evaluation log (None: in memory only).
     """
 
     def __init__(self, clients: dict[int, Student], state_dir: Path | None = None) -> None:
@@ -49,7 +51,13 @@ class InProcessTransport:
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, state_dir: Path | None = None, restore: bool = False
                     ) -> "InProcessTransport":
-        """The students of ``cfg``; with ``restore``, each continues from its checkpoint in ``state_dir``."""
+        """The students of ``cfg``; with ``restore``, each continues from its checkpoint in ``state_dir``.
+
+        Args:
+            cfg: the experiment config.
+            state_dir: where the clients keep their checkpoints and logs, or None (in memory only).
+            restore: continue every student from its checkpoint in ``state_dir``.
+        """
         transport = cls({i: build_student(cfg, i) for i in range(cfg.federation.num_clients)}, state_dir)
         if restore:
             for i, student in transport.clients.items():
@@ -72,9 +80,21 @@ class InProcessTransport:
                        self.checkpoints[i], self.logs[i], self.epsilon_before.get(i))
 
     def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
+        """Every client in ``clients`` releases (no training): their replies, by client id.
+
+        Args:
+            clients: the client ids asked.
+            round_number: the round.
+        """
         return {i: self._call(i, lambda i=i: self._respond(i, "query", round_number, {}, False), 0) for i in clients}
 
     def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
+        """Every client in ``jobs`` trains a turn on its peers' statistics and releases: their replies, by client id.
+
+        Args:
+            jobs: per trainer, its peers' statistics by peer id (or one summed entry).
+            round_number: the round.
+        """
         return {
             i: self._call(i, lambda i=i, p=peers: self._respond(i, "train", round_number, p, True),
                           sum(payload_bytes(s) for s in peers.values()))
@@ -82,10 +102,24 @@ class InProcessTransport:
         }
 
     def query_summed(self, clients: list[int], round_number: int) -> tuple[dict[int, Reply], PeerSum | None]:
+        """As :meth:`query`, with the replies' statistics also summed (secure aggregation): ``(replies, sum or
+        None)``.
+
+        Args:
+            clients: the client ids asked.
+            round_number: the round.
+        """
         return self._summed(self.query(clients, round_number))
 
     def train_summed(self, jobs: dict[int, dict[int, Statistics]], round_number: int
                      ) -> tuple[dict[int, Reply], PeerSum | None]:
+        """As :meth:`train`, with the replies' statistics also summed (secure aggregation): ``(replies, sum or
+        None)``.
+
+        Args:
+            jobs: per trainer, its peers' statistics (the sum of shares).
+            round_number: the round.
+        """
         return self._summed(self.train(jobs, round_number))
 
     @staticmethod
@@ -106,6 +140,15 @@ def run_inprocess(cfg: ExperimentConfig, run_dir: str | Path | None = None, resu
     The students keep their checkpoints in ``<run folder>/client-state``: ``resume`` continues
     them (weights, optimiser, privacy ledgers) with the server's saved state; a new run starts
     that folder afresh.
+
+    Args:
+        cfg: the experiment config.
+        run_dir: the run folder, or None for a new one under the outputs folder
+            (:func:`~fedalign.outputs.run_dir_for`).
+        resume: continue the run in ``run_dir`` from its saved state.
+
+    Returns:
+        ``(run folder, summary)``.
     """
     from .alignment import WEIGHT_STRATEGIES
     from .outputs import run_dir_for

@@ -40,7 +40,11 @@ class LedgerBroken(RuntimeError):
 
 
 def number(value: object) -> float:
-    """``value`` as a float; NaN for anything that is not a number (None, a string)."""
+    """``value`` as a float; NaN for anything that is not a number (None, a string).
+
+    Args:
+        value: anything a reply's metric may hold.
+    """
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -48,7 +52,12 @@ def number(value: object) -> float:
 
 
 def below(value: float, before: float) -> bool:
-    """Whether ``value`` is lower than ``before`` (beyond rounding); NaN counts as lower."""
+    """Whether ``value`` is lower than ``before`` (beyond rounding); NaN counts as lower.
+
+    Args:
+        value: the newly reported value.
+        before: the value reported earlier.
+    """
     if math.isnan(value):
         return True
     if math.isinf(before):
@@ -68,7 +77,12 @@ class ReportedEpsilon:
         self.latest: dict[int, float] = {}
 
     def problem(self, client: int, metrics: dict) -> str | None:
-        """Why the reply ``metrics`` of ``client`` breaks its ledger, or None."""
+        """Why the reply ``metrics`` of ``client`` breaks its ledger, or None.
+
+        Args:
+            client: the client's index.
+            metrics: the reply's metrics.
+        """
         if LEDGER_LOST in metrics and number(metrics[LEDGER_LOST]) != 0.0:
             return f"client {client} {LOST} ({self._no_checkpoint(client)}) and released nothing"
         for name in LEDGER_METRICS:
@@ -86,7 +100,12 @@ class ReportedEpsilon:
         return None
 
     def problem_in_error(self, client: int, error: str) -> str | None:
-        """Why the error reply of ``client`` says its ledger is lost (:func:`lost_error`), or None."""
+        """Why the error reply of ``client`` says its ledger is lost (:func:`lost_error`), or None.
+
+        Args:
+            client: the client's index.
+            error: the error message of the client's failed reply.
+        """
         if lost_error(client) not in error:
             return None
         return f"client {client} {LOST} ({self._no_checkpoint(client)}) and left the round without releasing"
@@ -97,7 +116,12 @@ class ReportedEpsilon:
         return f"it found no checkpoint{held}"
 
     def record(self, client: int, metrics: dict) -> None:
-        """Take the ledger values of an accepted reply (each client's values only grow)."""
+        """Take the ledger values of an accepted reply (each client's values only grow).
+
+        Args:
+            client: the client's index.
+            metrics: the accepted reply's metrics (only :data:`LEDGER_METRICS` are read).
+        """
         for name in LEDGER_METRICS:
             if name in metrics:
                 value = number(metrics[name])
@@ -106,14 +130,22 @@ class ReportedEpsilon:
                     self.latest[client] = max(value, self.latest.get(client, value))
 
     def merge(self, values: dict[str, dict[int, float]]) -> None:
-        """Take saved values (``{metric: {client: value}}``), keeping the larger of each."""
+        """Take saved values (``{metric: {client: value}}``), keeping the larger of each.
+
+        Args:
+            values: ``{metric: {client: value}}``, as saved in the server's state (client ids may be strings).
+        """
         for name, per_client in values.items():
             if name in self.values:
                 for client, value in per_client.items():
                     self.record(int(client), {name: value})
 
     def merge_records(self, records: Iterable) -> None:
-        """Take the values in round records (``rounds.jsonl``): a state saved before they were kept."""
+        """Take the values in round records (``rounds.jsonl``): a state saved before they were kept.
+
+        Args:
+            records: the run's round records (:class:`~fedalign.server.records.RoundRecord`).
+        """
         for record in records:
             self.record(record.client, {k: v for k, v in record.metrics.items() if k in LEDGER_METRICS})
 
@@ -123,17 +155,24 @@ class ReportedEpsilon:
 
 
 def lost_error(client: int) -> str:
-    """The start of the error a client raises where its refusal cannot be a reply (a SecAgg+ round)."""
+    """The start of the error a client raises where its refusal cannot be a reply (a SecAgg+ round).
+
+    Args:
+        client: the client's index.
+    """
     return f"client {client} {LOST} and releases nothing"
 
 
 def refusal(client: int, epsilon_before: float | None, holds_state: bool, spent: float | None) -> str | None:
     """Why client ``client`` must not release, or None.
 
-    ``epsilon_before``: what the server says this client reported before (None: nothing; 0: nothing
-    charged); ``holds_state``: whether the client continues from its own state (a checkpoint found on
-    disk, or a student that has answered in this process); ``spent``: the largest epsilon its ledgers
-    hold now (None: it keeps none).
+    Args:
+        client: the client's index (named in the message).
+        epsilon_before: what the server says this client reported before (None: nothing; 0: nothing
+            charged).
+        holds_state: whether the client continues from its own state (a checkpoint found on disk, or a
+            student that has answered in this process).
+        spent: the largest epsilon its ledgers hold now (None: it keeps none).
     """
     if epsilon_before is None or not number(epsilon_before) > 0:
         return None

@@ -34,12 +34,22 @@ from .wire import private_releases
 
 
 def run_dir_for(cfg: ExperimentConfig, run_dir: str | Path | None) -> Path:
-    """``run_dir`` as given, or (None) a fresh folder under ``output.dir``: the one place that default lives."""
+    """``run_dir`` as given, or (None) a fresh folder under ``output.dir``: the one place that default lives.
+
+    Args:
+        cfg: the experiment config (``output.dir``, ``name``).
+        run_dir: the run folder, or None for a new one.
+    """
     return Path(run_dir) if run_dir is not None else new_run_dir(cfg)
 
 
 def new_run_dir(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
-    """A fresh, uniquely named folder for one run (created)."""
+    """A fresh, uniquely named folder for one run (created).
+
+    Args:
+        cfg: the experiment config (its ``name`` starts the folder's name).
+        root: the parent folder, or None for ``output.dir``.
+    """
     base = Path(root if root is not None else cfg.output.dir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     path = base / f"{cfg.name}-{stamp}"
@@ -52,7 +62,11 @@ def new_run_dir(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
 
 
 def json_safe(value):
-    """JSON has no NaN/Inf: write infinities as the string "inf" and NaN as null (recursively)."""
+    """JSON has no NaN/Inf: write infinities as the string "inf" and NaN as null (recursively).
+
+    Args:
+        value: a JSON-like value (dicts, lists and tuples are walked).
+    """
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -63,7 +77,11 @@ def json_safe(value):
 
 
 def read_rounds(run_dir: str | Path) -> list[RoundRecord]:
-    """The records of a run folder's ``rounds.jsonl`` (a torn last line, from a crash, is skipped)."""
+    """The records of a run folder's ``rounds.jsonl`` (a torn last line, from a crash, is skipped).
+
+    Args:
+        run_dir: the run folder.
+    """
     path = Path(run_dir) / "rounds.jsonl"
     records = []
     if path.is_file():
@@ -78,11 +96,18 @@ def read_rounds(run_dir: str | Path) -> list[RoundRecord]:
 class RunWriter:
     """Writes a run folder as rounds arrive (a ``RoundListener``).
 
-    ``previous``: records of rounds completed before a restart; ``rounds.jsonl``
-    is rewritten to hold exactly those, then appended to. ``wall_seconds_before``: the wall time
-    of the run's earlier parts (before a restart), which :meth:`wall_seconds` adds to this part's.
     With privacy on (:func:`~fedalign.wire.private_releases`) no record keeps its ``seconds``:
     the log holds no per-client time.
+
+    Args:
+        run_dir: the run folder (exists); ``config.yaml`` and ``rounds.jsonl`` are written at once.
+        cfg: the experiment config.
+        metric_name: the task metric's name (``accuracy`` or ``micro_f1``).
+        engine: the engine's name, recorded in the summary (e.g. ``inprocess``).
+        previous: records of rounds completed before a restart; ``rounds.jsonl`` is rewritten to hold
+            exactly those, then appended to.
+        wall_seconds_before: the wall time of the run's earlier parts (before a restart), which
+            :meth:`wall_seconds` adds to this part's.
     """
 
     def __init__(self, run_dir: Path, cfg: ExperimentConfig, metric_name: str, engine: str,
@@ -113,6 +138,13 @@ class RunWriter:
         return self.wall_seconds_before + time.monotonic() - self.started
 
     def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
+        """Append the round's records to ``rounds.jsonl``.
+
+        Args:
+            round_number: the round just completed (0: the initial release).
+            total_rounds: the run's number of rounds.
+            records: the round's records, one per client.
+        """
         records = self._logged(records)
         for record in records:
             row = json_safe(record.to_json())
@@ -123,9 +155,11 @@ class RunWriter:
     def finish(self, error: BaseException | None = None, evaluation: list[dict] | None = None) -> dict:
         """Write ``summary.json`` (and the plot); returns the summary.
 
-        ``evaluation``: the clients' own evaluation-log rows (privacy on, clients and server on
-        one machine): written to ``evaluation.jsonl`` and merged into the summary, which then says
-        ``"metrics_source": "client evaluation logs (evaluation only, never sent)"``.
+        Args:
+            error: the error the run stopped with, or None (then its status is ``finished``).
+            evaluation: the clients' own evaluation-log rows (privacy on, clients and server on
+                one machine): written to ``evaluation.jsonl`` and merged into the summary, which then says
+                ``"metrics_source": "client evaluation logs (evaluation only, never sent)"``.
         """
         self._log.close()
         records = self.records
@@ -170,7 +204,12 @@ def earlier_provenance(run_dir: Path) -> list[dict]:
 
 
 def merge_evaluation(records: list[RoundRecord], evaluation: list[dict]) -> list[RoundRecord]:
-    """Copies of ``records`` with each (round, client)'s evaluation-log metrics added (last row wins)."""
+    """Copies of ``records`` with each (round, client)'s evaluation-log metrics added (last row wins).
+
+    Args:
+        records: the round records.
+        evaluation: the clients' evaluation-log rows, each with ``round`` and ``client``.
+    """
     extra = {(int(r["round"]), int(r["client"])): {k: v for k, v in r.items() if k not in ("round", "client")}
              for r in evaluation}
     return [dataclasses.replace(r, metrics={**r.metrics, **extra.get((r.round, r.client), {})}) for r in records]
@@ -182,12 +221,26 @@ class ProgressPrinter:
     client's time)."""
 
     def __init__(self, metric_name: str, stream: TextIO | None = None, timings: bool = True) -> None:
+        """Print to ``stream``.
+
+        Args:
+            metric_name: the task metric's name.
+            stream: where to print, or None for stderr.
+            timings: show the time since the start on each line.
+        """
         self.metric_name = metric_name
         self.stream = stream or sys.stderr
         self.timings = timings
         self.started = time.perf_counter()
 
     def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
+        """Print one line for the round: each client's losses and metrics, failures and withheld releases.
+
+        Args:
+            round_number: the round just completed (0: the initial release).
+            total_rounds: the run's number of rounds.
+            records: the round's records, one per client.
+        """
         parts = []
         for r in records:
             if r.status in ("missing", "rejected"):
@@ -210,7 +263,14 @@ class ProgressPrinter:
 
 
 def plot_curves(records: list[RoundRecord], path: Path, metric_name: str, title: str) -> None:
-    """Validation metric against round, one line per client (PNG)."""
+    """Validation metric against round, one line per client (PNG).
+
+    Args:
+        records: the run's round records.
+        path: the PNG file to write.
+        metric_name: the task metric's name (the y-axis label).
+        title: the plot's title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

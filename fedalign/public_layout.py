@@ -41,7 +41,11 @@ class PublicLayoutMismatch(ConfigError):
 
 def determining_keys(cfg: ExperimentConfig) -> dict:
     """The config keys a public layout depends on (data, split and seed, the partition's public part,
-    strategy and query set); where the data lives (``data.root``, ``data.cache_dir``) is not one."""
+    strategy and query set); where the data lives (``data.root``, ``data.cache_dir``) is not one.
+
+    Args:
+        cfg: the experiment config.
+    """
     return {
         "data.name": cfg.data.name,
         "data.split": [float(s) for s in cfg.data.split],
@@ -134,7 +138,11 @@ def public_layout_of(cfg: ExperimentConfig, edge_index, num_nodes: int, num_clas
 
 
 def public_layout_from_data(cfg: ExperimentConfig) -> PublicLayout:
-    """The public layout of ``cfg``, derived from its dataset (reads the data: run it where the data is)."""
+    """The public layout of ``cfg``, derived from its dataset (reads the data: run it where the data is).
+
+    Args:
+        cfg: the experiment config.
+    """
     from .data import load_public_graph  # the one place this module touches the data
 
     dataset, graph = load_public_graph(cfg)
@@ -143,7 +151,12 @@ def public_layout_from_data(cfg: ExperimentConfig) -> PublicLayout:
 
 def save_public_layout(layout: PublicLayout, path: str | Path) -> Path:
     """Write ``layout`` to ``path`` (``.npz``: a JSON header with its keys and fingerprint, and its
-    arrays), replacing it atomically; returns the path."""
+    arrays), replacing it atomically; returns the path.
+
+    Args:
+        layout: the public layout.
+        path: the ``.npz`` file to write (its folder is created).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**layout.header, "keys": layout.keys, "fingerprint": layout.fingerprint}
@@ -162,6 +175,9 @@ def load_public_layout(path: str | Path) -> PublicLayout:
     Raises:
         PublicLayoutMismatch: the file is missing, not a public layout, or its content does not
             give the fingerprint it records (changed or truncated).
+
+    Args:
+        path: the ``.npz`` file.
     """
     path = Path(path)
     try:
@@ -183,7 +199,13 @@ def load_public_layout(path: str | Path) -> PublicLayout:
 
 def check_artefact(layout: PublicLayout, cfg: ExperimentConfig, where: str = "the artefact") -> PublicLayout:
     """``layout`` if it was made for ``cfg`` (its determining keys, its query set, the configured
-    ``federation.public_layout_sha256``), else :class:`PublicLayoutMismatch` naming the difference."""
+    ``federation.public_layout_sha256``), else :class:`PublicLayoutMismatch` naming the difference.
+
+    Args:
+        layout: the loaded public layout.
+        cfg: the experiment config.
+        where: what the layout came from, for the message.
+    """
     expected = determining_keys(cfg)
     differ = sorted(k for k in expected.keys() | layout.keys.keys() if expected.get(k) != layout.keys.get(k))
     if differ:
@@ -200,7 +222,13 @@ def check_artefact(layout: PublicLayout, cfg: ExperimentConfig, where: str = "th
 
 
 def check_fingerprint(cfg: ExperimentConfig, actual: str, who: str) -> None:
-    """Raise :class:`PublicLayoutMismatch` if ``federation.public_layout_sha256`` is set and is not ``actual``."""
+    """Raise :class:`PublicLayoutMismatch` if ``federation.public_layout_sha256`` is set and is not ``actual``.
+
+    Args:
+        cfg: the experiment config (``federation.public_layout_sha256``).
+        actual: the fingerprint found.
+        who: what gave ``actual``, for the message.
+    """
     expected = cfg.federation.public_layout_sha256
     if expected is not None and expected.lower() != actual:
         raise PublicLayoutMismatch(

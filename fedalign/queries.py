@@ -40,7 +40,11 @@ def query_nodes(seed: int, num_nodes: int, queries: int | None) -> np.ndarray | 
 
 def check_query_set(cfg) -> None:
     """Raise :class:`ConfigError` (naming ``align.queries``) if the experiment's query set does not fit its public
-    alignment graph; reads the public graph (a no-op without ``align.queries``). ``cfg``: the experiment config."""
+    alignment graph; reads the public graph (a no-op without ``align.queries``).
+
+    Args:
+        cfg: the experiment config.
+    """
     if cfg.align.queries is None:
         return
     from .data import load_public_graph  # reads the dataset: only where a query set is asked for

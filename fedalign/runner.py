@@ -49,6 +49,11 @@ def config_differences(run_dir: Path, cfg: ExperimentConfig, ignore: tuple[str, 
 
     A key the saved config lacks (added to fedalign since the run) counts as its default, so a
     new option whose default keeps the old behaviour does not make old runs differ.
+
+    Args:
+        run_dir: the run folder (holds ``config.yaml``).
+        cfg: the current config.
+        ignore: key prefixes to leave out.
     """
     raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
     try:
@@ -62,7 +67,12 @@ def config_differences(run_dir: Path, cfg: ExperimentConfig, ignore: tuple[str, 
 
 
 def check_resumable(run_dir: Path, cfg: ExperimentConfig) -> None:
-    """Raise ValueError if ``cfg`` differs from the run's saved config in a key that changes the experiment."""
+    """Raise ValueError if ``cfg`` differs from the run's saved config in a key that changes the experiment.
+
+    Args:
+        run_dir: the run folder.
+        cfg: the config to resume with.
+    """
     changed = config_differences(run_dir, cfg, RESUMABLE_CHANGES)
     if changed:
         diffs = ", ".join(changed)
@@ -74,7 +84,15 @@ def build_coordinator(cfg: ExperimentConfig, transport: Transport, run_dir: Path
                       previous: list[RoundRecord] = ()) -> tuple[Coordinator, RunWriter]:
     """A coordinator over ``transport`` that logs to ``run_dir`` (``rounds.jsonl``, progress lines per
     ``output.progress``) and saves its state there after every round; and the run writer
-    (call its ``finish()`` at the end). ``previous``: records of rounds before a restart."""
+    (call its ``finish()`` at the end).
+
+    Args:
+        cfg: the experiment config.
+        transport: delivers the coordinator's requests to the clients.
+        run_dir: the run folder.
+        engine: the engine's name, recorded in the summary.
+        previous: records of rounds before a restart.
+    """
     writer = RunWriter(run_dir, cfg, metric_name(cfg.data.name), engine, previous)
     return Coordinator(cfg, transport, _listeners(cfg, writer), state=_timed(ServerState(run_dir), writer)), writer
 
@@ -134,12 +152,19 @@ def run_experiment(
     :data:`RESUMABLE_CHANGES`; clients pick up their own checkpoints, which
     are keyed by the run folder's name). On any failure the summary is still
     written (status ``failed``, with the error) together with every round
-    completed so far, then the error is re-raised. ``evaluation``: where the
-    clients' evaluation-log rows can be read at the end (engines where clients
-    and server share a machine, with privacy on): they go into the run folder
-    as evaluation-only figures. A client whose privacy ledger did not continue stops the run with
-    :class:`~fedalign.ledgers.LedgerBroken` (:mod:`fedalign.ledgers`), so does a resume that lost
-    ``server-state.npz`` after charged releases.
+    completed so far, then the error is re-raised. A client whose privacy ledger did not continue stops
+    the run with :class:`~fedalign.ledgers.LedgerBroken` (:mod:`fedalign.ledgers`), so does a resume that
+    lost ``server-state.npz`` after charged releases.
+
+    Args:
+        cfg: the experiment config.
+        transport: delivers the coordinator's requests to the clients.
+        engine: the engine's name, recorded in the summary.
+        run_dir: the run folder, or None for a new one.
+        resume: continue the run saved in ``run_dir``.
+        evaluation: where the clients' evaluation-log rows can be read at the end (engines where clients
+            and server share a machine, with privacy on): they go into the run folder as evaluation-only
+            figures.
     """
     run_dir = run_dir_for(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

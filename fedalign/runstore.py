@@ -26,7 +26,11 @@ RUNS, ARCHIVE = "runs", "runs.tar.xz"
 
 
 def finished_summary(run_dir: Path) -> dict | None:
-    """The run's ``summary.json`` if it says ``finished``, else None."""
+    """The run's ``summary.json`` if it says ``finished``, else None.
+
+    Args:
+        run_dir: the run folder.
+    """
     path = Path(run_dir) / "summary.json"
     if path.is_file():
         data = json.loads(path.read_text())
@@ -36,7 +40,11 @@ def finished_summary(run_dir: Path) -> dict | None:
 
 
 def runs_dir(output: Path) -> Path:
-    """The folder holding a sweep's run folders: ``output/runs``, or a read-only unpacked copy of its archive."""
+    """The folder holding a sweep's run folders: ``output/runs``, or a read-only unpacked copy of its archive.
+
+    Args:
+        output: the sweep's output folder.
+    """
     live, archive = Path(output) / RUNS, Path(output) / ARCHIVE
     if live.is_dir() or not archive.is_file():
         return live
@@ -57,7 +65,14 @@ NOT_ARCHIVED = ("server-state.npz", "client-state")
 
 def archive_runs(output: Path) -> Path:
     """Pack ``output/runs`` into ``output/runs.tar.xz`` (written atomically; without :data:`NOT_ARCHIVED`
-    files), then remove the folder."""
+    files), then remove the folder.
+
+    Args:
+        output: the sweep's output folder.
+
+    Returns:
+        the archive's path.
+    """
     output = Path(output)
     target, tmp = output / ARCHIVE, output / f".{ARCHIVE}.tmp"
 
@@ -72,7 +87,11 @@ def archive_runs(output: Path) -> Path:
 
 
 def unarchive_runs(output: Path) -> None:
-    """Unpack ``output/runs.tar.xz`` back into ``output/runs`` (to add runs to a finished sweep)."""
+    """Unpack ``output/runs.tar.xz`` back into ``output/runs`` (to add runs to a finished sweep).
+
+    Args:
+        output: the sweep's output folder.
+    """
     output = Path(output)
     archive = output / ARCHIVE
     if archive.is_file() and not (output / RUNS).is_dir():
@@ -95,7 +114,13 @@ def _inside(path: str, root: str) -> bool:
 def check_member(member: tarfile.TarInfo, dest: Path, archive: Path | str = "archive") -> None:
     """Raise :class:`UnsafeArchive` unless ``member`` is a file, folder, symbolic or hard link whose
     name is relative without ``..`` and which, like its link target, stays inside ``dest`` (following
-    the links already on disk)."""
+    the links already on disk).
+
+    Args:
+        member: the archive member.
+        dest: the folder the archive is unpacked into.
+        archive: the archive's name, for the message.
+    """
     name, root = member.name, os.path.realpath(dest)
 
     def refuse(why: str) -> None:
@@ -133,7 +158,12 @@ def _sanitised(member: tarfile.TarInfo) -> tarfile.TarInfo:
 def extract(archive: Path, dest: Path) -> None:
     """Unpack ``archive`` into ``dest``, refusing (:class:`UnsafeArchive`) before anything is
     written if a member fails :func:`check_member`; with filters, tarfile's ``data`` filter checks
-    again as each member is written, without them each member is checked again just before."""
+    again as each member is written, without them each member is checked again just before.
+
+    Args:
+        archive: the ``.tar.xz`` (or other tar) file.
+        dest: the folder to unpack into.
+    """
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
         for member in members:

@@ -16,7 +16,13 @@ SCHEDULES = ("alternating", "simultaneous")
 
 
 def trainers_for_round(schedule: str, round_number: int, num_clients: int) -> list[int]:
-    """The clients that train in ``round_number`` (1-based)."""
+    """The clients that train in ``round_number`` (1-based).
+
+    Args:
+        schedule: ``"alternating"`` or ``"simultaneous"`` (``federation.schedule``).
+        round_number: the round, 1-based.
+        num_clients: K.
+    """
     if schedule == "alternating":
         return [(round_number - 1) % num_clients]
     if schedule == "simultaneous":
@@ -27,7 +33,12 @@ def trainers_for_round(schedule: str, round_number: int, num_clients: int) -> li
 def turns(cfg: ExperimentConfig, client_id: int) -> int:
     """How many rounds client ``client_id`` trains in a full run: ``federation.rounds`` under
     ``simultaneous``; under ``alternating`` the rounds r in 1..R with ``(r - 1) mod K == client_id``,
-    i.e. ``ceil((R - client_id) / K)``."""
+    i.e. ``ceil((R - client_id) / K)``.
+
+    Args:
+        cfg: the experiment config (``federation``).
+        client_id: the client's index, 0..K-1.
+    """
     rounds, k = cfg.federation.rounds, cfg.federation.num_clients
     if not 0 <= client_id < k:
         raise ValueError(f"client id {client_id} out of range for federation.num_clients={k}")
@@ -45,6 +56,9 @@ def initial_release_is_charged(cfg: ExperimentConfig) -> bool:
     without noise and not charged. Under ``replicate`` the alignment graph is the client's
     own training graph, so it is charged like any release; ``privacy.free_initial_release: false``
     charges it anyway.
+
+    Args:
+        cfg: the experiment config.
     """
     if cfg.align.strategy == "votes":  # a client abstains before its first turn: its round-0 votes are all zero
         return False
@@ -52,14 +66,24 @@ def initial_release_is_charged(cfg: ExperimentConfig) -> bool:
 
 
 def releases_after_turn(cfg: ExperimentConfig, turn: int) -> bool:
-    """Whether a client releases after its ``turn``-th turn (1-based): every ``privacy.release_every``-th."""
+    """Whether a client releases after its ``turn``-th turn (1-based): every ``privacy.release_every``-th.
+
+    Args:
+        cfg: the experiment config (``privacy.release_every``).
+        turn: the turn just trained, 1-based.
+    """
     return turn % cfg.privacy.release_every == 0
 
 
 def skips_final_release(cfg: ExperimentConfig, round_number: int) -> bool:
     """Whether a charged release in ``round_number`` is skipped: with ``privacy.final_release: false``, the run's
     last round, after which nobody trains (a release there would spend privacy and feed no one). The release is
-    then withheld (a share of pure noise under secure aggregation)."""
+    then withheld (a share of pure noise under secure aggregation).
+
+    Args:
+        cfg: the experiment config.
+        round_number: the round of the release.
+    """
     return not cfg.privacy.final_release and round_number >= cfg.federation.rounds
 
 
@@ -70,6 +94,10 @@ def planned_releases(cfg: ExperimentConfig, client_id: int) -> int:
     ``privacy.release_every``-th of its :func:`turns` -- except, with ``privacy.final_release: false``
     (:func:`skips_final_release`), a turn in the final round: under ``simultaneous`` every client's last
     turn, under ``alternating`` the last turn of client ``(R - 1) mod K``.
+
+    Args:
+        cfg: the experiment config.
+        client_id: the client's index, 0..K-1.
     """
     n = turns(cfg, client_id)
     k, rounds = cfg.federation.num_clients, cfg.federation.rounds

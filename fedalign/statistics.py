@@ -109,7 +109,13 @@ class _BlockedL1Distance(torch.autograd.Function):
 
 
 def blocked_l1_distance(h: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-    """``||h_u - h_v||_1`` per edge by the blocked kernel. Shapes: h [N, d], src/dst long [E] -> [E]."""
+    """``||h_u - h_v||_1`` per edge by the blocked kernel. Shapes: h [N, d], src/dst long [E] -> [E].
+
+    Args:
+        h: node representations [N, d].
+        src: each edge's source node, long [E].
+        dst: each edge's target node, long [E].
+    """
     return _BlockedL1Distance.apply(h, src, dst)
 
 
@@ -198,27 +204,61 @@ def l1_backend() -> str:
 
 
 def edge_l1_distance(h: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-    """``||h_u - h_v||_1`` per edge. Shapes: h [N, d], src/dst long [E] -> [E]."""
+    """``||h_u - h_v||_1`` per edge. Shapes: h [N, d], src/dst long [E] -> [E].
+
+    Args:
+        h: node representations [N, d].
+        src: each edge's source node, long [E].
+        dst: each edge's target node, long [E].
+    """
     return _l1_distance(h, src, dst)
 
 
 def lsp_kernel(h: Tensor, src: Tensor, dst: Tensor, tau: float) -> Tensor:
-    """The original's edge logits ``exp(-||h_u - h_v||_1 / tau)``, in (0, 1]. [N, d] -> [E]."""
+    """The original's edge logits ``exp(-||h_u - h_v||_1 / tau)``, in (0, 1]. [N, d] -> [E].
+
+    Args:
+        h: node representations [N, d].
+        src: each edge's source node, long [E].
+        dst: each edge's target node, long [E].
+        tau: the temperature, > 0.
+    """
     return torch.exp(-edge_l1_distance(h, src, dst) / tau)
 
 
 def l1_softmax_kernel(h: Tensor, src: Tensor, dst: Tensor, tau: float) -> Tensor:
-    """``-||h_u - h_v||_1 / tau``. Shapes: h [N, d], src/dst long [E] -> [E]."""
+    """``-||h_u - h_v||_1 / tau``. Shapes: h [N, d], src/dst long [E] -> [E].
+
+    Args:
+        h: node representations [N, d].
+        src: each edge's source node, long [E].
+        dst: each edge's target node, long [E].
+        tau: the temperature, > 0.
+    """
     return -edge_l1_distance(h, src, dst) / tau
 
 
 def squared_l2_kernel(h: Tensor, src: Tensor, dst: Tensor, tau: float) -> Tensor:
-    """``-||h_u - h_v||_2^2 / tau``. Shapes: h [N, d], src/dst long [E] -> [E]."""
+    """``-||h_u - h_v||_2^2 / tau``. Shapes: h [N, d], src/dst long [E] -> [E].
+
+    Args:
+        h: node representations [N, d].
+        src: each edge's source node, long [E].
+        dst: each edge's target node, long [E].
+        tau: the temperature, > 0.
+    """
     return -(h.index_select(0, src) - h.index_select(0, dst)).pow(2).sum(dim=-1) / tau
 
 
 def cosine_kernel(h: Tensor, src: Tensor, dst: Tensor, tau: float) -> Tensor:
-    """``cos(h_u, h_v) / tau``. Shapes: h [N, d], src/dst long [E] -> [E]."""
+    """``cos(h_u, h_v) / tau``. Shapes: h [N, d], src/dst long [E] -> [E].
+
+    Args:
+        h: node representations [N, d].
+        src: each edge's source node, long [E].
+        dst: each edge's target node, long [E].
+        tau: the temperature, > 0.
+    """
     return torch.nn.functional.cosine_similarity(
         h.index_select(0, src), h.index_select(0, dst), dim=-1, eps=1e-8) / tau
 
@@ -237,6 +277,11 @@ def segment_log_softmax(logits: Tensor, index: Tensor, num_groups: int) -> Tenso
     Each group (e.g. all edges with the same target node) is normalised
     separately; the max is subtracted per group, so the result is finite
     for any finite logits. Returns a tensor of shape [E].
+
+    Args:
+        logits: the values to normalise, [E].
+        index: each value's group, long [E] in [0, num_groups).
+        num_groups: the number of groups (e.g. N nodes).
     """
     group_max = scatter(logits.detach(), index, dim=0, dim_size=num_groups, reduce="max")
     shifted = logits - group_max[index]
@@ -275,7 +320,14 @@ def layer_statistics(
     tau: float = 100.0,
     kernel: str = "lsp",
 ) -> list[Tensor]:
-    """Log-probabilities ``[E]`` for each of the L layer outputs ``[N, d_l]``."""
+    """Log-probabilities ``[E]`` for each of the L layer outputs ``[N, d_l]``.
+
+    Args:
+        hiddens: the L layer outputs, each [N, d_l].
+        edge_index: long [2, E], row 0 source, row 1 target.
+        tau: the kernel's temperature, > 0.
+        kernel: one of :data:`KERNELS` (``lsp``, ``l1-softmax``, ``l2sq``, ``cosine``).
+    """
     return [structure_log_probs(h, edge_index, tau, kernel) for h in hiddens]
 
 
@@ -285,6 +337,11 @@ def class_log_probs(logits: Tensor, temperature: float, multilabel: bool) -> Ten
     Multiclass: ``log softmax(z_v / T)`` per node, ``[N, C] -> [N * C]``, one
     distribution per node (:func:`fedalign.wire.release_layout`). Multilabel: each (node, label) is a two-way
     distribution ``(sigmoid(z / T), 1 - sigmoid(z / T))``, ``[N, C] -> [N * C * 2]``.
+
+    Args:
+        logits: the logits [N, C].
+        temperature: T > 0.
+        multilabel: whether each label is its own two-way distribution.
     """
     scaled = logits / temperature
     if multilabel:

@@ -111,7 +111,11 @@ class SweepSpec:
         return [k for k in self.keys if k != "seed"] + extra
 
     def values_of(self, key: str) -> list[Any]:
-        """The values the grid gives one config key (for a zipped key: its entry in each tuple)."""
+        """The values the grid gives one config key (for a zipped key: its entry in each tuple).
+
+        Args:
+            key: a dotted config key of the grid.
+        """
         for keys, values in self.axes:
             if key in keys:
                 return [v[keys.index(key)] for v in values]
@@ -299,13 +303,14 @@ def run_sweep(spec: SweepSpec, runner: Runner, stream=None, workers: int = 1) ->
 def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int = 1) -> list[list[dict]]:
     """Run the unfinished cells of several sweeps, in order, ``workers`` at a time; rows per sweep.
 
-    With ``workers`` > 1 each cell runs in a worker process with one torch thread (the runner must be a
-    module-level function). After every finished cell its sweep's results are rewritten, and a progress
-    line says how many cells are left and roughly how long they will take.
+    With ``workers`` > 1 each cell runs in a worker process with one torch thread (the runner must be module-level);
+    after every finished cell its sweep's results are rewritten, and a progress line gives the cells and minutes left.
 
     Args:
         specs: the sweeps.
-        runner, stream, workers: as for :func:`run_sweep`.
+        runner: as for :func:`run_sweep`.
+        stream: as for :func:`run_sweep`.
+        workers: as for :func:`run_sweep`.
     """
     stream = stream or sys.stderr
     todo, rows = [], [dict() for _ in specs]

@@ -43,7 +43,12 @@ def summary_notes(cfg: ExperimentConfig, privacy: WeightPrivacy) -> dict:
 
 
 def averaging_for(cfg: ExperimentConfig, privacy: WeightPrivacy) -> Averaging:
-    """The server's aggregation for ``cfg`` (fedavg: plain mean; dp-fedavg: clip, mean, noise)."""
+    """The server's aggregation for ``cfg`` (fedavg: plain mean; dp-fedavg: clip, mean, noise).
+
+    Args:
+        cfg: the experiment config.
+        privacy: the arm's client-level DP settings.
+    """
     if not privacy.private:
         return Averaging(cfg.federation.num_clients)
     return Averaging(cfg.federation.num_clients, privacy.clip_norm, privacy.noise_multiplier, privacy.noise)
@@ -93,7 +98,12 @@ class InProcessWeights:
         self.clients = clients
 
     def train_weights(self, global_weights: list, round_number: int) -> dict[int, WeightReply]:
-        """Each student loads ``global_weights``, trains and returns its update (:func:`train_update`)."""
+        """Each student loads ``global_weights``, trains and returns its update (:func:`train_update`).
+
+        Args:
+            global_weights: the global model's weights, one array per parameter.
+            round_number: the round, 1-based.
+        """
         replies = {}
         for i, student in self.clients.items():
             started = time.perf_counter()
@@ -109,6 +119,11 @@ def run_fedavg_inprocess(cfg: ExperimentConfig, run_dir: str | Path | None = Non
 
     The initial global model is client 0's student as built: with ``model.init: shared`` (the default)
     every student starts from these very weights.
+
+    Args:
+        cfg: the experiment config (strategy ``fedavg`` or ``dp-fedavg``).
+        run_dir: the run folder, or None for a new one.
+        resume: continue the run saved in ``run_dir``.
     """
     def drive(listeners: list[RoundListener], privacy: WeightPrivacy) -> None:
         transport = InProcessWeights({i: build_student(cfg, i) for i in range(cfg.federation.num_clients)})

@@ -282,6 +282,7 @@ class ReleaseLayout:
 
     @property
     def num_edges(self) -> int:
+        """E, the number of entries of one released array."""
         return int(self.target.shape[0])
 
     @property

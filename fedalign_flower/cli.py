@@ -64,7 +64,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def engine(name: str, verbose: bool = False):
-    """The run function of an engine: (cfg, run_dir, resume) -> (run_dir, summary)."""
+    """The run function of an engine: (cfg, run_dir, resume) -> (run_dir, summary).
+
+    Args:
+        name: ``"inprocess"`` or ``"flower"``.
+        verbose: show Flower's and Ray's logs on the console (the Flower engine).
+    """
     if name == "inprocess":
         return run_inprocess
     from .runtime import run_flower_simulation
@@ -76,7 +81,11 @@ def engine(name: str, verbose: bool = False):
 
 
 def require_data(cfg: ExperimentConfig) -> None:
-    """Simulation runs read the data locally: fail before any round if its files are missing."""
+    """Simulation runs read the data locally: fail before any round if its files are missing.
+
+    Args:
+        cfg: the experiment config.
+    """
     reason = missing_raw_files(cfg.data.name, cfg.data.root)
     if reason is not None:
         raise UserError(reason)
@@ -129,6 +138,14 @@ def _layout(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``fedalign`` command line: run, resume, sweep, layout or show an experiment.
+
+    Args:
+        argv: the command-line arguments, or None for ``sys.argv[1:]``.
+
+    Returns:
+        the exit status (0 on success, 2 on a config or user error).
+    """
     args = _parser().parse_args(argv)
     try:
         if args.command == "sweep":

@@ -56,6 +56,15 @@ class ProtocolError(ValueError):
 
 def encode_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
                    peers: dict[int, list[np.ndarray]] | None = None, epsilon_before: float | None = None) -> RecordDict:
+    """A plain request's content: the experiment config as JSON, round, run tag, epsilon before and peers' arrays.
+
+    Args:
+        cfg: the experiment config.
+        round_number: the round.
+        run_tag: the run's tag (names the clients' checkpoints).
+        peers: the peers' statistics by peer id, or None (a query).
+        epsilon_before: the largest epsilon the server says this client reported so far, or None.
+    """
     config = {"experiment": json.dumps(cfg.to_dict()), "round": round_number, "run-tag": run_tag}
     if epsilon_before is not None:
         config[EPSILON_BEFORE] = float(epsilon_before)
@@ -69,7 +78,11 @@ def encode_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
 
 
 def decode_request(content: RecordDict) -> tuple[ExperimentConfig, int, str, dict[int, list[np.ndarray]]]:
-    """(config, round, run tag, peer statistics) from a request."""
+    """(config, round, run tag, peer statistics) from a request.
+
+    Args:
+        content: the request message's content.
+    """
     from fedalign.config import config_from_dict
 
     experiment, round_number, run_tag, peers = request_fields(content)
@@ -77,7 +90,11 @@ def decode_request(content: RecordDict) -> tuple[ExperimentConfig, int, str, dic
 
 
 def request_fields(content: RecordDict) -> tuple[str, int, str, dict[int, list[np.ndarray]]]:
-    """(config as JSON, round, run tag, peer statistics) from a request, the config left unparsed."""
+    """(config as JSON, round, run tag, peer statistics) from a request, the config left unparsed.
+
+    Args:
+        content: the request message's content.
+    """
     record = content[CONFIG]
     peers: dict[int, dict[int, np.ndarray]] = {}
     if PEERS in content:
@@ -100,7 +117,11 @@ def request_bytes(content: RecordDict) -> int:
 
 
 def epsilon_before_of(content: RecordDict) -> float | None:
-    """The request's ``epsilon-before`` (plain or secure-aggregation request); None when it has none."""
+    """The request's ``epsilon-before`` (plain or secure-aggregation request); None when it has none.
+
+    Args:
+        content: the request message's content.
+    """
     if is_share_request(content):
         value = content.config_records["fitins.config"].get(EPSILON_BEFORE)
     else:
@@ -128,7 +149,14 @@ def _allow_listed(metrics: dict) -> dict:
 def encode_reply(metrics: dict[str, float], statistics: Statistics | None, partition_id: int,
                  seconds: float | None) -> RecordDict:
     """A client's reply: its allow-listed metrics, its release (or none), who it is, and (``seconds``
-    not None) how long it worked."""
+    not None) how long it worked.
+
+    Args:
+        metrics: the metrics to send (allow-listed only).
+        statistics: the release, or None.
+        partition_id: the client's partition id.
+        seconds: how long the client worked, or None (not sent).
+    """
     _refuse_unlisted(metrics)
     meta = {"partition-id": int(partition_id)} | ({} if seconds is None else {"client-seconds": float(seconds)})
     content = RecordDict({METRICS: MetricRecord({k: float(v) for k, v in metrics.items()}),
@@ -141,7 +169,11 @@ def encode_reply(metrics: dict[str, float], statistics: Statistics | None, parti
 
 
 def decode_reply(content: RecordDict) -> tuple[dict[str, float], Statistics | None, dict]:
-    """(metrics, statistics or None, metadata) from a client's reply; :class:`ProtocolError` if it is not one."""
+    """(metrics, statistics or None, metadata) from a client's reply; :class:`ProtocolError` if it is not one.
+
+    Args:
+        content: the reply message's content.
+    """
     unexpected = sorted(set(content.keys()) - {METRICS, STATISTICS, META})
     if unexpected:
         raise ProtocolError(f"reply carries unexpected records {unexpected}; a client sends only "
@@ -174,7 +206,11 @@ NPY_HEADER_BYTES = 1024  # Flower keeps each array as .npy bytes: its data plus 
 def statistics_bytes(content: RecordDict) -> int:
     """The bytes of a reply's statistics as their arrays declare them (shape x dtype), read from
     Flower's arrays without converting them, so an oversized reply is refused before any copy.
-    :class:`ProtocolError` if an array holds more bytes than it declares."""
+    :class:`ProtocolError` if an array holds more bytes than it declares.
+
+    Args:
+        content: the reply message's content.
+    """
     arrays = content.get(STATISTICS) if STATISTICS in content else None
     if not isinstance(arrays, ArrayRecord):
         return 0
@@ -217,8 +253,16 @@ SHARE_CONFIG = ("experiment", "round", "run-tag", "message-type")
 
 def encode_share_request(cfg: ExperimentConfig, round_number: int, run_tag: str, message_type: str,
                          peers: dict[int, list[np.ndarray]], epsilon_before: float | None = None):
-    """The FitIns of one client in a SecAgg+ round (``peers``: {} or one sum under its peer id;
-    ``epsilon_before`` as in :func:`encode_request`)."""
+    """The FitIns of one client in a SecAgg+ round.
+
+    Args:
+        cfg: the experiment config (sent as JSON).
+        round_number: the round.
+        run_tag: the run's tag (names the clients' checkpoints).
+        message_type: ``"query"`` or ``"train"``.
+        peers: {} or one sum under its peer id.
+        epsilon_before: as in :func:`encode_request`.
+    """
     from flwr.common import FitIns, ndarrays_to_parameters
 
     config = {"experiment": json.dumps(cfg.to_dict()), "round": round_number, "run-tag": run_tag,
@@ -233,11 +277,20 @@ def encode_share_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
 
 
 def is_share_request(content: RecordDict) -> bool:
+    """Whether ``content`` is a SecAgg+ round's FitIns rather than a plain request.
+
+    Args:
+        content: the request message's content.
+    """
     return "fitins.config" in content.config_records
 
 
 def share_request_fields(content: RecordDict) -> tuple[str, int, str, str, dict[int, list[np.ndarray]]]:
-    """(config as JSON, round, run tag, message type, peers) from a SecAgg+ round's FitIns."""
+    """(config as JSON, round, run tag, message type, peers) from a SecAgg+ round's FitIns.
+
+    Args:
+        content: the request message's content.
+    """
     from flwr.common import parameters_to_ndarrays
     from flwr.compat.common.recorddict_compat import recorddict_to_fitins
 
@@ -253,7 +306,13 @@ def share_request_fields(content: RecordDict) -> tuple[str, int, str, str, dict[
 
 def encode_share_reply(metrics: dict[str, float], share: Statistics | None, partition_id: int) -> RecordDict:
     """A client's FitRes in a SecAgg+ round: its share as parameters (masked by secaggplus_mod before it
-    leaves), its allow-listed metrics and its partition id."""
+    leaves), its allow-listed metrics and its partition id.
+
+    Args:
+        metrics: the metrics to send (allow-listed only).
+        share: the client's share, or None.
+        partition_id: the client's partition id.
+    """
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
     from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
@@ -266,7 +325,11 @@ def encode_share_reply(metrics: dict[str, float], share: Statistics | None, part
 
 
 def decode_share_metrics(metrics: dict) -> tuple[dict[str, float], int]:
-    """(metrics, partition id) from a SecAgg+ round's FitRes metrics; :class:`ProtocolError` otherwise."""
+    """(metrics, partition id) from a SecAgg+ round's FitRes metrics; :class:`ProtocolError` otherwise.
+
+    Args:
+        metrics: the FitRes metrics (with ``partition-id``).
+    """
     if not isinstance(metrics.get("partition-id"), int):
         raise ProtocolError("a secure-aggregation reply must say its partition-id (an int)")
     values = _allow_listed({k: v for k, v in metrics.items() if k != "partition-id"})

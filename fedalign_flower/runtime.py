@@ -45,7 +45,12 @@ def flower_apps():
 
 @contextlib.contextmanager
 def flower_logs(run_dir: Path, verbose: bool) -> Iterator[None]:
-    """Flower's log records and Python warnings into ``run_dir/flower.log`` (and the console if ``verbose``)."""
+    """Flower's log records and Python warnings into ``run_dir/flower.log`` (and the console if ``verbose``).
+
+    Args:
+        run_dir: the run folder.
+        verbose: also keep the console's handlers.
+    """
     handler = logging.FileHandler(run_dir / FLOWER_LOG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     loggers = [logging.getLogger("flwr"), logging.getLogger("py.warnings")]
@@ -76,7 +81,12 @@ def flower_logs(run_dir: Path, verbose: bool) -> Iterator[None]:
 
 def backend_config(cfg: ExperimentConfig, verbose: bool = False) -> dict:
     """Flower's Ray backend config from the ``simulation`` section: each client's CPUs and GPUs, and the
-    Ray cluster to attach to (``simulation.ray_address``; none: a local Ray instance)."""
+    Ray cluster to attach to (``simulation.ray_address``; none: a local Ray instance).
+
+    Args:
+        cfg: the experiment config (``simulation`` section).
+        verbose: Ray logs at DEBUG and to the driver.
+    """
     init_args = {"logging_level": "DEBUG" if verbose else "ERROR", "log_to_driver": verbose}
     if cfg.simulation.ray_address:
         init_args["address"] = cfg.simulation.ray_address
@@ -90,7 +100,11 @@ def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = No
     """Run ``cfg`` with one virtual SuperNode per client (placed as :func:`backend_config` says);
     returns (run folder, summary).
 
-    ``resume``: continue the run saved in ``run_dir`` (see :func:`fedalign.runner.run_experiment`).
+    Args:
+        cfg: the experiment config.
+        run_dir: the run folder, or None for a new one.
+        resume: continue the run saved in ``run_dir`` (see :func:`fedalign.runner.run_experiment`).
+        verbose: show Flower's and Ray's logs on the console too.
     """
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp

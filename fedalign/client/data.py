@@ -25,7 +25,15 @@ class TaskInfo:
 
 
 def client_data(cfg: ExperimentConfig, client_id: int) -> tuple[TaskInfo, ClientData]:
-    """Client ``client_id``'s partition of the experiment's dataset (loaded once per process)."""
+    """Client ``client_id``'s partition of the experiment's dataset (loaded once per process).
+
+    Args:
+        cfg: the experiment config.
+        client_id: the client's index, 0..federation.num_clients-1.
+
+    Returns:
+        ``(task, data)``: the dataset's task description and the client's partition.
+    """
     if not 0 <= client_id < cfg.federation.num_clients:
         raise ValueError(f"client id {client_id} out of range for federation.num_clients={cfg.federation.num_clients}")
     dataset, clients = load_partition(cfg)
@@ -34,7 +42,12 @@ def client_data(cfg: ExperimentConfig, client_id: int) -> tuple[TaskInfo, Client
 
 def to_device(data: ClientData, device: torch.device) -> tuple[GraphSplit, GraphSplit, GraphSplit, Data]:
     """The train, val and test splits and the alignment graph on ``device``; a graph that several of
-    them share is moved once and stays shared (``replicate``: one forward pass serves two purposes)."""
+    them share is moved once and stays shared (``replicate``: one forward pass serves two purposes).
+
+    Args:
+        data: the client's partition.
+        device: the device to move the graphs to.
+    """
     moved: dict[int, Data] = {}
 
     def move(graph: Data) -> Data:
@@ -52,6 +65,9 @@ def split_into_graphs(split: GraphSplit) -> list[Data]:
     Every returned ``Data`` has ``x``, ``edge_index``, ``y`` and ``mask`` (the
     split's mask restricted to the graph), in increasing ``graph_id`` order.
     Edges never cross graphs in a disjoint union, so nothing is lost.
+
+    Args:
+        split: a split of a multi-graph dataset (its graph has ``graph_id``, one id per node).
     """
     graph = split.graph
     if "graph_id" not in graph:
@@ -67,7 +83,14 @@ def split_into_graphs(split: GraphSplit) -> list[Data]:
 def randomise_labels(cfg: ExperimentConfig, client_id: int, train: GraphSplit, task: TaskInfo) -> GraphSplit:
     """``train`` on a copy of its graph whose training labels went through randomised response at
     ``privacy.label_epsilon`` (:mod:`fedalign.privacy.labels`); other nodes' labels are untouched
-    (validation and test labels never enter training). The shared graph itself is not modified."""
+    (validation and test labels never enter training). The shared graph itself is not modified.
+
+    Args:
+        cfg: the experiment config (seed and ``privacy.label_epsilon``).
+        client_id: the client's index, which seeds its noise stream.
+        train: the client's training split.
+        task: the dataset's task (number of classes, multi-label or not).
+    """
     noise = noise_source(cfg, client_id, 0, LABEL_STREAM)
     graph = copy.copy(train.graph)
     y = graph.y.cpu().clone()

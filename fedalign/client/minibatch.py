@@ -51,7 +51,12 @@ from .objective import AlignmentTargets
 
 
 def in_degrees(edge_index: Tensor, num_nodes: int) -> Tensor:
-    """Each node's in-degree, self loops excluded, as float [N] (what GCN's normalisation counts, less the loop)."""
+    """Each node's in-degree, self loops excluded, as float [N] (what GCN's normalisation counts, less the loop).
+
+    Args:
+        edge_index: long [2, E], edges as (source, target) rows.
+        num_nodes: N, the number of nodes.
+    """
     keep = edge_index[0] != edge_index[1]
     return scatter(torch.ones(int(keep.sum()), device=edge_index.device), edge_index[1][keep], 0,
                    dim_size=num_nodes, reduce="sum")
@@ -94,7 +99,8 @@ def structure_batch_loss(targets: AlignmentTargets, hiddens: list[Tensor], batch
         hiddens: the student's L representations on the batch, each [N_s, d].
         batch: the alignment batch (``edge_index`` local, ``e_id`` the edges' columns in the graph).
         population: N_T, the number of nodes the targets are drawn from.
-        tau, kernel: ``align.tau``, ``align.kernel``.
+        tau: ``align.tau``, the kernel's temperature.
+        kernel: ``align.kernel``, one of :data:`~fedalign.statistics.KERNELS`.
 
     Returns:
         A scalar in the dtype of ``hiddens``.
@@ -118,7 +124,8 @@ def class_batch_loss(targets: AlignmentTargets, logits: Tensor, batch: Data, pop
         logits: the student's logits on the batch [N_s, C].
         batch: the alignment batch; ``input_id`` holds the targets' positions in the query set.
         population: N_T = Q (or N without a query set).
-        temperature, multilabel: ``align.logit_temperature`` and the task's kind.
+        temperature: ``align.logit_temperature``.
+        multilabel: the task's kind (multilabel or not).
     """
     size = batch.batch_size
     log_q = class_log_probs(logits[:size], temperature, multilabel)

@@ -61,7 +61,11 @@ def _sources(student: Student) -> tuple[Tensor, ...]:
 
 
 def minibatch_loaders(student: Student) -> MiniBatchLoaders:
-    """The student's :class:`MiniBatchLoaders`, built on first use (and again if its graphs changed)."""
+    """The student's :class:`MiniBatchLoaders`, built on first use (and again if its graphs changed).
+
+    Args:
+        student: the student training in mini-batches (``train.batch_size`` set).
+    """
     cached = _LOADERS.get(student)
     if cached is not None and all(a is b for a, b in zip(cached.built_from, _sources(student))):
         return cached
@@ -141,7 +145,11 @@ def train_mini_batch(student: Student, targets: AlignmentTargets, align_on: bool
 def batch_task_loss(student: Student, loaders: MiniBatchLoaders, batch: Data | None, params: list[Tensor]) -> Tensor:
     """The task loss on a batch's seeds (a zero with a graph when the client has no labelled node).
 
-    Args: student; loaders (their in-degrees); batch: a training batch or None; params: the trained weights.
+    Args:
+        student: the student being trained.
+        loaders: its mini-batch loaders (their in-degrees).
+        batch: a training batch or None.
+        params: the trained weights.
     """
     if batch is None:
         return sum(p.sum() * 0 for p in params)
@@ -154,7 +162,11 @@ def batch_alignment_loss(student: Student, loaders: MiniBatchLoaders, targets: A
                          batch: Data) -> Tensor:
     """A_T on one alignment batch (:mod:`fedalign.client.minibatch`).
 
-    Args: student; loaders (population and in-degrees); targets: the peers' mass; batch: alignment targets.
+    Args:
+        student: the student being trained.
+        loaders: its mini-batch loaders (population and in-degrees).
+        targets: the peers' mass.
+        batch: alignment targets.
     """
     align = student.cfg.align
     logits, hiddens = batch_forward(student.model, batch, loaders.align_degree, student.device)

@@ -61,13 +61,21 @@ class NoiseSource:
         return np.frombuffer(self.random_bytes(8 * count), dtype=np.uint64, count=count)
 
     def uniform(self, shape: tuple[int, ...] | torch.Size) -> Tensor:
-        """Uniform on [0, 1): float64 tensor of ``shape``, 53 random bits each, on the CPU."""
+        """Uniform on [0, 1): float64 tensor of ``shape``, 53 random bits each, on the CPU.
+
+        Args:
+            shape: the shape of the result.
+        """
         count = math.prod(shape)
         values = (self._words(count) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
         return torch.from_numpy(values).view(tuple(shape))
 
     def standard_normal(self, count: int) -> Tensor:
-        """``count`` N(0, 1) draws, float64, each the halved sum of four Box-Muller Gaussians."""
+        """``count`` N(0, 1) draws, float64, each the halved sum of four Box-Muller Gaussians.
+
+        Args:
+            count: how many draws.
+        """
         pairs = (_SUMMANDS * count + 1) // 2
         u = self.uniform((2, pairs))
         radius = torch.sqrt(-2.0 * torch.log1p(-u[0]))  # 1 - u in (0, 1]: log is finite
@@ -77,7 +85,14 @@ class NoiseSource:
 
     def normal(self, shape: tuple[int, ...] | torch.Size, std: float, *, dtype: torch.dtype = torch.float64,
                device: torch.device | str = "cpu") -> Tensor:
-        """N(0, std^2) of ``shape``: drawn in float64 on the CPU, then cast to ``dtype`` on ``device``."""
+        """N(0, std^2) of ``shape``: drawn in float64 on the CPU, then cast to ``dtype`` on ``device``.
+
+        Args:
+            shape: the shape of the result.
+            std: the standard deviation, finite and >= 0 (0 gives zeros).
+            dtype: the result's dtype.
+            device: the result's device.
+        """
         if not (0 <= std < math.inf):
             raise ValueError(f"std must be a finite number >= 0, got {std}")
         if std == 0:
@@ -86,11 +101,22 @@ class NoiseSource:
         return noise.to(device=device, dtype=dtype)
 
     def bernoulli(self, shape: tuple[int, ...] | torch.Size, probability: float) -> Tensor:
-        """Bool tensor of ``shape``, each entry True with ``probability`` (up to 2^-53)."""
+        """Bool tensor of ``shape``, each entry True with ``probability`` (up to 2^-53).
+
+        Args:
+            shape: the shape of the result.
+            probability: the probability of True, in [0, 1].
+        """
         return self.uniform(shape) < probability
 
     def randint(self, low: int, high: int, shape: tuple[int, ...] | torch.Size) -> Tensor:
-        """Uniform integers in [low, high), long tensor of ``shape``: exactly uniform (rejection sampling)."""
+        """Uniform integers in [low, high), long tensor of ``shape``: exactly uniform (rejection sampling).
+
+        Args:
+            low: the smallest value (inclusive).
+            high: the bound (exclusive), > ``low``.
+            shape: the shape of the result.
+        """
         span = high - low
         if not 0 < span < 2 ** 63:
             raise ValueError(f"need low < high, got [{low}, {high})")
@@ -106,13 +132,24 @@ class NoiseSource:
 
 def seeded_noise(seed: int) -> NoiseSource:
     """A reproducible :class:`NoiseSource` from ``seed`` (numpy's PCG64): for tests and comparisons
-    only -- anyone who knows the seed can regenerate every draw."""
+    only -- anyone who knows the seed can regenerate every draw.
+
+    Args:
+        seed: the PCG64 seed.
+    """
     return NoiseSource(np.random.Generator(np.random.PCG64(seed)).bytes)
 
 
 def noise_source(cfg: ExperimentConfig, client_id: int, round_number: int, stream: int) -> NoiseSource:
     """The OS CSPRNG, unless ``privacy.reproducible_noise`` (then a stream seeded by ``seed``, client,
-    round and stream: reproducible, and regenerable by anyone who knows the config)."""
+    round and stream: reproducible, and regenerable by anyone who knows the config).
+
+    Args:
+        cfg: the experiment config (``seed`` and ``privacy.reproducible_noise``).
+        client_id: the client's index.
+        round_number: the round the draws are for.
+        stream: which of the client's noise streams (e.g. ``STATISTICS_STREAM``, ``LABEL_STREAM``).
+    """
     if cfg.privacy.reproducible_noise:
         return seeded_noise(derive_seed(cfg.seed, client_id, round_number, stream))
     return NoiseSource()
@@ -122,7 +159,13 @@ def reported_epsilon(cfg: ExperimentConfig, client_id: int, epsilon: float) -> f
     """The epsilon a client reports: the accountant's ``epsilon``, or infinity -- with a warning,
     every time -- where ``privacy.reproducible_noise`` makes the noise regenerable from the config
     (the accountant's figure assumes noise nobody else can compute). Nothing spent yet (0: only
-    data-free releases so far) stays 0."""
+    data-free releases so far) stays 0.
+
+    Args:
+        cfg: the experiment config (``privacy.reproducible_noise``).
+        client_id: the client's index (named in the warning).
+        epsilon: the accountant's epsilon spent so far.
+    """
     if not cfg.privacy.reproducible_noise or epsilon == 0:
         return epsilon
     log.warning("client %d: privacy.reproducible_noise is on: the noise can be regenerated from the config (the "

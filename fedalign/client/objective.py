@@ -47,8 +47,16 @@ class AlignmentTargets:
     @classmethod
     def from_peers(cls, peers: dict[int, list[np.ndarray]], strategy: str, student_depth: int, divisor: int,
                    device: torch.device) -> "AlignmentTargets":
-        """Args: ``peers``: peer id -> its released probabilities (one array per layer, or the
-        single class-distribution array for ``logits``); ``divisor``: n."""
+        """The targets from the peers' releases.
+
+        Args:
+            peers: peer id -> its released probabilities (one array per layer, or the single
+                class-distribution array for ``logits``).
+            strategy: the alignment strategy (its layer map).
+            student_depth: the student's hidden layers L.
+            divisor: n.
+            device: the device of the targets' tensors.
+        """
         mass: dict[int, np.ndarray] = {}
         constant = 0.0
         for stats in peers.values():
@@ -77,6 +85,9 @@ class AlignmentTargets:
 
         The cross term is summed in float64: the KL is a small difference of two large sums
         (about N log(degree) each), which float32 would resolve only to ~1e-3 relative.
+
+        Args:
+            student_log_probs: the student's log-probabilities, one ``[E]`` tensor per layer (index layer - 1).
         """
         dtype = student_log_probs[0].dtype
         if not self.mass:  # nothing to align with (e.g. no answered vote yet)

@@ -37,6 +37,13 @@ def prepared_key(cfg: ExperimentConfig, client_id: int) -> str:
 
     Raises ``OSError`` when a raw file cannot be read (the caller then loads the data the usual
     way, which says which files are missing).
+
+    Args:
+        cfg: the experiment config.
+        client_id: the client's index.
+
+    Returns:
+        32 hex digits of a SHA-256 hash.
     """
     d = cfg.data
     determinants = {
@@ -49,14 +56,29 @@ def prepared_key(cfg: ExperimentConfig, client_id: int) -> str:
 
 
 def prepared_path(state_dir: str | Path | None, cfg: ExperimentConfig, client_id: int) -> Path:
-    """``<state root>/prepared/client-<i>-<key>.pt`` (:func:`prepared_key`)."""
+    """``<state root>/prepared/client-<i>-<key>.pt`` (:func:`prepared_key`).
+
+    Args:
+        state_dir: the configured state directory, or None (:func:`~fedalign.client.paths.state_root`).
+        cfg: the experiment config.
+        client_id: the client's index.
+    """
     return state_root(state_dir) / "prepared" / f"client-{client_id}-{prepared_key(cfg, client_id)}.pt"
 
 
 def prepared_client_data(cfg: ExperimentConfig, client_id: int,
                          state_dir: str | Path | None) -> tuple[TaskInfo, ClientData]:
     """Client ``client_id``'s task and data: from its prepared file when there is one, else built
-    by :func:`~fedalign.client.data.client_data` and saved for the next message."""
+    by :func:`~fedalign.client.data.client_data` and saved for the next message.
+
+    Args:
+        cfg: the experiment config.
+        client_id: the client's index.
+        state_dir: the configured state directory, or None.
+
+    Returns:
+        ``(task, data)`` as :func:`~fedalign.client.data.client_data` gives them.
+    """
     try:
         path = prepared_path(state_dir, cfg, client_id)
     except OSError:

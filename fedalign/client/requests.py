@@ -79,6 +79,11 @@ def _unframe(frame: bytes) -> tuple[dict, list[np.ndarray]]:
 
 
 def encode_request(request: Request) -> bytes:
+    """The frame that carries ``request`` to a node worker.
+
+    Args:
+        request: the request; its peers' arrays go after the JSON header.
+    """
     header = _plain_fields(request, "peers")
     layers = [(peer, len(stats)) for peer, stats in request.peers.items()]
     header["peers"] = layers
@@ -86,6 +91,11 @@ def encode_request(request: Request) -> bytes:
 
 
 def decode_request(frame: bytes) -> Request:
+    """The request in ``frame`` (:func:`encode_request`).
+
+    Args:
+        frame: the bytes received.
+    """
     header, arrays = _unframe(frame)
     peers, start = {}, 0
     for peer, count in header.pop("peers"):
@@ -95,6 +105,11 @@ def decode_request(frame: bytes) -> Request:
 
 
 def encode_answer(answer: Answer) -> bytes:
+    """The frame that carries ``answer`` back from a node worker.
+
+    Args:
+        answer: the answer; its statistics go after the JSON header.
+    """
     header = _plain_fields(answer, "statistics")
     header["has_statistics"] = answer.statistics is not None
     return _frame(header, list(answer.statistics or []))
@@ -105,11 +120,20 @@ class AnswerFailed(RuntimeError):
 
 
 def encode_failure(message: str) -> bytes:
-    """The frame that says answering failed, and why (:func:`decode_answer` raises :class:`AnswerFailed`)."""
+    """The frame that says answering failed, and why (:func:`decode_answer` raises :class:`AnswerFailed`).
+
+    Args:
+        message: the error message.
+    """
     return _frame({"error": message}, [])
 
 
 def decode_answer(frame: bytes) -> Answer:
+    """The answer in ``frame``; raises :class:`AnswerFailed` for a failure frame (:func:`encode_failure`).
+
+    Args:
+        frame: the bytes received.
+    """
     header, arrays = _unframe(frame)
     if "error" in header:
         raise AnswerFailed(header["error"])

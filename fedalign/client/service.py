@@ -40,10 +40,22 @@ class EvaluationLog:
     """A client's own log of the metrics it does not send: one JSON line per answered request (mode 0600)."""
 
     def __init__(self, path: Path | None) -> None:
+        """Log to ``path``, or only in memory.
+
+        Args:
+            path: the JSON-lines file (:func:`evaluation_log_path`), or None to keep the rows only in :attr:`rows`.
+        """
         self.path = path
         self.rows: list[dict] = []  # kept in memory too (and only there when path is None)
 
     def append(self, round_number: int, client_id: int, metrics: dict[str, float]) -> None:
+        """Append one row: the round, the client and its metrics.
+
+        Args:
+            round_number: the round answered.
+            client_id: the client's index.
+            metrics: the metrics the client keeps to itself.
+        """
         row = {"round": round_number, "client": client_id, **metrics}
         self.rows.append(row)
         if self.path is not None:
@@ -51,12 +63,22 @@ class EvaluationLog:
 
 
 def evaluation_log_path(state_dir: str | Path | None, run_tag: str, client_id: int) -> Path:
-    """``<state root>/<run tag>/client-<i>-evaluation.jsonl``."""
+    """``<state root>/<run tag>/client-<i>-evaluation.jsonl``.
+
+    Args:
+        state_dir: the configured state directory, or None (:func:`~fedalign.client.paths.state_root`).
+        run_tag: the run's tag.
+        client_id: the client's index.
+    """
     return state_root(state_dir) / run_tag / f"client-{client_id}-evaluation.jsonl"
 
 
 def read_evaluation_logs(paths: list[Path]) -> list[dict]:
-    """Every row of the clients' evaluation logs that exist (a torn last line, from a crash, is skipped)."""
+    """Every row of the clients' evaluation logs that exist (a torn last line, from a crash, is skipped).
+
+    Args:
+        paths: the log files; missing ones are skipped.
+    """
     rows = []
     for path in paths:
         if path.is_file():
@@ -69,7 +91,11 @@ def read_evaluation_logs(paths: list[Path]) -> list[dict]:
 
 
 def spent_epsilon(student: Student) -> float | None:
-    """The largest epsilon the student's ledgers hold (release, DP-SGD, label DP); None: it keeps none."""
+    """The largest epsilon the student's ledgers hold (release, DP-SGD, label DP); None: it keeps none.
+
+    Args:
+        student: the client's student.
+    """
     policy = student.release_policy
     values = [policy.ledger.epsilon()] if getattr(policy, "ledger", None) is not None else []
     if getattr(student, "dp_sgd", None) is not None:
@@ -82,12 +108,22 @@ def spent_epsilon(student: Student) -> float | None:
 def respond(student: Student, request: str, round_number: int, peers: dict[int, Statistics], train: bool,
             checkpoint: Checkpoint | None = None, log: EvaluationLog | None = None,
             epsilon_before: float | None = None) -> tuple[dict[str, float], Statistics | None]:
-    """``(metrics to send, statistics to send)`` for one request (``request``: message type and round).
+    """``(metrics to send, statistics to send)`` for one request.
 
     A request answered before (its reply is in ``checkpoint``) gets the same reply again, without
-    training twice or spending privacy budget twice. ``epsilon_before``: the largest epsilon the
-    server says this client reported so far; a client that does not continue a ledger holding it
-    (no state of its own, or a ledger below it) neither trains nor releases: ``({"ledger_lost": 1.0}, None)``.
+    training twice or spending privacy budget twice. A client that does not continue a ledger holding
+    ``epsilon_before`` (no state of its own, or a ledger below it) neither trains nor releases:
+    ``({"ledger_lost": 1.0}, None)``.
+
+    Args:
+        student: the client's student, restored from its checkpoint.
+        request: the request's key: message type and round.
+        round_number: the round the request belongs to.
+        peers: the peers' statistics, by peer id (or summed entries).
+        train: whether to train a turn before releasing (a train request), else only release.
+        checkpoint: where replies and state are saved, or None (the student lives on in this process).
+        log: the client's evaluation log for the metrics it does not send, or None.
+        epsilon_before: the largest epsilon the server says this client reported so far, or None.
     """
     if checkpoint is not None:
         repeated = checkpoint.last_reply(request)
@@ -112,7 +148,13 @@ def respond(student: Student, request: str, round_number: int, peers: dict[int, 
 
 
 def check_partition(cfg: ExperimentConfig, partition_id: int, num_partitions: int | None) -> None:
-    """The node's ``partition-id`` (and ``num-partitions``, when given) must fit the run's clients."""
+    """The node's ``partition-id`` (and ``num-partitions``, when given) must fit the run's clients.
+
+    Args:
+        cfg: the experiment config.
+        partition_id: the node config's ``partition-id``.
+        num_partitions: the node config's ``num-partitions``, or None when not given.
+    """
     k = cfg.federation.num_clients if num_partitions is None else num_partitions
     if k != cfg.federation.num_clients or not 0 <= partition_id < k:
         raise ValueError(f"node config partition-id={partition_id}, num-partitions={k} does not fit "
@@ -120,9 +162,15 @@ def check_partition(cfg: ExperimentConfig, partition_id: int, num_partitions: in
 
 
 def answer_request(request: Request, *, prepared: bool = False, eager: bool = False) -> Answer:
-    """The client's answer to ``request``: its student rebuilt (from its prepared data on disk when
-    ``prepared``) and restored from its checkpoint, then :func:`respond`. ``eager``: run the
-    structure kernels uncompiled (a process that answers one message cannot win back compiling them)."""
+    """The client's answer to ``request``: its student rebuilt and restored from its checkpoint, then :func:`respond`.
+
+    Args:
+        request: the decoded request (experiment config, partition, round, peers' statistics).
+        prepared: build the student from its prepared data on disk
+            (:func:`~fedalign.client.prepared.prepared_client_data`).
+        eager: run the structure kernels uncompiled (a process that answers one message cannot win back
+            compiling them).
+    """
     started = time.perf_counter()
     cfg = config_from_dict(json.loads(request.experiment))
     if request.data_root is not None:

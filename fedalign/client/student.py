@@ -39,7 +39,11 @@ from .votes import PublicLabels, answer_queries, peer_histogram, vote_vector
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` fails clearly without a GPU."""
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` fails clearly without a GPU.
+
+    Args:
+        name: ``"auto"``, ``"cpu"``, ``"cuda"`` or any other torch device name (the config's ``device``).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -92,7 +96,14 @@ class Student:
 
     def forward(self, graph: Data) -> tuple[Tensor, list[Tensor]]:
         """The network on one of this client's graphs, its propagation structure prepared once (a
-        mini-batch student's inference runs layer-wise in chunks: :mod:`fedalign.client.inference`)."""
+        mini-batch student's inference runs layer-wise in chunks: :mod:`fedalign.client.inference`).
+
+        Args:
+            graph: one of this client's graphs (a split's graph or the alignment graph).
+
+        Returns:
+            ``(logits [N, C], hidden representations, one [N, d] tensor per hidden layer)``.
+        """
         if self.cfg.train.batch_size is not None and not self.model.training and not torch.is_grad_enabled():
             return layerwise_forward(self.model, graph, self.cfg.train.batch_size)
         if id(graph) not in self._prepared:
@@ -121,12 +132,21 @@ class Student:
         return [lp.exp().float().cpu().numpy() for lp in self.log_statistics(logits, hiddens)]
 
     def on_queries(self, logits: Tensor) -> Tensor:
-        """The rows of ``logits`` [N, C] on the query set (all N without one)."""
+        """The rows of ``logits`` [N, C] on the query set (all N without one).
+
+        Args:
+            logits: the student's logits [N, C] on the alignment graph.
+        """
         return logits if self.queries is None else logits.index_select(0, self.queries)
 
     def log_statistics(self, logits: Tensor, hiddens: list[Tensor]) -> list[Tensor]:
         """Log-probabilities of :meth:`statistics` from outputs on the alignment graph, differentiable
-        (``votes``: the student's class distributions on the query set, which its cross-entropy reads)."""
+        (``votes``: the student's class distributions on the query set, which its cross-entropy reads).
+
+        Args:
+            logits: the student's logits [N, C] on the alignment graph.
+            hiddens: its hidden representations on the alignment graph, one [N, d] tensor per hidden layer.
+        """
         align = self.cfg.align
         if align.strategy in NODE_STRATEGIES:
             temperature = align.logit_temperature if align.strategy == "logits" else 1.0
@@ -134,7 +154,11 @@ class Student:
         return layer_statistics(hiddens, self.alignment.edge_index, align.tau, align.kernel)
 
     def release(self, round_number: int) -> tuple[Statistics | None, ReleaseMetrics]:
-        """What this client sends in ``round_number`` and the release metrics (:attr:`release_policy`)."""
+        """What this client sends in ``round_number`` and the release metrics (:attr:`release_policy`).
+
+        Args:
+            round_number: the round the release is made in.
+        """
         turn = self.epochs_trained // self.cfg.train.local_epochs
         return self.release_policy.release(self.statistics, round_number, turn)
 
@@ -145,6 +169,10 @@ class Student:
 
         The per-node KL sums are averaged over all N nodes of the alignment graph
         (``align.node_mean: all``; always for ``logits``) or over the nodes with in-edges.
+
+        Args:
+            peer_statistics: the peers' released statistics by peer id, or one summed entry (secure aggregation's sum
+                of shares, or the server's summed peer mass).
         """
         align = self.cfg.align
         if align.strategy == "votes":
@@ -164,7 +192,11 @@ class Student:
 
     def vote_targets(self, peer_statistics: dict[int, Statistics]) -> AlignmentTargets:
         """Strategy ``votes``: answer the queries from the peers' (noisy) vote histogram, keep the answers
-        (:class:`~fedalign.client.votes.PublicLabels`), and return the cross-entropy on every labelled query."""
+        (:class:`~fedalign.client.votes.PublicLabels`), and return the cross-entropy on every labelled query.
+
+        Args:
+            peer_statistics: the peers' vote arrays by peer id, or secure aggregation's sum of shares.
+        """
         self.answered = 0
         if set(peer_statistics) & set(SUM_PEERS):
             total = self.release_policy.peer_total(peer_statistics)
@@ -177,7 +209,13 @@ class Student:
         return self.public_labels.targets(self.device)
 
     def alignment_loss(self, logits: Tensor, hiddens: list[Tensor], targets: AlignmentTargets) -> Tensor:
-        """``(1 / #peers) * sum_peers sum_pairs KL(peer || student)`` (:mod:`fedalign.client.objective`)."""
+        """``(1 / #peers) * sum_peers sum_pairs KL(peer || student)`` (:mod:`fedalign.client.objective`).
+
+        Args:
+            logits: the student's logits [N, C] on the alignment graph.
+            hiddens: its hidden representations on the alignment graph, one [N, d] tensor per hidden layer.
+            targets: the peers' targets for this turn (:meth:`alignment_targets`).
+        """
         return targets.loss(self.log_statistics(logits, hiddens))
 
     def train(self, peer_statistics: dict[int, Statistics], round_number: int) -> dict[str, float]:
@@ -223,7 +261,11 @@ class Student:
         return {**metrics, **self.evaluate()}
 
     def check_peer_statistics(self, peer_statistics: dict[int, Statistics]) -> None:
-        """Refuse peer statistics that are not valid distributions on this alignment graph."""
+        """Refuse peer statistics that are not valid distributions on this alignment graph.
+
+        Args:
+            peer_statistics: the peers' statistics by peer id, or one summed entry.
+        """
         if set(peer_statistics) & set(SUM_PEERS):
             if len(peer_statistics) != 1 or not isinstance(self.release_policy, SecureShareRelease):
                 raise StatisticsRejected(f"client {self.client_id} got a sum of shares {sorted(peer_statistics)}, "
@@ -289,6 +331,11 @@ class Student:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the student from its checkpoint (model, optimiser, epochs, release policy, labels, ledgers).
+
+        Args:
+            state: the client checkpoint, as saved by :meth:`state_dict`.
+        """
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epochs_trained = state["epochs_trained"]
@@ -304,7 +351,13 @@ class Student:
 
 
 def build_student(cfg: ExperimentConfig, client_id: int, data: tuple[TaskInfo, ClientData] | None = None) -> Student:
-    """The student of client ``client_id`` with freshly initialised weights, on its share of the data
-    (``data``: its task and data when the caller has them, e.g. :mod:`fedalign.client.prepared`)."""
+    """The student of client ``client_id`` with freshly initialised weights, on its share of the data.
+
+    Args:
+        cfg: the experiment config.
+        client_id: the client's index, 0..K-1.
+        data: ``(task, data)`` when the caller has them (e.g. :mod:`fedalign.client.prepared`), else None
+            to load the client's partition (:func:`~fedalign.client.data.client_data`).
+    """
     task, client = data if data is not None else client_data(cfg, client_id)
     return Student(cfg, client_id, client, task)

@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
 
 def task_metric(logits: Tensor, y: Tensor, multilabel: bool) -> float:
-    """Accuracy (multiclass, ``y`` long [N]) or micro-F1 (multilabel, ``y`` {0,1} [N, C])."""
+    """Accuracy (multiclass, ``y`` long [N]) or micro-F1 (multilabel, ``y`` {0,1} [N, C]).
+
+    Args:
+        logits: the logits [N, C] of the evaluated nodes.
+        y: the labels: long [N] (multiclass) or {0,1} [N, C] (multilabel).
+        multilabel: whether the task is multilabel.
+    """
     if logits.numel() == 0:
         return float("nan")
     if not multilabel:
@@ -35,7 +41,13 @@ def task_metric(logits: Tensor, y: Tensor, multilabel: bool) -> float:
 
 
 def task_loss(logits: Tensor, y: Tensor, multilabel: bool) -> Tensor:
-    """Cross-entropy (multiclass) or binary cross-entropy with logits (multilabel)."""
+    """Cross-entropy (multiclass) or binary cross-entropy with logits (multilabel).
+
+    Args:
+        logits: the logits [N, C] of the training nodes.
+        y: the labels: long [N] (multiclass) or {0,1} float [N, C] (multilabel).
+        multilabel: whether the task is multilabel.
+    """
     if multilabel:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
     return torch.nn.functional.cross_entropy(logits, y)
@@ -45,6 +57,14 @@ def train_full_batch(student: Student, targets: AlignmentTargets, align_on: bool
     """``train.local_epochs`` full-batch epochs on task loss + ``align.weight`` x alignment loss.
 
     The last epoch measures both terms' gradient norms (:func:`backward_measured`).
+
+    Args:
+        student: the student to train.
+        targets: the peers' alignment targets for this turn.
+        align_on: whether the alignment term is on in this turn.
+
+    Returns:
+        the turn's training metrics (losses, gradient norms).
     """
     split = student.train_split
     weight = student.cfg.align.weight
@@ -71,7 +91,13 @@ def train_full_batch(student: Student, targets: AlignmentTargets, align_on: bool
 
 
 def backward_measured(loss_task: Tensor, align_term: Tensor, params: list[Tensor]) -> dict[str, float]:
-    """Set ``p.grad`` to the gradient of ``loss_task + align_term``; return both gradients' L2 norms."""
+    """Set ``p.grad`` to the gradient of ``loss_task + align_term``; return both gradients' L2 norms.
+
+    Args:
+        loss_task: the task loss, a scalar.
+        align_term: the weighted alignment loss, a scalar.
+        params: the parameters to differentiate (``p.grad`` is set on each).
+    """
     task_grads = torch.autograd.grad(loss_task, params, retain_graph=True, allow_unused=True)
     align_grads = torch.autograd.grad(align_term, params, allow_unused=True)
     for p, gt, ga in zip(params, task_grads, align_grads):
@@ -116,6 +142,12 @@ class DPSGDTraining:
         ``DPOptimizer`` step hook, which Opacus runs after clipping, noising and
         averaging and before the wrapped optimiser's step. The update is thus
         ``Adam(noisy mean clipped task gradient + a * alignment gradient)``.
+
+        Args:
+            student: the student to train.
+            targets: the peers' alignment targets for this turn.
+            align_on: whether the alignment term is on in this turn.
+            round_number: the round being trained.
         """
         cfg, dp = student.cfg, student.cfg.privacy.dp_sgd
         params = [p for p in student.model.parameters() if p.requires_grad]
@@ -155,9 +187,15 @@ class DPSGDTraining:
         return metrics
 
     def state_dict(self) -> dict:
+        """The DP-SGD ledger, for the client's checkpoint."""
         return {"dp_sgd_ledger": self.ledger.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the DP-SGD ledger; a checkpoint without one is refused (``ValueError``).
+
+        Args:
+            state: the whole client checkpoint.
+        """
         if "dp_sgd_ledger" not in state:
             raise ValueError("checkpoint has no 'dp_sgd_ledger' but this client's privacy config needs one; resuming "
                              "would forget the privacy already spent. Start a new run, or resume with the original config")

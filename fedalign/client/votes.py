@@ -48,6 +48,10 @@ def vote_vector(logits: Tensor, multilabel: bool) -> Tensor:
 
     Multiclass: ``[Q C]``, a 1 at each node's argmax class. Multilabel: ``[Q C 2]``, for each
     (node, label) ``(1, 0)`` where the logit is > 0 (label on), else ``(0, 1)``.
+
+    Args:
+        logits: the student's logits [Q, C] on the query nodes.
+        multilabel: whether the task is multilabel.
     """
     if multilabel:
         on = (logits > 0).float()
@@ -71,7 +75,11 @@ def answer_queries(histogram: np.ndarray, layout: ReleaseLayout, threshold: floa
 
 
 def peer_histogram(peers: dict[int, list[np.ndarray]]) -> np.ndarray:
-    """``H``: the sum of the peers' plain vote arrays (each peer's release is one array)."""
+    """``H``: the sum of the peers' plain vote arrays (each peer's release is one array).
+
+    Args:
+        peers: each peer's release (a list holding one vote array), by peer id.
+    """
     return np.sum([np.asarray(arrays[0], dtype=np.float64) for arrays in peers.values()], axis=0)
 
 
@@ -87,7 +95,11 @@ class PublicLabels:
         self.labels = np.full(layout.num_nodes, -1, dtype=np.int64)
 
     def update(self, answers: np.ndarray) -> int:
-        """Take every answered group of ``answers`` (earlier labels stay where unanswered); returns how many."""
+        """Take every answered group of ``answers`` (earlier labels stay where unanswered); returns how many.
+
+        Args:
+            answers: one answer per query node, a class or -1 for unanswered (:func:`answer_queries`).
+        """
         answered = answers >= 0
         self.labels[answered] = answers[answered]
         return int(answered.sum())
@@ -98,7 +110,11 @@ class PublicLabels:
         return int((self.labels >= 0).sum())
 
     def targets(self, device: torch.device) -> AlignmentTargets:
-        """The cross-entropy on the labelled groups as alignment targets (one-hot mass, entropy 0, divisor |A|)."""
+        """The cross-entropy on the labelled groups as alignment targets (one-hot mass, entropy 0, divisor |A|).
+
+        Args:
+            device: the device of the targets' tensors.
+        """
         labelled = self.labels >= 0
         if not labelled.any():
             return AlignmentTargets({}, 0.0, 0, 1)
@@ -108,8 +124,14 @@ class PublicLabels:
         return AlignmentTargets({1: torch.from_numpy(mass).to(device)}, 0.0, 1, int(labelled.sum()))
 
     def state_dict(self) -> dict[str, Any]:
+        """The answered labels, for the client's checkpoint."""
         return {"public_labels": torch.from_numpy(self.labels.copy())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the answered labels, where the checkpoint holds them.
+
+        Args:
+            state: the whole client checkpoint.
+        """
         if "public_labels" in state:
             self.labels = state["public_labels"].numpy().astype(np.int64)

@@ -43,7 +43,11 @@ WEIGHT_NOISE_STREAM = 4  # the server's noise on the mean update (streams 1-3: f
 
 
 def weight_names(student: Student) -> list[str]:
-    """The names of the student network's parameters, in the order of :func:`get_weights`."""
+    """The names of the student network's parameters, in the order of :func:`get_weights`.
+
+    Args:
+        student: the client's student.
+    """
     return [name for name, _ in student.model.named_parameters()]
 
 
@@ -108,6 +112,7 @@ class WeightPrivacy:
 
     @property
     def private(self) -> bool:
+        """Whether the arm adds client-level DP (``dp-fedavg``)."""
         return self.cfg.align.strategy == "dp-fedavg"
 
     @property
@@ -122,12 +127,20 @@ class WeightPrivacy:
 
     def noise(self, round_number: int) -> Callable[[tuple[int, ...], float], np.ndarray]:
         """Round ``round_number``'s draw ``(shape, std) -> float64 array`` of N(0, std^2): from the OS CSPRNG,
-        or a stream seeded by (seed, K, round, stream) with ``privacy.reproducible_noise``."""
+        or a stream seeded by (seed, K, round, stream) with ``privacy.reproducible_noise``.
+
+        Args:
+            round_number: the round the noise is for.
+        """
         source = noise_source(self.cfg, self.cfg.federation.num_clients, round_number, WEIGHT_NOISE_STREAM)
         return lambda shape, std: source.normal(tuple(shape), std).numpy()
 
     def epsilon_after(self, rounds: int) -> float:
-        """The epsilon every client has spent after ``rounds`` rounds (inf with ``privacy.reproducible_noise``)."""
+        """The epsilon every client has spent after ``rounds`` rounds (inf with ``privacy.reproducible_noise``).
+
+        Args:
+            rounds: the number of rounds completed.
+        """
         epsilon = dp_fedavg_epsilon(self.cfg, rounds, self.noise_multiplier)
         if self.cfg.privacy.reproducible_noise and epsilon != 0:  # reported_epsilon's rule, said once per run
             if not self._warned:

@@ -38,7 +38,12 @@ MAX_SOCKET_PATH = 107  # AF_UNIX path limit on Linux (108 bytes with the termina
 def ask(socket_path: str | Path, request: Request) -> Answer | None:
     """The worker's answer to ``request``; None when the worker cannot be reached or dies before
     answering (the caller then answers itself). A request the worker refused raises
-    :class:`~fedalign.client.requests.AnswerFailed` with the worker's error."""
+    :class:`~fedalign.client.requests.AnswerFailed` with the worker's error.
+
+    Args:
+        socket_path: the worker's Unix socket.
+        request: the request to answer.
+    """
     try:
         conn = Client(str(socket_path), family="AF_UNIX")
     except OSError as error:
@@ -55,7 +60,13 @@ def ask(socket_path: str | Path, request: Request) -> Answer | None:
 
 
 def serve(socket_path: str | Path, ready: Callable[[], None] = lambda: None) -> None:
-    """Answer requests on ``socket_path`` one at a time (a SuperNode sends one at a time), forever."""
+    """Answer requests on ``socket_path`` one at a time (a SuperNode sends one at a time), forever.
+
+    Args:
+        socket_path: the Unix socket to listen on (created mode 0600; its path at most ``MAX_SOCKET_PATH``
+            characters).
+        ready: called once the socket listens.
+    """
     from .service import answer_request  # torch, PyG, fedalign: loaded once, here
 
     path = Path(socket_path)
@@ -101,6 +112,14 @@ def _exit_with(parent: int, socket_path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line of ``python -m fedalign.client.worker``: serve on a socket until stopped.
+
+    Args:
+        argv: the command-line arguments, or None for ``sys.argv[1:]``.
+
+    Returns:
+        the exit status, 0.
+    """
     parser = argparse.ArgumentParser(prog="python -m fedalign.client.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("socket", help="Unix socket path to listen on (give the same path as the node config's worker)")

@@ -16,7 +16,11 @@ def _check(condition: bool, key: str, message: str) -> None:
 
 
 def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Value checks that types alone cannot express; raises :class:`ConfigError` naming the key. Returns ``cfg``."""
+    """Value checks that types alone cannot express; raises :class:`ConfigError` naming the key. Returns ``cfg``.
+
+    Args:
+        cfg: the experiment config, as built from its file.
+    """
     from ..data import DATASET_NAMES  # data imports torch_geometric; keep config import light
 
     k = cfg.federation.num_clients

@@ -92,7 +92,11 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=0.01"`` -> (["train", "lr"], 0.01); the value is read as YAML."""
+    """``"train.lr=0.01"`` -> (["train", "lr"], 0.01); the value is read as YAML.
+
+    Args:
+        text: one override, ``key.path=value``.
+    """
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.path=value, e.g. federation.rounds=10")
     key, value = text.split("=", 1)
@@ -100,7 +104,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of ``raw`` with each ``key.path=value`` set (missing sections are created)."""
+    """A copy of ``raw`` with each ``key.path=value`` set (missing sections are created).
+
+    Args:
+        raw: the config as plain data (not modified).
+        overrides: ``key.path=value`` strings, each value read as YAML.
+    """
     result = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
     for text in overrides:
         path, value = parse_override(text)
@@ -115,7 +124,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
-    """Build and check a config from plain data (e.g. a parsed YAML file)."""
+    """Build and check a config from plain data (e.g. a parsed YAML file).
+
+    Args:
+        raw: the config as plain data, sections as nested dicts (None or empty: all defaults).
+        overrides: ``key.path=value`` strings applied first, or None.
+    """
     raw = apply_overrides(raw or {}, overrides or [])
     align = raw.get("align")
     if isinstance(align, dict) and align.get("kernel") == "l1":
@@ -125,7 +139,12 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML experiment file, apply ``key.path=value`` overrides, check the values."""
+    """Read a YAML experiment file, apply ``key.path=value`` overrides, check the values.
+
+    Args:
+        path: the YAML experiment file.
+        overrides: ``key.path=value`` strings, or None.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found (experiment files live in simulations/)")

@@ -59,7 +59,11 @@ class ModelConfig:
     init: Literal["shared", "independent"] = "shared"
 
     def for_client(self, client_id: int) -> dict[str, Any]:
-        """This student's model keys, with per-client lists resolved."""
+        """This student's model keys, with per-client lists resolved.
+
+        Args:
+            client_id: the client's index, 0..K-1 (into every per-client list).
+        """
         return {
             f.name: (value[client_id] if isinstance(value, list) else value)
             for f in dataclasses.fields(self)
@@ -217,4 +221,5 @@ class ExperimentConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain nested dicts (:func:`dataclasses.asdict`)."""
         return dataclasses.asdict(self)

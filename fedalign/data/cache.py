@@ -37,7 +37,11 @@ def _partition(dataset_key: tuple, num_clients: int, scheme: str, alpha: float, 
 
 def load_partition(cfg: ExperimentConfig) -> tuple[GraphDataset, list[ClientData]]:
     """The dataset of ``cfg`` and every client's share of it (``partition`` section). Under label DP
-    (``privacy.unit: labels``) the labelled share is drawn independently of the labels."""
+    (``privacy.unit: labels``) the labelled share is drawn independently of the labels.
+
+    Args:
+        cfg: the experiment config (``data``, ``partition``, ``federation.num_clients``, ``seed``, ``privacy.unit``).
+    """
     p = cfg.partition
     key = _dataset_key(cfg)
     return _dataset(*key), _partition(key, cfg.federation.num_clients, p.scheme, p.alpha, p.public_fraction,
@@ -51,6 +55,10 @@ def _public(dataset_key: tuple, scheme: str, public_fraction: float) -> Data:
 
 def load_public_graph(cfg: ExperimentConfig) -> tuple[GraphDataset, Data]:
     """The dataset of ``cfg`` and its public alignment graph, without partitioning the private data
-    (built once per process: the server's transport and coordinator both check releases against it)."""
+    (built once per process: the server's transport and coordinator both check releases against it).
+
+    Args:
+        cfg: the experiment config (``data``, ``partition``, ``seed``).
+    """
     key, p = _dataset_key(cfg), cfg.partition
     return _dataset(*key), _public(key, p.scheme, p.public_fraction)

@@ -119,7 +119,11 @@ _REAL_SOURCES: dict[str, _RealSource] = {
 
 
 def canonical_name(name: str) -> str:
-    """Normalise a dataset name (case-insensitive, ``_`` or ``-``); unknown -> ``ValueError``."""
+    """Normalise a dataset name (case-insensitive, ``_`` or ``-``); unknown -> ``ValueError``.
+
+    Args:
+        name: a dataset name.
+    """
     key = name.strip().lower().replace("_", "-")
     if key not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
@@ -181,6 +185,10 @@ def missing_raw_files(name: str, root: str | None = None) -> str | None:
 
     None for built-in synthetic data and for real data whose raw files are all present.
     The message is the one :func:`load_dataset` would raise, on one line.
+
+    Args:
+        name: a dataset name.
+        root: the data root, or None for ``$FEDALIGN_DATA_ROOT``.
     """
     key = canonical_name(name)
     if key not in _REAL_SOURCES:
@@ -194,7 +202,12 @@ def missing_raw_files(name: str, root: str | None = None) -> str | None:
 
 def raw_file_fingerprint(name: str, root: str | None = None) -> list[tuple[str, int, int]]:
     """``(path, size, mtime_ns)`` of each raw file dataset ``name`` is read from (empty for synthetic
-    data, which a config determines): what makes data prepared from them stale when it changes."""
+    data, which a config determines): what makes data prepared from them stale when it changes.
+
+    Args:
+        name: a dataset name.
+        root: the data root, or None for ``$FEDALIGN_DATA_ROOT``.
+    """
     key = canonical_name(name)
     if key not in _REAL_SOURCES:
         return []
@@ -348,5 +361,9 @@ MULTI_GRAPH_DATASETS: tuple[str, ...] = ("synthetic-ppi", "ppi")
 
 
 def metric_name(name: str) -> str:
-    """The metric reported for dataset ``name``: ``micro_f1`` (multilabel) or ``accuracy``."""
+    """The metric reported for dataset ``name``: ``micro_f1`` (multilabel) or ``accuracy``.
+
+    Args:
+        name: a dataset name.
+    """
     return "micro_f1" if canonical_name(name) in MULTILABEL_DATASETS else "accuracy"

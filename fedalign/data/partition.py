@@ -79,6 +79,9 @@ def partition_dataset(
     """Split ``dataset`` among ``num_clients`` clients (module docstring: schemes).
 
     Args:
+        dataset: the loaded dataset.
+        num_clients: K.
+        scheme: the partition scheme (``partition.scheme``; the module docstring lists them).
         alpha: Dirichlet concentration of ``dirichlet`` (> 0; small -> strong label skew).
         public_fraction: share in [0, 1) of nodes (single-graph) or training
             graphs (multi-graph, at least one graph) forming the alignment
@@ -118,6 +121,12 @@ def keep_labels(split: GraphSplit, rate: float, seed: int, stratify: bool) -> Gr
     (so every class that had a labelled node keeps one). Otherwise ``max(1, round(rate * n))``
     of the n nodes, drawn from the node ids and ``seed`` alone: the labelled set does not
     depend on any label (required under label DP, where the labels are the private unit).
+
+    Args:
+        split: the split whose mask is thinned.
+        rate: the share of labelled nodes to keep, in (0, 1].
+        seed: seeds the draw.
+        stratify: draw per class (multiclass only).
     """
     nodes = split.mask.nonzero().view(-1)
     generator = torch.Generator().manual_seed(seed)  # a public selection, not privacy noise
@@ -132,7 +141,14 @@ def keep_labels(split: GraphSplit, rate: float, seed: int, stratify: bool) -> Gr
 def public_graph(dataset: GraphDataset, scheme: str = "replicate", public_fraction: float = 0.2,
                  seed: int = 0) -> Data:
     """The alignment graph of :func:`partition_dataset` with the same arguments, without dealing
-    out the private data (what a server needs to check releases). Labels are never included."""
+    out the private data (what a server needs to check releases). Labels are never included.
+
+    Args:
+        dataset: the loaded dataset.
+        scheme: the partition scheme (``partition.scheme``); ``replicate`` aligns on the whole training graph.
+        public_fraction: the share of nodes (transductive) or training graphs (inductive) made public.
+        seed: seeds the public draw.
+    """
     if scheme == "replicate":
         return dataset.train.graph
     _check_scheme(dataset, scheme, 0.5, public_fraction)

@@ -43,7 +43,13 @@ PPI_LIKE_DEFAULTS: dict[str, Any] = {
 
 
 def resolve_options(defaults: dict[str, Any], options: dict[str, Any] | None, generator: str) -> dict[str, Any]:
-    """Merge user ``options`` over ``defaults``; an unknown key raises ``ValueError`` naming it."""
+    """Merge user ``options`` over ``defaults``; an unknown key raises ``ValueError`` naming it.
+
+    Args:
+        defaults: the generator's options and their defaults.
+        options: the user's options (``data.synthetic``), or None.
+        generator: the generator's name, for the error message.
+    """
     options = dict(options or {})
     unknown = sorted(set(options) - set(defaults))
     if unknown:
@@ -118,6 +124,10 @@ def csbm(options: dict[str, Any] | None = None, seed: int = 0) -> Data:
     ``mu`` are orthogonal with pairwise distance ``signal`` (needs
     ``num_features >= num_classes``).
 
+    Args:
+        options: overrides of :data:`CSBM_DEFAULTS`, or None.
+        seed: seeds the graph.
+
     Returns:
         ``Data`` with ``x`` float32 ``[N, F]``, ``edge_index`` long ``[2, E]``
         (undirected, both directions, no self loops or duplicates) and ``y``
@@ -149,6 +159,10 @@ def multi_graph_multilabel(options: dict[str, Any] | None = None, seed: int = 0)
     ``h . w_l > b_l``, with weights ``w_l`` (scaled to unit-variance logits) and
     thresholds ``b_l`` shared by all graphs, so labels follow both the features
     and the communities (neighbour averaging denoises the community part).
+
+    Args:
+        options: overrides of :data:`PPI_LIKE_DEFAULTS`, or None.
+        seed: seeds the graphs.
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, lists of ``Data``

@@ -13,7 +13,20 @@ ARCHITECTURES: dict[str, type[StudentNetwork]] = {"gcn": GCNStudent, "gat": GATS
 def build_network(arch: str, in_channels: int, num_classes: int, *, hidden_layers: int, hidden_dim: int,
                   dropout: float, residual: bool, heads: int = 4, activation: str = "elu",
                   representation: str = "pre-activation") -> StudentNetwork:
-    """A student of family ``arch`` (one of :data:`ARCHITECTURES`)."""
+    """A student of family ``arch`` (one of :data:`ARCHITECTURES`).
+
+    Args:
+        arch: the family, one of :data:`ARCHITECTURES` (``gcn``, ``sage``, ``gat``).
+        in_channels: number of input features F.
+        num_classes: number of output logits C.
+        hidden_layers: L >= 2, the number of hidden (aligned) layers.
+        hidden_dim: width of every hidden layer.
+        dropout: dropout probability on features between layers, in [0, 1).
+        residual: skip connections around hidden layers (:class:`StudentNetwork`).
+        heads: attention heads (``gat`` only; ``hidden_dim`` must be a multiple of it).
+        activation: ``"elu"`` or ``"relu"``.
+        representation: which hidden outputs are aligned, one of :data:`~fedalign.models.base.REPRESENTATIONS`.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     kwargs = dict(hidden_layers=hidden_layers, hidden_dim=hidden_dim, dropout=dropout, residual=residual,

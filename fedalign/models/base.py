@@ -77,30 +77,49 @@ class StudentNetwork(nn.Module):
         self.output_skip = nn.Linear(hidden_dim, num_classes, bias=False) if residual else None
 
     def make_layer(self, in_dim: int, out_dim: int, is_output: bool) -> nn.Module:
-        """One message-passing layer ``(x [N, in_dim], edge_index [2, E]) -> [N, out_dim]``."""
+        """One message-passing layer ``(x [N, in_dim], edge_index [2, E]) -> [N, out_dim]``.
+
+        Args:
+            in_dim: the layer's input width.
+            out_dim: the layer's output width.
+            is_output: whether it is the output layer (logits).
+        """
         raise NotImplementedError
 
     def prepare(self, edge_index: Tensor, num_nodes: int) -> Tensor:
         """What the layers take as the graph, computed once per graph.
 
-        Args: edge_index long [2, E] (or an already prepared graph: returned
-        unchanged); num_nodes N. The default is ``edge_index`` itself.
+        The default is ``edge_index`` itself.
+
+        Args:
+            edge_index: long [2, E] (or an already prepared graph: returned unchanged).
+            num_nodes: N.
         """
         return edge_index
 
     def prepare_sampled(self, edge_index: Tensor, num_nodes: int, in_degree: Tensor):
         """:meth:`prepare` for a sampled subgraph whose expanded nodes have all their in-edges.
 
-        Args: edge_index long [2, E_s], local ids; num_nodes N_s; in_degree float [N_s], each node's
-        in-degree in the *whole* graph, self loops excluded. The default ignores ``in_degree``: mean
-        aggregation and attention read only a node's own in-edges, so a node with all of them gets
-        its exact output. GCN overrides it (its normalisation reads the sources' degrees too).
+        The default ignores ``in_degree``: mean aggregation and attention read only a node's own
+        in-edges, so a node with all of them gets its exact output. GCN overrides it (its normalisation
+        reads the sources' degrees too).
+
+        Args:
+            edge_index: long [2, E_s], local ids.
+            num_nodes: N_s.
+            in_degree: float [N_s], each node's in-degree in the *whole* graph, self loops excluded.
         """
         return self.prepare(edge_index, num_nodes)
 
     def conv(self, i: int, h: Tensor, graph) -> Tensor:
         """Layer ``i``'s output before its activation: hidden layer i + 1 (``i < L``: ``z``, with the
-        residual for ``i >= 1``) or, for ``i == L``, the logits. Args: h [N, d_i]; graph: prepared."""
+        residual for ``i >= 1``) or, for ``i == L``, the logits.
+
+        Args:
+            i: the layer's index, 0..L.
+            h: the layer's input [N, d_i].
+            graph: the prepared graph (:meth:`prepare`).
+        """
         if i == self.hidden_layers:
             logits = self.output(h, graph)
             return logits + self.output_skip(h) if self.output_skip is not None else logits
@@ -108,9 +127,14 @@ class StudentNetwork(nn.Module):
         return z + h if self.residual and i > 0 else z
 
     def forward(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Args: x float [N, F]; edge_index long [2, E], or ``prepare(edge_index, N)``.
+        """The logits and the aligned representations.
 
-        Returns: logits float [N, C] and the L aligned representations, each [N, hidden_dim].
+        Args:
+            x: node features, float [N, F].
+            edge_index: long [2, E], or ``prepare(edge_index, N)``.
+
+        Returns:
+            logits float [N, C] and the L aligned representations, each [N, hidden_dim].
         """
         graph = self.prepare(edge_index, x.size(0))
         act = ACTIVATIONS[self.activation]

@@ -16,6 +16,13 @@ class GATStudent(StudentNetwork):
     """
 
     def __init__(self, *args, heads: int = 4, **kwargs) -> None:
+        """As :class:`StudentNetwork`, with ``heads`` attention heads.
+
+        Args:
+            *args: :class:`StudentNetwork`'s positional arguments.
+            heads: attention heads, >= 1; ``hidden_dim`` must be a multiple of it.
+            **kwargs: :class:`StudentNetwork`'s keyword arguments.
+        """
         hidden_dim = kwargs.get("hidden_dim", 64)
         if heads < 1 or hidden_dim % heads:
             raise ValueError(f"hidden_dim ({hidden_dim}) must be a positive multiple of heads ({heads})")
@@ -23,6 +30,7 @@ class GATStudent(StudentNetwork):
         super().__init__(*args, **kwargs)
 
     def make_layer(self, in_dim: int, out_dim: int, is_output: bool) -> nn.Module:
+        """A ``GATConv``: concatenated heads in a hidden layer, averaged heads in the output layer."""
         if is_output:
             return GATConv(in_dim, out_dim, heads=self.heads, concat=False, dropout=self.dropout)
         return GATConv(in_dim, out_dim // self.heads, heads=self.heads, dropout=self.dropout)

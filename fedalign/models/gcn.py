@@ -22,7 +22,11 @@ class NormalisedAdjacency:
     transpose: Tensor
 
     def matmul(self, x: Tensor) -> Tensor:
-        """``A_hat @ x`` for x ``[N, d]``; the backward multiplies by the stored transpose."""
+        """``A_hat @ x`` for x ``[N, d]``; the backward multiplies by the stored transpose.
+
+        Args:
+            x: node features [N, d].
+        """
         if self.matrix.dtype != x.dtype:  # e.g. a float64 model
             return _SparseMatmul.apply(self.matrix.to(x.dtype), self.transpose.to(x.dtype), x)
         return _SparseMatmul.apply(self.matrix, self.transpose, x)
@@ -63,10 +67,16 @@ class GCNStudent(StudentNetwork):
     """
 
     def make_layer(self, in_dim: int, out_dim: int, is_output: bool) -> nn.Module:
+        """A GCN layer without its own normalisation (the prepared :class:`NormalisedAdjacency` carries it)."""
         return _GCNLayer(in_dim, out_dim, normalize=False)
 
     def prepare(self, edge_index, num_nodes: int) -> NormalisedAdjacency:
-        """The :class:`NormalisedAdjacency` of ``edge_index`` ``[2, E]``; prepared input is returned as is."""
+        """The :class:`NormalisedAdjacency` of ``edge_index`` ``[2, E]``; prepared input is returned as is.
+
+        Args:
+            edge_index: long [2, E], or an already prepared :class:`NormalisedAdjacency`.
+            num_nodes: N.
+        """
         if isinstance(edge_index, NormalisedAdjacency):
             return edge_index
         with_loops, weight = gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
@@ -75,7 +85,13 @@ class GCNStudent(StudentNetwork):
     def prepare_sampled(self, edge_index: Tensor, num_nodes: int, in_degree: Tensor) -> NormalisedAdjacency:
         """``A_hat`` of a sampled subgraph with the *whole* graph's degrees: edge u -> v weighs
         ``(deg(u) + 1)^-1/2 (deg(v) + 1)^-1/2`` (``in_degree`` float [N_s], self loops excluded), as
-        :func:`gcn_norm` on the whole graph, so a node that has all its in-edges gets its exact output."""
+        :func:`gcn_norm` on the whole graph, so a node that has all its in-edges gets its exact output.
+
+        Args:
+            edge_index: the sampled subgraph's edges, long [2, E_s].
+            num_nodes: N_s, the subgraph's nodes.
+            in_degree: each subgraph node's in-degree in the whole graph, float [N_s], self loops excluded.
+        """
         with_loops, _ = add_remaining_self_loops(edge_index, None, 1.0, num_nodes)
         inv_sqrt = (in_degree.to(torch.get_default_dtype()) + 1).pow(-0.5)
         return _adjacency(with_loops, inv_sqrt[with_loops[0]] * inv_sqrt[with_loops[1]], num_nodes)

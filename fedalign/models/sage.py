@@ -10,4 +10,5 @@ class SAGEStudent(StudentNetwork):
     """Hidden and output layers are ``SAGEConv(in_dim, out_dim, aggr="mean")``."""
 
     def make_layer(self, in_dim: int, out_dim: int, is_output: bool) -> nn.Module:
+        """A mean-aggregating ``SAGEConv``."""
         return SAGEConv(in_dim, out_dim, aggr="mean")

@@ -39,6 +39,13 @@ def _check_accountant(accountant: str) -> None:
 
 
 def check_record(noise_multiplier: float, sample_rate: float, steps: int) -> None:
+    """Raise ``ValueError`` unless the arguments make a valid ledger record.
+
+    Args:
+        noise_multiplier: sigma, finite and >= 0.
+        sample_rate: q in (0, 1].
+        steps: an int >= 1.
+    """
     if not (0 <= noise_multiplier < math.inf):
         raise ValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier}")
     if not (0 < sample_rate <= 1):
@@ -87,6 +94,11 @@ class PrivacyLedger:
         """Compose ``steps`` releases with multiplier ``noise_multiplier`` at ``sample_rate``.
 
         ``noise_multiplier == 0`` (no noise) makes :meth:`epsilon` infinite.
+
+        Args:
+            noise_multiplier: sigma, noise std / L2 sensitivity, finite and >= 0.
+            sample_rate: q in (0, 1], the Poisson sample rate.
+            steps: how many such releases, >= 1.
         """
         self._history = self._extended(noise_multiplier, sample_rate, steps)
         self._cached = None
@@ -98,7 +110,13 @@ class PrivacyLedger:
         return self._cached
 
     def epsilon_if(self, noise_multiplier: float, sample_rate: float = 1.0, steps: int = 1) -> float:
-        """Epsilon after one more record with these arguments; records nothing."""
+        """Epsilon after one more record with these arguments; records nothing.
+
+        Args:
+            noise_multiplier: sigma, noise std / L2 sensitivity.
+            sample_rate: q in (0, 1].
+            steps: how many releases, >= 1.
+        """
         return _epsilon(self.accountant, self._extended(noise_multiplier, sample_rate, steps), self.delta)
 
     def state_dict(self) -> dict:
@@ -110,7 +128,11 @@ class PrivacyLedger:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`; the accountant and delta must match this ledger's."""
+        """Restore a :meth:`state_dict`; the accountant and delta must match this ledger's.
+
+        Args:
+            state: a dict made by :meth:`state_dict` (``accountant``, ``delta``, ``history``).
+        """
         missing = {"accountant", "delta", "history"} - set(state)
         if missing:
             raise ValueError(f"ledger state lacks {sorted(missing)}; pass a dict made by PrivacyLedger.state_dict()")
@@ -143,6 +165,13 @@ def noise_multiplier_for_epsilon(
     :meth:`StatisticsMechanism.for_budget`, which converts it to sigma).
     Found by Opacus' binary search (``get_noise_multiplier``), so the returned
     z gives an epsilon within 0.01 below the target. ``math.inf`` gives 0.0.
+
+    Args:
+        target_epsilon: the epsilon to reach, > 0 (``math.inf``: no privacy).
+        delta: the delta in (0, 1) at which epsilon is measured.
+        releases: the number of compositions, >= 1.
+        sample_rate: q in (0, 1] of each composition.
+        accountant: ``"rdp"`` or ``"prv"``.
     """
     _check_accountant(accountant)
     if target_epsilon == math.inf:

@@ -154,6 +154,9 @@ class DPSGDTrainer:
 
         The returned loss (NaN for an empty batch) is not private: use it for
         local logging only.
+
+        Args:
+            graphs: the client's training graphs, exactly ``num_graphs`` of them.
         """
         if len(graphs) != self.num_graphs:
             raise ValueError(

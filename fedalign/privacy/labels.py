@@ -24,19 +24,36 @@ if TYPE_CHECKING:
 
 
 def keep_probability(epsilon: float, num_classes: int) -> float:
-    """P(a multiclass label is reported unchanged) under randomised response at ``epsilon``."""
+    """P(a multiclass label is reported unchanged) under randomised response at ``epsilon``.
+
+    Args:
+        epsilon: the per-label epsilon, > 0.
+        num_classes: C.
+    """
     return math.exp(epsilon) / (math.exp(epsilon) + num_classes - 1)
 
 
 def flip_probability(epsilon: float) -> float:
-    """P(a binary label is flipped) under randomised response at ``epsilon``."""
+    """P(a binary label is flipped) under randomised response at ``epsilon``.
+
+    Args:
+        epsilon: the per-label epsilon, > 0.
+    """
     return 1.0 / (1.0 + math.exp(epsilon))
 
 
 def randomised_response(y: Tensor, epsilon: float, num_classes: int, multilabel: bool,
                         noise: NoiseSource) -> Tensor:
     """Randomised labels: ``y`` long [n] (multiclass) or {0,1} float [n, C] (multilabel), same shape,
-    on ``y``'s device; every draw from ``noise`` (the OS CSPRNG outside tests)."""
+    on ``y``'s device; every draw from ``noise`` (the OS CSPRNG outside tests).
+
+    Args:
+        y: the labels: long [n] (multiclass) or {0,1} float [n, C] (multilabel).
+        epsilon: the per-label epsilon, > 0.
+        num_classes: C.
+        multilabel: whether the labels are multilabel (each flipped independently).
+        noise: the source of every draw.
+    """
     if not epsilon > 0:
         raise ValueError(f"label epsilon must be > 0, got {epsilon}")
     if multilabel:

@@ -63,7 +63,12 @@ def project_to_distributions(values: Tensor, target: Tensor, num_nodes: int) -> 
 
 def uniform_baseline(target: Tensor, num_nodes: int) -> Tensor:
     """``1 / in-degree(v)`` for every edge ``u -> v``: the uniform distribution over each node's in-edges,
-    float64 [E]. It depends only on the public alignment graph."""
+    float64 [E]. It depends only on the public alignment graph.
+
+    Args:
+        target: each edge's target node, long [E].
+        num_nodes: N.
+    """
     return 1.0 / torch.bincount(target, minlength=num_nodes)[target].double()
 
 
@@ -154,6 +159,16 @@ class StatisticsMechanism:
         :func:`noise_multiplier_for_epsilon` and converts it back through the
         sensitivity: ``sigma = z * sensitivity / C``. ``target_epsilon =
         math.inf`` gives the ``clip_only`` mechanism.
+
+        Args:
+            target_epsilon: the epsilon to reach, > 0 (``math.inf``: the ``clip_only`` mechanism).
+            delta: the delta in (0, 1).
+            releases: the number of releases, >= 1.
+            clip_norm: C > 0.
+            clip_scope: ``"release"`` or ``"layer"``.
+            num_layers: L, required for scope ``"layer"``.
+            accountant: ``"rdp"`` or ``"prv"``.
+            centre: subtract the public uniform baseline before clipping (see the class).
         """
         z = noise_multiplier_for_epsilon(target_epsilon, delta, releases, accountant=accountant)
         if z == 0.0:
@@ -166,7 +181,13 @@ class StatisticsMechanism:
                     clip_norm: float | None = None) -> StatisticsMechanism:
         """Client ``client_id``'s mechanism for ``cfg.privacy``: ``noise_multiplier`` as given, or
         solved (:meth:`for_budget`) so that the client's planned releases spend ``target_epsilon``.
-        ``clip_norm``: C where the release fixes it (votes), else ``privacy.clip_norm``."""
+
+        Args:
+            cfg: the experiment config (its ``privacy`` section).
+            client_id: the client's index (its planned releases).
+            num_layers: L, the number of arrays released.
+            clip_norm: C where the release fixes it (votes), else None for ``privacy.clip_norm``.
+        """
         p = cfg.privacy
         c = p.clip_norm if clip_norm is None else clip_norm
         if p.target_epsilon is not None:
@@ -225,6 +246,9 @@ class StatisticsMechanism:
 
         Scope ``"release"``: the whole [L, E] block has norm <= C; scope
         ``"layer"``: every row has norm <= C.
+
+        Args:
+            stats: the raw statistics, one [E] tensor per layer.
         """
         self._check(stats)
         stacked = torch.stack(list(stats))
@@ -235,15 +259,23 @@ class StatisticsMechanism:
     def noisy_vector(self, stats: Sequence[Tensor], noise: NoiseSource | None) -> Tensor:
         """Clipped statistics plus ``N(0, (sigma C)^2)`` noise, before post-processing: float [L, E].
 
-        ``noise`` is the source of the noise (:class:`fedalign.client.noise.NoiseSource`: the OS
-        CSPRNG); it may be None only for a ``clip_only`` mechanism, which draws nothing.
+        Args:
+            stats: the raw statistics, one [E] tensor per layer.
+            noise: the source of the noise (:class:`fedalign.client.noise.NoiseSource`: the OS
+                CSPRNG); it may be None only for a ``clip_only`` mechanism, which draws nothing.
         """
         return self._noised(self.clip(stats), self.noise_multiplier * self.clip_norm, noise)
 
     def share(self, stats: Sequence[Tensor], noise: NoiseSource | None, parts: int) -> Tensor:
         """One client's share of a distributed release (:mod:`fedalign.aggregation`): the clipped
         statistics plus ``N(0, (sigma C)^2 / parts)`` noise, float [L, E], not post-processed (the sum of
-        ``parts`` honest shares carries noise sigma C; the receiver projects the sum)."""
+        ``parts`` honest shares carries noise sigma C; the receiver projects the sum).
+
+        Args:
+            stats: the raw statistics, one [E] tensor per layer.
+            noise: the source of the noise; None only for a ``clip_only`` mechanism.
+            parts: n >= 1, the number of honest shares the sum holds.
+        """
         if parts < 1:
             raise ValueError(f"parts must be >= 1, got {parts}")
         return self._noised(self.clip(stats), self.noise_multiplier * self.clip_norm / math.sqrt(parts), noise)

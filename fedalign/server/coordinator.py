@@ -90,6 +90,7 @@ class Coordinator:
 
     @property
     def num_clients(self) -> int:
+        """K, ``federation.num_clients``."""
         return self.cfg.federation.num_clients
 
     def _needs_statistics(self) -> bool:
@@ -111,6 +112,14 @@ class Coordinator:
         return self._absorb(0, {i: [] for i in clients}, self.transport.query(clients, 0))
 
     def run_round(self, round_number: int) -> list[RoundRecord]:
+        """Run training round ``round_number``: its trainers train on their peers' statistics and release.
+
+        Args:
+            round_number: the round, 1-based.
+
+        Returns:
+            the round's records, one per trainer.
+        """
         trainers = trainers_for_round(self.cfg.federation.schedule, round_number, self.num_clients)
         if self.secure:
             jobs = {i: self.summed.job_for(i) if self.summed is not None else {} for i in trainers}
@@ -140,11 +149,19 @@ class Coordinator:
         return {} if summed is None else summed.job()
 
     def released_arrays(self, client: int) -> int:
-        """How many arrays an honest release of ``client`` holds."""
+        """How many arrays an honest release of ``client`` holds.
+
+        Args:
+            client: the client's index.
+        """
         return released_arrays(self.cfg.align.strategy, self.cfg.model.for_client(client)["hidden_layers"])
 
     def expected_bytes(self, client: int) -> int | None:
-        """Size of an honest release of ``client`` in bytes (None while the edge count is unknown)."""
+        """Size of an honest release of ``client`` in bytes (None while the edge count is unknown).
+
+        Args:
+            client: the client's index.
+        """
         if self.layout is None:
             return None
         return release_bytes(self.cfg, client, self._num_edges())
@@ -268,9 +285,16 @@ class Coordinator:
 
     def resume(self, completed_round: int, cache: dict[int, Statistics], records: list[RoundRecord],
                summed: PeerSum | None = None, reported: dict[str, dict[int, float]] | None = None) -> None:
-        """Continue after ``completed_round`` with a saved cache (or sum of shares) and the records so far;
-        ``reported``: the epsilons saved with the state (:meth:`ServerState.load_reported`), merged with
-        those in ``records`` (the larger wins)."""
+        """Continue after ``completed_round`` with a saved cache (or sum of shares) and the records so far.
+
+        Args:
+            completed_round: the last round whose records are in.
+            cache: each client's last valid statistics, by client id (checked again here).
+            records: the round records so far.
+            summed: secure aggregation's last sum of shares, or None.
+            reported: the epsilons saved with the state (:meth:`ServerState.load_reported`), merged with
+                those in ``records`` (the larger wins); None for none.
+        """
         self.completed_round = completed_round
         self.reported.merge_records(records)
         self.reported.merge(reported or {})

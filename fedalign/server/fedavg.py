@@ -124,6 +124,7 @@ class Averaging:
 
     @property
     def private(self) -> bool:
+        """Whether the aggregation clips (``dp-fedavg``)."""
         return self.clip_norm is not None
 
     def __call__(self, global_weights: Weights, updates: list[Weights], round_number: int) -> Weights:
@@ -154,11 +155,20 @@ class WeightReply:
 
 class WeightTransport(Protocol):
     def train_weights(self, global_weights: Weights, round_number: int) -> dict[int, WeightReply]:
-        """Every client loads ``global_weights``, trains, and returns its update."""
+        """Every client loads ``global_weights``, trains, and returns its update.
+
+        Args:
+            global_weights: the global model's weights, one array per parameter.
+            round_number: the round, 1-based.
+        """
 
 
 def payload(arrays: Weights | None) -> int:
-    """Bytes of a list of arrays (0 for None)."""
+    """Bytes of a list of arrays (0 for None).
+
+    Args:
+        arrays: the arrays, or None.
+    """
     return int(sum(np.asarray(a).nbytes for a in arrays)) if arrays else 0
 
 

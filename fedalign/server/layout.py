@@ -29,6 +29,9 @@ def public_layout_artefact(cfg: ExperimentConfig) -> PublicLayout | None:
 
     Raises:
         PublicLayoutMismatch: the file is unreadable, changed, or made for another experiment or fingerprint.
+
+    Args:
+        cfg: the experiment config (``federation.public_layout``).
     """
     if cfg.federation.public_layout is None:
         return None
@@ -38,7 +41,11 @@ def public_layout_artefact(cfg: ExperimentConfig) -> PublicLayout | None:
 
 def with_layout_fingerprint(cfg: ExperimentConfig) -> ExperimentConfig:
     """``cfg`` with ``federation.public_layout_sha256`` filled from its artefact (checked), so that every
-    client checks its own data against it; ``cfg`` itself when it names no artefact or already pins one."""
+    client checks its own data against it; ``cfg`` itself when it names no artefact or already pins one.
+
+    Args:
+        cfg: the experiment config.
+    """
     artefact = public_layout_artefact(cfg)
     if artefact is None or cfg.federation.public_layout_sha256 is not None:
         return cfg
@@ -53,6 +60,9 @@ def release_layout_of(cfg: ExperimentConfig) -> ReleaseLayout | None:
     Without an artefact the server builds the public graph from the same data and partition config as
     the clients (without dealing out the private data). None, with a warning, when this process cannot
     read the data: releases are then checked for shape, dtype and range only, not for per-node sums.
+
+    Args:
+        cfg: the experiment config.
     """
     artefact = public_layout_artefact(cfg)
     if artefact is not None:
@@ -70,6 +80,12 @@ def release_layout_of(cfg: ExperimentConfig) -> ReleaseLayout | None:
 
 
 def release_bytes(cfg: ExperimentConfig, client: int, entries: int) -> int:
-    """Bytes of an honest release of ``client`` with ``entries`` values per array (the wire dtype)."""
+    """Bytes of an honest release of ``client`` with ``entries`` values per array (the wire dtype).
+
+    Args:
+        cfg: the experiment config (strategy, model depth, ``align.statistics_dtype``).
+        client: the client's index.
+        entries: the number of values in each array.
+    """
     arrays = released_arrays(cfg.align.strategy, cfg.model.for_client(client)["hidden_layers"])
     return arrays * entries * np.dtype(cfg.align.statistics_dtype).itemsize

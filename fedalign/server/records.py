@@ -28,6 +28,9 @@ class RoundRecord:
     shared: str | None = None
 
     def to_json(self) -> dict:
+        """The record as a row of ``rounds.jsonl`` (metrics inline; ``seconds``, ``error`` and ``shared`` only when
+        set).
+        """
         row = {
             "round": self.round, "client": self.client, "status": self.status, "peers": self.peers,
             **self.metrics,
@@ -43,7 +46,11 @@ class RoundRecord:
 
     @classmethod
     def from_json(cls, row: dict) -> "RoundRecord":
-        """Inverse of :meth:`to_json` (as written to ``rounds.jsonl``: "inf" strings, null for NaN)."""
+        """Inverse of :meth:`to_json` (as written to ``rounds.jsonl``: "inf" strings, null for NaN).
+
+        Args:
+            row: one parsed line of ``rounds.jsonl``.
+        """
         fixed = {"round", "client", "status", "peers", "bytes_received", "bytes_sent", "seconds", "error", "shared"}
 
         def number(value) -> float:
@@ -56,4 +63,12 @@ class RoundRecord:
 
 
 class RoundListener(Protocol):
-    def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None: ...
+    def on_round(self, round_number: int, total_rounds: int, records: list[RoundRecord]) -> None:
+        """Called after every round with its records.
+
+        Args:
+            round_number: the round just completed (0: the initial release).
+            total_rounds: the run's number of rounds.
+            records: the round's records, one per client.
+        """
+        ...

@@ -29,14 +29,28 @@ class ServerState:
     REPORTED = "reported-"
 
     def __init__(self, run_dir: str | Path) -> None:
+        """The state file of a run folder.
+
+        Args:
+            run_dir: the run folder; the state is its ``server-state.npz``.
+        """
         self.path = Path(run_dir) / self.FILE
         self.clock: Callable[[], float] | None = None  # the run's wall seconds so far, saved with the state
 
     def exists(self) -> bool:
+        """Whether a state has been saved."""
         return self.path.is_file()
 
     def save(self, completed_round: int, cache: dict[int, Statistics], summed: PeerSum | None = None,
              reported: dict[str, dict[int, float]] | None = None) -> None:
+        """Write the state after round ``completed_round``, atomically, readable by its owner only.
+
+        Args:
+            completed_round: the last round whose records are in.
+            cache: each client's last valid statistics, by client id.
+            summed: secure aggregation's last sum of shares, or None.
+            reported: the largest epsilon each client reported, ``{metric: {client: value}}``, or None.
+        """
         arrays = {f"{client}.{layer}": p for client, stats in cache.items() for layer, p in enumerate(stats, start=1)}
         for metric, values in (reported or {}).items():  # {metric: {client: largest value reported}}
             if not values:

@@ -17,6 +17,11 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
     ``epsilon``, each client gets ``epsilon`` (its last reported value, None if
     it never reported one) and the summary a top-level ``epsilon``, the
     maximum over clients, plus ``withheld_rounds``.
+
+    Args:
+        records: the run's round records.
+        num_clients: K.
+        metric_name: the task metric's name (``accuracy`` or ``micro_f1``).
     """
     clients = {}
     for c in range(num_clients):

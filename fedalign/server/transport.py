@@ -45,15 +45,35 @@ class Transport(Protocol):
     epsilon_before: dict[int, float]
 
     def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
-        """Each client's current statistics (no training)."""
+        """Each client's current statistics (no training).
+
+        Args:
+            clients: the client ids asked.
+            round_number: the round (0: the initial release).
+        """
 
     def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
-        """``jobs``: trainer id -> {peer id: peer statistics}. Returns fresh statistics + metrics."""
+        """Each trainer trains a turn on its peers' statistics. Returns fresh statistics + metrics.
+
+        Args:
+            jobs: trainer id -> {peer id: peer statistics} (or one summed entry).
+            round_number: the round, 1-based.
+        """
 
     def query_summed(self, clients: list[int], round_number: int) -> tuple[dict[int, Reply], PeerSum | None]:
-        """Secure aggregation: each client's current share; only their sum comes back (replies carry metrics)."""
+        """Secure aggregation: each client's current share; only their sum comes back (replies carry metrics).
+
+        Args:
+            clients: the client ids asked.
+            round_number: the round (0: the initial release).
+        """
 
     def train_summed(self, jobs: dict[int, dict[int, Statistics]], round_number: int
                      ) -> tuple[dict[int, Reply], PeerSum | None]:
         """Secure aggregation: ``jobs`` as for :meth:`train` (each holding the last sum); the trainers'
-        fresh shares come back only as their sum (None when too few clients contributed)."""
+        fresh shares come back only as their sum (None when too few clients contributed).
+
+        Args:
+            jobs: trainer id -> its job (the last sum of shares).
+            round_number: the round, 1-based.
+        """

@@ -33,7 +33,12 @@ def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int,
                          dp_sgd_ledger: PrivacyLedger | None) -> ReleasePolicy:
     """The policy of client ``client_id`` releasing ``num_arrays`` arrays laid out as ``layout``.
 
-    ``dp_sgd_ledger``: the ledger of the client's DP-SGD steps, when it trains with DP-SGD.
+    Args:
+        cfg: the experiment config (``align`` and ``privacy`` sections).
+        client_id: the client's index.
+        num_arrays: how many arrays one release holds (:func:`~fedalign.alignment.released_arrays`).
+        layout: the release layout (edges or query nodes of the alignment graph).
+        dp_sgd_ledger: the ledger of the client's DP-SGD steps, when it trains with DP-SGD, else None.
     """
     if not shares_statistics(cfg.align.strategy):
         return NoRelease()

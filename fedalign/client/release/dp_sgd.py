@@ -16,9 +16,17 @@ class DPSGDRelease(ReleasePolicy):
     """
 
     def __init__(self, cfg: ExperimentConfig, client_id: int, ledger: PrivacyLedger) -> None:
+        """Report the epsilon of ``ledger`` with every release.
+
+        Args:
+            cfg: the experiment config.
+            client_id: the client's index.
+            ledger: the ledger of the client's DP-SGD steps.
+        """
         self.cfg, self.client_id = cfg, client_id
         self.wire_dtype, self.ledger = cfg.align.statistics_dtype, ledger
 
     def release(self, statistics, round_number, turn):
+        """The raw statistics in the wire dtype, with the DP-SGD ledger's epsilon."""
         epsilon = reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon())
         return on_wire(statistics(), self.wire_dtype), {"epsilon": epsilon, "withheld": 0.0}

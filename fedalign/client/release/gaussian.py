@@ -31,6 +31,17 @@ class GaussianRelease(ReleasePolicy):
 
     def __init__(self, mechanism: StatisticsMechanism, ledger: PrivacyLedger, layout: ReleaseLayout,
                  max_epsilon: float | None, wire_dtype: str, cfg: ExperimentConfig, client_id: int) -> None:
+        """Use :meth:`from_config` to build one from the experiment config.
+
+        Args:
+            mechanism: clips and noises each release.
+            ledger: records every charged release.
+            layout: the release layout (its targets and node count go to the mechanism's projection).
+            max_epsilon: the epsilon no release may take the client past, or None for no cap.
+            wire_dtype: ``"float32"`` or ``"float16"``.
+            cfg: the experiment config.
+            client_id: the client's index.
+        """
         self.mechanism, self.ledger, self.layout = mechanism, ledger, layout
         self.max_epsilon, self.wire_dtype = max_epsilon, wire_dtype
         self.cfg, self.client_id = cfg, client_id
@@ -38,15 +49,23 @@ class GaussianRelease(ReleasePolicy):
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
                     clip_norm: float | None = None) -> "GaussianRelease":
-        """sigma as given, or solved so that the client's planned releases spend ``target_epsilon``;
-        ``clip_norm``: C when the release fixes it (votes: :func:`~fedalign.wire.release_clip_norm`),
-        else ``privacy.clip_norm``."""
+        """sigma as given, or solved so that the client's planned releases spend ``target_epsilon``.
+
+        Args:
+            cfg: the experiment config (its ``privacy`` section).
+            client_id: the client's index.
+            num_arrays: how many arrays one release holds.
+            layout: the release layout.
+            clip_norm: C when the release fixes it (votes: :func:`~fedalign.wire.release_clip_norm`),
+                else None for ``privacy.clip_norm``.
+        """
         p = cfg.privacy
         mechanism = StatisticsMechanism.from_config(cfg, client_id, num_arrays, clip_norm)
         return cls(mechanism, PrivacyLedger(p.accountant, p.delta), layout, p.max_epsilon,
                    cfg.align.statistics_dtype, cfg, client_id)
 
     def release(self, statistics, round_number, turn):
+        """Clip, noise and project the statistics, or withhold them (see the class docstring)."""
         if turn == 0 and not initial_release_is_charged(self.cfg):  # data-free: exact and free
             return on_wire(statistics(), self.wire_dtype), self._metrics(withheld=False)
         multiplier = self.mechanism.effective_noise_multiplier
@@ -69,6 +88,7 @@ class GaussianRelease(ReleasePolicy):
                 "withheld": 1.0 if withheld else 0.0}
 
     def state_dict(self) -> dict[str, Any]:
+        """The privacy ledger and the noise multiplier sigma."""
         return {"privacy_ledger": self.ledger.state_dict(), "noise_multiplier": self.mechanism.noise_multiplier}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -78,6 +98,9 @@ class GaussianRelease(ReleasePolicy):
         switching sigma mid-run would not give that epsilon (the earlier releases stay charged at
         the old sigma), so the old sigma stays and the larger epsilon the extension will reach
         is announced as a warning (and reported with every release, as always).
+
+        Args:
+            state: the whole client checkpoint (needs ``privacy_ledger``).
         """
         if "privacy_ledger" not in state:
             raise ValueError("checkpoint has no 'privacy_ledger' but this client's privacy config needs one; resuming "

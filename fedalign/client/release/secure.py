@@ -31,6 +31,14 @@ class SecureShareRelease(GaussianRelease):
     """
 
     def __init__(self, *args, parts: int, **kwargs) -> None:
+        """Use :meth:`from_config`; the rest as :class:`GaussianRelease`.
+
+        Args:
+            *args: :class:`GaussianRelease`'s positional arguments.
+            parts: n, the number of honest shares every used sum holds
+                (:func:`~fedalign.aggregation.honest_noise_shares`).
+            **kwargs: :class:`GaussianRelease`'s keyword arguments.
+        """
         super().__init__(*args, **kwargs)
         self.parts = parts
         self.last_share: Statistics | None = None
@@ -38,12 +46,14 @@ class SecureShareRelease(GaussianRelease):
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
                     clip_norm: float | None = None) -> "SecureShareRelease":
+        """As :meth:`GaussianRelease.from_config`, with n from ``federation`` and ``privacy``."""
         base = GaussianRelease.from_config(cfg, client_id, num_arrays, layout, clip_norm)
         p = cfg.privacy
         return cls(base.mechanism, base.ledger, layout, base.max_epsilon, base.wire_dtype, cfg, client_id,
                    parts=honest_noise_shares(cfg.federation.num_clients, p.max_dropout_share, p.colluders))
 
     def release(self, statistics, round_number, turn):
+        """A share of the statistics (see the class docstring); the share is kept for :meth:`peer_total`."""
         raw = [torch.from_numpy(np.asarray(s)).double() for s in statistics()]
         if self.mechanism.centre:  # privacy.subtract_baseline: every share is a deviation from the public uniform
             raw = [r - self._baseline() for r in raw]
@@ -71,7 +81,12 @@ class SecureShareRelease(GaussianRelease):
     def peer_total(self, peers: dict[int, Statistics]) -> tuple[list[np.ndarray], int] | None:
         """``(sum of the peers' shares, number of peers' shares)`` from the sum of shares (one entry,
         :data:`SUM_WITH_OWN` or :data:`SUM_WITHOUT_OWN`, its last array the number of shares): this
-        client's share subtracted when the sum holds it. None when no peer's share is in the sum."""
+        client's share subtracted when the sum holds it. None when no peer's share is in the sum.
+
+        Args:
+            peers: one entry, keyed :data:`SUM_WITH_OWN` or :data:`SUM_WITHOUT_OWN`: the summed arrays, then the
+                count.
+        """
         (key, arrays), = peers.items()
         *summed, count = arrays
         num_peers = int(count[0])
@@ -88,7 +103,11 @@ class SecureShareRelease(GaussianRelease):
         """The peers' mean distributions from the sum of shares (:meth:`peer_total`), divided by the number
         of peers' shares (the public baseline added back when shares are centred), every group projected to
         a distribution (negatives clamped, renormalised: post-processing). None when no peer's share is in
-        the sum."""
+        the sum.
+
+        Args:
+            peers: the sum of shares, as for :meth:`peer_total`.
+        """
         total = self.peer_total(peers)
         if total is None:
             return None
@@ -100,12 +119,14 @@ class SecureShareRelease(GaussianRelease):
         return [project_to_distributions(m, target, self.layout.num_nodes).float().numpy() for m in means]
 
     def state_dict(self) -> dict[str, Any]:
+        """As :class:`GaussianRelease`'s, plus the last share."""
         state = super().state_dict()
         if self.last_share is not None:
             state["last_share"] = [torch.from_numpy(s) for s in self.last_share]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """As :class:`GaussianRelease`'s, plus the last share."""
         super().load_state_dict(state)
         share = state.get("last_share")
         self.last_share = None if share is None else [t.numpy() for t in share]
