@@ -119,7 +119,11 @@ def _check_complete_run(run_dir: Path, rounds: int) -> None:
 
 
 def _cmdline(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    """The process' command line; [] when it ended between being listed and being read."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return []
 
 
 # --------------------------------------------------------------- one machine

@@ -256,8 +256,10 @@ def test_noise_control_twins_run_resume_and_appear_in_results(tmp_path):
         ("none", "False", "arm=none__seed=0"), ("logits", "False", "arm=logits__seed=0"),
         ("logits", "True", "arm=logits__seed=0__noise-control")]
     assert "| logits | True |" in (tmp_path / "results" / "table.md").read_text()
-    assert json.loads((tmp_path / "results" / "sweep.json").read_text()) == \
+    written = json.loads((tmp_path / "results" / "sweep.json").read_text())
+    assert {k: v for k, v in written.items() if k != "provenance"} == \
         {"name": "sweep", "purpose": "tuning", "noise_controls": True}
+    assert set(written["provenance"]) >= {"revision", "dirty", "versions", "machine", "command"}
     unarchive_runs(tmp_path / "results")
     (tmp_path / "results" / "runs" / "arm=logits__seed=0__noise-control" / "summary.json").unlink()
     calls.clear()
