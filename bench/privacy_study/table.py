@@ -96,9 +96,10 @@ def _row(key: Key, cells: dict[Key, list[dict[str, Any]]]) -> dict[str, Any]:
     if gain and clean_gain and finite and first["kind"] != "label-dp" and clean_gain["mean"]:
         kept = gain["mean"] / clean_gain["mean"]
     stats = mean_std(list(tests.values()))
-    wall = mean_std([r["wall_seconds"] for r in group_cells])["mean"]
-    labelled = mean_std([r.get("vote_labelled") for r in group_cells])["mean"]
-    accuracy = mean_std([r.get("vote_accuracy") for r in group_cells])["mean"]
+    def mean_of(name: str) -> float | None:  # sorted: the same cells give the same float, in any sweep order
+        return mean_std(sorted(r[name] for r in group_cells if r.get(name) is not None))["mean"]
+
+    wall, labelled, accuracy = mean_of("wall_seconds"), mean_of("vote_labelled"), mean_of("vote_accuracy")
     return {"K": k, "split": split, "arm": arm, "mode": mode, "epsilon": eps, "kind": first["kind"],
             "seeds": stats["n"],
             "test_mean": stats["mean"], "test_std": stats["std"],
