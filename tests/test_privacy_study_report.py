@@ -36,7 +36,7 @@ def _sweep(folder: Path, cells: list[tuple], k: int = 20, partition: dict | None
     for index, (seed, arm, privacy, test, *val) in enumerate(cells):
         run = f"cell{index}__seed={seed}"
         config = {"seed": seed, "federation": {"num_clients": k}, "partition": partition or DIRICHLET,
-                  "align": {"strategy": arm.split("-")[0]}, "privacy": _privacy(**privacy)}
+                  "align": {"strategy": arm if arm == "dp-fedavg" else arm.split("-")[0]}, "privacy": _privacy(**privacy)}
         summary = {"status": "finished", "metric": "accuracy", "mean_test_at_best_val": test, "wall_seconds": 60.0,
                    "clients": {"0": {"best_val": val[0] if val else 0.5, "test_at_best_val": test}},
                    "epsilon": 0.104 if privacy.get("noise_multiplier") else privacy.get("target_epsilon")}
@@ -147,6 +147,33 @@ def test_gain_over_the_noise_control_by_hand(tmp_path):
     assert minus_alone["mean"] == pytest.approx(0.06)  # 0.05, 0.05, 0.08
     assert minus_alone["verdict"] == verdict(minus_alone) == ("significant gain" if minus_alone["p"] < 0.05
                                                               else "inconclusive")
+
+
+def test_statistics_rows_are_paired_with_dp_fedavg_at_the_same_epsilon(tmp_path):
+    dp4, dp8 = {"target_epsilon": 4.0, "secure_aggregation": True}, {"target_epsilon": 8.0, "secure_aggregation": True}
+    weights4, weights8 = {"mechanism": "none", "target_epsilon": 4.0}, {"mechanism": "none", "target_epsilon": 8.0}
+    _sweep(tmp_path / "s", [
+        (0, "none", PLAIN, 0.50), (1, "none", PLAIN, 0.52), (2, "none", PLAIN, 0.54),
+        (0, "votes", dp4, 0.60), (1, "votes", dp4, 0.61), (2, "votes", dp4, 0.65),
+        (0, "votes", dp8, 0.70), (1, "votes", dp8, 0.71),
+        (0, "dp-fedavg", weights4, 0.55), (1, "dp-fedavg", weights4, 0.58), (2, "dp-fedavg", weights4, 0.59),
+        (0, "dp-fedavg", weights8, 0.75), (1, "dp-fedavg", weights8, 0.72)], k=100)
+    found = {(f["family"], f["row"][2], f["row"][4]): f for f in comparisons(load_records(tmp_path)[0])}
+    at4 = found[("statistics minus DP-FedAvg at the same ε", "votes", 4.0)]
+    assert at4["other"][2] == "dp-fedavg" and at4["other"][3] == "central DP (weights)" and at4["other"][4] == 4.0
+    assert at4["diffs"] == pytest.approx([0.05, 0.03, 0.06]) and at4["mean"] == pytest.approx(0.14 / 3)
+    at8 = found[("statistics minus DP-FedAvg at the same ε", "votes", 8.0)]
+    assert at8["diffs"] == pytest.approx([-0.05, -0.01]) and at8["n"] == 2
+
+
+def test_a_seed_run_twice_counts_once_with_the_mean_of_its_runs(tmp_path):
+    _sweep(tmp_path / "a", [(0, "none", PLAIN, 0.50), (1, "none", PLAIN, 0.52), (0, "logits", PLAIN, 0.60),
+                            (1, "logits", PLAIN, 0.64)])
+    _sweep(tmp_path / "b", [(0, "logits", PLAIN, 0.56)])  # seed 0 again, in another sweep
+    (row,) = [r for r in _table(tmp_path) if r["arm"] == "logits"]
+    assert row["seeds"] == 2
+    assert row["test_mean"] == pytest.approx((0.58 + 0.64) / 2)
+    assert row["gain_over_none"] == pytest.approx((0.08 + 0.12) / 2)
 
 
 def test_verdicts_and_holm():

@@ -1,9 +1,10 @@
 """``conclusions.md``: the study's paired differences between its own rows, each with a verdict.
 
-Three families, found from the rows' configs (not named one by one): every DP row minus its noise
+Four families, found from the rows' configs (not named one by one): every DP row minus its noise
 control (does anything of the peers' statistics get through the noise?), secure aggregation minus each
-client alone (same K, split, arm, epsilon and options), and each option (baseline subtracted, release
-every k-th turn) minus the same row without it. Each difference is paired by seed: mean ± SE in points,
+client alone (same K, split, arm, epsilon and options), each option (baseline subtracted, release
+every k-th turn) minus the same row without it, and every DP statistics row minus ``dp-fedavg`` (noise
+on averaged weights, the field's reference) at the same K, split and epsilon. Each difference is paired by seed: mean ± SE in points,
 the per-seed differences, the paired t-test's p, and the verdict: ``significant gain`` / ``significant
 loss`` at p < 0.05, else ``inconclusive``. The gains over ``none`` are in table.md.
 """
@@ -18,7 +19,8 @@ from bench.reproduction_analysis import paired
 from .table import Key, by_seed, format_epsilon, group, noise_control_of, order
 
 ALPHA = 0.05
-FAMILIES = ("DP minus its noise control", "secure aggregation minus alone", "option minus the default")
+FAMILIES = ("DP minus its noise control", "secure aggregation minus alone", "option minus the default",
+            "statistics minus DP-FedAvg at the same ε")
 
 
 def verdict(comparison: dict[str, Any]) -> str:
@@ -41,6 +43,15 @@ def _find(cells: dict[Key, list[dict]], first: dict, **want) -> Key | None:
     return None
 
 
+def _weights_dp(cells: dict[Key, list[dict]], first: dict) -> Key | None:
+    """The ``dp-fedavg`` row at the DP row's K, split and epsilon (None if not run)."""
+    for key, group_cells in cells.items():
+        c = group_cells[0]
+        if c["kind"] == "weights-dp" and key[:2] == (first["K"], first["split"]) and c["epsilon"] == first["epsilon"]:
+            return key
+    return None
+
+
 def comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every pair of rows the three families compare (see the module docstring), paired by seed.
 
@@ -58,6 +69,7 @@ def comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             pairs.append((FAMILIES[1], _find(cells, first, kind="dp", secure=False, options=first["options"])))
         if first["options"]:
             pairs.append((FAMILIES[2], _find(cells, first, kind="dp", secure=first["secure"], options="")))
+        pairs.append((FAMILIES[3], _weights_dp(cells, first)))
         for family, other in pairs:
             result = paired(by_seed(cells[key]), by_seed(cells[other])) if other else {"n": 0}
             if not result["n"]:

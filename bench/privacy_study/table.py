@@ -51,12 +51,16 @@ def order(keys, records: list[dict[str, Any]]) -> list[Key]:
 
 
 def by_seed(group_cells: list[dict[str, Any]]) -> dict[int, float]:
-    """``{seed: test}`` of a row's cells.
+    """``{seed: test}`` of a row's cells; a seed run more than once (the same cell in two sweeps) counts once,
+    with the mean of its runs (summed in sorted order, so any sweep order gives the same float).
 
     Args:
         group_cells: the cells of one row.
     """
-    return {r["seed"]: r["test"] for r in group_cells}
+    runs: dict[int, list[float]] = {}
+    for r in group_cells:
+        runs.setdefault(r["seed"], []).append(r["test"])
+    return {seed: sum(sorted(tests)) / len(tests) for seed, tests in sorted(runs.items())}
 
 
 def noise_control_of(first: dict[str, Any], cells: dict[Key, list[dict[str, Any]]]) -> Key | None:
