@@ -41,14 +41,21 @@ from flwr.client.mod import secaggplus_mod  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_CONFIGS  # noqa: E402
 
+from clients.fedavg import answer_weights, is_weight_request  # noqa: E402
 from fedalign.client.paths import state_root  # noqa: E402
-from fedalign.files import append_private_line  # noqa: E402
 from fedalign.client.requests import Request  # noqa: E402
 from fedalign.client.worker import ask  # noqa: E402
+from fedalign.files import append_private_line  # noqa: E402
 from fedalign.ledgers import LEDGER_LOST, lost_error  # noqa: E402
-from clients.fedavg import answer_weights, is_weight_request  # noqa: E402
-from fedalign_flower.protocol import (IDENTIFY_ROUND, encode_reply, encode_share_reply, epsilon_before_of,  # noqa: E402
-                                      is_share_request, request_fields, share_request_fields)
+from fedalign_flower.protocol import (  # noqa: E402
+    IDENTIFY_ROUND,
+    encode_reply,
+    encode_share_reply,
+    epsilon_before_of,
+    is_share_request,
+    request_fields,
+    share_request_fields,
+)
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED
 
@@ -85,7 +92,8 @@ def _log_timing(state_dir: str | None, run_tag: str, client_id: int, row: dict) 
 def _request(msg: Message, context: Context) -> Request:
     node = context.node_config
     if "partition-id" not in node:
-        raise ValueError("this SuperNode has no partition-id: start it with --node-config 'partition-id=<i> num-partitions=<K>'")
+        raise ValueError("this SuperNode has no partition-id: start it with "
+                         "--node-config 'partition-id=<i> num-partitions=<K>'")
     message_type = msg.metadata.message_type
     if is_share_request(msg.content):  # the training step of a SecAgg+ round
         experiment, round_number, run_tag, message_type, peers = share_request_fields(msg.content)

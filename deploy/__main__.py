@@ -128,7 +128,7 @@ def cmd_keys(a: argparse.Namespace) -> int:
         made = certs.make_node_key_pairs(a.out, a.names, overwrite=a.force)  # all or nothing
     except (ValueError, FileExistsError) as error:
         raise DeployError(f"{error}; no key was made") from None
-    for name, (private, public) in zip(a.names, made):
+    for name, (private, public) in zip(a.names, made, strict=True):
         print(f"{name}: private key {private} (stays on the SuperNode machine), public key {public} (register it)")
     return 0
 

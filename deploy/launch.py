@@ -167,7 +167,7 @@ def speaks_tls(address: str, timeout: float = 5.0) -> bool | None:
             try:
                 with context.wrap_socket(raw, server_hostname=host.strip("[]") or None):
                     return True
-            except (ssl.SSLError, ConnectionError, socket.timeout):
+            except (TimeoutError, ssl.SSLError, ConnectionError):
                 return False
     except (OSError, ValueError):
         return None
@@ -758,7 +758,8 @@ def wait_for_port(host: str, port: int, process: Process, timeout: float = 60.0)
                 return
         except OSError:
             time.sleep(0.5)
-    raise TimeoutError(f"{process.role}: nothing listens on {host}:{port} after {timeout:.0f}s\n{log_tail(process.log)}")
+    raise TimeoutError(f"{process.role}: nothing listens on {host}:{port} after {timeout:.0f}s\n"
+                       f"{log_tail(process.log)}")
 
 
 # ---------------------------------------------------------------- one machine
@@ -793,7 +794,7 @@ class Deployment:
         return path
 
     @classmethod
-    def load(cls, workdir: str | Path) -> "Deployment":
+    def load(cls, workdir: str | Path) -> Deployment:
         path = Path(workdir).expanduser().resolve() / DEPLOYMENT_FILE
         try:
             data = json.loads(path.read_text())
@@ -816,7 +817,7 @@ class Deployment:
             return True
         port = self.address.rpartition(":")[2]
         return any(Path(a).name == "flower-superlink" for a in args[:2]) and \
-            any(a == "--port" and b == port for a, b in zip(args, args[1:]))
+            any(a == "--port" and b == port for a, b in zip(args, args[1:], strict=False))
 
     def alive(self) -> set[int]:
         """Its live processes: those tagged with its tag, any Flower process or worker started by hand for it
@@ -879,7 +880,8 @@ def start_local(workdir: str | Path, clients: int, *, port: int | None = None, i
                      insecure=insecure, flwr_home=flwr_home, default=True)
     deployment = Deployment(tag, str(workdir), address, LOCAL_CONNECTION, str(flwr_home), insecure, [])
     try:
-        link = start("superlink", superlink_command(host=host, port=port, certs_dir=workdir / "certs", insecure=insecure),
+        link = start("superlink",
+                     superlink_command(host=host, port=port, certs_dir=workdir / "certs", insecure=insecure),
                      tag=tag, log=workdir / "superlink" / "superlink.log",
                      env={"FLWR_HOME": str(workdir / "superlink" / "flwr-home")})
         deployment.processes.append(link)

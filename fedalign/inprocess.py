@@ -15,11 +15,10 @@ where SecAgg+ hides them from the server.
 from __future__ import annotations
 
 import json
-
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -50,7 +49,7 @@ class InProcessTransport:
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, state_dir: Path | None = None, restore: bool = False
-                    ) -> "InProcessTransport":
+                    ) -> InProcessTransport:
         """The students of ``cfg``; with ``restore``, each continues from its checkpoint in ``state_dir``.
 
         Args:
@@ -130,7 +129,7 @@ class InProcessTransport:
             reply.statistics = None
         if not shares:
             return replies, None
-        arrays = [sum(layers) for layers in zip(*shares.values())]
+        arrays = [sum(layers) for layers in zip(*shares.values(), strict=True)]
         return replies, PeerSum([np.asarray(a, dtype=np.float64) for a in arrays], sorted(shares))
 
 

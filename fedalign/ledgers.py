@@ -22,7 +22,7 @@ epsilon at all) are never refused. The values are the ones replies carry: ``epsi
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 LEDGER_METRICS = ("epsilon", "dp_sgd_epsilon")
 LEDGER_LOST = "ledger_lost"  # the reply of a client that refuses to release (in wire.REPLY_METRICS)

@@ -21,7 +21,7 @@ import json
 import math
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -51,7 +51,7 @@ def new_run_dir(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
         root: the parent folder, or None for ``output.dir``.
     """
     base = Path(root if root is not None else cfg.output.dir)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     path = base / f"{cfg.name}-{stamp}"
     suffix = 1
     while path.exists():

@@ -184,7 +184,7 @@ def command_line(argv: list[str]) -> str:
     return shlex.join(words) if words else "unknown"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _static(path: str, declared: str) -> dict[str, Any]:
     """The parts of :func:`provenance` that do not change within a process (cached).
 

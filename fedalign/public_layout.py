@@ -214,7 +214,8 @@ def check_artefact(layout: PublicLayout, cfg: ExperimentConfig, where: str = "th
                                    "make it again with `fedalign layout` from this experiment's config")
     if cfg.align.strategy in NODE_STRATEGIES:
         drawn = query_nodes(cfg.seed, layout.num_nodes, cfg.align.queries)
-        if (drawn is None) != (layout.queries is None) or (drawn is not None and not np.array_equal(drawn, layout.queries)):
+        if (drawn is None) != (layout.queries is None) or \
+                (drawn is not None and not np.array_equal(drawn, layout.queries)):
             raise PublicLayoutMismatch(f"federation.public_layout: {where} holds another query set than "
                                        f"seed {cfg.seed} and align.queries {cfg.align.queries} draw")
     check_fingerprint(cfg, layout.fingerprint, where)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -25,7 +25,8 @@ from .wire import private_releases
 # Config keys that may change when a run is resumed: where things live, how
 # long the server waits, how it reports, and how many rounds (to extend a run).
 RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "federation.rounds", "federation.timeout", "output.", "device",
-                     "simulation.", "federation.public_layout")  # the artefact: where the layout is read, not what it is
+                     "simulation.",
+                     "federation.public_layout")  # the artefact: where the layout is read, not what it is
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -62,7 +63,8 @@ def config_differences(run_dir: Path, cfg: ExperimentConfig, ignore: tuple[str, 
         return [f"the saved config.yaml is no longer valid ({error})"]
     saved = _flatten(raw)
     current = _flatten(cfg.to_dict())
-    changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k) and not k.startswith(ignore))
+    changed = sorted(k for k in saved.keys() | current.keys()
+                     if saved.get(k) != current.get(k) and not k.startswith(ignore))
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed]
 
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor

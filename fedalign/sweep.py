@@ -63,10 +63,11 @@ import multiprocessing
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -160,7 +161,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         names = split_key(key)
         if not all(names) or len(set(names)) != len(names) or seen & set(names):
             raise ConfigError(f"grid: {key}: every config key may appear once in the grid, and a zipped key "
-                              "is a comma-separated list of distinct keys, e.g. federation.num_clients,federation.rounds")
+                              "is a comma-separated list of distinct keys, e.g. "
+                              "federation.num_clients,federation.rounds")
         seen |= set(names)
         if len(names) > 1:
             for value in values:
@@ -216,8 +218,8 @@ def cells(spec: SweepSpec) -> list[dict[str, Any]]:
     result = []
     for combo in itertools.product(*(values for _, values in axes)):
         cell: dict[str, Any] = {}
-        for (keys, _), values in zip(axes, combo):
-            cell.update(zip(keys, values))
+        for (keys, _), values in zip(axes, combo, strict=True):
+            cell.update(zip(keys, values, strict=True))
         result.append(cell)
         if spec.noise_controls and needs_noise_control(cell_config(spec, cell)):
             result.append({**cell, NOISE_CONTROL: True})

@@ -42,7 +42,7 @@ def aggregate(spec: SweepSpec, rows: list[dict]) -> list[dict]:
     for key, values in groups.items():
         values = [v for v in values if v is not None]
         table.append({
-            **dict(zip(spec.group_keys, key)), "n": len(values),
+            **dict(zip(spec.group_keys, key, strict=True)), "n": len(values),
             "mean": float(np.mean(values)) if values else None,
             "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
         })

@@ -16,8 +16,8 @@ every client, also per client and per round, as the other private arms report it
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .client import Student, build_student
 from .client.weights import WeightPrivacy, get_weights, train_update

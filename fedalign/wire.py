@@ -206,7 +206,7 @@ class PeerMass:
         return {PEER_MASS: [*self.arrays, np.array([self.num_peers, self.constant], dtype=MASS_DTYPE)]}
 
     @classmethod
-    def from_job(cls, arrays: list[np.ndarray]) -> "PeerMass":
+    def from_job(cls, arrays: list[np.ndarray]) -> PeerMass:
         """The inverse of :meth:`job` (``arrays``: a request's entry under :data:`PEER_MASS`), unchecked."""
         *mass, (num_peers, constant) = arrays
         return cls(list(mass), float(constant), int(num_peers))
@@ -296,7 +296,7 @@ class ReleaseLayout:
         return np.bincount(self.target, minlength=self.num_nodes) > 0
 
     @classmethod
-    def from_edge_index(cls, edge_index, num_nodes: int) -> "ReleaseLayout":
+    def from_edge_index(cls, edge_index, num_nodes: int) -> ReleaseLayout:
         """From a ``[2, E]`` edge index (torch tensor or array)."""
         target = np.asarray(edge_index[1].cpu() if hasattr(edge_index, "cpu") else edge_index[1], dtype=np.int64)
         return cls(int(num_nodes), target)
@@ -332,7 +332,8 @@ def _check_votes(values: np.ndarray, graph: ReleaseLayout, where: str) -> str | 
         return f"{where} holds entries other than 0 and 1 (a vote is one-hot)"
     sums = np.bincount(graph.target, weights=values, minlength=graph.num_nodes)
     if (sums > 1).any():
-        return f"{where}: {int((sums > 1).sum())} queries carry more than one vote, first query {int(np.argmax(sums > 1))}"
+        return (f"{where}: {int((sums > 1).sum())} queries carry more than one vote, "
+                f"first query {int(np.argmax(sums > 1))}")
     return None
 
 
@@ -376,7 +377,8 @@ def check_statistics(
         values = probs.astype(np.float64)
         bad = ~np.isfinite(values)
         if bad.any():
-            raise reject(f"{where} has {int(bad.sum())} non-finite entries (NaN/Inf), first at edge {int(bad.argmax())}")
+            raise reject(f"{where} has {int(bad.sum())} non-finite entries (NaN/Inf), "
+                         f"first at edge {int(bad.argmax())}")
         if (values < 0).any():
             raise reject(f"{where} has {int((values < 0).sum())} negative probabilities, "
                          f"first at edge {int((values < 0).argmax())}")

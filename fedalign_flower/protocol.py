@@ -101,7 +101,7 @@ def request_fields(content: RecordDict) -> tuple[str, int, str, dict[int, list[n
         for key, array in content[PEERS].items():
             peer, layer = (int(part) for part in key.split("."))
             peers.setdefault(peer, {})[layer] = array.numpy()
-    ordered = {peer: [layers[l] for l in sorted(layers)] for peer, layers in peers.items()}
+    ordered = {peer: [layers[layer] for layer in sorted(layers)] for peer, layers in peers.items()}
     return str(record["experiment"]), int(record["round"]), str(record["run-tag"]), ordered
 
 

@@ -14,8 +14,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from fedalign.client.service import evaluation_log_path, read_evaluation_logs
 from fedalign.config import ExperimentConfig

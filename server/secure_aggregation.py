@@ -31,10 +31,10 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp import Grid
 
+from fedalign.aggregation import honest_noise_shares, minimum_contributors, share_range
 from fedalign.alignment import released_arrays
 from fedalign.config import ExperimentConfig
 from fedalign.privacy import StatisticsMechanism
-from fedalign.aggregation import honest_noise_shares, minimum_contributors, share_range
 
 log = logging.getLogger("fedalign")
 
@@ -55,7 +55,8 @@ def workflow_for(cfg: ExperimentConfig, clip_norm: float | None = None) -> SecAg
     c = p.clip_norm if clip_norm is None else clip_norm
     return SecAggPlusWorkflow(
         num_shares=1.0, reconstruction_threshold=max(2, minimum_contributors(k, p.max_dropout_share)),
-        max_weight=1.0, clipping_range=share_range(1.0 if cfg.align.strategy == "votes" else c, share_noise_std(cfg, c)),
+        max_weight=1.0,
+        clipping_range=share_range(1.0 if cfg.align.strategy == "votes" else c, share_noise_std(cfg, c)),
         quantization_range=2 ** quantization_bits(k), modulus_range=2 ** MODULUS_BITS,
         timeout=cfg.federation.timeout)
 

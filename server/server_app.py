@@ -3,8 +3,9 @@
 The server sends each client its peers' cached statistics and receives
 fresh statistics and scalar metrics; it never receives weights, features or
 labels -- except in the two weight-averaging reference arms, ``align.strategy:
-fedavg | dp-fedavg``, which :func:`serve` hands to Flower's own FedAvg (``server/fedavg.py``). ``flwr run .`` reads the experiment file named by the run config key
-``config`` and the space-separated ``key.path=value`` overrides in ``set``;
+fedavg | dp-fedavg``, which :func:`serve` hands to Flower's own FedAvg (``server/fedavg.py``).
+``flwr run .`` reads the experiment file named by the run config key ``config`` and the space-separated
+``key.path=value`` overrides in ``set``;
 ``resume`` (an absolute run folder) continues a run whose server stopped.
 """
 
@@ -13,8 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp

@@ -13,8 +13,15 @@ from fedalign.config import ExperimentConfig
 from fedalign.server import Reply, release_layout_of
 from fedalign.server.layout import release_bytes
 from fedalign.wire import PeerSum, Statistics, payload_bytes, private_releases, release_clip_norm
-from fedalign_flower.protocol import (IDENTIFY_ROUND, ProtocolError, decode_reply, decode_share_metrics,
-                                      encode_request, encode_share_request, statistics_bytes)
+from fedalign_flower.protocol import (
+    IDENTIFY_ROUND,
+    ProtocolError,
+    decode_reply,
+    decode_share_metrics,
+    encode_request,
+    encode_share_request,
+    statistics_bytes,
+)
 
 from .secure_aggregation import secure_round
 
@@ -59,6 +66,7 @@ class FlowerTransport:
         self.node_errors: list[str] = []  # errors of nodes whose client is unknown
         self.epsilon_before: dict[int, float] = {}  # set by the coordinator; sent to each client (fedalign.ledgers)
         self.timed = not private_releases(cfg)  # per-client times only without privacy
+        self._clip_norm_value: float | None = None  # see _clip_norm
 
     @functools.cached_property
     def max_release_bytes(self) -> int | None:
@@ -95,7 +103,8 @@ class FlowerTransport:
         if unknown and any(c not in self.node_of for c in clients):
             self._exchange(MessageType.QUERY, {node: (-1, None) for node in unknown}, IDENTIFY_ROUND)
 
-    def _exchange(self, message_type: str, requests: dict[int, tuple[int, dict | None]], round_number: int) -> dict[int, Reply]:
+    def _exchange(self, message_type: str, requests: dict[int, tuple[int, dict | None]],
+                  round_number: int) -> dict[int, Reply]:
         """``requests``: node id -> (client id or -1 if unknown, peer statistics or None)."""
         messages = [  # a request not delivered within the timeout expires (never reaches a restarted node late)
             Message(content=encode_request(self.cfg, round_number, self.run_tag, peers,
@@ -109,7 +118,7 @@ class FlowerTransport:
         # Match replies to requests by message id: an error reply the SuperLink makes itself (e.g.
         # "Node Unavailable" for a node that missed its heartbeats) comes from the SuperLink's node id.
         asked = {message_id: m.metadata.dst_node_id
-                 for message_id, m in zip(self.grid.push_messages(messages), messages) if message_id}
+                 for message_id, m in zip(self.grid.push_messages(messages), messages, strict=True) if message_id}
         answers = self._collect(set(asked))
         for msg in answers:
             node = asked.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
@@ -203,10 +212,14 @@ class FlowerTransport:
                      ) -> tuple[dict[int, Reply], PeerSum | None]:
         return self._summed("train", jobs, round_number)
 
-    @functools.cache
     def _clip_norm(self) -> float:
         """C of a release (votes: sqrt of the query groups, read off the public layout artefact when
-        ``federation.public_layout`` names one, else off the public alignment graph)."""
+        ``federation.public_layout`` names one, else off the public alignment graph); worked out once."""
+        if self._clip_norm_value is None:
+            self._clip_norm_value = self._release_clip_norm()
+        return self._clip_norm_value
+
+    def _release_clip_norm(self) -> float:
         if self.cfg.align.strategy != "votes":
             return self.cfg.privacy.clip_norm
         layout = release_layout_of(self.cfg)
@@ -239,7 +252,8 @@ class FlowerTransport:
             except ProtocolError as error:
                 self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: {error}"))
                 continue
-            replies[client] = Reply(client, metrics, None, bytes_received=sum(payload_bytes(s) for s in jobs[client].values()),
+            received = sum(payload_bytes(s) for s in jobs[client].values())
+            replies[client] = Reply(client, metrics, None, bytes_received=received,
                                     bytes_sent=payload_bytes(total), seconds=self._since(started))
         reason = "; ".join(dict.fromkeys(errors)) or "no reply before the timeout"
         for client in jobs:

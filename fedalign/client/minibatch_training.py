@@ -14,8 +14,9 @@ are built once per student and graph and shuffle with torch's global generator (
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -52,7 +53,7 @@ class MiniBatchLoaders:
     built_from: tuple[Tensor, ...]
 
 
-_LOADERS: "weakref.WeakKeyDictionary[Student, MiniBatchLoaders]" = weakref.WeakKeyDictionary()
+_LOADERS: weakref.WeakKeyDictionary[Student, MiniBatchLoaders] = weakref.WeakKeyDictionary()
 
 
 def _sources(student: Student) -> tuple[Tensor, ...]:
@@ -67,7 +68,7 @@ def minibatch_loaders(student: Student) -> MiniBatchLoaders:
         student: the student training in mini-batches (``train.batch_size`` set).
     """
     cached = _LOADERS.get(student)
-    if cached is not None and all(a is b for a, b in zip(cached.built_from, _sources(student))):
+    if cached is not None and all(a is b for a, b in zip(cached.built_from, _sources(student), strict=True)):
         return cached
     cfg, split, graph = student.cfg, student.train_split, student.alignment
     fanouts = cfg.train.num_neighbors or [-1] * (student.depth + 1)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

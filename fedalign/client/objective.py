@@ -46,7 +46,7 @@ class AlignmentTargets:
 
     @classmethod
     def from_peers(cls, peers: dict[int, list[np.ndarray]], strategy: str, student_depth: int, divisor: int,
-                   device: torch.device) -> "AlignmentTargets":
+                   device: torch.device) -> AlignmentTargets:
         """The targets from the peers' releases.
 
         Args:
@@ -68,7 +68,7 @@ class AlignmentTargets:
                    constant, len(peers), divisor)
 
     @classmethod
-    def from_mass(cls, summed: PeerMass, divisor: int, device: torch.device) -> "AlignmentTargets":
+    def from_mass(cls, summed: PeerMass, divisor: int, device: torch.device) -> AlignmentTargets:
         """From the peers' mass as the server summed it (checked: :func:`~fedalign.wire.check_peer_mass`).
 
         Args:

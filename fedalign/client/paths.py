@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def state_root(state_dir: str | Path | None) -> Path:
-    """Where clients keep their state: ``state_dir``, else ``$FEDALIGN_STATE_DIR``, else ``~/.cache/fedalign/client-state``.
+    """Where clients keep their state: ``state_dir``, else ``$FEDALIGN_STATE_DIR``, else
+    ``~/.cache/fedalign/client-state``.
 
     Args:
         state_dir: the configured state directory, or None.

@@ -24,8 +24,8 @@ from torch_geometric.data import Data
 from ..config import ExperimentConfig
 from ..data import ClientData, GraphSplit, raw_file_fingerprint
 from ..files import replaced_privately
-from .paths import state_root
 from .data import TaskInfo, client_data
+from .paths import state_root
 
 log = logging.getLogger("fedalign")
 

@@ -26,8 +26,18 @@ from ..public_layout import check_client_layout
 from ..queries import query_nodes
 from ..seeds import derive_seed
 from ..statistics import class_log_probs, layer_statistics
-from ..wire import (PEER_MASS, SUM_PEERS, SUM_WITH_OWN, PeerMass, Statistics, StatisticsRejected, check_peer_mass,
-                    check_peer_sum, check_statistics, release_layout)
+from ..wire import (
+    PEER_MASS,
+    SUM_PEERS,
+    SUM_WITH_OWN,
+    PeerMass,
+    Statistics,
+    StatisticsRejected,
+    check_peer_mass,
+    check_peer_sum,
+    check_statistics,
+    release_layout,
+)
 from .data import TaskInfo, client_data, randomise_labels, to_device
 from .inference import layerwise_forward
 from .minibatch_training import train_mini_batch

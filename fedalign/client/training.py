@@ -10,8 +10,8 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from ..config import ExperimentConfig
-from ..privacy import DPSGDTrainer, PrivacyLedger, require_per_graph_samples
 from ..data import GraphSplit
+from ..privacy import DPSGDTrainer, PrivacyLedger, require_per_graph_samples
 from .data import split_into_graphs
 from .noise import DP_SGD_STREAM, noise_source, reported_epsilon
 from .objective import AlignmentTargets
@@ -100,7 +100,7 @@ def backward_measured(loss_task: Tensor, align_term: Tensor, params: list[Tensor
     """
     task_grads = torch.autograd.grad(loss_task, params, retain_graph=True, allow_unused=True)
     align_grads = torch.autograd.grad(align_term, params, allow_unused=True)
-    for p, gt, ga in zip(params, task_grads, align_grads):
+    for p, gt, ga in zip(params, task_grads, align_grads, strict=True):
         if gt is not None or ga is not None:
             p.grad = gt if ga is None else (ga if gt is None else gt + ga)
 
@@ -154,7 +154,7 @@ class DPSGDTraining:
         align_grads: list[Tensor | None] = []
 
         def add_alignment_gradient(_optimizer) -> None:
-            for p, g in zip(params, align_grads):
+            for p, g in zip(params, align_grads, strict=True):
                 if g is not None:
                     p.grad.add_(g)
 
@@ -198,5 +198,6 @@ class DPSGDTraining:
         """
         if "dp_sgd_ledger" not in state:
             raise ValueError("checkpoint has no 'dp_sgd_ledger' but this client's privacy config needs one; resuming "
-                             "would forget the privacy already spent. Start a new run, or resume with the original config")
+                             "would forget the privacy already spent. Start a new run, or resume with the original "
+                             "config")
         self.ledger.load_state_dict(state["dp_sgd_ledger"])

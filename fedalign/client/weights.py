@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -69,10 +70,11 @@ def set_weights(student: Student, weights: list[np.ndarray]) -> None:
         weights: one array per parameter.
     """
     params = list(student.model.parameters())
-    if len(weights) != len(params) or any(tuple(np.shape(w)) != tuple(p.shape) for w, p in zip(weights, params)):
+    if len(weights) != len(params) or \
+            any(tuple(np.shape(w)) != tuple(p.shape) for w, p in zip(weights, params, strict=True)):
         raise ValueError(f"client {student.client_id}: the global weights do not fit this student network "
                          "(fedavg needs the same model on every client)")
-    for p, w in zip(params, weights):
+    for p, w in zip(params, weights, strict=True):
         p.copy_(torch.as_tensor(np.asarray(w), dtype=p.dtype, device=p.device))
 
 
@@ -95,7 +97,8 @@ def train_update(student: Student, global_weights: list[np.ndarray], round_numbe
     metrics = train_full_batch(student, None, False)  # task loss only: no alignment targets
     metrics.pop("align_loss", None)
     trained = get_weights(student)
-    update = [(w - np.asarray(g, dtype=np.float32)).astype(np.float32) for w, g in zip(trained, global_weights)]
+    update = [(w - np.asarray(g, dtype=np.float32)).astype(np.float32)
+              for w, g in zip(trained, global_weights, strict=True)]
     return update, {**metrics, **student.evaluate()}
 
 

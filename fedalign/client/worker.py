@@ -24,9 +24,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
-from typing import Callable
 
 from .requests import Answer, Request, decode_answer, decode_request, encode_answer, encode_failure, encode_request
 

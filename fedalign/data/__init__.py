@@ -1,5 +1,6 @@
 """Graph datasets (synthetic and real, via PyG) and their federated partitions."""
 
+from .cache import load_partition, load_public_graph
 from .datasets import (
     DATASET_NAMES,
     MULTI_GRAPH_DATASETS,
@@ -11,7 +12,6 @@ from .datasets import (
     missing_raw_files,
     raw_file_fingerprint,
 )
-from .cache import load_partition, load_public_graph
 from .partition import PARTITION_SCHEMES, ClientData, keep_labels, partition_dataset, public_graph, public_node_ids
 
 __all__ = [

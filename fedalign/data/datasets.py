@@ -257,7 +257,7 @@ def _stratified_masks(
         else:
             b1 = max(b1, 1)
             b2, b3 = max(b2, b1), max(b3, b1)
-        for mask, lo, hi in zip(masks, (0, b1, b2), (b1, b2, b3)):
+        for mask, lo, hi in zip(masks, (0, b1, b2), (b1, b2, b3), strict=True):
             mask[members[lo:hi]] = True
     return tuple(torch.from_numpy(m) for m in masks)
 

@@ -277,7 +277,7 @@ def _dirichlet_parts(
         members = rng.permutation(nodes[labels == c])
         proportions = rng.dirichlet(np.full(num_clients, alpha))
         cuts = (np.cumsum(proportions)[:-1] * len(members)).astype(int)
-        for part, chunk in zip(parts, np.split(members, cuts)):
+        for part, chunk in zip(parts, np.split(members, cuts), strict=True):
             part.append(chunk)
     return [np.concatenate(p) for p in parts]
 
@@ -293,7 +293,7 @@ def _community_graph(edge_index: torch.Tensor, nodes: np.ndarray) -> nx.Graph:
     keep = np.isin(src, nodes) & np.isin(dst, nodes) & (src != dst)
     graph = nx.Graph()
     graph.add_nodes_from(np.sort(nodes).tolist())
-    graph.add_edges_from(zip(src[keep].tolist(), dst[keep].tolist()))
+    graph.add_edges_from(zip(src[keep].tolist(), dst[keep].tolist(), strict=True))
     return graph
 
 

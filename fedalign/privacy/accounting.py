@@ -7,6 +7,7 @@ import math
 import warnings
 
 import numpy as np
+
 ACCOUNTANTS = ("rdp", "prv")  # Opacus' RDPAccountant and PRVAccountant (imported when first used: opacus is slow
 # to import, and a client without privacy never needs it)
 # PRV by default: a numerically tight upper bound on epsilon; RDP's bound is looser (for 20 Gaussian releases at

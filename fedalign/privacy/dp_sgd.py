@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -53,11 +54,12 @@ def _gradients_and_losses(
         if loss.dim() != 0:
             raise ValueError(f"loss_fn must return a scalar loss for one graph, got shape {tuple(loss.shape)}")
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        for (name, p), g in zip(params.items(), grads):
+        for (name, p), g in zip(params.items(), grads, strict=True):
             rows[name].append(torch.zeros_like(p) if g is None else g)
         losses.append(loss.detach())
     stacked = {
-        name: torch.stack(r) if r else p.new_zeros((0, *p.shape)) for (name, p), r in zip(params.items(), rows.values())
+        name: torch.stack(r) if r else p.new_zeros((0, *p.shape))
+        for (name, p), r in zip(params.items(), rows.values(), strict=True)
     }
     return stacked, torch.stack(losses) if losses else torch.zeros(0)
 

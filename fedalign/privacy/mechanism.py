@@ -6,7 +6,8 @@ Unit, neighbouring relation, sensitivity and accounting: see :mod:`fedalign.priv
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor

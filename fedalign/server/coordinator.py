@@ -39,13 +39,23 @@ import re
 
 import numpy as np
 
+from ..aggregation import minimum_contributors
 from ..alignment import SUMMED_STRATEGIES, released_arrays, shares_statistics
 from ..config import ExperimentConfig
-from ..aggregation import minimum_contributors
 from ..ledgers import FIX, LedgerBroken, ReportedEpsilon
 from ..schedules import trainers_for_round
-from ..wire import (MetricsRejected, PeerSum, ReleaseLayout, Statistics, StatisticsRejected, check_metrics,
-                    check_peer_sum, check_statistics, private_releases, summed_request_pays)
+from ..wire import (
+    MetricsRejected,
+    PeerSum,
+    ReleaseLayout,
+    Statistics,
+    StatisticsRejected,
+    check_metrics,
+    check_peer_sum,
+    check_statistics,
+    private_releases,
+    summed_request_pays,
+)
 from .layout import release_bytes, release_layout_of
 from .peer_mass import PeerMassTotals
 from .records import RoundListener, RoundRecord

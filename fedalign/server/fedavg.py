@@ -28,8 +28,9 @@ Everything here is numpy on lists of arrays, the noise drawn by a callable the e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -139,7 +140,8 @@ class Averaging:
             std = noise_std(self.noise_multiplier, self.clip_norm, self.num_sampled)
             draw = self.noise(round_number)
             mean = [m + draw(m.shape, std) for m in mean]
-        return [(np.asarray(w, dtype=np.float64) + m).astype(np.float32) for w, m in zip(global_weights, mean)]
+        return [(np.asarray(w, dtype=np.float64) + m).astype(np.float32)
+                for w, m in zip(global_weights, mean, strict=True)]
 
 
 @dataclass

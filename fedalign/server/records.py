@@ -45,7 +45,7 @@ class RoundRecord:
         return row
 
     @classmethod
-    def from_json(cls, row: dict) -> "RoundRecord":
+    def from_json(cls, row: dict) -> RoundRecord:
         """Inverse of :meth:`to_json` (as written to ``rounds.jsonl``: "inf" strings, null for NaN).
 
         Args:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class ServerState:
                     owner, layer = key.split(".")
                     layers.setdefault(owner if owner == "sum" else int(owner), {})[int(layer)] = saved[key]
             contributors = [int(c) for c in saved["contributors"]] if "contributors" in saved.files else None
-        ordered = {c: [ls[l] for l in sorted(ls)] for c, ls in layers.items()}
+        ordered = {c: [ls[layer] for layer in sorted(ls)] for c, ls in layers.items()}
         summed = PeerSum(ordered.pop("sum"), contributors) if contributors is not None else None
         return completed, ordered, summed
 
@@ -92,5 +92,5 @@ class ServerState:
             metrics = [k[len(self.REPORTED):-len("-clients")] for k in saved.files
                        if k.startswith(self.REPORTED) and k.endswith("-clients")]
             return {m: {int(c): float(v) for c, v in zip(saved[f"{self.REPORTED}{m}-clients"],
-                                                          saved[f"{self.REPORTED}{m}-values"])}
+                                                          saved[f"{self.REPORTED}{m}-values"], strict=True)}
                     for m in metrics}

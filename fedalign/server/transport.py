@@ -1,4 +1,5 @@
-"""How the coordinator reaches clients: a :class:`Transport` delivers requests and brings back a :class:`Reply` per client.
+"""How the coordinator reaches clients: a :class:`Transport` delivers requests and brings back a :class:`Reply`
+per client.
 
 The in-process engine (:mod:`fedalign.inprocess`) and the Flower ServerApp implement it.
 """

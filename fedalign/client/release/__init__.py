@@ -54,4 +54,5 @@ def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int,
     return PlainRelease(cfg.align.statistics_dtype)
 
 
-__all__ = ["DPSGDRelease", "GaussianRelease", "LabelDPRelease", "NoRelease", "PlainRelease", "ReleasePolicy", "SecureShareRelease", "build_release_policy"]
+__all__ = ["DPSGDRelease", "GaussianRelease", "LabelDPRelease", "NoRelease", "PlainRelease", "ReleasePolicy",
+           "SecureShareRelease", "build_release_policy"]

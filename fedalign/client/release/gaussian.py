@@ -9,7 +9,7 @@ import torch
 
 from ...config import ExperimentConfig
 from ...privacy import PrivacyLedger, StatisticsMechanism
-from ...schedules import initial_release_is_charged, skips_final_release, planned_releases, releases_after_turn
+from ...schedules import initial_release_is_charged, planned_releases, releases_after_turn, skips_final_release
 from ...wire import ReleaseLayout
 from ..noise import STATISTICS_STREAM, noise_source, reported_epsilon
 from .base import ReleaseMetrics, ReleasePolicy, on_wire
@@ -23,10 +23,11 @@ class GaussianRelease(ReleasePolicy):
     Each release is recorded in :attr:`ledger` and reported with ``epsilon`` (spent after it)
     and ``withheld: 0.0``. Not made, and not recorded -- ``(None, {"epsilon": spent so far,
     "withheld": 1.0})`` -- is a release that would take epsilon past ``max_epsilon``, one
-    after a turn that ``privacy.release_every`` skips, or one in the final round under ``privacy.final_release: false``. Round 0's release, made before any
-    training on a public alignment graph, reads no private data: it goes out exact and
-    uncharged (:func:`~fedalign.schedules.initial_release_is_charged`). Under ``privacy.noise_control``
-    every charged release is made from zeros (pure noise of the same sigma) and is not recorded.
+    after a turn that ``privacy.release_every`` skips, or one in the final round under
+    ``privacy.final_release: false``. Round 0's release, made before any training on a public alignment
+    graph, reads no private data: it goes out exact and uncharged
+    (:func:`~fedalign.schedules.initial_release_is_charged`). Under ``privacy.noise_control`` every charged
+    release is made from zeros (pure noise of the same sigma) and is not recorded.
     """
 
     def __init__(self, mechanism: StatisticsMechanism, ledger: PrivacyLedger, layout: ReleaseLayout,
@@ -48,7 +49,7 @@ class GaussianRelease(ReleasePolicy):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
-                    clip_norm: float | None = None) -> "GaussianRelease":
+                    clip_norm: float | None = None) -> GaussianRelease:
         """sigma as given, or solved so that the client's planned releases spend ``target_epsilon``.
 
         Args:
@@ -104,7 +105,8 @@ class GaussianRelease(ReleasePolicy):
         """
         if "privacy_ledger" not in state:
             raise ValueError("checkpoint has no 'privacy_ledger' but this client's privacy config needs one; resuming "
-                             "would forget the privacy already spent. Start a new run, or resume with the original config")
+                             "would forget the privacy already spent. Start a new run, or resume with the original "
+                             "config")
         self.ledger.load_state_dict(state["privacy_ledger"])
         saved = state.get("noise_multiplier", self.mechanism.noise_multiplier)
         if saved != self.mechanism.noise_multiplier:

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...aggregation import honest_noise_shares
 from ...config import ExperimentConfig
 from ...privacy import project_to_distributions
 from ...privacy.mechanism import uniform_baseline
-from ...aggregation import honest_noise_shares
 from ...schedules import initial_release_is_charged, skips_final_release
 from ...wire import SUM_WITH_OWN, ReleaseLayout, Statistics
 from ..noise import STATISTICS_STREAM, noise_source
@@ -45,7 +45,7 @@ class SecureShareRelease(GaussianRelease):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
-                    clip_norm: float | None = None) -> "SecureShareRelease":
+                    clip_norm: float | None = None) -> SecureShareRelease:
         """As :meth:`GaussianRelease.from_config`, with n from ``federation`` and ``privacy``."""
         base = GaussianRelease.from_config(cfg, client_id, num_arrays, layout, clip_norm)
         p = cfg.privacy
@@ -94,7 +94,7 @@ class SecureShareRelease(GaussianRelease):
             if self.last_share is None:
                 raise ValueError(f"client {self.client_id}: the sum holds this client's share, but it has none "
                                  "(its checkpoint was lost); it cannot take its own share out")
-            summed, num_peers = [s - own for s, own in zip(summed, self.last_share)], num_peers - 1
+            summed, num_peers = [s - own for s, own in zip(summed, self.last_share, strict=True)], num_peers - 1
         if num_peers < 1:
             return None
         return [np.asarray(s, dtype=np.float64) for s in summed], num_peers
