@@ -80,8 +80,6 @@ def epoch_comparison(client, peer_statistics: dict, repeats: int) -> dict:
     Variants: ``none`` (task loss only) and, per kernel, alignahead with compiled / eager kernels.
     Returns per variant the median and all timings, plus each alignahead variant's ratio to ``none``.
     """
-    import dataclasses
-
     from fedalign.statistics import eager_kernels, l1_backend
     from fedalign.client.training import task_loss
 
@@ -89,7 +87,7 @@ def epoch_comparison(client, peer_statistics: dict, repeats: int) -> dict:
     targets = client.alignment_targets(peer_statistics)
 
     def epoch(kernel: str | None) -> float:
-        client.cfg.align = dataclasses.replace(base_align, kernel=kernel or base_align.kernel)
+        client.cfg.align = base_align.model_copy(update={"kernel": kernel or base_align.kernel})
         t = time.perf_counter()
         client.optimizer.zero_grad()
         logits, hiddens = client.forward(split.graph)

@@ -1,7 +1,8 @@
 """MkDocs hooks of fedalign's documentation (listed under ``hooks:`` in ``mkdocs.yml``).
 
-* The configuration reference is generated from ``fedalign/config/sections.py`` at every build
-  (``docs/gen_config_reference.py``): the page holding the marker gets the tables in its place.
+* The configuration reference is generated from the config schema (the pydantic models of
+  ``fedalign/config/``) at every build (``docs/gen_config_reference.py``): the page holding the marker
+  gets the tables in its place.
 * The figures under ``results/`` are served at the same paths (``results/...png``), so pages can show
   them, and a results file included whole by a snippet keeps its relative image links working when the
   including page sits at the file's folder (``docs/results/reproduction/index.md``).

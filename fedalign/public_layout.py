@@ -49,7 +49,7 @@ def determining_keys(cfg: ExperimentConfig) -> dict:
     return {
         "data.name": cfg.data.name,
         "data.split": [float(s) for s in cfg.data.split],
-        "data.synthetic": cfg.data.synthetic,
+        "data.synthetic": cfg.data.synthetic.options(),
         "seed": int(cfg.seed),
         "partition.scheme": cfg.partition.scheme,
         "partition.public_fraction": float(cfg.partition.public_fraction),

@@ -69,10 +69,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .alignment import shares_statistics
-from .config import ConfigError, ExperimentConfig, load_config
+from .config import ConfigError, ExperimentConfig, load_config, read_yaml
 from .runner import config_differences
 from .runstore import RUNS, archive_runs, finished_summary, runs_dir, unarchive_runs
 from .sweep_tables import NOISE_CONTROL, aggregate, plot_sweep, write_results
@@ -146,7 +144,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file {str(path)!r} not found")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path) or {}
     unknown = set(raw) - SWEEP_KEYS
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown sweep key (valid: {', '.join(sorted(SWEEP_KEYS))})")
@@ -200,7 +198,7 @@ def _read_arms(raw: dict, path: Path) -> dict[str, list[str]]:
         if not arms_path.is_file():
             raise ConfigError(f"arms_file: {arms_path} not found; it is written by the step that defines these "
                               "arms (e.g. the tuning step of bench/reproduce.py): run that first")
-        arms.update(yaml.safe_load(arms_path.read_text()) or {})
+        arms.update(read_yaml(arms_path) or {})
     for name, overrides in arms.items():
         if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
             raise ConfigError(f"arms: {name}: expected a list of key.path=value overrides, got {overrides!r}")

@@ -8,7 +8,8 @@
     fedalign sweep simulations/cora-strategies.yaml          # a resumable grid of runs
     fedalign layout simulations/cora.yaml --out layout.npz   # the public layout artefact, for a server without data
 
-Errors a user can fix (a config value, missing data files, a run folder that does not
+Errors a user can fix (a config value or key -- unknown, of the wrong type, given twice in the file --,
+``device: cuda`` without a GPU, missing data files, a run folder that does not
 match, a client whose privacy ledger was lost) end the command at once with one line
 saying what is wrong and how to fix it, and exit status 2. Flower's and Ray's logs go to
 ``flower.log`` in the run folder (``--verbose`` shows them).
@@ -21,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from fedalign.config import ConfigError, ExperimentConfig, load_config
+from fedalign.config import ConfigError, ExperimentConfig, check_device, load_config
 from fedalign.data import missing_raw_files
 from fedalign.inprocess import run_inprocess
 from fedalign.ledgers import LedgerBroken
@@ -81,11 +82,13 @@ def engine(name: str, verbose: bool = False):
 
 
 def require_data(cfg: ExperimentConfig) -> None:
-    """Simulation runs read the data locally: fail before any round if its files are missing.
+    """Simulation runs read the data and train here: fail before any round if its files are missing, or if
+    ``device: cuda`` finds no GPU on this machine.
 
     Args:
         cfg: the experiment config.
     """
+    check_device(cfg)
     reason = missing_raw_files(cfg.data.name, cfg.data.root)
     if reason is not None:
         raise UserError(reason)
@@ -116,7 +119,7 @@ def _sweep(args) -> int:
     if args.workers < 1 or (args.workers > 1 and spec.engine != "inprocess"):
         raise UserError(f"--workers {args.workers}: use a number >= 1, and more than 1 only with engine: inprocess "
                         "(the Flower engine places its clients through Ray)")
-    for cfg in {json.dumps(cell_config(spec, c).data.__dict__, sort_keys=True): cell_config(spec, c)
+    for cfg in {json.dumps(cell_config(spec, c).data.model_dump(), sort_keys=True): cell_config(spec, c)
                 for c in cells(spec)}.values():
         require_data(cfg)
     rows = run_sweep(spec, engine(spec.engine, args.verbose), workers=args.workers)

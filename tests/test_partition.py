@@ -269,12 +269,12 @@ def test_unstratified_labelled_share_does_not_depend_on_any_label(scheme):
 
 
 def test_label_dp_config_draws_the_labelled_share_without_labels():
-    from fedalign.config import ExperimentConfig
+    from fedalign.config import ExperimentConfig, SyntheticConfig
     from fedalign.data import load_partition
     from fedalign.seeds import derive_seed
 
     cfg = ExperimentConfig()
-    cfg.data.name, cfg.data.synthetic = "synthetic-csbm", {"num_nodes": 300}
+    cfg.data.name, cfg.data.synthetic = "synthetic-csbm", SyntheticConfig(num_nodes=300)
     cfg.federation.num_clients = 2
     cfg.partition.scheme, cfg.partition.label_rate = "replicate", 0.1
     cfg.privacy.unit, cfg.privacy.label_epsilon = "labels", 1.0

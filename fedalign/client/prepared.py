@@ -48,7 +48,7 @@ def prepared_key(cfg: ExperimentConfig, client_id: int) -> str:
     d = cfg.data
     determinants = {
         "format": FORMAT, "client": client_id, "clients": cfg.federation.num_clients, "seed": cfg.seed,
-        "data": {"name": d.name, "split": list(d.split), "synthetic": d.synthetic},
+        "data": {"name": d.name, "split": list(d.split), "synthetic": d.synthetic.options()},
         "partition": cfg.to_dict()["partition"],
         "raw": raw_file_fingerprint(d.name, d.root),
     }

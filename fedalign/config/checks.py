@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from ..alignment import NODE_STRATEGIES, STRATEGIES, WEIGHT_STRATEGIES
 from ..statistics import KERNELS
 from .sections import ConfigError, ExperimentConfig
+from .synthetic import GENERATOR_OPTIONS
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -26,11 +26,7 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
     k = cfg.federation.num_clients
     dataset = cfg.data.name.lower().replace("_", "-")
     _check(dataset in DATASET_NAMES, "data.name", f"unknown dataset {cfg.data.name!r}; choose one of {', '.join(DATASET_NAMES)}")
-    _check(not cfg.data.synthetic or dataset.startswith("synthetic-"), "data.synthetic",
-           f"options of the synthetic generators are set, but data.name is {cfg.data.name!r}, a real dataset; "
-           "remove data.synthetic or use a synthetic-* dataset")
-    _check(len(cfg.data.split) == 3 and all(f > 0 for f in cfg.data.split) and sum(cfg.data.split) <= 1 + 1e-9,
-           "data.split", f"three positive fractions (train, val, test) summing to at most 1, got {cfg.data.split}")
+    _check_data(cfg, dataset)
     _check(k >= 1, "federation.num_clients", f"must be >= 1, got {k}")
     _check(k >= 2 or cfg.align.strategy in ("none", "self"), "federation.num_clients",
            f"alignment strategy {cfg.align.strategy!r} needs at least 2 clients (peers), got {k}; "
@@ -42,10 +38,10 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
            f"must be in [0, 1), got {cfg.partition.public_fraction}")
     _check(cfg.partition.scheme == "replicate" or cfg.partition.public_fraction > 0, "partition.public_fraction",
            f"scheme {cfg.partition.scheme!r} computes statistics on a public share: it must be > 0")
-    for f in dataclasses.fields(cfg.model):
-        value = getattr(cfg.model, f.name)
+    for name in type(cfg.model).model_fields:
+        value = getattr(cfg.model, name)
         if isinstance(value, list):
-            _check(len(value) == k, f"model.{f.name}", f"a per-client list needs {k} entries (one per client), got {len(value)}")
+            _check(len(value) == k, f"model.{name}", f"a per-client list needs {k} entries (one per client), got {len(value)}")
     for i in range(k):
         m = cfg.model.for_client(i)
         _check(m["hidden_layers"] >= 2, "model.hidden_layers", f"must be >= 2, got {m['hidden_layers']}")
@@ -73,6 +69,36 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
     _check_public_layout(cfg)
     _check_privacy(cfg, dataset)
     _check_mini_batch(cfg)
+    return cfg
+
+
+def _check_data(cfg: ExperimentConfig, dataset: str) -> None:
+    """``data.synthetic`` (options of this generator only) and ``data.split``."""
+    _check(not cfg.data.synthetic or dataset.startswith("synthetic-"), "data.synthetic",
+           f"options of the synthetic generators are set, but data.name is {cfg.data.name!r}, a real dataset; "
+           "remove data.synthetic or use a synthetic-* dataset")
+    for option in cfg.data.synthetic.options():
+        _check(option in GENERATOR_OPTIONS.get(dataset, (option,)), f"data.synthetic.{option}",
+               f"not an option of the {dataset} generator; its options: {', '.join(GENERATOR_OPTIONS.get(dataset, ()))}")
+    _check(len(cfg.data.split) == 3 and all(f > 0 for f in cfg.data.split) and sum(cfg.data.split) <= 1 + 1e-9,
+           "data.split", f"three positive fractions (train, val, test) summing to at most 1, got {cfg.data.split}")
+
+
+def check_device(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``device: cuda`` needs a GPU torch can use on this machine (where the students train); returns ``cfg``.
+
+    Called by the command line before anything runs (``fedalign check``, ``run``, ``sweep``, ``layout``); not
+    by :func:`check_config`, since a deployment's server reads the config its clients train with on theirs.
+
+    Args:
+        cfg: the experiment config.
+    """
+    if cfg.device == "cuda":
+        import torch
+
+        _check(torch.cuda.is_available(), "device",
+               "'cuda', but torch finds no CUDA GPU on this machine (torch.cuda.is_available() is false); use "
+               "device: auto (the GPU when there is one, else the CPU) or device: cpu")
     return cfg
 
 
@@ -194,7 +220,7 @@ def _check_weight_strategy(cfg: ExperimentConfig) -> None:
     _check(cfg.federation.schedule == "simultaneous", "federation.schedule",
            f"align.strategy {strategy} averages every client's weights every round: set federation.schedule: simultaneous")
     _check(p.max_epsilon is None, "privacy.max_epsilon", f"align.strategy {strategy} does not take a budget; remove the key")
-    _check(all(not isinstance(v, list) for v in vars(cfg.model).values()), "model",
+    _check(all(not isinstance(getattr(cfg.model, name), list) for name in type(cfg.model).model_fields), "model",
            f"align.strategy {strategy} averages one model: give every model key one value, not a per-client list")
     if strategy == "fedavg":
         for key, value in (("noise_multiplier", sigma), ("target_epsilon", eps)):

@@ -1,94 +1,93 @@
-"""Reading configs: YAML and ``key.path=value`` overrides into checked dataclasses."""
+"""Reading configs: YAML and ``key.path=value`` overrides into the checked, typed schema."""
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from .checks import check_config
 from .sections import ConfigError, ExperimentConfig
+from .yamlfile import read_yaml
 
 
-def _type_name(tp: Any) -> str:
+def type_text(tp: Any) -> str:
+    """A readable type of an annotation: ``float``, ``'elu' | 'relu'``, ``int, or a per-client list of int``.
+
+    Args:
+        tp: the annotation (``Literal``, ``Union``, ``list[...]``, a class).
+    """
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        parts = [type_text(a) for a in typing.get_args(tp) if a is not type(None)]
+        if parts[:2] == ["int", "float"]:
+            parts[:2] = ["number"]
+        if len(parts) >= 2 and parts[1] == f"list of {parts[0]}":
+            parts[:2] = [f"{parts[0]}, or a per-client list of them"]
+        return " or ".join(parts) + (" or null" if type(None) in typing.get_args(tp) else "")
     if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return "mapping"
+        return f"list of {type_text(typing.get_args(tp)[0])}"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "a mapping of keys"
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against annotation ``tp``; raises ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise ConfigError(f"{key}: must be one of {_type_name(tp)}, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is type(None):
-        if value is None:
-            return None
-    elif dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover - a schema bug, not a user error
-        raise TypeError(f"unsupported annotation {tp!r} for {key}")
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+def _locate(loc: tuple) -> tuple[str, type[BaseModel], Any]:
+    """A pydantic error location -> (dotted key, the section holding it, the key's annotation; None if unknown).
+
+    The key is the field at fault: union members (``'int'``, ``'list[int]'``) and list indices after it are
+    dropped, so a message shows the whole value of the key.
+    """
+    cls: type[BaseModel] = ExperimentConfig
+    parts: list[str] = []
+    annotation: Any = None
+    for i, part in enumerate(loc):
+        if not isinstance(part, str):
+            break
+        parts.append(part)
+        field = cls.model_fields.get(part)
+        if field is None:
+            return ".".join(parts), cls, None
+        annotation = field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)) or i == len(loc) - 1:
+            break
+        cls = annotation
+    return ".".join(parts), cls, annotation
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in names:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(f"{where}: unknown key (valid keys here: {', '.join(names)})")
-    kwargs = {
-        name: _coerce(raw[name], hints[name], f"{prefix}.{name}" if prefix else name)
-        for name in names
-        if name in raw
-    }
-    return cls(**kwargs)
+def _message(error: dict, cls: type[BaseModel], annotation: Any) -> str:
+    """One error of pydantic in fedalign's words (after ``key:``)."""
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"unknown key (valid keys here: {', '.join(cls.model_fields)})"
+    if error["type"] == "value_error" or annotation is None:
+        return str(error.get("msg", "")).removeprefix("Value error, ")
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"expected a mapping of keys, got {value!r}"
+    if typing.get_origin(annotation) is Literal:
+        return f"must be one of {type_text(annotation)}, got {value!r}"
+    return f"expected {type_text(annotation)}, got {value!r}"
+
+
+def config_error(err: ValidationError) -> ConfigError:
+    """A pydantic ``ValidationError`` as one :class:`ConfigError` line, starting with the first key at fault.
+
+    Args:
+        err: the error of validating an experiment config.
+    """
+    keys: dict[str, str] = {}
+    for error in err.errors():
+        key, cls, annotation = _locate(tuple(error["loc"]))
+        keys.setdefault(key or "config", _message(error, cls, annotation))
+    (first, message), *more = keys.items()
+    also = f" (also wrong: {', '.join(k for k, _ in more)})" if more else ""
+    return ConfigError(f"{first}: {message}{also}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -100,7 +99,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.path=value, e.g. federation.rounds=10")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{key.strip()}: --set value {value!r} is not valid YAML ({' '.join(str(err).split())})"
+                          ) from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -130,26 +133,29 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
         raw: the config as plain data, sections as nested dicts (None or empty: all defaults).
         overrides: ``key.path=value`` strings applied first, or None.
     """
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping of sections and keys, got {raw!r}")
     raw = apply_overrides(raw or {}, overrides or [])
     align = raw.get("align")
     if isinstance(align, dict) and align.get("kernel") == "l1":
         raise ConfigError("align.kernel: 'l1' is now called 'l1-softmax' (softmax of -||h_u - h_v||_1 / tau); the "
                           "default 'lsp' is the original Alignahead's softmax of exp(-||h_u - h_v||_1 / tau)")
-    return check_config(_build(ExperimentConfig, raw, ""))
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise config_error(err) from None
+    return check_config(cfg)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML experiment file, apply ``key.path=value`` overrides, check the values.
 
     Args:
-        path: the YAML experiment file.
+        path: the YAML experiment file (a key given twice in it is refused).
         overrides: ``key.path=value`` strings, or None.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found (experiment files live in simulations/)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    return config_from_dict(raw, overrides)
+    return config_from_dict(read_yaml(path) or {}, overrides)
+

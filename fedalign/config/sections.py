@@ -1,62 +1,110 @@
-"""The sections of an experiment config: typed dataclasses with their defaults."""
+"""The sections of an experiment config: typed pydantic models, their defaults and the meaning of every key.
+
+This module is the one source of truth for the keys: the configuration reference of the documentation
+is generated from the models below (``docs/gen_config_reference.py``: section docstrings, field types,
+defaults and ``description`` texts). Unknown keys and values of the wrong type are refused by the
+models (``extra="forbid"``, strict types); checks across keys are in :mod:`fedalign.config.checks`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, field_serializer, model_validator
+
+from .base import ConfigError, Section
+from .privacy_sections import DPSGDConfig, PrivacyConfig
+from .synthetic import SyntheticConfig
+
+Arch = Literal["gcn", "gat", "sage"]
+Activation = Literal["elu", "relu"]
+# The activation a student of each architecture uses when model.activation is left out: the original
+# Alignahead code's (ReLU in its GCN students, ELU in its GAT students; GraphSAGE keeps fedalign's ELU).
+DEFAULT_ACTIVATION: dict[str, str] = {"gcn": "relu", "gat": "elu", "sage": "elu"}
 
 
-class ConfigError(ValueError):
-    """A configuration problem; the message names the offending key."""
+class DataConfig(Section):
+    """Which graph data the students learn from (:mod:`fedalign.data`)."""
+
+    name: str = Field("synthetic-csbm", description="the dataset (see Datasets on the running page)")
+    root: Optional[str] = Field(None, description="data root (else $FEDALIGN_DATA_ROOT)")
+    cache_dir: Optional[str] = Field(
+        None, description="where raw files are linked and processed (else $FEDALIGN_CACHE_DIR)")
+    split: list[float] = Field([0.6, 0.2, 0.2], description="train/val/test fractions")
+    synthetic: SyntheticConfig = Field(
+        default_factory=SyntheticConfig,
+        description="options of the synthetic generators (synthetic-* datasets only)")
+
+    @field_serializer("synthetic")
+    def _given_options(self, synthetic: SyntheticConfig) -> dict[str, Any]:
+        return synthetic.options()
 
 
-@dataclass
-class DataConfig:
-    name: str = "synthetic-csbm"
-    root: str | None = None  # data root (else $FEDALIGN_DATA_ROOT)
-    cache_dir: str | None = None  # where raw files are linked and processed (else $FEDALIGN_CACHE_DIR)
-    split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train/val/test fractions
-    synthetic: dict[str, Any] = field(default_factory=dict)  # options of the synthetic generators
+class PartitionConfig(Section):
+    """Who holds what: how the nodes (or graphs) are shared out among the clients (:mod:`fedalign.data.partition`)."""
+
+    scheme: Literal["replicate", "iid", "dirichlet", "community", "graphs"] = Field(
+        "replicate", description="who holds what: `replicate` (the paper: every client the whole training set), "
+        "`iid`, `dirichlet` (label skew `alpha`), `community` (Louvain), `graphs` (multi-graph data)")
+    alpha: float = Field(0.5, description="Dirichlet concentration (label skew)")
+    public_fraction: float = Field(
+        0.2, description="share of nodes (or training graphs) forming the alignment graph")
+    label_rate: float = Field(
+        1.0, description="share of each client's training nodes whose labels it uses (seeded, per class where "
+        "possible); the other training nodes stay in its graph unlabelled. 1.0 = every training label.")
 
 
-@dataclass
-class PartitionConfig:
-    scheme: Literal["replicate", "iid", "dirichlet", "community", "graphs"] = "replicate"
-    alpha: float = 0.5  # Dirichlet concentration (label skew)
-    public_fraction: float = 0.2  # share of nodes (or training graphs) forming the alignment graph
-    # Share of each client's training nodes whose labels it uses (seeded, per class where possible); the
-    # other training nodes stay in its graph unlabelled. 1.0 = every training label.
-    label_rate: float = 1.0
+class FederationConfig(Section):
+    """The federation: how many clients, how many rounds, who trains when."""
+
+    num_clients: int = Field(2, description="K, the number of clients (students)")
+    rounds: int = Field(40, description="training rounds after round 0 (which collects every client's initial "
+                                         "release)")
+    schedule: Literal["alternating", "simultaneous"] = Field(
+        "alternating", description="`alternating` (the paper's: one trainer per round, client (r−1) mod K) or "
+        "`simultaneous` (every client trains every round)")
+    timeout: float = Field(600.0, description="seconds the server waits for a round's replies")
+    public_layout: Optional[str] = Field(
+        None, description="a public layout artefact (`fedalign layout <experiment> --out <file>`, made where the "
+        "data is): the server checks releases against it and never opens the data root. None: the server derives "
+        "it from the data, and without the data checks shape, dtype and range only.")
+    public_layout_sha256: Optional[str] = Field(
+        None, description="SHA-256 fingerprint of the public layout; every client checks its own data gives it. "
+        "None: filled by the server from public_layout when given (set it to pin a layout).")
 
 
-@dataclass
-class FederationConfig:
-    num_clients: int = 2
-    rounds: int = 40
-    schedule: Literal["alternating", "simultaneous"] = "alternating"
-    timeout: float = 600.0  # seconds the server waits for a round's replies
-    # A public layout artefact (`fedalign layout <experiment> --out <file>`, made where the data is): the server
-    # checks releases against it and never opens the data root. None: the server derives it from the data, and
-    # without the data checks shape, dtype and range only.
-    public_layout: str | None = None
-    # SHA-256 fingerprint of the public layout; every client checks its own data gives it. None: filled by the
-    # server from public_layout when given (set it to pin a layout).
-    public_layout_sha256: str | None = None
+class ModelConfig(Section):
+    """The students' networks (:mod:`fedalign.models`).
 
+    Every key but ``init`` may be a per-client list of length ``federation.num_clients``
+    (e.g. ``hidden_layers: [2, 4]``).
+    """
 
-@dataclass
-class ModelConfig:
-    arch: Union[Literal["gcn", "gat", "sage"], list[Literal["gcn", "gat", "sage"]]] = "gcn"
-    hidden_layers: Union[int, list[int]] = 4
-    hidden_dim: Union[int, list[int]] = 64
-    heads: Union[int, list[int]] = 4
-    dropout: Union[float, list[float]] = 0.0  # the original uses none (feature and attention)
-    residual: Union[bool, list[bool]] = False  # skips inside hidden layers 2..L and the output layer
-    activation: Union[Literal["elu", "relu"], list[Literal["elu", "relu"]]] = "elu"
-    # shared: every student starts from the same weights (one seed, as the original's deep copies);
-    # independent: each student from its own seed
-    init: Literal["shared", "independent"] = "shared"
+    arch: Union[Arch, list[Arch]] = Field("gcn", description="the student network: GCN, GAT or GraphSAGE")
+    hidden_layers: Union[int, list[int]] = Field(4, description="L, the number of hidden (aligned) layers, ≥ 2")
+    hidden_dim: Union[int, list[int]] = Field(64, description="width of every hidden layer (per head for GAT)")
+    heads: Union[int, list[int]] = Field(4, description="attention heads (GAT only)")
+    dropout: Union[float, list[float]] = Field(
+        0.0, description="dropout of features and attention; the original uses none")
+    residual: Union[bool, list[bool]] = Field(
+        False, description="skips inside hidden layers 2..L and the output layer")
+    activation: Union[Activation, list[Activation], None] = Field(
+        None, description="the hidden layers' activation. Left out (null): by architecture, as in the original "
+        "Alignahead code: `relu` for `gcn`, `elu` for `gat` (and `sage`), resolved when the config is read "
+        "(config.yaml records the value used); an explicit value wins")
+    init: Literal["shared", "independent"] = Field(
+        "shared", description="shared: every student starts from the same weights (one seed, as the original's "
+        "deep copies); independent: each student from its own seed")
+
+    @model_validator(mode="after")
+    def _activation_by_architecture(self) -> ModelConfig:
+        if self.activation is None:
+            if isinstance(self.arch, list):
+                chosen = [DEFAULT_ACTIVATION[a] for a in self.arch]
+                self.activation = chosen[0] if len(set(chosen)) == 1 else chosen
+            else:
+                self.activation = DEFAULT_ACTIVATION[self.arch]
+        return self
 
     def for_client(self, client_id: int) -> dict[str, Any]:
         """This student's model keys, with per-client lists resolved.
@@ -65,14 +113,13 @@ class ModelConfig:
             client_id: the client's index, 0..K-1 (into every per-client list).
         """
         return {
-            f.name: (value[client_id] if isinstance(value, list) else value)
-            for f in dataclasses.fields(self)
-            for value in [getattr(self, f.name)]
+            name: (value[client_id] if isinstance(value, list) else value)
+            for name in type(self).model_fields
+            for value in [getattr(self, name)]
         }
 
 
-@dataclass
-class AlignConfig:
+class AlignConfig(Section):
     """How students align (:mod:`fedalign.alignment`, :mod:`fedalign.statistics`).
 
     The defaults are the original Alignahead code: ``lsp`` kernel (softmax over a node's in-edges of
@@ -80,111 +127,51 @@ class AlignConfig:
     in-edges and divided by all N nodes, weight a = 1.
     """
 
-    # alignahead / one-to-one / self / logits / votes / none share statistics (or nothing); fedavg and dp-fedavg
-    # are the weight-averaging reference arms: they send weights, so they must be named here explicitly
-    strategy: Literal["alignahead", "one-to-one", "self", "logits", "votes", "none", "fedavg", "dp-fedavg"] = "alignahead"
-    weight: float = 1.0  # a: weight of the alignment loss
-    tau: float = 100.0  # temperature of the structure kernel
-    kernel: Literal["lsp", "l1-softmax", "l2sq", "cosine"] = "lsp"
-    representation: Literal["pre-activation", "post-activation"] = "pre-activation"
-    node_mean: Literal["all", "with-in-edges"] = "all"  # divide the per-node KL sum by N, or by nodes with in-edges
-    logit_temperature: float = 1.0  # T of strategy logits: KL of softmax(z / T) between students
-    # Wire precision of released statistics: float16 halves the bytes sent and received; receivers
-    # compute in float32 (probabilities below ~6e-8 round to 0 and then add nothing to the KL).
-    statistics_dtype: Literal["float32", "float16"] = "float32"
-    # Q: strategies logits and votes release only on a public sample of Q nodes of the alignment graph (the query
-    # set: fixed for the whole run, drawn from the experiment seed, the same on every client and the server);
-    # None = every node of the alignment graph.
-    queries: int | None = None
-    # T of strategy votes: a query is answered only where the peers' noisy top vote count is >= T (Confident-GNMax's
-    # consensus check, on the same noisy histogram: post-processing); 0 answers every query.
-    vote_threshold: float = 0.0
+    strategy: Literal["alignahead", "one-to-one", "self", "logits", "votes", "none", "fedavg", "dp-fedavg"] = Field(
+        "alignahead", description="alignahead / one-to-one / self / logits / votes / none share statistics (or "
+        "nothing); fedavg and dp-fedavg are the weight-averaging reference arms: they send weights, so they must "
+        "be named here explicitly")
+    weight: float = Field(1.0, description="a: weight of the alignment loss")
+    tau: float = Field(100.0, description="temperature of the structure kernel")
+    kernel: Literal["lsp", "l1-softmax", "l2sq", "cosine"] = Field(
+        "lsp", description="structure kernel: `lsp` (the original's softmax of exp(−d/τ)); the others a softmax of "
+        "a similarity / τ (`l1-softmax`: −‖h_u − h_v‖₁, `l2sq`: −‖h_u − h_v‖₂², `cosine`)")
+    representation: Literal["pre-activation", "post-activation"] = Field(
+        "pre-activation", description="align each layer's output before (`pre-activation`, the original) or after "
+        "its activation")
+    node_mean: Literal["all", "with-in-edges"] = Field(
+        "all", description="divide the per-node KL sum by N, or by nodes with in-edges")
+    logit_temperature: float = Field(
+        1.0, description="T of strategy logits: KL of softmax(z / T) between students")
+    statistics_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="wire precision of released statistics: float16 halves the bytes sent and "
+        "received; receivers compute in float32 (probabilities below ~6e-8 round to 0 and then add nothing to the KL)")
+    queries: Optional[int] = Field(
+        None, description="Q: strategies logits and votes release only on a public sample of Q nodes of the "
+        "alignment graph (the query set: fixed for the whole run, drawn from the experiment seed, the same on every "
+        "client and the server); None = every node of the alignment graph")
+    vote_threshold: float = Field(
+        0.0, description="T of strategy votes: a query is answered only where the peers' noisy top vote count is "
+        ">= T (Confident-GNMax's consensus check, on the same noisy histogram: post-processing); 0 answers every query")
 
 
-@dataclass
-class TrainConfig:
-    local_epochs: int = 1  # epochs a student trains each time it is scheduled
-    lr: float = 0.005
-    weight_decay: float = 0.0
-    # Mini-batch students (fedalign.client.minibatch_training): None = full batch. Else each step takes
-    # batch_size labelled training nodes (PyG NeighborLoader) and batch_size target nodes of the alignment
-    # graph with all their in-edges (the alignment term's unbiased estimate: fedalign.client.minibatch).
-    batch_size: int | None = None
-    # Fan-out per message-passing layer (model.hidden_layers + 1 entries, PyG's order: the hop next to the
-    # seeds, i.e. the output layer, first; -1 = every neighbour); None = all neighbours (exact representations).
-    num_neighbors: list[int] | None = None
+class TrainConfig(Section):
+    """Local training of each student (Adam)."""
+
+    local_epochs: int = Field(1, description="epochs a student trains each time it is scheduled")
+    lr: float = Field(0.005, description="Adam's learning rate")
+    weight_decay: float = Field(0.0, description="Adam's weight decay")
+    batch_size: Optional[int] = Field(
+        None, description="mini-batch students (fedalign.client.minibatch_training): None = full batch. Else each "
+        "step takes batch_size labelled training nodes (PyG NeighborLoader) and batch_size target nodes of the "
+        "alignment graph with all their in-edges (the alignment term's unbiased estimate: fedalign.client.minibatch)")
+    num_neighbors: Optional[list[int]] = Field(
+        None, description="fan-out per message-passing layer (model.hidden_layers + 1 entries, PyG's order: the hop "
+        "next to the seeds, i.e. the output layer, first; -1 = every neighbour); None = all neighbours (exact "
+        "representations)")
 
 
-@dataclass
-class DPSGDConfig:
-    """Per-graph DP-SGD for local training (multi-graph datasets with partition scheme ``graphs`` only).
-
-    Each local epoch takes ``round(1 / sample_rate)`` steps; each step Poisson-samples the
-    client's training graphs with probability ``sample_rate``, clips every graph's gradient
-    of the task loss to ``max_grad_norm`` and adds ``N(0, (noise_multiplier * max_grad_norm)^2)``
-    noise (:class:`fedalign.privacy.DPSGDTrainer`). Unit of privacy: one training graph.
-    """
-
-    enabled: bool = False
-    noise_multiplier: float = 1.0  # sigma of DP-SGD; 0 = clipped SGD without noise (epsilon = inf)
-    max_grad_norm: float = 1.0  # per-graph L2 clip bound, in gradient units
-    sample_rate: float = 0.5  # q in (0, 1]: Poisson inclusion probability of a graph per step
-
-
-@dataclass
-class PrivacyConfig:
-    """Differential privacy of what a client releases (:mod:`fedalign.privacy`).
-
-    ``mechanism: gaussian`` clips each release of structure statistics (all layers) to L2 norm
-    ``clip_norm`` and adds Gaussian noise of std ``noise_multiplier * clip_norm`` per coordinate;
-    unit of privacy: the client's whole local dataset. Give exactly one of ``noise_multiplier``
-    (sigma) and ``target_epsilon`` (sigma is then solved so that the client's planned releases,
-    :func:`planned_releases`, spend exactly that epsilon at ``delta``; ``.inf`` = clip only, no
-    noise, no privacy). ``max_epsilon`` is a hard budget: a release that would exceed it is
-    withheld (the client still trains; peers keep its last statistics).
-    """
-
-    # client: the statistics mechanism / DP-SGD protect a client's data; labels: randomised response on each
-    # training label before training (privacy.label_epsilon per label; fedalign.privacy.labels)
-    unit: Literal["client", "labels"] = "client"
-    label_epsilon: float | None = None
-    mechanism: Literal["none", "gaussian"] = "none"
-    noise_multiplier: float | None = None  # sigma; noise std sigma * clip_norm per coordinate (0 = clip only)
-    target_epsilon: float | None = None  # alternative to sigma: the epsilon of all planned releases
-    clip_norm: float = 1.0  # C: L2 bound of one release (scope release) or of each layer (scope layer)
-    clip_scope: Literal["release", "layer"] = "release"
-    delta: float = 1e-5
-    accountant: Literal["rdp", "prv"] = "prv"  # Opacus; = fedalign.privacy.accounting.DEFAULT_ACCOUNTANT (tested)
-    max_epsilon: float | None = None  # budget of the statistics mechanism; None = unlimited
-    # Subtract the public uniform baseline 1/in-degree(v) before clipping (signed: sensitivity 2C instead of
-    # sqrt(2) C, but the clipped norm carries only how the distributions differ from uniform).
-    subtract_baseline: bool = False
-    release_every: int = 1  # release after every k-th turn only (fewer releases, less noise each)
-    # false: no charged release in the final round (nobody trains after it), so target_epsilon is spread over one
-    # release fewer; true (the default so far) releases there too
-    final_release: bool = True
-    # Round 0's release (before any training, on a public alignment graph) reads no private data: send it
-    # exact and uncharged. Under partition.scheme replicate the alignment graph is private: always charged.
-    free_initial_release: bool = True
-    # Noise from the experiment seed (reproducible, for tests and comparisons) or, by default, from the OS
-    # CSPRNG (fedalign.client.noise): a seed the server knows lets it regenerate and subtract the noise, so a
-    # reproducible run reports epsilon = inf, and with target/max/label epsilon needs insecure_ok: true.
-    reproducible_noise: bool = False
-    insecure_ok: bool = False  # accept reproducible_noise together with an epsilon target (tests, comparisons)
-    # The noise control of a DP arm: every charged release is made from zeros instead of the client's statistics
-    # (same mechanism, same sigma: pure noise); it reads no private data and spends no epsilon.
-    noise_control: bool = False
-    # Secure aggregation with distributed noise (schedule simultaneous, mechanism gaussian): the server learns
-    # only the sum of the clients' shares (Flower's SecAgg+ in the Flower engines), each client adds noise of std
-    # sigma C / sqrt(n), n = K - floor(max_dropout_share K) - colluders (fedalign.aggregation).
-    secure_aggregation: bool = False
-    max_dropout_share: float = 0.1  # clients that may drop out of a round while the sum keeps noise sigma C
-    colluders: int = 1  # clients whose noise shares the adversary may know (>= 1: any trainer knows its own)
-    dp_sgd: DPSGDConfig = field(default_factory=DPSGDConfig)
-
-
-@dataclass
-class SimulationConfig:
+class SimulationConfig(Section):
     """How Flower's Simulation Runtime places the virtual clients (``fedalign run`` / ``sweep`` with the Flower engine).
 
     Each client asks Ray for ``cpus_per_client`` CPUs and ``gpus_per_client`` GPUs (a fraction shares a
@@ -193,33 +180,48 @@ class SimulationConfig:
     instead of starting a local Ray instance.
     """
 
-    cpus_per_client: float = 1.0
-    gpus_per_client: float = 0.0
-    ray_address: str | None = None
+    cpus_per_client: float = Field(1.0, description="CPUs Ray reserves for each virtual client")
+    gpus_per_client: float = Field(
+        0.0, description="GPUs Ray reserves for each virtual client (a fraction shares a GPU)")
+    ray_address: Optional[str] = Field(
+        None, description="attach to this running Ray cluster instead of starting a local Ray")
 
 
-@dataclass
-class OutputConfig:
-    dir: str = "outputs"  # run folders are created below this
-    progress: bool = True  # one line per round on stderr
-    plot: bool = True  # write curves.png at the end
+class OutputConfig(Section):
+    """What a run writes, and where."""
+
+    dir: str = Field("outputs", description="run folders are created below this")
+    progress: bool = Field(True, description="one line per round on stderr")
+    plot: bool = Field(True, description="write curves.png at the end")
 
 
-@dataclass
-class ExperimentConfig:
-    name: str = "experiment"
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    data: DataConfig = field(default_factory=DataConfig)
-    partition: PartitionConfig = field(default_factory=PartitionConfig)
-    federation: FederationConfig = field(default_factory=FederationConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    align: AlignConfig = field(default_factory=AlignConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
-    simulation: SimulationConfig = field(default_factory=SimulationConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
+class ExperimentConfig(Section):
+    """The top level of an experiment file: its name, seed and device, and one key per section."""
+
+    name: str = Field("experiment", description="the experiment's name: run folders are "
+                                                "`<output.dir>/<name>-<UTC time>/`")
+    seed: int = Field(0, description="the experiment seed: split, partition, initialisation and query set are "
+                                     "drawn from it (privacy noise is not, unless `privacy.reproducible_noise`)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where students train: `auto` (CUDA when available, else CPU; under Flower the GPU Ray "
+        "assigns), `cpu`, `cuda` (refused by `fedalign check` and `run` where torch finds no GPU)")
+    data: DataConfig = Field(default_factory=DataConfig, description="the dataset")
+    partition: PartitionConfig = Field(default_factory=PartitionConfig, description="who holds what")
+    federation: FederationConfig = Field(default_factory=FederationConfig, description="clients and rounds")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the students' networks")
+    align: AlignConfig = Field(default_factory=AlignConfig, description="how students align")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="local training")
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="differential privacy")
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig, description="placement on Ray")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="what a run writes")
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain nested dicts (:func:`dataclasses.asdict`)."""
-        return dataclasses.asdict(self)
+        """The config as plain nested dicts, as ``config.yaml`` records it (``data.synthetic``: the options given)."""
+        return self.model_dump()
+
+
+__all__ = [
+    "DEFAULT_ACTIVATION", "AlignConfig", "ConfigError", "DataConfig", "DPSGDConfig", "ExperimentConfig",
+    "FederationConfig", "ModelConfig", "OutputConfig", "PartitionConfig", "PrivacyConfig", "Section",
+    "SimulationConfig", "SyntheticConfig", "TrainConfig",
+]

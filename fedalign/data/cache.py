@@ -24,7 +24,7 @@ def _dataset(name: str, root: str | None, cache_dir: str | None, split: tuple[fl
 
 def _dataset_key(cfg: ExperimentConfig) -> tuple:
     d = cfg.data
-    return d.name, d.root, d.cache_dir, tuple(d.split), cfg.seed, json.dumps(d.synthetic, sort_keys=True)
+    return d.name, d.root, d.cache_dir, tuple(d.split), cfg.seed, json.dumps(d.synthetic.options(), sort_keys=True)
 
 
 @functools.lru_cache(maxsize=4)

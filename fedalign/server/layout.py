@@ -8,7 +8,6 @@ for shape, dtype and range only (with a warning).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -49,8 +48,8 @@ def with_layout_fingerprint(cfg: ExperimentConfig) -> ExperimentConfig:
     artefact = public_layout_artefact(cfg)
     if artefact is None or cfg.federation.public_layout_sha256 is not None:
         return cfg
-    federation = dataclasses.replace(cfg.federation, public_layout_sha256=artefact.fingerprint)
-    return dataclasses.replace(cfg, federation=federation)
+    federation = cfg.federation.model_copy(update={"public_layout_sha256": artefact.fingerprint})
+    return cfg.model_copy(update={"federation": federation})
 
 
 def release_layout_of(cfg: ExperimentConfig) -> ReleaseLayout | None:
