@@ -20,7 +20,8 @@ RESULTS = ROOT / "results"
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("gen_config_reference", Path(__file__).with_name("gen_config_reference.py"))
+    path = Path(__file__).with_name("gen_config_reference.py")
+    spec = importlib.util.spec_from_file_location("gen_config_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

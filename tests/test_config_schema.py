@@ -111,7 +111,8 @@ def test_synthetic_options_are_typed_and_recorded_as_given():
     assert cfg.data.synthetic.num_nodes == 150 and cfg.data.synthetic.signal is None
     assert cfg.to_dict()["data"]["synthetic"] == {"num_nodes": 150, "avg_degree": 8}  # 8 stays 8, no nulls
     assert config_from_dict(cfg.to_dict()) == cfg
-    assert not config_from_dict({}).data.synthetic and config_from_dict({"data": {"synthetic": None}}).data.synthetic.options() == {}
+    assert not config_from_dict({}).data.synthetic
+    assert config_from_dict({"data": {"synthetic": None}}).data.synthetic.options() == {}
 
 
 def test_the_activation_follows_the_architecture_unless_given():

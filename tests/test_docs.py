@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from pydantic import BaseModel
 
 from fedalign.config import ExperimentConfig
@@ -82,7 +81,8 @@ def test_the_descriptions_of_the_models_are_the_meanings():
     rows = reference_rows()
     assert rows["align.vote_threshold"][2].startswith("T of strategy votes")
     assert rows["federation.timeout"][2] == "seconds the server waits for a round's replies"
-    assert rows["model.activation"][1] == "`null`" and "`relu` for `gcn`, `elu` for `gat`" in rows["model.activation"][2]
+    activation = rows["model.activation"]
+    assert activation[1] == "`null`" and "`relu` for `gcn`, `elu` for `gat`" in activation[2]
 
 
 def test_the_synthetic_options_are_the_generators_with_their_defaults():

@@ -19,8 +19,20 @@ accounted.
 from .checks import check_config, check_device
 from .parsing import apply_overrides, config_error, config_from_dict, load_config, parse_override
 from .sections import (
-    DEFAULT_ACTIVATION, AlignConfig, ConfigError, DataConfig, DPSGDConfig, ExperimentConfig, FederationConfig,
-    ModelConfig, OutputConfig, PartitionConfig, PrivacyConfig, SimulationConfig, SyntheticConfig, TrainConfig,
+    DEFAULT_ACTIVATION,
+    AlignConfig,
+    ConfigError,
+    DataConfig,
+    DPSGDConfig,
+    ExperimentConfig,
+    FederationConfig,
+    ModelConfig,
+    OutputConfig,
+    PartitionConfig,
+    PrivacyConfig,
+    SimulationConfig,
+    SyntheticConfig,
+    TrainConfig,
 )
 from .yamlfile import UniqueKeyLoader, parse_yaml, read_yaml
 

@@ -25,7 +25,8 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
 
     k = cfg.federation.num_clients
     dataset = cfg.data.name.lower().replace("_", "-")
-    _check(dataset in DATASET_NAMES, "data.name", f"unknown dataset {cfg.data.name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    _check(dataset in DATASET_NAMES, "data.name",
+           f"unknown dataset {cfg.data.name!r}; choose one of {', '.join(DATASET_NAMES)}")
     _check_data(cfg, dataset)
     _check(k >= 1, "federation.num_clients", f"must be >= 1, got {k}")
     _check(k >= 2 or cfg.align.strategy in ("none", "self"), "federation.num_clients",
@@ -41,7 +42,8 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
     for name in type(cfg.model).model_fields:
         value = getattr(cfg.model, name)
         if isinstance(value, list):
-            _check(len(value) == k, f"model.{name}", f"a per-client list needs {k} entries (one per client), got {len(value)}")
+            _check(len(value) == k, f"model.{name}",
+                   f"a per-client list needs {k} entries (one per client), got {len(value)}")
     for i in range(k):
         m = cfg.model.for_client(i)
         _check(m["hidden_layers"] >= 2, "model.hidden_layers", f"must be >= 2, got {m['hidden_layers']}")
@@ -79,7 +81,8 @@ def _check_data(cfg: ExperimentConfig, dataset: str) -> None:
            "remove data.synthetic or use a synthetic-* dataset")
     for option in cfg.data.synthetic.options():
         _check(option in GENERATOR_OPTIONS.get(dataset, (option,)), f"data.synthetic.{option}",
-               f"not an option of the {dataset} generator; its options: {', '.join(GENERATOR_OPTIONS.get(dataset, ()))}")
+               f"not an option of the {dataset} generator; its options: "
+               f"{', '.join(GENERATOR_OPTIONS.get(dataset, ()))}")
     _check(len(cfg.data.split) == 3 and all(f > 0 for f in cfg.data.split) and sum(cfg.data.split) <= 1 + 1e-9,
            "data.split", f"three positive fractions (train, val, test) summing to at most 1, got {cfg.data.split}")
 
@@ -139,7 +142,8 @@ def _check_queries(cfg: ExperimentConfig) -> None:
     a = cfg.align
     _check(a.queries is None or a.strategy in NODE_STRATEGIES, "align.queries",
            f"a query set applies to strategies {' and '.join(NODE_STRATEGIES)}, not {a.strategy!r}; remove the key")
-    _check(a.queries is None or a.queries >= 1, "align.queries", f"the number of query nodes must be >= 1, got {a.queries}")
+    _check(a.queries is None or a.queries >= 1, "align.queries",
+           f"the number of query nodes must be >= 1, got {a.queries}")
     _check(a.vote_threshold == 0 or a.strategy == "votes", "align.vote_threshold",
            f"the consensus threshold applies to strategy votes, not {a.strategy!r}; remove the key")
     _check(0 <= a.vote_threshold < math.inf, "align.vote_threshold",
@@ -212,14 +216,17 @@ def _check_weight_strategy(cfg: ExperimentConfig) -> None:
     p, strategy = cfg.privacy, cfg.align.strategy
     sigma, eps = p.noise_multiplier, p.target_epsilon
     _check(p.mechanism == "none" and not p.secure_aggregation and not p.noise_control, "privacy.mechanism",
-           f"align.strategy {strategy} sends model weights, not statistics: the statistics mechanism (privacy.mechanism "
+           f"align.strategy {strategy} sends model weights, not statistics: the statistics mechanism "
+           "(privacy.mechanism "
            "gaussian, secure_aggregation, noise_control) does not apply to it; set privacy.mechanism: none "
            "(dp-fedavg takes its noise from privacy.target_epsilon or privacy.noise_multiplier and privacy.clip_norm)")
     _check(p.unit == "client" and not p.dp_sgd.enabled, "privacy.unit",
            f"align.strategy {strategy} is a client-level reference arm: use privacy.unit: client without dp_sgd")
     _check(cfg.federation.schedule == "simultaneous", "federation.schedule",
-           f"align.strategy {strategy} averages every client's weights every round: set federation.schedule: simultaneous")
-    _check(p.max_epsilon is None, "privacy.max_epsilon", f"align.strategy {strategy} does not take a budget; remove the key")
+           f"align.strategy {strategy} averages every client's weights every round: set federation.schedule: "
+           "simultaneous")
+    _check(p.max_epsilon is None, "privacy.max_epsilon",
+           f"align.strategy {strategy} does not take a budget; remove the key")
     _check(all(not isinstance(getattr(cfg.model, name), list) for name in type(cfg.model).model_fields), "model",
            f"align.strategy {strategy} averages one model: give every model key one value, not a per-client list")
     if strategy == "fedavg":

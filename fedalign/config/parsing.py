@@ -61,7 +61,7 @@ def _locate(loc: tuple) -> tuple[str, type[BaseModel], Any]:
     return ".".join(parts), cls, annotation
 
 
-def _message(error: dict, cls: type[BaseModel], annotation: Any) -> str:
+def _message(error: Any, cls: type[BaseModel], annotation: Any) -> str:
     """One error of pydantic in fedalign's words (after ``key:``)."""
     value = error.get("input")
     if error["type"] == "extra_forbidden":

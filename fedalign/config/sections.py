@@ -8,7 +8,7 @@ models (``extra="forbid"``, strict types); checks across keys are in :mod:`fedal
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import Field, field_serializer, model_validator
 
@@ -20,19 +20,18 @@ Arch = Literal["gcn", "gat", "sage"]
 Activation = Literal["elu", "relu"]
 # The activation a student of each architecture uses when model.activation is left out: the original
 # Alignahead code's (ReLU in its GCN students, ELU in its GAT students; GraphSAGE keeps fedalign's ELU).
-DEFAULT_ACTIVATION: dict[str, str] = {"gcn": "relu", "gat": "elu", "sage": "elu"}
+DEFAULT_ACTIVATION: dict[str, Activation] = {"gcn": "relu", "gat": "elu", "sage": "elu"}
 
 
 class DataConfig(Section):
     """Which graph data the students learn from (:mod:`fedalign.data`)."""
 
-    name: str = Field("synthetic-csbm", description="the dataset (see Datasets on the running page)")
-    root: Optional[str] = Field(None, description="data root (else $FEDALIGN_DATA_ROOT)")
-    cache_dir: Optional[str] = Field(
-        None, description="where raw files are linked and processed (else $FEDALIGN_CACHE_DIR)")
-    split: list[float] = Field([0.6, 0.2, 0.2], description="train/val/test fractions")
-    synthetic: SyntheticConfig = Field(
-        default_factory=SyntheticConfig,
+    name: str = Field(default="synthetic-csbm", description="the dataset (see Datasets on the running page)")
+    root: str | None = Field(default=None, description="data root (else $FEDALIGN_DATA_ROOT)")
+    cache_dir: str | None = Field(
+        default=None, description="where raw files are linked and processed (else $FEDALIGN_CACHE_DIR)")
+    split: list[float] = Field(default=[0.6, 0.2, 0.2], description="train/val/test fractions")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig,
         description="options of the synthetic generators (synthetic-* datasets only)")
 
     @field_serializer("synthetic")
@@ -44,32 +43,35 @@ class PartitionConfig(Section):
     """Who holds what: how the nodes (or graphs) are shared out among the clients (:mod:`fedalign.data.partition`)."""
 
     scheme: Literal["replicate", "iid", "dirichlet", "community", "graphs"] = Field(
-        "replicate", description="who holds what: `replicate` (the paper: every client the whole training set), "
+        default="replicate",
+        description="who holds what: `replicate` (the paper: every client the whole training set), "
         "`iid`, `dirichlet` (label skew `alpha`), `community` (Louvain), `graphs` (multi-graph data)")
-    alpha: float = Field(0.5, description="Dirichlet concentration (label skew)")
+    alpha: float = Field(default=0.5, description="Dirichlet concentration (label skew)")
     public_fraction: float = Field(
-        0.2, description="share of nodes (or training graphs) forming the alignment graph")
+        default=0.2, description="share of nodes (or training graphs) forming the alignment graph")
     label_rate: float = Field(
-        1.0, description="share of each client's training nodes whose labels it uses (seeded, per class where "
+        default=1.0, description="share of each client's training nodes whose labels it uses (seeded, per class where "
         "possible); the other training nodes stay in its graph unlabelled. 1.0 = every training label.")
 
 
 class FederationConfig(Section):
     """The federation: how many clients, how many rounds, who trains when."""
 
-    num_clients: int = Field(2, description="K, the number of clients (students)")
-    rounds: int = Field(40, description="training rounds after round 0 (which collects every client's initial "
+    num_clients: int = Field(default=2, description="K, the number of clients (students)")
+    rounds: int = Field(default=40, description="training rounds after round 0 (which collects every client's initial "
                                          "release)")
     schedule: Literal["alternating", "simultaneous"] = Field(
-        "alternating", description="`alternating` (the paper's: one trainer per round, client (r−1) mod K) or "
+        default="alternating", description="`alternating` (the paper's: one trainer per round, client (r−1) mod K) or "
         "`simultaneous` (every client trains every round)")
-    timeout: float = Field(600.0, description="seconds the server waits for a round's replies")
-    public_layout: Optional[str] = Field(
-        None, description="a public layout artefact (`fedalign layout <experiment> --out <file>`, made where the "
+    timeout: float = Field(default=600.0, description="seconds the server waits for a round's replies")
+    public_layout: str | None = Field(
+        default=None,
+        description="a public layout artefact (`fedalign layout <experiment> --out <file>`, made where the "
         "data is): the server checks releases against it and never opens the data root. None: the server derives "
         "it from the data, and without the data checks shape, dtype and range only.")
-    public_layout_sha256: Optional[str] = Field(
-        None, description="SHA-256 fingerprint of the public layout; every client checks its own data gives it. "
+    public_layout_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 fingerprint of the public layout; every client checks its own data gives it. "
         "None: filled by the server from public_layout when given (set it to pin a layout).")
 
 
@@ -80,27 +82,27 @@ class ModelConfig(Section):
     (e.g. ``hidden_layers: [2, 4]``).
     """
 
-    arch: Union[Arch, list[Arch]] = Field("gcn", description="the student network: GCN, GAT or GraphSAGE")
-    hidden_layers: Union[int, list[int]] = Field(4, description="L, the number of hidden (aligned) layers, ≥ 2")
-    hidden_dim: Union[int, list[int]] = Field(64, description="width of every hidden layer (per head for GAT)")
-    heads: Union[int, list[int]] = Field(4, description="attention heads (GAT only)")
-    dropout: Union[float, list[float]] = Field(
-        0.0, description="dropout of features and attention; the original uses none")
-    residual: Union[bool, list[bool]] = Field(
-        False, description="skips inside hidden layers 2..L and the output layer")
-    activation: Union[Activation, list[Activation], None] = Field(
-        None, description="the hidden layers' activation. Left out (null): by architecture, as in the original "
+    arch: Arch | list[Arch] = Field(default="gcn", description="the student network: GCN, GAT or GraphSAGE")
+    hidden_layers: int | list[int] = Field(default=4, description="L, the number of hidden (aligned) layers, ≥ 2")
+    hidden_dim: int | list[int] = Field(default=64, description="width of every hidden layer (per head for GAT)")
+    heads: int | list[int] = Field(default=4, description="attention heads (GAT only)")
+    dropout: float | list[float] = Field(
+        default=0.0, description="dropout of features and attention; the original uses none")
+    residual: bool | list[bool] = Field(
+        default=False, description="skips inside hidden layers 2..L and the output layer")
+    activation: Activation | list[Activation] | None = Field(
+        default=None, description="the hidden layers' activation. Left out (null): by architecture, as in the original "
         "Alignahead code: `relu` for `gcn`, `elu` for `gat` (and `sage`), resolved when the config is read "
         "(config.yaml records the value used); an explicit value wins")
     init: Literal["shared", "independent"] = Field(
-        "shared", description="shared: every student starts from the same weights (one seed, as the original's "
+        default="shared", description="shared: every student starts from the same weights (one seed, as the original's "
         "deep copies); independent: each student from its own seed")
 
     @model_validator(mode="after")
     def _activation_by_architecture(self) -> ModelConfig:
         if self.activation is None:
             if isinstance(self.arch, list):
-                chosen = [DEFAULT_ACTIVATION[a] for a in self.arch]
+                chosen: list[Activation] = [DEFAULT_ACTIVATION[a] for a in self.arch]
                 self.activation = chosen[0] if len(set(chosen)) == 1 else chosen
             else:
                 self.activation = DEFAULT_ACTIVATION[self.arch]
@@ -128,45 +130,50 @@ class AlignConfig(Section):
     """
 
     strategy: Literal["alignahead", "one-to-one", "self", "logits", "votes", "none", "fedavg", "dp-fedavg"] = Field(
-        "alignahead", description="alignahead / one-to-one / self / logits / votes / none share statistics (or "
+        default="alignahead", description="alignahead / one-to-one / self / logits / votes / none share statistics (or "
         "nothing); fedavg and dp-fedavg are the weight-averaging reference arms: they send weights, so they must "
         "be named here explicitly")
-    weight: float = Field(1.0, description="a: weight of the alignment loss")
-    tau: float = Field(100.0, description="temperature of the structure kernel")
+    weight: float = Field(default=1.0, description="a: weight of the alignment loss")
+    tau: float = Field(default=100.0, description="temperature of the structure kernel")
     kernel: Literal["lsp", "l1-softmax", "l2sq", "cosine"] = Field(
-        "lsp", description="structure kernel: `lsp` (the original's softmax of exp(−d/τ)); the others a softmax of "
+        default="lsp",
+        description="structure kernel: `lsp` (the original's softmax of exp(−d/τ)); the others a softmax of "
         "a similarity / τ (`l1-softmax`: −‖h_u − h_v‖₁, `l2sq`: −‖h_u − h_v‖₂², `cosine`)")
     representation: Literal["pre-activation", "post-activation"] = Field(
-        "pre-activation", description="align each layer's output before (`pre-activation`, the original) or after "
+        default="pre-activation",
+        description="align each layer's output before (`pre-activation`, the original) or after "
         "its activation")
     node_mean: Literal["all", "with-in-edges"] = Field(
-        "all", description="divide the per-node KL sum by N, or by nodes with in-edges")
+        default="all", description="divide the per-node KL sum by N, or by nodes with in-edges")
     logit_temperature: float = Field(
-        1.0, description="T of strategy logits: KL of softmax(z / T) between students")
+        default=1.0, description="T of strategy logits: KL of softmax(z / T) between students")
     statistics_dtype: Literal["float32", "float16"] = Field(
-        "float32", description="wire precision of released statistics: float16 halves the bytes sent and "
+        default="float32", description="wire precision of released statistics: float16 halves the bytes sent and "
         "received; receivers compute in float32 (probabilities below ~6e-8 round to 0 and then add nothing to the KL)")
-    queries: Optional[int] = Field(
-        None, description="Q: strategies logits and votes release only on a public sample of Q nodes of the "
+    queries: int | None = Field(
+        default=None, description="Q: strategies logits and votes release only on a public sample of Q nodes of the "
         "alignment graph (the query set: fixed for the whole run, drawn from the experiment seed, the same on every "
         "client and the server); None = every node of the alignment graph")
     vote_threshold: float = Field(
-        0.0, description="T of strategy votes: a query is answered only where the peers' noisy top vote count is "
+        default=0.0,
+        description="T of strategy votes: a query is answered only where the peers' noisy top vote count is "
         ">= T (Confident-GNMax's consensus check, on the same noisy histogram: post-processing); 0 answers every query")
 
 
 class TrainConfig(Section):
     """Local training of each student (Adam)."""
 
-    local_epochs: int = Field(1, description="epochs a student trains each time it is scheduled")
-    lr: float = Field(0.005, description="Adam's learning rate")
-    weight_decay: float = Field(0.0, description="Adam's weight decay")
-    batch_size: Optional[int] = Field(
-        None, description="mini-batch students (fedalign.client.minibatch_training): None = full batch. Else each "
+    local_epochs: int = Field(default=1, description="epochs a student trains each time it is scheduled")
+    lr: float = Field(default=0.005, description="Adam's learning rate")
+    weight_decay: float = Field(default=0.0, description="Adam's weight decay")
+    batch_size: int | None = Field(
+        default=None,
+        description="mini-batch students (fedalign.client.minibatch_training): None = full batch. Else each "
         "step takes batch_size labelled training nodes (PyG NeighborLoader) and batch_size target nodes of the "
         "alignment graph with all their in-edges (the alignment term's unbiased estimate: fedalign.client.minibatch)")
-    num_neighbors: Optional[list[int]] = Field(
-        None, description="fan-out per message-passing layer (model.hidden_layers + 1 entries, PyG's order: the hop "
+    num_neighbors: list[int] | None = Field(
+        default=None,
+        description="fan-out per message-passing layer (model.hidden_layers + 1 entries, PyG's order: the hop "
         "next to the seeds, i.e. the output layer, first; -1 = every neighbour); None = all neighbours (exact "
         "representations)")
 
@@ -180,30 +187,31 @@ class SimulationConfig(Section):
     instead of starting a local Ray instance.
     """
 
-    cpus_per_client: float = Field(1.0, description="CPUs Ray reserves for each virtual client")
+    cpus_per_client: float = Field(default=1.0, description="CPUs Ray reserves for each virtual client")
     gpus_per_client: float = Field(
-        0.0, description="GPUs Ray reserves for each virtual client (a fraction shares a GPU)")
-    ray_address: Optional[str] = Field(
-        None, description="attach to this running Ray cluster instead of starting a local Ray")
+        default=0.0, description="GPUs Ray reserves for each virtual client (a fraction shares a GPU)")
+    ray_address: str | None = Field(
+        default=None, description="attach to this running Ray cluster instead of starting a local Ray")
 
 
 class OutputConfig(Section):
     """What a run writes, and where."""
 
-    dir: str = Field("outputs", description="run folders are created below this")
-    progress: bool = Field(True, description="one line per round on stderr")
-    plot: bool = Field(True, description="write curves.png at the end")
+    dir: str = Field(default="outputs", description="run folders are created below this")
+    progress: bool = Field(default=True, description="one line per round on stderr")
+    plot: bool = Field(default=True, description="write curves.png at the end")
 
 
 class ExperimentConfig(Section):
     """The top level of an experiment file: its name, seed and device, and one key per section."""
 
-    name: str = Field("experiment", description="the experiment's name: run folders are "
+    name: str = Field(default="experiment", description="the experiment's name: run folders are "
                                                 "`<output.dir>/<name>-<UTC time>/`")
-    seed: int = Field(0, description="the experiment seed: split, partition, initialisation and query set are "
+    seed: int = Field(default=0, description="the experiment seed: split, partition, initialisation and query set are "
                                      "drawn from it (privacy noise is not, unless `privacy.reproducible_noise`)")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="where students train: `auto` (CUDA when available, else CPU; under Flower the GPU Ray "
+        default="auto",
+        description="where students train: `auto` (CUDA when available, else CPU; under Flower the GPU Ray "
         "assigns), `cpu`, `cuda` (refused by `fedalign check` and `run` where torch finds no GPU)")
     data: DataConfig = Field(default_factory=DataConfig, description="the dataset")
     partition: PartitionConfig = Field(default_factory=PartitionConfig, description="who holds what")

@@ -8,17 +8,17 @@ refused by :func:`fedalign.config.check_config` naming the key.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 from pydantic import Field
 
 from .base import Section
 
-Number = Union[int, float]  # kept as written (8 stays 8): configs, caches and fingerprints record it as given
+Number = int | float  # kept as written (8 stays 8): configs, caches and fingerprints record it as given
 
 
 def _option(generators: str, meaning: str) -> Any:
-    return Field(None, description=f"{meaning} ({generators})")
+    return Field(default=None, description=f"{meaning} ({generators})")
 
 
 class SyntheticConfig(Section):
@@ -28,26 +28,26 @@ class SyntheticConfig(Section):
     null (left out) takes that generator's default.
     """
 
-    num_nodes: Optional[int] = _option("synthetic-csbm; default 400", "number of nodes")
-    num_classes: Optional[int] = _option("synthetic-csbm; default 4", "number of classes")
-    num_features: Optional[int] = _option("synthetic-csbm: default 32; synthetic-ppi: default 16",
+    num_nodes: int | None = _option("synthetic-csbm; default 400", "number of nodes")
+    num_classes: int | None = _option("synthetic-csbm; default 4", "number of classes")
+    num_features: int | None = _option("synthetic-csbm: default 32; synthetic-ppi: default 16",
                                           "feature dimension")
-    avg_degree: Optional[Number] = _option("synthetic-csbm: default 8.0; synthetic-ppi: default 6.0",
+    avg_degree: Number | None = _option("synthetic-csbm: default 8.0; synthetic-ppi: default 6.0",
                                            "expected number of neighbours of a node")
-    homophily: Optional[Number] = _option(
+    homophily: Number | None = _option(
         "synthetic-csbm: default 0.8, within its class; synthetic-ppi: default 0.9, within its community",
         "expected fraction of a node's edges that stay within its block")
-    signal: Optional[Number] = _option("synthetic-csbm; default 1.0",
+    signal: Number | None = _option("synthetic-csbm; default 1.0",
                                        "distance between any two class means, in units of the (unit) noise std")
-    num_graphs: Optional[int] = _option("synthetic-ppi; default 24", "number of graphs")
-    num_val_graphs: Optional[int] = _option("synthetic-ppi; default 2", "validation graphs")
-    num_test_graphs: Optional[int] = _option("synthetic-ppi; default 2", "test graphs (the rest are training graphs)")
-    min_nodes: Optional[int] = _option("synthetic-ppi; default 60", "fewest nodes of a graph")
-    max_nodes: Optional[int] = _option("synthetic-ppi; default 100",
+    num_graphs: int | None = _option("synthetic-ppi; default 24", "number of graphs")
+    num_val_graphs: int | None = _option("synthetic-ppi; default 2", "validation graphs")
+    num_test_graphs: int | None = _option("synthetic-ppi; default 2", "test graphs (the rest are training graphs)")
+    min_nodes: int | None = _option("synthetic-ppi; default 60", "fewest nodes of a graph")
+    max_nodes: int | None = _option("synthetic-ppi; default 100",
                                        "most nodes of a graph (drawn uniformly from [min_nodes, max_nodes])")
-    num_labels: Optional[int] = _option("synthetic-ppi; default 12", "number of (multi-label) targets")
-    num_communities: Optional[int] = _option("synthetic-ppi; default 4", "planted communities per graph")
-    noise: Optional[Number] = _option("synthetic-ppi; default 1.0", "std of the Gaussian noise added to the features")
+    num_labels: int | None = _option("synthetic-ppi; default 12", "number of (multi-label) targets")
+    num_communities: int | None = _option("synthetic-ppi; default 4", "planted communities per graph")
+    noise: Number | None = _option("synthetic-ppi; default 1.0", "std of the Gaussian noise added to the features")
 
     def options(self) -> dict[str, Any]:
         """The options given (not null), as the generators take them: ``{"num_nodes": 150}``."""
