@@ -116,6 +116,8 @@ def make_server_cert(ca_dir: str | Path, hosts: list[str], out_dir: str | Path |
                            "replacing the SuperLink's certificate and key (pass overwrite)")
     ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
     ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{ca_dir / 'ca.key'} is not the elliptic-curve key make_ca writes")
     key = ec.generate_private_key(ec.SECP384R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "localhost")])
     cert = (

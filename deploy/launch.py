@@ -47,17 +47,13 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import tomli_w
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib
 
 from fedalign.client.paths import worker_socket
 from fedalign.provenance import declared_revision
@@ -685,14 +681,14 @@ def describe(pid: int) -> str:
         return f"{pid}: ?"
 
 
-def _reap(popens: list[subprocess.Popen]) -> None:
+def _reap(popens: Sequence[subprocess.Popen | None]) -> None:
     for p in popens:
         if p is not None:
             p.poll()
 
 
 def kill(tag: str, role: str | None = None, *, sig: int = signal.SIGKILL,
-         popens: list[subprocess.Popen] = ()) -> list[int]:
+         popens: Sequence[subprocess.Popen | None] = ()) -> list[int]:
     """Send ``sig`` to every process of ``<tag>:<role>`` (all of ``tag`` when role is None) at once."""
     pids = sorted(processes(tag, role))
     for pid in pids:
@@ -707,13 +703,13 @@ def kill(tag: str, role: str | None = None, *, sig: int = signal.SIGKILL,
     return pids
 
 
-def stop(tag: str, *, grace: float = 15.0, popens: list[subprocess.Popen] = ()) -> list[str]:
+def stop(tag: str, *, grace: float = 15.0, popens: Sequence[subprocess.Popen | None] = ()) -> list[str]:
     """SIGTERM every process of ``tag``, SIGKILL what is left after ``grace`` s; returns survivors."""
     return stop_processes(lambda: processes(tag), grace=grace, popens=popens)
 
 
 def stop_processes(find: Callable[[], set[int]], *, grace: float = 15.0,
-                   popens: list[subprocess.Popen] = ()) -> list[str]:
+                   popens: Sequence[subprocess.Popen | None] = ()) -> list[str]:
     """SIGTERM every process ``find()`` returns, SIGKILL what is left after ``grace`` s (asking ``find``
     again each time); returns the survivors, described."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0), (signal.SIGKILL, 10.0)):
@@ -900,6 +896,7 @@ def start_local(workdir: str | Path, clients: int, *, port: int | None = None, i
                 socket_path = worker_socket(node_dir / "state", i)
                 worker = start(f"worker-{i}", worker_command(socket_path), tag=tag, log=node_dir / "worker.log")
                 deployment.processes.append(worker)
+                assert worker.popen is not None  # start() keeps the Popen
                 wait_for_socket(socket_path, worker.popen, worker.log)
             cmd = supernode_command(superlink=address,
                                     config=node_config(i, clients, data_root, node_dir / "state", socket_path),

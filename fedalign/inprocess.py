@@ -14,6 +14,7 @@ where SecAgg+ hides them from the server.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -60,14 +61,16 @@ class InProcessTransport:
         transport = cls({i: build_student(cfg, i) for i in range(cfg.federation.num_clients)}, state_dir)
         if restore:
             for i, student in transport.clients.items():
-                transport.checkpoints[i].restore(student)
+                checkpoint = transport.checkpoints[i]
+                assert checkpoint is not None  # restore needs a state_dir
+                checkpoint.restore(student)
         return transport
 
     def evaluation(self) -> list[dict]:
         """Every client's evaluation-log rows (what, with privacy on, its replies did not carry)."""
         if self.state_dir is None:
             return [row for log in self.logs.values() for row in log.rows]
-        return read_evaluation_logs([log.path for log in self.logs.values()])
+        return read_evaluation_logs([log.path for log in self.logs.values() if log.path is not None])
 
     def _call(self, client: int, fn: Callable[[], tuple[dict, Statistics | None]], received: int) -> Reply:
         start = time.perf_counter()
@@ -85,7 +88,8 @@ class InProcessTransport:
             clients: the client ids asked.
             round_number: the round.
         """
-        return {i: self._call(i, lambda i=i: self._respond(i, "query", round_number, {}, False), 0) for i in clients}
+        return {i: self._call(i, functools.partial(self._respond, i, "query", round_number, {}, False), 0)
+                for i in clients}
 
     def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
         """Every client in ``jobs`` trains a turn on its peers' statistics and releases: their replies, by client id.
@@ -95,7 +99,7 @@ class InProcessTransport:
             round_number: the round.
         """
         return {
-            i: self._call(i, lambda i=i, p=peers: self._respond(i, "train", round_number, p, True),
+            i: self._call(i, functools.partial(self._respond, i, "train", round_number, peers, True),
                           sum(payload_bytes(s) for s in peers.values()))
             for i, peers in jobs.items()
         }

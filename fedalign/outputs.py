@@ -21,6 +21,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -111,7 +112,7 @@ class RunWriter:
     """
 
     def __init__(self, run_dir: Path, cfg: ExperimentConfig, metric_name: str, engine: str,
-                 previous: list[RoundRecord] = (), wall_seconds_before: float = 0.0) -> None:
+                 previous: Sequence[RoundRecord] = (), wall_seconds_before: float = 0.0) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.metric_name = metric_name

@@ -106,6 +106,7 @@ class PublicLayout:
         if self.target is not None:
             return ReleaseLayout(int(self.num_nodes), self.target)
         queries = None if self.queries is None else len(self.queries)
+        assert self.num_classes is not None  # a layout without target is a logits / votes one
         return release_layout(self.keys["align.strategy"], None, self.num_nodes, int(self.num_classes),
                               bool(self.multilabel), queries)
 
@@ -164,7 +165,7 @@ def save_public_layout(layout: PublicLayout, path: str | Path) -> Path:
               (("target", layout.target), ("queries", layout.queries)) if a is not None}
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as handle:
-        np.savez(handle, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+        np.savez(handle, allow_pickle=True, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
     os.replace(partial, path)
     return path
 
@@ -215,7 +216,8 @@ def check_artefact(layout: PublicLayout, cfg: ExperimentConfig, where: str = "th
     if cfg.align.strategy in NODE_STRATEGIES:
         drawn = query_nodes(cfg.seed, layout.num_nodes, cfg.align.queries)
         if (drawn is None) != (layout.queries is None) or \
-                (drawn is not None and not np.array_equal(drawn, layout.queries)):
+                (drawn is not None and layout.queries is not None
+                 and not np.array_equal(drawn, layout.queries)):
             raise PublicLayoutMismatch(f"federation.public_layout: {where} holds another query set than "
                                        f"seed {cfg.seed} and align.queries {cfg.align.queries} draw")
     check_fingerprint(cfg, layout.fingerprint, where)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
@@ -83,7 +83,7 @@ def check_resumable(run_dir: Path, cfg: ExperimentConfig) -> None:
 
 
 def build_coordinator(cfg: ExperimentConfig, transport: Transport, run_dir: Path, engine: str,
-                      previous: list[RoundRecord] = ()) -> tuple[Coordinator, RunWriter]:
+                      previous: Sequence[RoundRecord] = ()) -> tuple[Coordinator, RunWriter]:
     """A coordinator over ``transport`` that logs to ``run_dir`` (``rounds.jsonl``, progress lines per
     ``output.progress``) and saves its state there after every round; and the run writer
     (call its ``finish()`` at the end).
@@ -171,7 +171,8 @@ def run_experiment(
     run_dir = run_dir_for(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = ServerState(run_dir)
-    completed, cache, summed, previous, wall_before = -1, {}, None, [], 0.0
+    cache: dict[int, list] = {}
+    completed, summed, previous, wall_before = -1, None, [], 0.0
     if resume and state.exists():
         check_resumable(run_dir, cfg)
         completed, cache, summed = state.load()

@@ -21,6 +21,7 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 RUNS, ARCHIVE = "runs", "runs.tar.xz"
 
@@ -175,7 +176,7 @@ def extract(archive: Path, dest: Path) -> None:
                 raise UnsafeArchive(f"{archive}: {err}") from err
             return
         # (a tarfile with filters gets here only in tests; the checks above stand for its filter)
-        trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+        trusted: dict[str, Any] = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
         for member in members:  # in archive order, so a link's target is checked against what is on disk
             check_member(member, dest, archive)
             tar.extract(_sanitised(member), dest, numeric_owner=True, **trusted)

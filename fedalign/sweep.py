@@ -158,9 +158,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
     for key, values in grid.items():
         names = split_key(key)
         if not all(names) or len(set(names)) != len(names) or seen & set(names):
-            raise ConfigError(f"grid: {key}: every config key may appear once in the grid, and a zipped key "
-                              "is a comma-separated list of distinct keys, e.g. "
-                              "federation.num_clients,federation.rounds")
+            raise ConfigError(f"grid: {key}: every config key may appear once in the grid, and a zipped key is a "
+                              "comma-separated list of distinct keys, e.g. federation.num_clients,federation.rounds")
         seen |= set(names)
         if len(names) > 1:
             for value in values:
@@ -313,7 +312,7 @@ def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int
         workers: as for :func:`run_sweep`.
     """
     stream = stream or sys.stderr
-    todo, rows = [], [dict() for _ in specs]
+    todo, rows = [], [dict[int, dict]() for _ in specs]
     for s_index, spec in enumerate(specs):
         for c_index, cell in enumerate(cells(spec)):
             summary = finished_cell(spec, cell, stream)

@@ -134,8 +134,8 @@ def plot_sweep(spec: SweepSpec, table: list[dict], metric: str, path: Path) -> N
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     numeric = all(isinstance(e[x_key], (int, float)) for e in table)
     finite = sorted({e[x_key] for e in table if numeric and math.isfinite(e[x_key])}) if numeric else []
-    inf_pos = (finite[-1] * 2 if finite else 1.0) if numeric else None
-    labels = list(dict.fromkeys(str(v) for v in spec.values_of(x_key))) if not numeric else None  # grid order
+    inf_pos = finite[-1] * 2 if finite else 1.0  # where infinity goes on a numeric axis
+    labels = list(dict.fromkeys(str(v) for v in spec.values_of(x_key))) if not numeric else []  # grid order
     colours: dict[Any, str] = {}
     for (name, control), entries in sorted(_series(spec, table).items(), key=lambda item: item[0][1]):
         entries = sorted(entries, key=lambda e: (e[x_key] if numeric else labels.index(str(e[x_key]))))

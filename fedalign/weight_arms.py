@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .client import Student, build_student
 from .client.weights import WeightPrivacy, get_weights, train_update
@@ -35,7 +36,7 @@ def summary_notes(cfg: ExperimentConfig, privacy: WeightPrivacy) -> dict:
         cfg: the experiment config.
         privacy: its :class:`WeightPrivacy`.
     """
-    notes = {"shared": SHARED, "shared_note": shared_note(cfg.align.strategy, privacy.noise_multiplier,
+    notes: dict[str, Any] = {"shared": SHARED, "shared_note": shared_note(cfg.align.strategy, privacy.noise_multiplier,
                                                                  privacy.clip_norm)}
     if privacy.private:
         notes.update(noise_multiplier=privacy.noise_multiplier, clip_norm=privacy.clip_norm)
@@ -51,6 +52,7 @@ def averaging_for(cfg: ExperimentConfig, privacy: WeightPrivacy) -> Averaging:
     """
     if not privacy.private:
         return Averaging(cfg.federation.num_clients)
+    assert privacy.noise_multiplier is not None  # dp-fedavg
     return Averaging(cfg.federation.num_clients, privacy.clip_norm, privacy.noise_multiplier, privacy.noise)
 
 

@@ -113,7 +113,7 @@ def request_bytes(content: RecordDict) -> int:
         content: a request made by :func:`encode_request`."""
     if PEERS not in content:
         return 0
-    return sum(len(array.data) for array in content[PEERS].values())
+    return sum(len(array.data) for array in content.array_records[PEERS].values())
 
 
 def epsilon_before_of(content: RecordDict) -> float | None:
@@ -125,7 +125,7 @@ def epsilon_before_of(content: RecordDict) -> float | None:
     if is_share_request(content):
         value = content.config_records["fitins.config"].get(EPSILON_BEFORE)
     else:
-        value = content[CONFIG].get(EPSILON_BEFORE) if CONFIG in content else None
+        value = content.config_records[CONFIG].get(EPSILON_BEFORE) if CONFIG in content else None
     return None if value is None else float(value)
 
 

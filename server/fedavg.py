@@ -49,7 +49,7 @@ from clients.fedavg import ARM, ARM_KEY, ARRAYS, CLIENT_METRICS, CONFIG, META, W
 from fedalign.client.weights import WeightPrivacy
 from fedalign.config import ExperimentConfig
 from fedalign.server.fedavg import WeightReply, payload, round_records
-from fedalign.server.records import RoundListener
+from fedalign.server.records import RoundListener, RoundRecord
 from fedalign.weight_arms import run_weight_arm
 
 log = logging.getLogger("fedalign")
@@ -68,7 +68,7 @@ class WeightLog:
         self.cfg, self.privacy, self.listeners = cfg, privacy, listeners
         self.replies: dict[int, WeightReply] = {}
         self.errors: list[str] = []
-        self.records = []
+        self.records: list[RoundRecord] = []
 
     def take(self, replies: list[Message]) -> None:
         """Remember the round's replies (before any clipping)."""
@@ -156,7 +156,7 @@ def initial_arrays(grid: Grid, cfg: ExperimentConfig, config: ConfigRecord) -> A
     answers = {}
     for msg in grid.send_and_receive(messages, timeout=cfg.federation.timeout):
         if not msg.has_error():
-            answers[int(msg.content[META]["partition-id"])] = msg.content[ARRAYS]
+            answers[int(msg.content[META]["partition-id"])] = msg.content.array_records[ARRAYS]
     if not answers:
         raise RuntimeError("no client sent its initial weights (see the clients' logs)")
     return answers[min(answers)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Mapping
 
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
@@ -184,9 +185,9 @@ class FlowerTransport:
         if client >= 0:
             replies[client] = reply
         else:
-            self.node_errors.append(reply.error or reply.rejected)
+            self.node_errors.append(reply.error or reply.rejected or "")
 
-    def _send(self, message_type: str, jobs: dict[int, dict | None], round_number: int) -> dict[int, Reply]:
+    def _send(self, message_type: str, jobs: Mapping[int, dict | None], round_number: int) -> dict[int, Reply]:
         self._locate(list(jobs))
         requests = {self.node_of[c]: (c, peers) for c, peers in jobs.items() if c in self.node_of}
         replies = self._exchange(message_type, requests, round_number)

@@ -95,6 +95,7 @@ def randomise_labels(cfg: ExperimentConfig, client_id: int, train: GraphSplit, t
     graph = copy.copy(train.graph)
     y = graph.y.cpu().clone()
     mask = train.mask.cpu()
+    assert cfg.privacy.label_epsilon is not None  # label DP only
     y[mask] = randomised_response(y[mask], cfg.privacy.label_epsilon, task.num_classes, task.multilabel, noise)
     graph.y = y.to(train.graph.y.device)
     return GraphSplit(graph, train.mask)

@@ -14,9 +14,9 @@ are built once per student and graph and shuffle with torch's global generator (
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
@@ -71,6 +71,7 @@ def minibatch_loaders(student: Student) -> MiniBatchLoaders:
     if cached is not None and all(a is b for a, b in zip(cached.built_from, _sources(student), strict=True)):
         return cached
     cfg, split, graph = student.cfg, student.train_split, student.alignment
+    assert cfg.train.batch_size is not None  # mini-batch students only
     fanouts = cfg.train.num_neighbors or [-1] * (student.depth + 1)
     seeds = split.mask.nonzero().view(-1)
     task = neighbor_loader(split.graph, seeds, fanouts, cfg.train.batch_size, shuffle=True) if seeds.numel() else None
@@ -143,7 +144,8 @@ def train_mini_batch(student: Student, targets: AlignmentTargets, align_on: bool
     return {"task_loss": totals[0] / steps, "align_loss": totals[1] / steps, **norms}
 
 
-def batch_task_loss(student: Student, loaders: MiniBatchLoaders, batch: Data | None, params: list[Tensor]) -> Tensor:
+def batch_task_loss(student: Student, loaders: MiniBatchLoaders, batch: Data | None,
+                    params: Sequence[Tensor]) -> Tensor:
     """The task loss on a batch's seeds (a zero with a graph when the client has no labelled node).
 
     Args:
@@ -153,7 +155,7 @@ def batch_task_loss(student: Student, loaders: MiniBatchLoaders, batch: Data | N
         params: the trained weights.
     """
     if batch is None:
-        return sum(p.sum() * 0 for p in params)
+        return cast(Tensor, sum(p.sum() * 0 for p in params))
     logits, _ = batch_forward(student.model, batch, loaders.task_degree, student.device)
     size = batch.batch_size
     return task_loss(logits[:size], batch.y[:size].to(student.device), student.task.multilabel)

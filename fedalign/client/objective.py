@@ -19,6 +19,7 @@ and the constant already summed (:class:`~fedalign.wire.PeerMass`, :meth:`Alignm
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -92,5 +93,5 @@ class AlignmentTargets:
         dtype = student_log_probs[0].dtype
         if not self.mass:  # nothing to align with (e.g. no answered vote yet)
             return student_log_probs[0].new_zeros((), dtype=dtype)
-        cross = sum((m * student_log_probs[layer - 1].double()).sum() for layer, m in self.mass.items())
+        cross = cast(Tensor, sum((m * student_log_probs[layer - 1].double()).sum() for layer, m in self.mass.items()))
         return ((self.constant - cross) / (self.divisor * max(self.num_peers, 1))).to(dtype)

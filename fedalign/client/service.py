@@ -97,11 +97,13 @@ def spent_epsilon(student: Student) -> float | None:
         student: the client's student.
     """
     policy = student.release_policy
-    values = [policy.ledger.epsilon()] if getattr(policy, "ledger", None) is not None else []
-    if getattr(student, "dp_sgd", None) is not None:
-        values.append(student.dp_sgd.ledger.epsilon())
-    if getattr(policy, "label_epsilon", None) is not None:
-        values.append(float(policy.label_epsilon))
+    ledger, dp_sgd = getattr(policy, "ledger", None), getattr(student, "dp_sgd", None)
+    label_epsilon = getattr(policy, "label_epsilon", None)
+    values = [ledger.epsilon()] if ledger is not None else []
+    if dp_sgd is not None:
+        values.append(dp_sgd.ledger.epsilon())
+    if label_epsilon is not None:
+        values.append(float(label_epsilon))
     return max(values, default=None)
 
 

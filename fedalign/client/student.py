@@ -188,6 +188,7 @@ class Student:
         if align.strategy == "votes":
             return self.vote_targets(peer_statistics)
         if set(peer_statistics) & set(SUM_PEERS):  # secure aggregation: the sum of every contributor's share
+            assert isinstance(self.release_policy, SecureShareRelease)
             mean = self.release_policy.peer_distributions(peer_statistics)
             peer_statistics = {} if mean is None else {SUM_WITH_OWN: mean}
         if align.strategy == "logits":
@@ -207,8 +208,10 @@ class Student:
         Args:
             peer_statistics: the peers' vote arrays by peer id, or secure aggregation's sum of shares.
         """
+        assert self.public_labels is not None  # strategy votes
         self.answered = 0
         if set(peer_statistics) & set(SUM_PEERS):
+            assert isinstance(self.release_policy, SecureShareRelease)
             total = self.release_policy.peer_total(peer_statistics)
             histogram = None if total is None else total[0][0]
         else:

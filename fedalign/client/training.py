@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -53,7 +54,7 @@ def task_loss(logits: Tensor, y: Tensor, multilabel: bool) -> Tensor:
     return torch.nn.functional.cross_entropy(logits, y)
 
 
-def train_full_batch(student: Student, targets: AlignmentTargets, align_on: bool) -> dict[str, float]:
+def train_full_batch(student: Student, targets: AlignmentTargets | None, align_on: bool) -> dict[str, float]:
     """``train.local_epochs`` full-batch epochs on task loss + ``align.weight`` x alignment loss.
 
     The last epoch measures both terms' gradient norms (:func:`backward_measured`).
@@ -78,6 +79,7 @@ def train_full_batch(student: Student, targets: AlignmentTargets, align_on: bool
         loss_task = task_loss(logits[split.mask], split.graph.y[split.mask], student.task.multilabel)
         loss_align = torch.zeros((), device=student.device)
         if align_on:
+            assert targets is not None  # alignment needs its targets
             if not student.shared_forward:
                 logits, hiddens = student.forward(student.alignment)
             loss_align = student.alignment_loss(logits, hiddens, targets)
@@ -90,7 +92,7 @@ def train_full_batch(student: Student, targets: AlignmentTargets, align_on: bool
     return {"task_loss": loss_task.item(), "align_loss": loss_align.item(), **norms}
 
 
-def backward_measured(loss_task: Tensor, align_term: Tensor, params: list[Tensor]) -> dict[str, float]:
+def backward_measured(loss_task: Tensor, align_term: Tensor, params: Sequence[Tensor]) -> dict[str, float]:
     """Set ``p.grad`` to the gradient of ``loss_task + align_term``; return both gradients' L2 norms.
 
     Args:
@@ -156,6 +158,7 @@ class DPSGDTraining:
         def add_alignment_gradient(_optimizer) -> None:
             for p, g in zip(params, align_grads, strict=True):
                 if g is not None:
+                    assert p.grad is not None  # set by the task loss's backward pass
                     p.grad.add_(g)
 
         def graph_task_loss(model, graph: Data) -> Tensor:

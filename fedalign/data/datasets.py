@@ -259,7 +259,7 @@ def _stratified_masks(
             b2, b3 = max(b2, b1), max(b3, b1)
         for mask, lo, hi in zip(masks, (0, b1, b2), (b1, b2, b3), strict=True):
             mask[members[lo:hi]] = True
-    return tuple(torch.from_numpy(m) for m in masks)
+    return torch.from_numpy(masks[0]), torch.from_numpy(masks[1]), torch.from_numpy(masks[2])
 
 
 def _single_graph(key: str, graph: Data, train: torch.Tensor, val: torch.Tensor, test: torch.Tensor) -> GraphDataset:

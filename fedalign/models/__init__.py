@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import ACTIVATIONS, REPRESENTATIONS, StudentNetwork
 from .gat import GATStudent
 from .gcn import GCNStudent
@@ -29,8 +31,8 @@ def build_network(arch: str, in_channels: int, num_classes: int, *, hidden_layer
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    kwargs = dict(hidden_layers=hidden_layers, hidden_dim=hidden_dim, dropout=dropout, residual=residual,
-                  activation=activation, representation=representation)
+    kwargs: dict[str, Any] = dict(hidden_layers=hidden_layers, hidden_dim=hidden_dim, dropout=dropout,
+                                  residual=residual, activation=activation, representation=representation)
     if arch == "gat":
         kwargs["heads"] = heads
     return ARCHITECTURES[arch](in_channels, num_classes, **kwargs)

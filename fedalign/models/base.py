@@ -24,9 +24,11 @@ either a plain ``edge_index`` or the result of ``prepare``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
-ACTIVATIONS = {"elu": nn.functional.elu, "relu": nn.functional.relu}
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"elu": nn.functional.elu, "relu": nn.functional.relu}
 REPRESENTATIONS = ("pre-activation", "post-activation")
 
 

@@ -49,7 +49,7 @@ class _SparseMatmul(torch.autograd.Function):
 class _GCNLayer(GCNConv):
     """``GCNConv`` (normalize=False) that also takes a :class:`NormalisedAdjacency`: ``A_hat (x W) + b``."""
 
-    def forward(self, x: Tensor, edge_index) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, edge_index) -> Tensor:
         if not isinstance(edge_index, NormalisedAdjacency):
             return super().forward(x, edge_index)
         out = edge_index.matmul(self.lin(x))
@@ -70,7 +70,8 @@ class GCNStudent(StudentNetwork):
         """A GCN layer without its own normalisation (the prepared :class:`NormalisedAdjacency` carries it)."""
         return _GCNLayer(in_dim, out_dim, normalize=False)
 
-    def prepare(self, edge_index, num_nodes: int) -> NormalisedAdjacency:
+    # GCN's prepared input is its normalised adjacency (not a Tensor): it only ever goes back into this network
+    def prepare(self, edge_index, num_nodes: int) -> NormalisedAdjacency:  # type: ignore[override]
         """The :class:`NormalisedAdjacency` of ``edge_index`` ``[2, E]``; prepared input is returned as is.
 
         Args:

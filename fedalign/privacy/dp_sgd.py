@@ -170,7 +170,7 @@ class DPSGDTrainer:
         grads, losses = _gradients_and_losses(self.model, batch, self.loss_fn)
         for name, p in self.model.named_parameters():
             if name in grads:
-                p.grad_sample = grads[name]
+                p.grad_sample = grads[name]  # type: ignore[attr-defined]  # Opacus' per-sample attribute
         self.optimizer.step()
         self.ledger.record(self.noise_multiplier, self.sample_rate)
         return float(losses.mean()) if len(batch) else math.nan

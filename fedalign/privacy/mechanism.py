@@ -195,6 +195,7 @@ class StatisticsMechanism:
             return cls.for_budget(p.target_epsilon, p.delta, max(1, planned_releases(cfg, client_id)), c,
                                   p.clip_scope, num_layers=num_layers, accountant=p.accountant,
                                   centre=p.subtract_baseline)
+        assert p.noise_multiplier is not None  # check_config: exactly one of noise_multiplier, target_epsilon
         return cls(c, p.noise_multiplier, p.clip_scope, num_layers=num_layers,
                    clip_only=p.noise_multiplier == 0, centre=p.subtract_baseline)
 
@@ -209,7 +210,10 @@ class StatisticsMechanism:
         bounds every layer so, hence a factor sqrt(L) over the release.
         """
         per_ball = (math.sqrt(2.0) if self.nonnegative else 2.0) * self.clip_norm
-        return per_ball * math.sqrt(self.num_layers) if self.clip_scope == "layer" else per_ball
+        if self.clip_scope != "layer":
+            return per_ball
+        assert self.num_layers is not None  # required for scope layer (checked in __init__)
+        return per_ball * math.sqrt(self.num_layers)
 
     @property
     def effective_noise_multiplier(self) -> float:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -79,7 +80,7 @@ class Coordinator:
         state: where to save the state after every round (None: not saved).
     """
 
-    def __init__(self, cfg: ExperimentConfig, transport: Transport, listeners: list[RoundListener] = (),
+    def __init__(self, cfg: ExperimentConfig, transport: Transport, listeners: Sequence[RoundListener] = (),
                  layout: ReleaseLayout | None = None, state: ServerState | None = None) -> None:
         self.cfg = cfg
         self.transport = transport
@@ -178,7 +179,10 @@ class Coordinator:
 
     def _num_edges(self) -> int:
         """E of the alignment graph, from the layout (or the edge count fixed by the first release)."""
-        return self.layout.num_edges if isinstance(self.layout, ReleaseLayout) else self.layout
+        if isinstance(self.layout, ReleaseLayout):
+            return self.layout.num_edges
+        assert self.layout is not None  # callers check
+        return self.layout
 
     def _check(self, client: int, statistics: Statistics) -> Statistics:
         """The release if valid (:func:`~fedalign.wire.check_statistics`), else raises."""

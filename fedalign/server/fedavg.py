@@ -28,7 +28,7 @@ Everything here is numpy on lists of arrays, the noise drawn by a callable the e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -133,11 +133,14 @@ class Averaging:
         came, or, for dp-fedavg, fewer than K (the noise is calibrated to K)."""
         if not updates or (self.private and len(updates) < self.num_sampled):
             return [np.array(w, dtype=np.float32) for w in global_weights]
-        if self.private:
-            updates = [clip_update(u, self.clip_norm) for u in updates]
+        clip_norm = self.clip_norm
+        if clip_norm is not None:  # private
+            updates = [clip_update(u, clip_norm) for u in updates]
         mean = mean_update(updates)
-        if self.private and self.noise_multiplier > 0:
-            std = noise_std(self.noise_multiplier, self.clip_norm, self.num_sampled)
+        if clip_norm is not None and self.noise_multiplier > 0:
+            std = noise_std(self.noise_multiplier, clip_norm, self.num_sampled)
+            if self.noise is None:
+                raise ValueError("dp-fedavg with noise needs a noise source (Averaging.noise)")
             draw = self.noise(round_number)
             mean = [m + draw(m.shape, std) for m in mean]
         return [(np.asarray(w, dtype=np.float64) + m).astype(np.float32)
@@ -214,7 +217,7 @@ class WeightRounds:
 
     def __init__(self, rounds: int, num_clients: int, transport: WeightTransport, initial: Weights,
                  averaging: Averaging, epsilon_after: Callable[[int], float] | None = None,
-                 listeners: list[RoundListener] = ()) -> None:
+                 listeners: Sequence[RoundListener] = ()) -> None:
         self.rounds, self.clients = rounds, list(range(num_clients))
         self.transport, self.averaging, self.epsilon_after = transport, averaging, epsilon_after
         self.weights = [np.array(w, dtype=np.float32) for w in initial]
@@ -225,8 +228,8 @@ class WeightRounds:
         """Every round; returns every record. Raises when no client answered in any round."""
         for r in range(1, self.rounds + 1):
             replies = self.transport.train_weights(self.weights, r)
-            updates = [replies[c].update for c in self.clients
-                       if c in replies and replies[c].error is None and replies[c].update is not None]
+            updates = [update for c in self.clients
+                       if c in replies and replies[c].error is None and (update := replies[c].update) is not None]
             self.weights = self.averaging(self.weights, updates, r)
             epsilon = self.epsilon_after(r) if self.epsilon_after is not None else None
             records = round_records(r, self.clients, replies, payload(self.weights), epsilon)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -62,9 +63,9 @@ class ServerState:
             arrays.update({f"sum.{layer}": p for layer, p in enumerate(summed.arrays, start=1)})
             arrays["contributors"] = np.asarray(summed.contributors, dtype=np.int64)
         if self.clock is not None:
-            arrays["wall_seconds"] = np.float64(self.clock())
+            arrays["wall_seconds"] = np.asarray(self.clock(), dtype=np.float64)
         with replaced_privately(self.path) as handle:
-            np.savez(handle, completed_round=np.int64(completed_round), **arrays)
+            np.savez(handle, allow_pickle=True, completed_round=np.int64(completed_round), **arrays)
 
     def load(self) -> tuple[int, dict[int, Statistics], PeerSum | None]:
         """(last completed round, cache, the last sum of shares or None)."""
@@ -78,7 +79,7 @@ class ServerState:
             contributors = [int(c) for c in saved["contributors"]] if "contributors" in saved.files else None
         ordered = {c: [ls[layer] for layer in sorted(ls)] for c, ls in layers.items()}
         summed = PeerSum(ordered.pop("sum"), contributors) if contributors is not None else None
-        return completed, ordered, summed
+        return completed, cast(dict[int, list[np.ndarray]], ordered), summed  # without the sum: clients only
 
     def wall_seconds(self) -> float:
         """The run's wall time as of the saved state (0 if none was saved)."""

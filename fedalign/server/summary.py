@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .records import RoundRecord
@@ -23,7 +25,7 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
         num_clients: K.
         metric_name: the task metric's name (``accuracy`` or ``micro_f1``).
     """
-    clients = {}
+    clients: dict[str, dict[str, Any]] = {}
     for c in range(num_clients):
         rows = [r for r in records
                 if r.client == c and r.status in ("ok", "withheld") and "val_metric" in r.metrics]
