@@ -34,7 +34,8 @@ Three parts:
      and renormalised per node: a quarter of float32;
    * ``zlib`` of the float32 / float16 bytes (lossless, generic).
 
-No library code is changed: the extra codecs live here only.
+No library code is changed: the extra codecs live in :mod:`bench.codecs` only; the report is
+:mod:`bench.communication_report`.
 """
 
 from __future__ import annotations
@@ -42,13 +43,14 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from . import common
-from .common import fmt, human_bytes, md_table
+from .codecs import CodecTransport, Graph, codec_errors, int8_log_ratio
+from .common import human_bytes
+from .communication_report import ARMS, markdown, paired, plot
 
 NAME = "communication"
 
@@ -112,7 +114,6 @@ def byte_configs(smoke: bool) -> list[tuple[str, dict]]:
 
 # float32 / float16: align.statistics_dtype; int8: the int8 log-ratio code (CodecTransport over float32);
 # none: align.strategy none (no statistics at all), the yardstick for how much alignment moves training.
-ARMS = ("float32", "float16", "int8", "none")
 
 
 def accuracy_specs(smoke: bool) -> list[tuple[str, dict, list[int], tuple[str, ...]]]:
@@ -131,140 +132,6 @@ def accuracy_specs(smoke: bool) -> list[tuple[str, dict, list[int], tuple[str, .
         ("Cora, replicate, L=4, 120 rounds x 2 epochs (simulations/cora.yaml)", cora, [0, 1, 2, 3, 4], ARMS),
         ("Photo, community 20% public, L=2, 60 rounds x 1 epoch (photo-privacy.yaml, no DP)", photo, [0, 1, 2], ARMS),
     ]
-
-
-# ---------------------------------------------------------------- codecs
-
-
-class Graph:
-    """What a codec may use: the public alignment graph's targets and in-degrees."""
-
-    def __init__(self, target: np.ndarray, num_nodes: int) -> None:
-        self.target = target
-        self.num_nodes = num_nodes
-        self.degree = np.bincount(target, minlength=num_nodes)
-        self.edge_degree = self.degree[target].astype(np.float64)
-        # The last in-edge of every node (by position): dropped by "drop one entry per node".
-        last = np.full(num_nodes, -1)
-        last[target] = np.arange(target.shape[0])
-        self.last_edge = last[self.degree > 0]
-
-    def renormalise(self, p: np.ndarray) -> np.ndarray:
-        sums = np.bincount(self.target, weights=p, minlength=self.num_nodes)
-        return p / sums[self.target]
-
-
-def float16(p: np.ndarray, g: Graph) -> tuple[np.ndarray, int]:
-    q = p.astype(np.float16)
-    return q.astype(np.float64), q.nbytes
-
-
-def float16_deviation(p: np.ndarray, g: Graph) -> tuple[np.ndarray, int]:
-    d = (p.astype(np.float64) * g.edge_degree - 1.0).astype(np.float16)
-    return (1.0 + d.astype(np.float64)) / g.edge_degree, d.nbytes
-
-
-def drop_one_per_node(p: np.ndarray, g: Graph, dtype=np.float32) -> tuple[np.ndarray, int]:
-    keep = np.ones(p.shape[0], dtype=bool)
-    keep[g.last_edge] = False
-    sent = p[keep].astype(dtype)
-    out = np.zeros(p.shape[0])
-    out[keep] = sent
-    others = np.bincount(g.target[keep], weights=sent.astype(np.float64), minlength=g.num_nodes)
-    out[g.last_edge] = 1.0 - others[g.target[g.last_edge]]
-    return out, sent.nbytes
-
-
-def int8_log_ratio(p: np.ndarray, g: Graph) -> tuple[np.ndarray, int]:
-    r = np.log(np.maximum(p.astype(np.float64), 1e-30) * g.edge_degree)
-    scale = max(np.abs(r).max(), 1e-12) / 127.0
-    q = np.clip(np.rint(r / scale), -127, 127).astype(np.int8)
-    decoded = np.exp(q.astype(np.float64) * np.float32(scale)) / g.edge_degree
-    return g.renormalise(decoded), q.nbytes + 4
-
-
-def zlib_of(dtype) -> callable:
-    def codec(p: np.ndarray, g: Graph) -> tuple[np.ndarray, int]:
-        raw = p.astype(dtype)
-        return raw.astype(np.float64), len(zlib.compress(raw.tobytes(), 6))
-    return codec
-
-
-CODECS = {
-    "float32 (library default)": lambda p, g: (p.astype(np.float64), p.astype(np.float32).nbytes),
-    "float16 (align.statistics_dtype)": float16,
-    "float16 deviation p*deg-1": float16_deviation,
-    "float32, drop one entry per node": drop_one_per_node,
-    "float16, drop one entry per node": lambda p, g: drop_one_per_node(p, g, np.float16),
-    "int8 log-ratio + per-layer scale": int8_log_ratio,
-    "zlib(float32)": zlib_of(np.float32),
-    "zlib(float16)": zlib_of(np.float16),
-}
-
-
-def codec_errors(statistics: list[np.ndarray], g: Graph) -> list[dict]:
-    """Bytes per entry and errors of every codec on one release (all layers)."""
-    rows = []
-    entries = sum(p.shape[0] for p in statistics)
-    has = g.degree > 0
-    for name, codec in CODECS.items():
-        nbytes, abs_err, kl, dev_rel = 0, [], [], []
-        for p in statistics:
-            p64 = p.astype(np.float64)
-            decoded, size = codec(p, g)
-            nbytes += size
-            err = np.abs(decoded - p64)
-            abs_err.append(err)
-            deviation = np.abs(p64 - 1.0 / g.edge_degree)
-            dev_rel.append(np.median(err[deviation > 0] / deviation[deviation > 0]) if (deviation > 0).any() else 0)
-            # KL against the decoded distribution renormalised per node (what a careful receiver would use).
-            safe = np.maximum(g.renormalise(np.maximum(decoded, 0.0)), 1e-30)
-            per_node = np.bincount(g.target, weights=p64 * (np.log(p64) - np.log(safe)), minlength=g.num_nodes)
-            kl.append(per_node[has].mean())
-        err = np.concatenate(abs_err)
-        rows.append({"codec": name, "bytes": int(nbytes), "bytes_per_entry": nbytes / entries,
-                     "vs_float32": nbytes / (4 * entries), "max_abs_err": float(err.max()),
-                     "median_abs_err": float(np.median(err)),
-                     "median_err_over_deviation": float(np.median(dev_rel)),
-                     "kl_per_node_mean": float(np.mean(kl))})
-    return rows
-
-
-class CodecTransport:
-    """Wraps a transport: every release is encoded with ``codec`` and decoded before the server sees it.
-
-    ``bytes_sent`` becomes the encoded size, ``bytes_received`` the encoded size of the peers' releases.
-    """
-
-    def __init__(self, inner, codec, graph: Graph) -> None:
-        self.inner, self.codec, self.graph = inner, codec, graph
-        self.size: dict[int, int] = {}
-
-    def _apply(self, replies: dict) -> dict:
-        for client, reply in replies.items():
-            if reply.statistics is not None:
-                decoded, sizes = [], 0
-                for p in reply.statistics:
-                    d, size = self.codec(p, self.graph)
-                    decoded.append(d.astype(np.float32))
-                    sizes += size
-                reply.statistics = decoded
-                reply.bytes_sent = sizes
-                self.size[client] = sizes
-        return replies
-
-    def query(self, clients, round_number):
-        return self._apply(self.inner.query(clients, round_number))
-
-    def train(self, jobs, round_number):
-        from fedalign.wire import PEER_MASS, payload_bytes
-
-        replies = self.inner.train(jobs, round_number)
-        for client, reply in replies.items():
-            peers = jobs[client]  # the peers' summed mass (fedalign.wire.PEER_MASS) travels as it is
-            reply.bytes_received = payload_bytes(peers[PEER_MASS]) if PEER_MASS in peers else \
-                sum(self.size.get(peer, 0) for peer in peers)
-        return self._apply(replies)
 
 
 # ---------------------------------------------------------------- measurements
@@ -420,136 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     print(f"[communication] results in {out}")
     return 0
-
-
-def paired(runs: list[dict]) -> dict:
-    """Mean ± std of each arm's test metric and of its paired difference to float32 (same seed)."""
-    by = {(r["arm"], r["seed"]): r["test"] for r in runs}
-    run_of = {(r["arm"], r["seed"]): r for r in runs}
-    seeds = sorted({r["seed"] for r in runs})
-    out = {}
-    for arm in ARMS:
-        vals = [by[(arm, s)] for s in seeds if (arm, s) in by]
-        if not vals:
-            continue
-        out[arm] = {"mean": common.mean(vals), "std": common.std(vals), "n": len(vals)}
-        if arm != "float32":
-            diffs = [by[(arm, s)] - by[("float32", s)] for s in seeds if (arm, s) in by and ("float32", s) in by]
-            out[arm]["diff_mean"] = common.mean(diffs)
-            out[arm]["diff_std"] = common.std(diffs)
-            out[arm]["diffs"] = diffs
-            # How far the training trajectory moved: largest |change| of the validation loss over all
-            # rounds, and the median relative change of the logged alignment loss, against float32.
-            moved_val, moved_align = [], []
-            for s in seeds:
-                a, b = run_of.get((arm, s)), run_of.get(("float32", s))
-                if a is None or b is None or "val_loss" not in a:
-                    continue
-                moved_val += [abs(x - y) for x, y in zip(a["val_loss"], b["val_loss"]) if x is not None and y is not None]
-                moved_align += [abs(x - y) / abs(y) for x, y in zip(a["align_loss"], b["align_loss"])
-                                if x is not None and y]
-            out[arm]["val_loss_max_abs_change"] = max(moved_val) if moved_val else None
-            out[arm]["align_loss_median_rel_change"] = common.median(moved_align) if moved_align else None
-    return out
-
-
-def markdown(res: dict) -> str:
-    m = res["machine"]
-    lines = [
-        "# Communication",
-        "",
-        f"Machine: {m['cpu']} x{m['cpu_count']}, {m['torch_threads']} torch thread(s); start `{m['uptime_at_start']}`; "
-        f"end `{res['uptime_at_end']}`.",
-        "",
-        "## Bytes per alternating round (from rounds.jsonl) vs weight sharing",
-        "",
-        "The trainer of a round sends its fresh statistics (L x E entries) and receives its K-1 peers' cached "
-        "statistics; the other clients move nothing that round. Weight sharing (FedAvg-style) moves "
-        "2 x 4P bytes per participating client per round (download + upload of P float32 parameters). "
-        "`check` = every logged figure equals E x L x itemsize (received: x (K-1), or the peers' summed mass, "
-        "8 E L + 16, where that is no larger) computed from the graph.",
-        "",
-    ]
-    rows = []
-    for r in res["bytes"]:
-        f32, f16 = r["float32"], r["float16"]
-        rows.append([r["label"], r["alignment_edges"], r["layers"], r["num_clients"],
-                     human_bytes(f32["trainer_sent_per_round"][0]), human_bytes(f32["trainer_received_per_round"][0]),
-                     human_bytes(f16["trainer_sent_per_round"][0]), human_bytes(f16["trainer_received_per_round"][0]),
-                     f"{r['parameters']:,}", human_bytes(r["weight_bytes"]), human_bytes(r["weight_sharing_per_round"]),
-                     fmt(r["stats_over_weight_sharing_float32"]), fmt(r["stats_over_weight_sharing_float16"]),
-                     "ok" if f32["matches_expected"] and f16["matches_expected"] else "MISMATCH"])
-    lines.append(md_table(["setting", "E (align edges)", "L", "K", "sent f32", "recv f32", "sent f16", "recv f16",
-                           "params P", "weights 4P", "weight sharing 2x4P", "stats/weights f32", "stats/weights f16",
-                           "check"], rows))
-    if res["accuracy"]:
-        lines += ["", "## Accuracy with float16 (and int8) statistics, paired by seed", "",
-                  "Same seeds → same initial weights, splits and dropout masks; only the precision of the statistics "
-                  "on the wire differs. `int8` = the int8 log-ratio code below, applied to every release "
-                  "(benchmark-side transport wrapper, not a library option); `none` = no alignment at all "
-                  "(align.strategy none), the yardstick: how far alignment itself moves training. Test accuracy "
-                  "at best validation, mean of both students. 'Trajectory moved' compares each run with the "
-                  "float32 run of the same seed over all rounds.", ""]
-        rows = []
-        for a in res["accuracy"]:
-            for arm in ARMS:
-                if arm not in a:
-                    continue
-                s = a[arm]
-                diff = "-" if arm == "float32" else f"{s['diff_mean']:+.4f} ± {s['diff_std']:.4f}"
-                moved = "-" if arm == "float32" else (f"{fmt(s.get('val_loss_max_abs_change'), 2)} / "
-                                                      f"{fmt(s.get('align_loss_median_rel_change'), 2)}")
-                rows.append([a["label"], arm, f"{s['mean']:.4f} ± {s['std']:.4f}", diff, moved, s["n"]])
-        lines.append(md_table(["setting", "statistics", "test accuracy (mean ± std)", "paired diff vs float32",
-                               "trajectory moved: max abs Δ val loss / median rel Δ align loss", "seeds"], rows))
-        per_seed = []
-        for a in res["accuracy"]:
-            for run in a["runs"]:
-                per_seed.append([a["label"].split(",")[0], run["seed"], run["arm"], f"{run['test']:.4f}",
-                                 ", ".join(str(b) for b in run.get("best_rounds", [])),
-                                 human_bytes(run["bytes_sent_total"]), fmt(run["seconds"]), run["load"]])
-        lines += ["", "<details><summary>per run</summary>", "",
-                  md_table(["data", "seed", "statistics", "test", "best rounds", "bytes sent (run)", "s", "load"], per_seed),
-                  "", "</details>"]
-    for c in res["codecs"]:
-        lines += ["", f"## Compression of trained statistics: {c['label']}", "",
-                  f"E = {c['edges']} edges x L = {c['layers']} layers; {c['nodes_with_in_edges']} nodes with in-edges, "
-                  f"{c['degree1_nodes']} of in-degree 1. Error columns compare decoded with float32 probabilities; "
-                  "`err / deviation` is the median of |error| / |p - 1/deg(v)| (how much of the signal beyond the "
-                  "public uniform distribution the code loses); KL is per node, nats (the alignment loss per "
-                  "layer pair is of order 1e-3 to 1e-1 nats).", ""]
-        rows = [[r["codec"], f"{r['bytes_per_entry']:.3f}", f"{r['vs_float32']:.3f}", f"{r['max_abs_err']:.1e}",
-                 f"{r['median_abs_err']:.1e}", f"{r['median_err_over_deviation']:.1e}", f"{r['kl_per_node_mean']:.1e}"]
-                for r in c["codecs"]]
-        lines.append(md_table(["code", "bytes / entry", "size vs float32", "max |err|", "median |err|",
-                               "err / deviation", "KL(p‖decoded)"], rows))
-    return "\n".join(lines)
-
-
-def plot(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = res["bytes"]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.8))
-    y = np.arange(len(rows))
-    stats32 = [r["float32"]["trainer_sent_per_round"][0] + r["float32"]["trainer_received_per_round"][0] for r in rows]
-    stats16 = [r["float16"]["trainer_sent_per_round"][0] + r["float16"]["trainer_received_per_round"][0] for r in rows]
-    weights = [r["weight_sharing_per_round"] for r in rows]
-    ax.barh(y - 0.27, stats32, 0.27, label="statistics, float32 (sent + received)")
-    ax.barh(y, stats16, 0.27, label="statistics, float16")
-    ax.barh(y + 0.27, weights, 0.27, label="weight sharing (2 x 4P)")
-    ax.set_yticks(y, [r["label"] for r in rows])
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("bytes per participating client per round")
-    ax.grid(alpha=0.3, axis="x", which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -259,7 +259,7 @@ def test_communication_smoke(tmp_path):
 
 
 def test_communication_codecs_on_a_hand_made_graph():
-    comm = bench("communication")
+    comm = bench("codecs")
     target = np.array([0, 0, 0, 1, 1, 2])  # in-degrees 3, 2, 1
     g = comm.Graph(target, 3)
     p = np.array([0.5, 0.3, 0.2, 0.9, 0.1, 1.0], dtype=np.float32)

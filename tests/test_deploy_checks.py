@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import certs, launch
+from deploy import certs, flwr_cli, launch
 from deploy.__main__ import main as deploy_main
 
 
@@ -239,7 +239,7 @@ def _flwr_answers(monkeypatch, stdout: str, returncode: int = 0) -> list[list[st
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, returncode, stdout, "")
 
-    monkeypatch.setattr(launch.subprocess, "run", run)
+    monkeypatch.setattr(flwr_cli.subprocess, "run", run)
     return calls
 
 
@@ -289,8 +289,8 @@ def test_the_waiter_retries_then_says_how_to_resume(tmp_path, monkeypatch, capsy
             return {"run-id": run_id, "status": "running"}
         raise launch.SuperLinkUnavailable("unavailable", reason="Connection to the SuperLink is unavailable.")
 
-    monkeypatch.setattr(launch, "run_status", run_status)
-    monkeypatch.setattr(launch.time, "sleep", lambda s: None)
+    monkeypatch.setattr(flwr_cli, "run_status", run_status)
+    monkeypatch.setattr(flwr_cli.time, "sleep", lambda s: None)
     out_dir = tmp_path / "outputs"
     folder = out_dir / "quickstart-20260101-000000"
     folder.mkdir(parents=True)  # what the ServerApp made for this run
@@ -319,8 +319,8 @@ def test_the_waiter_survives_a_few_failed_polls(monkeypatch):
             raise answer
         return answer
 
-    monkeypatch.setattr(launch, "run_status", run_status)
-    monkeypatch.setattr(launch.time, "sleep", lambda s: None)
+    monkeypatch.setattr(flwr_cli, "run_status", run_status)
+    monkeypatch.setattr(flwr_cli.time, "sleep", lambda s: None)
     assert launch.wait_for_run("c", "7", {}, retries=2)["status"] == "finished:completed"
 
 
@@ -396,7 +396,7 @@ def test_ctrl_c_during_local_run_stops_what_it_started(tmp_path, monkeypatch, ca
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(launch, "run_status", interrupted)
+    monkeypatch.setattr(flwr_cli, "run_status", interrupted)
     assert deploy_main(["local", "--clients", "2", "--workdir", d.workdir, "--run"]) == 130
     assert stopped == ["test-ctrl-c"]
     assert _one_line(capsys.readouterr().err) == \
