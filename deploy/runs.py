@@ -149,20 +149,7 @@ def cmd_local(a: argparse.Namespace) -> int:
             print(f"deploy local: interrupted while starting; stopped what it had started in {a.workdir}",
                   file=sys.stderr)
             return 130
-        print(f"local deployment {d.tag} in {d.workdir}: SuperLink {d.address}, "
-              f"{'INSECURE' if d.insecure else 'TLS + SuperNode authentication'}")
-        for p in d.processes:
-            node = f" node-id {d.node_ids[p.role]}" if p.role in d.node_ids else ""
-            print(f"  {p.role:<12} PID {p.pid}{node}  log {p.log}\n      {p.shell}")
-        flwr = [launch.tool("flwr")]
-        ls = launch.command_line([*flwr, "ls", d.connection, "--format", "json"], _flwr_home_of(d.env))
-        nodes = launch.command_line([*flwr, "supernode", "ls", d.connection], _flwr_home_of(d.env))
-        run = launch.deploy_line(["run", "--workdir", d.workdir, "--set", "federation.rounds=2"])
-        print(f"each line above restarts its process by hand (in the foreground; a SuperNode once `{nodes}` "
-              f"shows it offline)\n"
-              f"flwr against it:   {ls}\n"
-              f"run an experiment: {run}\n"
-              f"stop everything:   {launch.deploy_line(['stop', '--workdir', d.workdir])}", flush=True)
+        _print_local(d)
         if not a.run:
             return 0
         interrupted = None
@@ -188,6 +175,24 @@ def cmd_local(a: argparse.Namespace) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _print_local(d: launch.Deployment) -> None:
+    """What ``deploy local`` started, each process's restart line, and the commands that reach it."""
+    print(f"local deployment {d.tag} in {d.workdir}: SuperLink {d.address}, "
+          f"{'INSECURE' if d.insecure else 'TLS + SuperNode authentication'}")
+    for p in d.processes:
+        node = f" node-id {d.node_ids[p.role]}" if p.role in d.node_ids else ""
+        print(f"  {p.role:<12} PID {p.pid}{node}  log {p.log}\n      {p.shell}")
+    flwr = [launch.tool("flwr")]
+    ls = launch.command_line([*flwr, "ls", d.connection, "--format", "json"], _flwr_home_of(d.env))
+    nodes = launch.command_line([*flwr, "supernode", "ls", d.connection], _flwr_home_of(d.env))
+    run = launch.deploy_line(["run", "--workdir", d.workdir, "--set", "federation.rounds=2"])
+    print(f"each line above restarts its process by hand (in the foreground; a SuperNode once `{nodes}` "
+          f"shows it offline)\n"
+          f"flwr against it:   {ls}\n"
+          f"run an experiment: {run}\n"
+          f"stop everything:   {launch.deploy_line(['stop', '--workdir', d.workdir])}", flush=True)
 
 
 def cmd_stop(a: argparse.Namespace) -> int:

@@ -65,74 +65,18 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .alignment import shares_statistics
-from .config import ConfigError, ExperimentConfig, load_config, read_yaml
+from .config import ExperimentConfig, load_config
 from .runner import config_differences
 from .runstore import RUNS, archive_runs, finished_summary, runs_dir, unarchive_runs
+from .sweep_spec import ARM, SweepSpec, read_sweep_spec
 from .sweep_tables import NOISE_CONTROL, aggregate, plot_sweep, write_results
 
 __all__ = ["SweepSpec", "load_sweep", "cells", "cell_id", "cell_config", "finished_cell", "run_sweep", "run_sweeps",
            "result_row", "aggregate", "write_results", "plot_sweep", "needs_noise_control", "NOISE_CONTROL"]
-
-
-@dataclass
-class SweepSpec:
-    base: Path
-    grid: dict[str, list[Any]]
-    output: Path
-    overrides: list[str] = field(default_factory=list)
-    engine: str = "inprocess"
-    plot: dict[str, str] = field(default_factory=dict)
-    arms: dict[str, list[str]] = field(default_factory=dict)  # arm name -> its overrides (grid key "arm")
-    name: str = ""  # for progress lines: the sweep file's stem
-    noise_controls: bool = False  # add a noise-control twin beside every DP-statistics cell
-    purpose: str = "study"  # study or tuning (recorded in sweep.json)
-
-    @property
-    def axes(self) -> list[tuple[tuple[str, ...], list[tuple]]]:
-        """The grid as (config keys, value tuples) per grid entry; a zipped entry has several keys."""
-        return [(split_key(key), [tuple(v) if len(split_key(key)) > 1 else (v,) for v in values])
-                for key, values in self.grid.items()]
-
-    @property
-    def keys(self) -> list[str]:
-        """Every config key the grid sets, zipped keys one by one, in grid order."""
-        return [k for keys, _ in self.axes for k in keys]
-
-    @property
-    def group_keys(self) -> list[str]:
-        """Grid keys that define a table row (all but the seed; with noise controls, ``privacy.noise_control``)."""
-        extra = [NOISE_CONTROL] if self.noise_controls and NOISE_CONTROL not in self.keys else []
-        return [k for k in self.keys if k != "seed"] + extra
-
-    def values_of(self, key: str) -> list[Any]:
-        """The values the grid gives one config key (for a zipped key: its entry in each tuple).
-
-        Args:
-            key: a dotted config key of the grid.
-        """
-        for keys, values in self.axes:
-            if key in keys:
-                return [v[keys.index(key)] for v in values]
-        raise KeyError(key)
-
-
-def split_key(key: str) -> tuple[str, ...]:
-    """``"a.b,c.d"`` -> ``("a.b", "c.d")``; a plain key -> a 1-tuple.
-
-    Args:
-        key: a grid key.
-    """
-    return tuple(part.strip() for part in str(key).split(","))
-
-
-SWEEP_KEYS = {"base", "set", "grid", "engine", "output", "plot", "arms", "arms_file", "noise_controls", "purpose"}
-PURPOSES = ("study", "tuning")
-ARM = "arm"  # the grid key that picks a named arm
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -141,67 +85,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     Args:
         path: the sweep file (YAML; see the module docstring).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {str(path)!r} not found")
-    raw = read_yaml(path) or {}
-    unknown = set(raw) - SWEEP_KEYS
-    if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown sweep key (valid: {', '.join(sorted(SWEEP_KEYS))})")
-    for key in ("base", "grid", "output"):
-        if key not in raw:
-            raise ConfigError(f"{key}: missing from the sweep file {path}")
-    grid = raw["grid"]
-    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
-        raise ConfigError("grid: expected a mapping of config keys to non-empty lists of values")
-    seen: set[str] = set()
-    for key, values in grid.items():
-        names = split_key(key)
-        if not all(names) or len(set(names)) != len(names) or seen & set(names):
-            raise ConfigError(f"grid: {key}: every config key may appear once in the grid, and a zipped key is a "
-                              "comma-separated list of distinct keys, e.g. federation.num_clients,federation.rounds")
-        seen |= set(names)
-        if len(names) > 1:
-            for value in values:
-                if not isinstance(value, list) or len(value) != len(names):
-                    raise ConfigError(f"grid: {key}: zipped keys take lists of {len(names)} values "
-                                      f"(one per key), e.g. [[2, 100], [3, 150]]; got {value!r}")
-    if raw.get("engine", "inprocess") not in ("inprocess", "flower"):
-        raise ConfigError(f"engine: must be 'inprocess' or 'flower', got {raw['engine']!r}")
-    if not isinstance(raw.get("noise_controls", False), bool):
-        raise ConfigError(f"noise_controls: must be true or false, got {raw['noise_controls']!r}")
-    if raw.get("purpose", "study") not in PURPOSES:
-        raise ConfigError(f"purpose: must be one of {', '.join(PURPOSES)}, got {raw['purpose']!r}")
-    arms = _read_arms(raw, path)
-    unknown_arms = [a for a in grid.get(ARM, []) if a not in arms]
-    if unknown_arms:
-        raise ConfigError(f"grid: arm: {unknown_arms[0]!r} is not defined under arms"
-                          + (f" or in arms_file {raw['arms_file']}" if raw.get("arms_file") else "")
-                          + f" (defined: {', '.join(arms) or 'none'})")
-    spec = SweepSpec(
-        base=(path.parent / raw["base"]).resolve(), grid=grid, output=(path.parent / raw["output"]).resolve(),
-        overrides=list(raw.get("set") or []), engine=raw.get("engine", "inprocess"), plot=raw.get("plot") or {},
-        arms=arms, name=path.stem, noise_controls=raw.get("noise_controls", False),
-        purpose=raw.get("purpose", "study"),
-    )
+    spec = read_sweep_spec(path)
     for cell in cells(spec):
         cell_config(spec, cell)  # fail before any training
     return spec
-
-
-def _read_arms(raw: dict, path: Path) -> dict[str, list[str]]:
-    arms = dict(raw.get("arms") or {})
-    files = raw.get("arms_file") or []
-    for name in [files] if isinstance(files, str) else files:
-        arms_path = path.parent / name
-        if not arms_path.is_file():
-            raise ConfigError(f"arms_file: {arms_path} not found; it is written by the step that defines these "
-                              "arms (e.g. the tuning step of bench/reproduce.py): run that first")
-        arms.update(read_yaml(arms_path) or {})
-    for name, overrides in arms.items():
-        if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
-            raise ConfigError(f"arms: {name}: expected a list of key.path=value overrides, got {overrides!r}")
-    return arms
 
 
 def cells(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -312,16 +199,7 @@ def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int
         workers: as for :func:`run_sweep`.
     """
     stream = stream or sys.stderr
-    todo, rows = [], [dict[int, dict]() for _ in specs]
-    for s_index, spec in enumerate(specs):
-        for c_index, cell in enumerate(cells(spec)):
-            summary = finished_cell(spec, cell, stream)
-            if summary is None:
-                todo.append((s_index, c_index, cell))
-            else:
-                rows[s_index][c_index] = result_row(cell, summary, spec.noise_controls)
-        if any(t[0] == s_index for t in todo):
-            unarchive_runs(spec.output)
+    todo, rows = _finished_rows(specs, stream)
     total, started, done = len(todo), time.perf_counter(), 0
 
     def finished(s_index: int, c_index: int, cell: dict, summary: dict, seconds: float) -> None:
@@ -343,22 +221,44 @@ def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int
             write_results(spec, [rows[s_index][i] for i in sorted(rows[s_index])])
     jobs = [(s_index, c_index, cell, cell_config(specs[s_index], cell),
              specs[s_index].output / "runs" / cell_id(cell)) for s_index, c_index, cell in todo]
-    if workers <= 1:
-        for s_index, c_index, cell, cfg, run_dir in jobs:
-            summary, seconds = _run_cell(runner, cfg, run_dir)
-            finished(s_index, c_index, cell, summary, seconds)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-            futures = {pool.submit(_run_cell, runner, cfg, run_dir): (s_index, c_index, cell)
-                       for s_index, c_index, cell, cfg, run_dir in jobs}
-            for future in as_completed(futures):
-                summary, seconds = future.result()
-                finished(*futures[future], summary, seconds)
+    _run_jobs(jobs, runner, workers, finished)
     for spec in specs:  # every cell done: the per-run logs go into one archive beside the tables
         if (spec.output / RUNS).is_dir():
             archive_runs(spec.output)
     return [[r[i] for i in sorted(r)] for r in rows]
+
+
+def _finished_rows(specs: list[SweepSpec], stream) -> tuple[list[tuple[int, int, dict]], list[dict[int, dict]]]:
+    """The cells still to run, as (sweep index, cell index, cell), and per sweep the rows of the finished ones
+    (by cell index); a sweep with cells to run gets its archived runs back."""
+    todo, rows = [], [dict[int, dict]() for _ in specs]
+    for s_index, spec in enumerate(specs):
+        for c_index, cell in enumerate(cells(spec)):
+            summary = finished_cell(spec, cell, stream)
+            if summary is None:
+                todo.append((s_index, c_index, cell))
+            else:
+                rows[s_index][c_index] = result_row(cell, summary, spec.noise_controls)
+        if any(t[0] == s_index for t in todo):
+            unarchive_runs(spec.output)
+    return todo, rows
+
+
+def _run_jobs(jobs: list[tuple], runner: Runner, workers: int, finished: Callable[..., None]) -> None:
+    """Run every (sweep index, cell index, cell, config, run folder) job, in this process or ``workers`` spawned
+    ones; ``finished(sweep index, cell index, cell, summary, seconds)`` after each."""
+    if workers <= 1:
+        for s_index, c_index, cell, cfg, run_dir in jobs:
+            summary, seconds = _run_cell(runner, cfg, run_dir)
+            finished(s_index, c_index, cell, summary, seconds)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        futures = {pool.submit(_run_cell, runner, cfg, run_dir): (s_index, c_index, cell)
+                   for s_index, c_index, cell, cfg, run_dir in jobs}
+        for future in as_completed(futures):
+            summary, seconds = future.result()
+            finished(*futures[future], summary, seconds)
 
 
 def _one_thread() -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from .provenance import provenance
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .sweep import SweepSpec
+    from .sweep_spec import SweepSpec
 
 NOISE_CONTROL = "privacy.noise_control"  # the cell key of a DP cell's noise-control twin
 SWEEP_JSON = "sweep.json"
@@ -149,13 +149,7 @@ def plot_sweep(spec: SweepSpec, table: list[dict], metric: str, path: Path) -> N
         for e in entries:
             if numeric and math.isinf(e[x_key]):
                 ax.axhline(e["mean"], linestyle="--", alpha=0.5, color=line[0].get_color())
-    if numeric:
-        if finite and finite[0] > 0 and finite[-1] / finite[0] >= 8:
-            ax.set_xscale("log")
-        ticks = finite + ([inf_pos] if any(math.isinf(e[x_key]) for e in table) else [])
-        ax.set_xticks(ticks, [f"{t:g}" for t in finite] + (["∞ (no DP)"] if len(ticks) > len(finite) else []))
-    else:
-        ax.set_xticks(range(len(labels)), labels)
+    _x_ticks(ax, finite, inf_pos, any(math.isinf(e[x_key]) for e in table) if numeric else None, labels)
     ax.set_xlabel(x_key)
     ax.set_ylabel(f"test {metric} at best validation")
     ax.grid(alpha=0.3)
@@ -164,3 +158,15 @@ def plot_sweep(spec: SweepSpec, table: list[dict], metric: str, path: Path) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _x_ticks(ax, finite: list, inf_pos: float, has_inf: bool | None, labels: list[str]) -> None:
+    """The x ticks: the finite values (log scale when they span 8x or more) and infinity at ``inf_pos`` when
+    ``has_inf``; ``has_inf`` None: a categorical axis of ``labels``."""
+    if has_inf is None:
+        ax.set_xticks(range(len(labels)), labels)
+        return
+    if finite and finite[0] > 0 and finite[-1] / finite[0] >= 8:
+        ax.set_xscale("log")
+    ticks = finite + ([inf_pos] if has_inf else [])
+    ax.set_xticks(ticks, [f"{t:g}" for t in finite] + (["∞ (no DP)"] if len(ticks) > len(finite) else []))

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 LIBRARY = REPO / "fedalign"
 CLIENT_SIDE = ("fedalign.client", "fedalign.models", "fedalign.privacy")
 SERVER_SIDE = ("fedalign.server",)
-ENGINES = ("fedalign.inprocess", "fedalign.runner", "fedalign.outputs", "fedalign.sweep", "fedalign.runstore",
+ENGINES = ("fedalign.inprocess", "fedalign.runner", "fedalign.outputs", "fedalign.sweep", "fedalign.sweep_spec", "fedalign.runstore",
            "fedalign.weight_arms")
 SHARED = ("fedalign.config", "fedalign.statistics", "fedalign.alignment", "fedalign.wire", "fedalign.schedules",
           "fedalign.data", "fedalign.seeds", "fedalign.files", "fedalign.aggregation", "fedalign.queries",

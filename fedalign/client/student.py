@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ..alignment import NODE_STRATEGIES, SUMMED_STRATEGIES, released_arrays
+from ..alignment import NODE_STRATEGIES, released_arrays
 from ..config import ExperimentConfig
 from ..data import ClientData
 from ..models import StudentNetwork, build_network
@@ -32,16 +32,13 @@ from ..wire import (
     SUM_WITH_OWN,
     PeerMass,
     Statistics,
-    StatisticsRejected,
-    check_peer_mass,
-    check_peer_sum,
-    check_statistics,
     release_layout,
 )
 from .data import TaskInfo, client_data, randomise_labels, to_device
 from .inference import layerwise_forward
 from .minibatch_training import train_mini_batch
 from .objective import AlignmentTargets
+from .peer_checks import check_peer_statistics
 from .release import SecureShareRelease, build_release_policy
 from .release.base import ReleaseMetrics
 from .training import DPSGDTraining, task_loss, task_metric, train_full_batch
@@ -274,36 +271,13 @@ class Student:
         return {**metrics, **self.evaluate()}
 
     def check_peer_statistics(self, peer_statistics: dict[int, Statistics]) -> None:
-        """Refuse peer statistics that are not valid distributions on this alignment graph.
+        """Refuse peer statistics that are not valid distributions on this alignment graph
+        (:func:`~fedalign.client.peer_checks.check_peer_statistics`).
 
         Args:
             peer_statistics: the peers' statistics by peer id, or one summed entry.
         """
-        if set(peer_statistics) & set(SUM_PEERS):
-            if len(peer_statistics) != 1 or not isinstance(self.release_policy, SecureShareRelease):
-                raise StatisticsRejected(f"client {self.client_id} got a sum of shares {sorted(peer_statistics)}, "
-                                         "but only a secure-aggregation run sends one, alone")
-            (summed,) = peer_statistics.values()
-            check_peer_sum(summed, self.layout.num_edges, released_arrays(self.cfg.align.strategy, self.depth),
-                           counted=True)
-            return
-        if PEER_MASS in peer_statistics:
-            cfg = self.cfg
-            if len(peer_statistics) != 1 or cfg.align.strategy not in SUMMED_STRATEGIES \
-                    or isinstance(self.release_policy, SecureShareRelease):
-                raise StatisticsRejected(f"client {self.client_id} got a summed peer mass with peers "
-                                         f"{sorted(peer_statistics)}, but only a run of {SUMMED_STRATEGIES} without "
-                                         "secure aggregation sends one, alone")
-            check_peer_mass(peer_statistics[PEER_MASS], self.layout, released_arrays(cfg.align.strategy, self.depth),
-                            cfg.align.statistics_dtype, max_peers=cfg.federation.num_clients - 1)
-            return
-        for pid, stats in peer_statistics.items():
-            try:
-                arrays = 1 if self.cfg.align.strategy in NODE_STRATEGIES else len(stats)  # peers' depths may differ
-                check_statistics(stats, self.layout, arrays, self.cfg.align.statistics_dtype, sender=f"peer {pid}")
-            except StatisticsRejected as error:
-                raise StatisticsRejected(f"{error}; were the clients started with the same data, partition and "
-                                         "align config?") from None
+        check_peer_statistics(self, peer_statistics)
 
     # ------------------------------------------------------------ evaluation
 

@@ -155,6 +155,30 @@ class DPSGDTraining:
         params = [p for p in student.model.parameters() if p.requires_grad]
         align_grads: list[Tensor | None] = []
 
+        trainer = self._trainer(student, round_number, params, align_grads)
+        student.model.train()
+        loss_task, loss_align = float("nan"), torch.zeros((), device=student.device)
+        for _ in range(cfg.train.local_epochs):
+            for _ in range(max(1, round(1 / dp.sample_rate))):
+                align_grads.clear()
+                if align_on:
+                    logits, hiddens = student.forward(student.alignment)
+                    loss_align = student.alignment_loss(logits, hiddens, targets)
+                    align_grads.extend(torch.autograd.grad(cfg.align.weight * loss_align, params, allow_unused=True))
+                loss_task = trainer.step(self.graphs)
+            student.epochs_trained += 1
+        epsilon = reported_epsilon(cfg, student.client_id, self.ledger.epsilon())
+        metrics = {"align_loss": loss_align.item(), "dp_sgd_epsilon": epsilon}
+        if not math.isnan(loss_task):  # an empty last Poisson batch has no task loss: leave it out
+            metrics["task_loss"] = loss_task
+        return metrics
+
+    def _trainer(self, student: Student, round_number: int, params: Sequence[Tensor],
+                 align_grads: list[Tensor | None]) -> DPSGDTrainer:
+        """The DP-SGD trainer of a turn, with the hook that adds ``align_grads`` (filled before each step) to
+        the privatised gradient of ``params``."""
+        cfg, dp = student.cfg, student.cfg.privacy.dp_sgd
+
         def add_alignment_gradient(_optimizer) -> None:
             for p, g in zip(params, align_grads, strict=True):
                 if g is not None:
@@ -172,22 +196,7 @@ class DPSGDTraining:
             ledger=self.ledger, clip_only=dp.noise_multiplier == 0,
         )
         trainer.optimizer.attach_step_hook(add_alignment_gradient)
-        student.model.train()
-        loss_task, loss_align = float("nan"), torch.zeros((), device=student.device)
-        for _ in range(cfg.train.local_epochs):
-            for _ in range(max(1, round(1 / dp.sample_rate))):
-                align_grads.clear()
-                if align_on:
-                    logits, hiddens = student.forward(student.alignment)
-                    loss_align = student.alignment_loss(logits, hiddens, targets)
-                    align_grads.extend(torch.autograd.grad(cfg.align.weight * loss_align, params, allow_unused=True))
-                loss_task = trainer.step(self.graphs)
-            student.epochs_trained += 1
-        epsilon = reported_epsilon(cfg, student.client_id, self.ledger.epsilon())
-        metrics = {"align_loss": loss_align.item(), "dp_sgd_epsilon": epsilon}
-        if not math.isnan(loss_task):  # an empty last Poisson batch has no task loss: leave it out
-            metrics["task_loss"] = loss_task
-        return metrics
+        return trainer
 
     def state_dict(self) -> dict:
         """The DP-SGD ledger, for the client's checkpoint."""

@@ -154,20 +154,28 @@ def check_peer_mass(arrays: object, graph: ReleaseLayout, num_layers: int, dtype
     peers = meta[0]
     tolerance = peers * SUM_TOLERANCE[dtype]
     for layer, mass in enumerate(arrays[:-1], start=1):
-        if not (isinstance(mass, np.ndarray) and mass.dtype == MASS_DTYPE and mass.shape == (graph.num_edges,)):
-            raise reject(f"layer {layer} must be a float64 array of shape ({graph.num_edges},), got "
-                         f"{getattr(mass, 'dtype', type(mass).__name__)} {getattr(mass, 'shape', '')}")
-        if not np.isfinite(mass).all() or (mass < 0).any():
-            raise reject(f"layer {layer} has non-finite or negative entries")
-        sums = np.bincount(graph.target, weights=mass, minlength=graph.num_nodes)
-        error = np.abs(sums - peers) * graph.has_in_edges
-        if error.max(initial=0.0) > tolerance:
-            node = int(error.argmax())
-            raise reject(f"layer {layer}: node {node}'s in-edges sum to {sums[node]:.6g}, not the {peers:g} "
-                         f"peers (tolerance {tolerance:g})")
+        problem = _layer_mass_problem(f"layer {layer}", mass, graph, peers, tolerance)
+        if problem is not None:
+            raise reject(problem)
     sizes = np.bincount(graph.target, minlength=graph.num_nodes)
     floor = -peers * num_layers * float(np.log(sizes[sizes > 0]).sum())
     slack = peers * num_layers * graph.num_nodes * SUM_TOLERANCE[dtype]
     if not floor - slack <= meta[1] <= slack:
         raise reject(f"constant {meta[1]:g} outside [{floor:g}, 0]")
     return PeerMass.from_job(list(arrays))
+
+
+def _layer_mass_problem(where: str, mass: object, graph: ReleaseLayout, peers: float, tolerance: float) -> str | None:
+    """The first problem of one layer of a summed peer mass (see :func:`check_peer_mass`), or None."""
+    if not (isinstance(mass, np.ndarray) and mass.dtype == MASS_DTYPE and mass.shape == (graph.num_edges,)):
+        return (f"{where} must be a float64 array of shape ({graph.num_edges},), got "
+                f"{getattr(mass, 'dtype', type(mass).__name__)} {getattr(mass, 'shape', '')}")
+    if not np.isfinite(mass).all() or (mass < 0).any():
+        return f"{where} has non-finite or negative entries"
+    sums = np.bincount(graph.target, weights=mass, minlength=graph.num_nodes)
+    error = np.abs(sums - peers) * graph.has_in_edges
+    if error.max(initial=0.0) > tolerance:
+        node = int(error.argmax())
+        return (f"{where}: node {node}'s in-edges sum to {sums[node]:.6g}, not the {peers:g} peers "
+                f"(tolerance {tolerance:g})")
+    return None
