@@ -43,13 +43,18 @@ def _seed(*parts: int) -> int:
 
 
 class NaiveGCN(nn.Module):
-    """L hidden ``GCNConv`` layers (ELU, dropout) and a ``GCNConv`` output layer, on ``edge_index``.
+    """L hidden ``GCNConv`` layers (activation, dropout) and a ``GCNConv`` output layer, on ``edge_index``.
+
+    The activation is ReLU by default, as in the original code's GCN students and fedalign's default for
+    ``model.arch: gcn``; ``activation="elu"`` matches a config that sets ``model.activation: elu``.
 
     Returns the logits and each hidden layer's output before its activation.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, hidden_layers: int, hidden_dim: int, dropout: float):
+    def __init__(self, in_channels: int, num_classes: int, hidden_layers: int, hidden_dim: int, dropout: float,
+                 activation: str = "relu"):
         super().__init__()
+        self.activation = {"relu": nn.functional.relu, "elu": nn.functional.elu}[activation]
         dims = [in_channels] + [hidden_dim] * hidden_layers
         self.layers = nn.ModuleList(GCNConv(dims[i], dims[i + 1]) for i in range(hidden_layers))
         self.output = GCNConv(hidden_dim, num_classes)
@@ -60,7 +65,7 @@ class NaiveGCN(nn.Module):
         for layer in self.layers:
             z = layer(h, edge_index)
             hiddens.append(z)
-            h = nn.functional.dropout(nn.functional.elu(z), p=self.dropout, training=self.training)
+            h = nn.functional.dropout(self.activation(z), p=self.dropout, training=self.training)
         return self.output(h, edge_index), hiddens
 
 
@@ -97,7 +102,8 @@ class NaiveAlignahead:
     def __init__(self, x: Tensor, edge_index: Tensor, y: Tensor, train_mask: Tensor, val_mask: Tensor,
                  test_mask: Tensor, num_classes: int, *, num_students: int = 2, hidden_layers: int = 4,
                  hidden_dim: int = 64, dropout: float = 0.0, lr: float = 0.005, weight_decay: float = 0.0,
-                 tau: float = 100.0, weight: float = 1.0, local_epochs: int = 1, seed: int = 0) -> None:
+                 tau: float = 100.0, weight: float = 1.0, local_epochs: int = 1, seed: int = 0,
+                 activation: str = "relu") -> None:
         self.x, self.edge_index, self.y = x, edge_index, y
         self.train_mask, self.val_mask, self.test_mask = train_mask, val_mask, test_mask
         self.tau, self.weight, self.local_epochs, self.seed = tau, weight, local_epochs, seed
@@ -105,7 +111,8 @@ class NaiveAlignahead:
         self.students = []
         for i in range(num_students):
             torch.manual_seed(_seed(seed))  # shared initialisation, as fedalign's default model.init
-            self.students.append(NaiveGCN(x.size(1), num_classes, hidden_layers, hidden_dim, dropout))
+            self.students.append(NaiveGCN(x.size(1), num_classes, hidden_layers, hidden_dim, dropout,
+                                          activation))
         self.optimizers = [torch.optim.Adam(s.parameters(), lr=lr, weight_decay=weight_decay) for s in self.students]
 
     @classmethod

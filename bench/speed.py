@@ -197,7 +197,7 @@ def set_up(raw: dict, threads: int) -> SpeedSetup:
         c0.train_split, c0.val_split, c0.test_split, dataset.num_classes, num_students=k,
         hidden_layers=model_cfg["hidden_layers"], hidden_dim=model_cfg["hidden_dim"], dropout=model_cfg["dropout"],
         lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, tau=cfg.align.tau, weight=cfg.align.weight,
-        local_epochs=epochs, seed=cfg.seed)
+        local_epochs=epochs, seed=cfg.seed, activation=model_cfg["activation"])
     naive.load_weights([transport.clients[i].model.state_dict() for i in range(k)])
     graph = c0.alignment
     print(f"[speed] {cfg.data.name}: {graph.num_nodes} nodes, {graph.edge_index.size(1)} edges, "
