@@ -104,6 +104,18 @@ class FlowerTransport:
         if unknown and any(c not in self.node_of for c in clients):
             self._exchange(MessageType.QUERY, {node: (-1, None) for node in unknown}, IDENTIFY_ROUND)
 
+    def _decoded(self, msg: Message, message_type: str) -> tuple[dict, Statistics | None, dict]:
+        """(metrics, statistics, metadata) of a reply of type ``message_type``; raises :class:`ProtocolError`
+        for another type, or statistics larger than an honest release (refused before decoding)."""
+        if msg.metadata.message_type != message_type:
+            raise ProtocolError(f"unexpected message type {msg.metadata.message_type!r} in reply to {message_type!r}")
+        size = statistics_bytes(msg.content)
+        limit = self.max_release_bytes if size else None  # no public graph needed for empty replies
+        if limit is not None and size > limit:
+            raise ProtocolError(f"statistics of {size} bytes, more than the {limit} bytes of an honest "
+                                "release of this run (refused before decoding)")
+        return decode_reply(msg.content)
+
     def _exchange(self, message_type: str, requests: dict[int, tuple[int, dict | None]],
                   round_number: int) -> dict[int, Reply]:
         """``requests``: node id -> (client id or -1 if unknown, peer statistics or None)."""
@@ -132,15 +144,7 @@ class FlowerTransport:
                 self._fail(replies, client, Reply(client, error=f"error reply from node {node}: {msg.error.reason}"))
                 continue
             try:
-                if msg.metadata.message_type != message_type:
-                    raise ProtocolError(f"unexpected message type {msg.metadata.message_type!r} "
-                                        f"in reply to {message_type!r}")
-                size = statistics_bytes(msg.content)
-                limit = self.max_release_bytes if size else None  # no public graph needed for empty replies
-                if limit is not None and size > limit:
-                    raise ProtocolError(f"statistics of {size} bytes, more than the {limit} bytes of an honest "
-                                        "release of this run (refused before decoding)")
-                metrics, stats, meta = decode_reply(msg.content)
+                metrics, stats, meta = self._decoded(msg, message_type)
             except ProtocolError as error:
                 self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: {error}"))
                 continue
