@@ -42,23 +42,43 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment and write a run folder")
     check = sub.add_parser("check", help="check an experiment file and its data without training")
-    layout = sub.add_parser("layout", help="write the public layout artefact the server checks releases against "
-                                           "(run where the data is; ship the file to the server)")
+    layout = sub.add_parser(
+        "layout",
+        help="write the public layout artefact the server checks releases against "
+        "(run where the data is; ship the file to the server)",
+    )
     layout.add_argument("--out", required=True, help="the .npz to write, e.g. layout.npz")
     for p in (run, check, layout):
         p.add_argument("config", help="experiment YAML, e.g. simulations/quickstart.yaml")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set federation.rounds=10 (repeatable)")
-    run.add_argument("--engine", choices=ENGINES, default="flower",
-                     help="flower: Flower Simulation Runtime (default); inprocess: every student in this process")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key, e.g. --set federation.rounds=10 (repeatable)",
+        )
+    run.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="flower",
+        help="flower: Flower Simulation Runtime (default); inprocess: every student in this process",
+    )
     where = run.add_mutually_exclusive_group()
     where.add_argument("--run-dir", default=None, help="write outputs here instead of a new folder under output.dir")
-    where.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue a stopped run from its saved state (same config; rounds may grow)")
+    where.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a stopped run from its saved state (same config; rounds may grow)",
+    )
     sweep = sub.add_parser("sweep", help="run a grid of experiments (resumable) and tabulate them")
     sweep.add_argument("sweep", help="sweep YAML, e.g. simulations/cora-strategies.yaml")
-    sweep.add_argument("--workers", type=int, default=1,
-                       help="cells run at once, each in its own process with one torch thread (in-process engine)")
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="cells run at once, each in its own process with one torch thread (in-process engine)",
+    )
     for p in (run, sweep):
         p.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs on the console")
     return parser
@@ -101,8 +121,9 @@ def _run(args) -> int:
     if args.resume is not None and not (Path(args.resume) / "config.yaml").is_file():
         raise UserError(f"--resume {args.resume}: not a run folder (no config.yaml there)")
     try:
-        run_dir, summary = engine(args.engine, args.verbose)(cfg, args.resume or args.run_dir,
-                                                             resume=args.resume is not None)
+        run_dir, summary = engine(args.engine, args.verbose)(
+            cfg, args.resume or args.run_dir, resume=args.resume is not None
+        )
     except ValueError as err:
         if args.resume is not None and "cannot resume" in str(err):
             raise UserError(str(err)) from None
@@ -117,10 +138,13 @@ def _run(args) -> int:
 def _sweep(args) -> int:
     spec = load_sweep(args.sweep)
     if args.workers < 1 or (args.workers > 1 and spec.engine != "inprocess"):
-        raise UserError(f"--workers {args.workers}: use a number >= 1, and more than 1 only with engine: inprocess "
-                        "(the Flower engine places its clients through Ray)")
-    for cfg in {json.dumps(cell_config(spec, c).data.model_dump(), sort_keys=True): cell_config(spec, c)
-                for c in cells(spec)}.values():
+        raise UserError(
+            f"--workers {args.workers}: use a number >= 1, and more than 1 only with engine: inprocess "
+            "(the Flower engine places its clients through Ray)"
+        )
+    for cfg in {
+        json.dumps(cell_config(spec, c).data.model_dump(), sort_keys=True): cell_config(spec, c) for c in cells(spec)
+    }.values():
         require_data(cfg)
     rows = run_sweep(spec, engine(spec.engine, args.verbose), workers=args.workers)
     print((spec.output / "table.md").read_text())

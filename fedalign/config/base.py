@@ -22,10 +22,24 @@ class Section(BaseModel):
         """A subsection written with no keys (``privacy:``) reads as null: it means the subsection's defaults."""
         if not isinstance(data, dict):
             return data
-        return {key: {} if value is None and _is_section(cls.model_fields.get(key)) else value
-                for key, value in data.items()}
+        return {
+            key: {} if value is None and _is_section(cls.model_fields.get(key)) else value
+            for key, value in data.items()
+        }
 
 
 def _is_section(field: Any) -> bool:
     annotation = getattr(field, "annotation", None)
     return isinstance(annotation, type) and issubclass(annotation, Section)
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """Raise :class:`ConfigError` ``"<key>: <message>"`` unless ``condition`` holds.
+
+    Args:
+        condition: what must hold.
+        key: the dotted config key at fault.
+        message: what is wrong and how to fix it.
+    """
+    if not condition:
+        raise ConfigError(f"{key}: {message}")

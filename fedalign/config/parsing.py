@@ -102,8 +102,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         return key.strip().split("."), yaml.safe_load(value)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{key.strip()}: --set value {value!r} is not valid YAML ({' '.join(str(err).split())})"
-                          ) from None
+        raise ConfigError(
+            f"{key.strip()}: --set value {value!r} is not valid YAML ({' '.join(str(err).split())})"
+        ) from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -138,8 +139,10 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
     raw = apply_overrides(raw or {}, overrides or [])
     align = raw.get("align")
     if isinstance(align, dict) and align.get("kernel") == "l1":
-        raise ConfigError("align.kernel: 'l1' is now called 'l1-softmax' (softmax of -||h_u - h_v||_1 / tau); the "
-                          "default 'lsp' is the original Alignahead's softmax of exp(-||h_u - h_v||_1 / tau)")
+        raise ConfigError(
+            "align.kernel: 'l1' is now called 'l1-softmax' (softmax of -||h_u - h_v||_1 / tau); the "
+            "default 'lsp' is the original Alignahead's softmax of exp(-||h_u - h_v||_1 / tau)"
+        )
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
@@ -158,4 +161,3 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found (experiment files live in simulations/)")
     return config_from_dict(read_yaml(path) or {}, overrides)
-

@@ -30,21 +30,24 @@ class SyntheticConfig(Section):
 
     num_nodes: int | None = _option("synthetic-csbm; default 400", "number of nodes")
     num_classes: int | None = _option("synthetic-csbm; default 4", "number of classes")
-    num_features: int | None = _option("synthetic-csbm: default 32; synthetic-ppi: default 16",
-                                          "feature dimension")
-    avg_degree: Number | None = _option("synthetic-csbm: default 8.0; synthetic-ppi: default 6.0",
-                                           "expected number of neighbours of a node")
+    num_features: int | None = _option("synthetic-csbm: default 32; synthetic-ppi: default 16", "feature dimension")
+    avg_degree: Number | None = _option(
+        "synthetic-csbm: default 8.0; synthetic-ppi: default 6.0", "expected number of neighbours of a node"
+    )
     homophily: Number | None = _option(
         "synthetic-csbm: default 0.8, within its class; synthetic-ppi: default 0.9, within its community",
-        "expected fraction of a node's edges that stay within its block")
-    signal: Number | None = _option("synthetic-csbm; default 1.0",
-                                       "distance between any two class means, in units of the (unit) noise std")
+        "expected fraction of a node's edges that stay within its block",
+    )
+    signal: Number | None = _option(
+        "synthetic-csbm; default 1.0", "distance between any two class means, in units of the (unit) noise std"
+    )
     num_graphs: int | None = _option("synthetic-ppi; default 24", "number of graphs")
     num_val_graphs: int | None = _option("synthetic-ppi; default 2", "validation graphs")
     num_test_graphs: int | None = _option("synthetic-ppi; default 2", "test graphs (the rest are training graphs)")
     min_nodes: int | None = _option("synthetic-ppi; default 60", "fewest nodes of a graph")
-    max_nodes: int | None = _option("synthetic-ppi; default 100",
-                                       "most nodes of a graph (drawn uniformly from [min_nodes, max_nodes])")
+    max_nodes: int | None = _option(
+        "synthetic-ppi; default 100", "most nodes of a graph (drawn uniformly from [min_nodes, max_nodes])"
+    )
     num_labels: int | None = _option("synthetic-ppi; default 12", "number of (multi-label) targets")
     num_communities: int | None = _option("synthetic-ppi; default 4", "planted communities per graph")
     noise: Number | None = _option("synthetic-ppi; default 1.0", "std of the Gaussian noise added to the features")
@@ -60,6 +63,17 @@ class SyntheticConfig(Section):
 
 GENERATOR_OPTIONS: dict[str, tuple[str, ...]] = {
     "synthetic-csbm": ("num_nodes", "num_classes", "num_features", "avg_degree", "homophily", "signal"),
-    "synthetic-ppi": ("num_graphs", "num_val_graphs", "num_test_graphs", "min_nodes", "max_nodes", "num_features",
-                      "num_labels", "num_communities", "avg_degree", "homophily", "noise"),
+    "synthetic-ppi": (
+        "num_graphs",
+        "num_val_graphs",
+        "num_test_graphs",
+        "min_nodes",
+        "max_nodes",
+        "num_features",
+        "num_labels",
+        "num_communities",
+        "avg_degree",
+        "homophily",
+        "noise",
+    ),
 }

@@ -26,8 +26,9 @@ class DuplicateKeyError(yaml.YAMLError):
     """
 
     def __init__(self, key: str, first: int, again: int):
-        super().__init__(f"{key}: duplicate key (line {first}, again line {again}): the later value would "
-                         "silently win; keep one")
+        super().__init__(
+            f"{key}: duplicate key (line {first}, again line {again}): the later value would silently win; keep one"
+        )
         self.key, self.first, self.again = key, first, again
 
 
@@ -81,7 +82,9 @@ def read_yaml(path: str | Path) -> Any:
     try:
         return parse_yaml(path.read_text())
     except DuplicateKeyError as err:
-        raise ConfigError(f"{err.key}: duplicate key in {path} (line {err.first}, again line {err.again}): the "
-                          "later value would silently win; keep one") from None
+        raise ConfigError(
+            f"{err.key}: duplicate key in {path} (line {err.first}, again line {err.again}): the "
+            "later value would silently win; keep one"
+        ) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
