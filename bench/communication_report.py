@@ -108,7 +108,7 @@ def plot(res: dict, path: Path) -> None:
 def _accuracy_section(res: dict) -> list[str]:
     """The accuracy tables (paired by seed, then per run)."""
     lines = ["", "## Accuracy with float16 (and int8) statistics, paired by seed", "",
-              "Same seeds → same initial weights, splits and dropout masks; only the precision of the statistics "
+              "Same seeds → same initial weights and splits (today's default formulation, no dropout); only the precision of the statistics "
               "on the wire differs. `int8` = the int8 log-ratio code below, applied to every release "
               "(benchmark-side transport wrapper, not a library option); `none` = no alignment at all "
               "(align.strategy none), the yardstick: how far alignment itself moves training. Test accuracy "
