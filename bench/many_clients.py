@@ -34,10 +34,11 @@ NAME = "many-clients"
 PROGRESS = re.compile(r"^\[round (init|(\d+)/\d+) \|\s+([\d.]+)s\]")
 
 
-def experiment(k: int, rounds: int) -> dict:
+def experiment(k: int, rounds: int, num_nodes: int | None = None) -> dict:
+    """The experiment of K = ``k`` clients (``num_nodes``: the graph's size, default 20 per client)."""
     return {
         "name": f"many-clients-{k}", "seed": 0, "device": "cpu",
-        "data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 20 * k, "avg_degree": 10}},
+        "data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": num_nodes or 20 * k, "avg_degree": 10}},
         "partition": {"scheme": "iid", "public_fraction": 0.05},
         "federation": {"num_clients": k, "rounds": rounds, "schedule": "alternating", "timeout": 600},
         "model": {"arch": "gcn", "hidden_layers": 2, "hidden_dim": 16},
@@ -68,9 +69,11 @@ def _tree_rss_mb(root: int) -> float:
     return total / 2**20
 
 
-def run_one(k: int, engine: str, rounds: int, workdir: Path) -> dict:
+def run_one(k: int, engine: str, rounds: int, workdir: Path, num_nodes: int | None = None) -> dict:
+    """One ``fedalign run`` of K = ``k`` on ``engine``, its output under ``workdir/<engine>-<k>``: its times
+    and the peak resident set of its process tree (``num_nodes``: the graph's size, default 20 per client)."""
     config = workdir / f"k{k}.yaml"
-    config.write_text(yaml.safe_dump(experiment(k, rounds)))
+    config.write_text(yaml.safe_dump(experiment(k, rounds, num_nodes)))
     cmd = [sys.executable, "-m", "fedalign_flower.cli", "run", str(config), "--engine", engine,
            "--set", f"output.dir={workdir / f'{engine}-{k}'}"]
     started = time.perf_counter()

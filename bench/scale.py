@@ -1,314 +1,263 @@
-"""Scale: rounds per second and peak memory as clients and graphs grow (in-process engine).
+"""Scale: time per student-epoch and per round, and peak memory, on graphs of 1M, 10M and 50M edges.
 
-    python -m bench.scale            # K = 2, 10, 50, 100 clients; graphs of 10k .. 2M edges
-    python -m bench.scale --smoke    # K = 2, 3; graphs of ~2k and ~8k edges (seconds)
+    python -m bench.scale                 # the full benchmark (resumable: finished configurations are kept)
+    python -m bench.scale --smoke         # graphs of ~2k and ~8k edges, K = 2, 3 (seconds; CI)
+    python -m bench.scale --fresh         # measure every configuration again
 
-Every configuration runs in a fresh ``python -m bench.scale --worker``
-subprocess, so its peak resident set (``getrusage(RUSAGE_SELF).ru_maxrss``)
-is its own; the worker also reports its resident set after imports (the
-fixed cost of torch + PyG) and after building the clients.
+Regenerates ``results/benchmarks/scale/`` (``results.json``, ``table.md``, ``plot.png``; each finished
+configuration also in ``runs/<id>.json``, which a rerun reuses: ``--fresh`` discards them).
 
-* **Clients**: one synthetic-csbm graph (default 20,000 nodes, average degree
-  10, i.e. ~200k directed edges), partition ``iid`` with a 20 % public
-  alignment share: each client holds a model, its optimiser, and the
-  subgraph induced by its own nodes plus the public ones; the server caches
-  K releases. Alternating schedule: one trainer per round, against K - 1
-  cached peer releases.
-* **Graph**: K = 2 students, ``replicate`` (the whole graph is training and
-  alignment graph), synthetic-csbm graphs with E = 10k, 100k, 1M, 2M directed
-  edges (``edge_index`` columns; average degree 10, so N = E / 10 nodes).
+* **Graphs**: built-in synthetic-csbm (seeded, no download), average degree 10, so N = E / 10 nodes,
+  32 features, 4 classes: E = 1M, 10M, 50M directed edges (``edge_index`` columns).
+* **Federations**: K = 2 with ``replicate`` (every student holds the whole graph, which is also the
+  alignment graph), K = 100 with ``dirichlet`` (alpha 0.5) and a 20 % public alignment graph.
+* **Students**: GCN, 2 hidden layers x 16, alignahead (structure statistics on every alignment
+  edge), alternating schedule: round 0 every client releases, then one trainer per round against
+  its peers' summed mass; 1 local epoch. Mini-batch always (``train.batch_size`` 2048, fan-outs
+  ``train.num_neighbors`` [2, 2, 2]), full batch where it fits under the memory cap.
+* **Memory**: every configuration runs in a fresh ``python -m bench.scale_worker`` process;
+  the peak is the resident set of the whole process tree (:mod:`bench.process_tree`: sampled sum
+  and ``ru_maxrss`` from ``wait4``); a tree that passes ``--cap-gb`` (default 12 GB) is killed
+  and reported as not fitting.
+* **K = 1,000 on Flower's Simulation Runtime** (:func:`bench.many_clients.run_one`): time to
+  round 0, per round, peak memory of the tree, and the bytes of each train request, against
+  K = 2 on the same graph; plus :mod:`bench.request_size` at K = 2, 100, 1000.
 
-Both: GCN students, 4 hidden layers x 64, 1 local epoch per round; a round
-is the library's ``Coordinator.run_round`` with the run writer (and
-server-state save where the library has one), as ``fedalign run --engine
-inprocess``. Growth is summarised by the least-squares slope of log(y) on
-log(x) (y ~ x^slope).
+Growth is the least-squares slope of log(time per epoch) on log(E) over 1M, 10M, 50M.
 """
 
 from __future__ import annotations
 
+import glob
 import json
-import subprocess
+import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from . import common
-from .common import fmt, md_table
+from .process_tree import run_measured
 
 NAME = "scale"
+CAP_GB = 12.0
+GRAPH_EDGES = (1_000_000, 10_000_000, 50_000_000)
+FEDERATIONS = ((2, "replicate"), (100, "dirichlet"))
+MODES = ("mini", "full")
 
 
-def client_series(smoke: bool) -> list[dict]:
-    if smoke:
-        return [dict(series="clients", num_clients=k, num_nodes=400, avg_degree=8, scheme="iid",
-                     public_fraction=0.2, rounds=3, hidden_layers=2, hidden_dim=16) for k in (2, 3)]
-    return [dict(series="clients", num_clients=k, num_nodes=20000, avg_degree=10, scheme="iid",
-                 public_fraction=0.2, rounds=max(20, 2 * k), hidden_layers=4, hidden_dim=64)
-            for k in (2, 10, 50, 100)]
+def spec(edges: int, k: int, scheme: str, mode: str, smoke: bool) -> dict:
+    """One configuration.
+
+    Args:
+        edges: the graph's directed edges (N = edges / avg degree).
+        k: clients.
+        scheme: the partition scheme.
+        mode: ``mini`` (mini-batch students) or ``full`` (full batch).
+        smoke: the tiny version."""
+    degree = 8 if smoke else 10
+    rounds = 2 if smoke or edges < 10_000_000 else 1  # one epoch of a 50M-edge graph takes many minutes
+    return {"id": f"e{edges}-k{k}-{mode}", "edges": edges, "num_nodes": edges // degree, "avg_degree": degree,
+            "num_features": 32, "num_clients": k, "scheme": scheme, "public_fraction": 0.2, "alpha": 0.5,
+            "mode": mode, "batch_size": 64 if smoke else 2048, "num_neighbors": [2, 2, 2],
+            "hidden_layers": 2, "hidden_dim": 16, "rounds": rounds}
 
 
-def graph_series(smoke: bool) -> list[dict]:
-    if smoke:
-        return [dict(series="graph", num_clients=2, num_nodes=e // 8, avg_degree=8, scheme="replicate",
-                     public_fraction=0.2, rounds=2, hidden_layers=2, hidden_dim=16) for e in (2000, 8000)]
-    return [dict(series="graph", num_clients=2, num_nodes=e // 10, avg_degree=10, scheme="replicate",
-                 public_fraction=0.2, rounds=4, hidden_layers=4, hidden_dim=64)
-            for e in (10_000, 100_000, 1_000_000, 2_000_000)]
+def specs(smoke: bool) -> list[dict]:
+    """Every configuration, cheapest first; at the largest graph mini-batch before full batch.
+
+    Args:
+        smoke: the tiny version (E ~2k, ~8k; K = 2, 3)."""
+    sizes = (2000, 8000) if smoke else GRAPH_EDGES
+    federations = ((2, "replicate"), (3, "iid")) if smoke else FEDERATIONS
+    out = [spec(e, k, s, m, smoke) for e in sizes[:-1] for k, s in federations for m in MODES]
+    return out + [spec(sizes[-1], k, s, m, smoke) for k, s in federations for m in MODES]
 
 
-def raw_config(spec: dict) -> dict:
-    return {
-        "name": f"benchmark-scale-{spec['series']}", "seed": 0, "device": "cpu",
-        "data": {"name": "synthetic-csbm",
-                 "synthetic": {"num_nodes": spec["num_nodes"], "avg_degree": spec["avg_degree"]}},
-        "partition": {"scheme": spec["scheme"], "public_fraction": spec["public_fraction"]},
-        "federation": {"num_clients": spec["num_clients"], "rounds": spec["rounds"], "schedule": "alternating"},
-        "model": {"arch": "gcn", "hidden_layers": spec["hidden_layers"], "hidden_dim": spec["hidden_dim"],
-                  "dropout": 0.5},
-        "align": {"strategy": "alignahead", "weight": 1.0, "tau": 100.0},
-        "train": {"local_epochs": 1, "lr": 0.01, "weight_decay": 5e-4},
-        "output": {"progress": False, "plot": False},
-    }
+def skip_reason(s: dict, done: dict[str, dict], cap_gb: float) -> str | None:
+    """Why ``s`` is not run: its clients' copies of the public graph's features alone pass the cap; full batch
+    where mini-batch passed it, or on a graph larger than one whose full-batch run passed it.
+
+    Args:
+        s: the configuration.
+        done: the measured configurations by id.
+        cap_gb: the memory cap."""
+    features_gb = s["num_clients"] * s["public_fraction"] * s["num_nodes"] * s["num_features"] * 4 / 1e9
+    if s["scheme"] != "replicate" and features_gb > cap_gb:
+        return (f"the {s['num_clients']} local graphs alone hold K x {s['public_fraction']:.0%} x N x F x 4 B = "
+                f"{features_gb:.1f} GB of public-node features (each client keeps its own copy), past the "
+                f"{cap_gb:g} GB cap")
+    if s["mode"] != "full":
+        return None
+    mini = done.get(s["id"].replace("-full", "-mini"))
+    if mini is not None and mini.get("capped"):
+        return "the same graph and clients passed the cap in mini-batch mode"
+    for r in done.values():
+        if (r["mode"] == "full" and r["num_clients"] == s["num_clients"] and r["edges"] < s["edges"]
+                and r.get("capped")):
+            return f"full batch already passed the cap at E = {r['edges']:,}"
+    return None
 
 
-# ---------------------------------------------------------------- the worker (one configuration)
+def measure(s: dict, threads: int, cap_mib: float, timeout: float, smoke: bool = False) -> dict:
+    """Run one configuration in a fresh worker process and measure its tree.
+
+    Args:
+        s: the configuration.
+        threads: torch threads.
+        cap_mib: kill the tree past this many MiB.
+        timeout: kill it after this many seconds.
+        smoke: eager structure kernels (no torch.compile: seconds saved on tiny graphs)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "TORCHINDUCTOR_COMPILE_THREADS": "1",  # inductor compiles in-process: no pool of compile workers
+           **({"FEDALIGN_COMPILE": "0"} if smoke else {})}
+    load_before = os.getloadavg()
+    m = run_measured([sys.executable, "-m", "bench.scale_worker", json.dumps(s), str(threads)], common.REPO, env,
+                     cap_mib, timeout)
+    tree = {"load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
+            "wall_s": m.wall_s, "peak_tree_mib": m.peak_tree_mib, "maxrss_mib": m.maxrss_mib,
+            "peak_mib": m.peak_mib, "capped": m.capped, "timed_out": m.timed_out, "cap_mib": cap_mib,
+            "revision": common.git_revision(),
+            "phases": [json.loads(line.split(" ", 1)[1]) for line in m.stderr.splitlines()
+                       if line.startswith("[scale-worker] ")]}  # where a killed worker had got to
+    if m.returncode != 0 or m.capped or m.timed_out:
+        why = (f"passed the {cap_mib / 1024:.1f} GiB cap" if m.capped else
+               f"timed out after {timeout:.0f} s" if m.timed_out else m.stderr.strip()[-3000:])
+        return {**s, **tree, "error": why}
+    return {**json.loads(m.stdout.strip().splitlines()[-1]), **tree}
 
 
-def worker(spec: dict, threads: int) -> dict:
-    common.set_threads(threads)
-    from fedalign.config import config_from_dict
-    from fedalign.inprocess import InProcessTransport
-    from fedalign.data import load_partition
+def graph_runs(args, out: Path) -> list[dict]:
+    """Every graph configuration: reused from ``out/runs`` where finished, else measured and saved.
 
-    from fedalign.runner import build_coordinator
-
-    rss_imports = common.current_rss_mb()
-    cfg = config_from_dict(raw_config(spec))
-    start = time.perf_counter()
-    transport = InProcessTransport.from_config(cfg)
-    build_s = time.perf_counter() - start
-    rss_built = common.current_rss_mb()
-    timers = {i: common.instrument(c) for i, c in transport.clients.items()}
-    c0 = transport.clients[0]
-    dataset, _ = load_partition(cfg)
-    with tempfile.TemporaryDirectory(prefix="fedalign-scale-") as tmp:
-        coordinator, writer = build_coordinator(cfg, transport, Path(tmp), "inprocess")
-        start = time.perf_counter()
-        coordinator.initialise()
-        init_s = time.perf_counter() - start
-        rss_round0 = common.current_rss_mb()
-        for t in timers.values():
-            t["evaluate"].take(), t["release"].take()
-        rounds = []
-        for r in range(1, cfg.federation.rounds + 1):
-            start = time.perf_counter()
-            rec = coordinator.run_round(r)[0]
-            seconds = time.perf_counter() - start
-            ev, rel = timers[rec.client]["evaluate"].take(), timers[rec.client]["release"].take()
-            rounds.append({"round": r, "seconds": seconds, "epoch_s": rec.seconds - ev - rel,
-                           "evaluate_s": ev, "release_s": rel, "status": rec.status,
-                           "rss_mb": round(common.current_rss_mb(), 1)})
-        writer.finish()
-    local_nodes = [c.train_split.graph.num_nodes for c in transport.clients.values()]
-    local_edges = [int(c.train_split.graph.edge_index.size(1)) for c in transport.clients.values()]
-    # Steady state: after every student's first training call (CSR of its graph, optimiser state), if any.
-    steady = [r for r in rounds if r["round"] > cfg.federation.num_clients] or rounds[1:] or rounds
-    params = sum(p.numel() for p in c0.model.parameters())
-    return {
-        **spec, "threads": threads,
-        "graph_edges": int(dataset.train.graph.edge_index.size(1)), "graph_nodes": int(dataset.train.graph.num_nodes),
-        "alignment_edges": int(c0.alignment.edge_index.size(1)), "alignment_nodes": int(c0.alignment.num_nodes),
-        "local_nodes_mean": sum(local_nodes) / len(local_nodes), "local_edges_mean": sum(local_edges) / len(local_edges),
-        "parameters_per_model": params,
-        "build_s": build_s, "init_round0_s": init_s,
-        "rounds": rounds, "steady_rounds": len(steady),
-        "round_median_s": common.median([r["seconds"] for r in steady]),
-        "round_mean_s": common.mean([r["seconds"] for r in steady]),
-        "rounds_per_s": len(steady) / sum(r["seconds"] for r in steady),
-        "epoch_median_s": common.median([r["epoch_s"] for r in steady]),
-        "release_median_s": common.median([r["release_s"] for r in steady]),
-        "evaluate_median_s": common.median([r["evaluate_s"] for r in steady]),
-        "rss_after_imports_mb": rss_imports, "rss_after_build_mb": rss_built, "rss_after_round0_mb": rss_round0,
-        "rss_end_mb": common.current_rss_mb(), "peak_rss_mb": common.peak_rss_mb(),
-    }
+    Args:
+        args: the parsed command line.
+        out: the output folder."""
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    done: dict[str, dict] = {}
+    for s in specs(args.smoke):
+        path = runs_dir / f"{s['id']}.json"
+        if args.only and s["id"] not in args.only:
+            if path.is_file():
+                done[s["id"]] = json.loads(path.read_text())
+            continue
+        if path.is_file() and not args.fresh:
+            done[s["id"]] = json.loads(path.read_text())
+            print(f"[scale] {s['id']}: kept from {path}", flush=True)
+            continue
+        reason = skip_reason(s, done, args.cap_gb)
+        result = {**s, "skipped": reason} if reason else measure(s, args.threads, args.cap_gb * 1e9 / 2**20,
+                                                                  args.timeout, args.smoke)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        done[s["id"]] = result
+        print(f"[scale] {summary_line(result)}", flush=True)
+        write_report(args, out, list(done.values()))
+    return list(done.values())
 
 
-def run_worker(spec: dict, threads: int, timeout: float) -> dict:
-    load = common.load()
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.scale", "--worker", json.dumps(spec),
-                           "--threads", str(threads)], cwd=common.REPO, capture_output=True, text=True,
-                          timeout=timeout)
-    if proc.returncode != 0:
-        return {**spec, "error": proc.stderr[-3000:], "load_before": load}
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result.update(load_before=load, load_after=common.load(), subprocess_wall_s=time.perf_counter() - start)
-    return result
+def summary_line(r: dict) -> str:
+    """One line about a finished configuration.
+
+    Args:
+        r: its result."""
+    head = f"{r['id']}"
+    if r.get("skipped"):
+        return f"{head}: skipped ({r['skipped']})"
+    if "error" in r:
+        return f"{head}: did not finish ({r['error'].splitlines()[-1] if r['error'] else '?'}), peak " \
+               f"{r['peak_mib']:.0f} MiB"
+    return (f"{head}: E={r['graph_edges']:,} epoch {r['epoch_median_s']:.2f} s, round {r['round_median_s']:.2f} s, "
+            f"round 0 {r['init_round0_s']:.1f} s, peak {r['peak_mib']:.0f} MiB, load {r['load_before'][0]} -> "
+            f"{r['load_after'][0]}")
 
 
-# ---------------------------------------------------------------- the driver
+def flower_runs(smoke: bool, rounds: int) -> dict:
+    """K = 1,000 (smoke: 3) and K = 2 on Flower's Simulation Runtime, on the same graph, and the request sizes
+    of :mod:`bench.request_size` at K = 2, 100, 1000 (smoke: 2, 3).
+
+    Args:
+        smoke: the tiny version.
+        rounds: rounds per Flower run."""
+    from .many_clients import run_one
+    from .request_size import measure as request_measure
+
+    clients = () if smoke else (2, 1000)  # smoke: no Flower run (seconds; bench.many_clients smokes Flower)
+    nodes = 20 * 1000  # the graph of K = 1,000 in bench.many_clients, for every K here
+    out: dict = {"graph_nodes": nodes, "public_fraction": 0.05, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="fedalign-scale-flower-") as tmp:
+        for k in clients:
+            load_before = common.load()
+            result = run_one(k, "flower", rounds, Path(tmp), num_nodes=nodes)
+            result.update(load_before=load_before, load_after=common.load(), **request_bytes(Path(tmp) / f"flower-{k}"))
+            out["runs"].append(result)
+            print(f"[scale] flower K={k}: {json.dumps(result)[:400]}", flush=True)
+    out["request_size"] = [request_measure(k, 2, "float32") for k in ((2, 3) if smoke else (2, 100, 1000))]
+    return out
+
+
+def request_bytes(folder: Path) -> dict:
+    """Bytes of the train requests (``bytes_received`` of training rounds) in a run's ``rounds.jsonl``.
+
+    Args:
+        folder: the run's output folder."""
+    rows = []
+    for path in glob.glob(str(folder / "**" / "rounds.jsonl"), recursive=True):
+        rows += [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    train = [r["bytes_received"] for r in rows if r.get("round", 0) >= 1]
+    release = [r["bytes_sent"] for r in rows if r.get("round", 0) >= 1]
+    return {"request_bytes": common.median(train) if train else None,
+            "request_bytes_max": max(train) if train else None,
+            "release_bytes": common.median(release) if release else None}
+
+
+def write_report(args, out: Path, runs: list[dict], flower: dict | None = None) -> dict:
+    """``results.json``, ``table.md`` and ``plot.png`` from what is measured so far.
+
+    Args:
+        args: the parsed command line.
+        out: the output folder.
+        runs: the graph configurations' results.
+        flower: the Flower part, or None (kept from an earlier ``results.json`` when there is one)."""
+    from .scale_report import fits, markdown, plot
+
+    previous = out / "results.json"
+    if flower is None and previous.is_file():
+        flower = json.loads(previous.read_text()).get("flower")
+    results = {"benchmark": NAME, "smoke": args.smoke, "machine": common.machine(args.threads),
+               "cap_gb": args.cap_gb, "runs": runs, "fits": fits(runs), "flower": flower,
+               "uptime_at_end": common.uptime()}
+    common.write_outputs(out, results, markdown(results))
+    plot(results, out / "plot.png")
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (module docstring).
+
+    Args:
+        argv: the command line (None: ``sys.argv[1:]``)."""
     p = common.parser(NAME, __doc__.split("\n\n")[0])
-    p.add_argument("--worker", default=None, help=argparse_suppress())
-    p.add_argument("--series", choices=("clients", "graph", "both"), default="both")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per configuration")
+    p.add_argument("--cap-gb", type=float, default=CAP_GB, help="kill a configuration whose tree passes this (GB)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per configuration")
+    p.add_argument("--fresh", action="store_true", help="measure again the configurations already in runs/")
+    p.add_argument("--only", nargs="+", default=None, help="measure only these configuration ids")
+    p.add_argument("--skip-flower", action="store_true", help="keep the Flower part of an earlier run (runs/flower.json)")
+    p.add_argument("--flower-rounds", type=int, default=5)
     args = p.parse_args(argv)
-    if args.worker is not None:
-        print(json.dumps(worker(json.loads(args.worker), args.threads)))
-        return 0
     common.set_threads(args.threads)
     out = common.out_dir(args, NAME)
-    info = common.machine(args.threads)
-    print(f"[scale] {info['cpu']} x{info['cpu_count']}, torch threads {args.threads}, {info['uptime_at_start']}")
-    specs = []
-    if args.series in ("clients", "both"):
-        specs += client_series(args.smoke)
-    if args.series in ("graph", "both"):
-        specs += graph_series(args.smoke)
-    runs = []
-    for spec in specs:
-        result = run_worker(spec, args.threads, args.timeout)
-        runs.append(result)
-        if "error" in result:
-            print(f"[scale] {spec}: FAILED\n{result['error']}", flush=True)
-            continue
-        print(f"[scale] {spec['series']}: K={result['num_clients']} E={result['graph_edges']} "
-              f"(alignment {result['alignment_edges']}): {result['round_median_s']:.4f} s/round "
-              f"({result['rounds_per_s']:.3g} rounds/s), epoch {result['epoch_median_s']:.4f} s, build "
-              f"{result['build_s']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MiB (imports "
-              f"{result['rss_after_imports_mb']:.0f}); load {result['load_before']} -> {result['load_after']}",
-              flush=True)
-    results = {"benchmark": NAME, "smoke": args.smoke, "machine": info, "runs": runs,
-               "fits": fits(runs), "uptime_at_end": common.uptime()}
-    md = markdown(results)
-    common.write_outputs(out, results, md)
-    plot(results, out / "plot.png")
-    print(md)
+    print(f"[scale] torch threads {args.threads}, cap {args.cap_gb} GB, {common.uptime()}", flush=True)
+    runs = graph_runs(args, out)
+    flower_file = out / "runs" / "flower.json"
+    if args.skip_flower:
+        flower = json.loads(flower_file.read_text()) if flower_file.is_file() else None
+    else:
+        flower = flower_runs(args.smoke, 3 if args.smoke else args.flower_rounds)
+        flower_file.write_text(json.dumps(flower, indent=1) + "\n")
+    results = write_report(args, out, runs, flower)
+    print((out / "table.md").read_text())
     print(f"[scale] results in {out}")
-    return 0
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
-
-
-def fits(runs: list[dict]) -> dict:
-    """log-log slopes of each series."""
-    ok = [r for r in runs if "error" not in r]
-    clients = [r for r in ok if r["series"] == "clients"]
-    graph = [r for r in ok if r["series"] == "graph"]
-    k = [r["num_clients"] for r in clients]
-    e = [r["graph_edges"] for r in graph]
-    return {
-        "clients": {
-            "x": "num_clients",
-            "round_s": common.loglog_slope(k, [r["round_median_s"] for r in clients]),
-            "build_s": common.loglog_slope(k, [r["build_s"] for r in clients]),
-            "peak_rss": common.loglog_slope(k, [r["peak_rss_mb"] for r in clients]),
-            "peak_rss_above_imports": common.loglog_slope(
-                k, [r["peak_rss_mb"] - r["rss_after_imports_mb"] for r in clients]),
-        },
-        "graph": {
-            "x": "graph_edges",
-            "round_s": common.loglog_slope(e, [r["round_median_s"] for r in graph]),
-            "epoch_s": common.loglog_slope(e, [r["epoch_median_s"] for r in graph]),
-            "peak_rss": common.loglog_slope(e, [r["peak_rss_mb"] for r in graph]),
-            "peak_rss_above_imports": common.loglog_slope(
-                e, [r["peak_rss_mb"] - r["rss_after_imports_mb"] for r in graph]),
-        },
-    }
-
-
-def markdown(res: dict) -> str:
-    m, f = res["machine"], res["fits"]
-    ok = [r for r in res["runs"] if "error" not in r]
-    lines = [
-        "# Scale (in-process engine, one fresh subprocess per configuration)",
-        "",
-        f"Machine: {m['cpu']} x{m['cpu_count']}, {m['torch_threads']} torch thread(s); start "
-        f"`{m['uptime_at_start']}`; end `{res['uptime_at_end']}`. GPU: {m['gpu'] or 'none (not lent to this task)'}.",
-        "",
-        "## Number of clients (alternating: one trainer per round against K-1 cached releases)",
-        "",
-    ]
-    rows = [[r["num_clients"], r["graph_edges"], r["alignment_edges"], f"{r['local_nodes_mean']:.0f}",
-             fmt(r["build_s"]), fmt(r["init_round0_s"]), fmt(r["round_median_s"]), fmt(r["rounds_per_s"]),
-             f"{r['rss_after_imports_mb']:.0f}", f"{r['rss_after_build_mb']:.0f}",
-             f"{r.get('rss_after_round0_mb', float('nan')):.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['load_before']}"]
-            for r in ok if r["series"] == "clients"]
-    lines.append(md_table(["K", "graph E", "alignment E", "nodes per client", "build s", "round 0 s", "s / round",
-                           "rounds / s", "RSS imports MiB", "RSS built MiB", "RSS after round 0 MiB",
-                           "peak RSS MiB", "load"], rows))
-    c = f["clients"]
-    lines += ["", f"log-log slopes against K: s/round {fmt(c['round_s'])}, build {fmt(c['build_s'])}, "
-                  f"peak RSS {fmt(c['peak_rss'])} (above the import baseline: {fmt(c['peak_rss_above_imports'])}).",
-              "", "## Graph size (K = 2, replicate: the whole graph is training and alignment graph)", ""]
-    rows = [[r["graph_edges"], r["graph_nodes"], fmt(r["build_s"]), fmt(r["init_round0_s"]), fmt(r["round_median_s"]),
-             fmt(r["epoch_median_s"]), fmt(r["evaluate_median_s"]), fmt(r["release_median_s"]),
-             f"{r['rss_after_imports_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['load_before']}"]
-            for r in ok if r["series"] == "graph"]
-    lines.append(md_table(["E (directed)", "N", "build s", "round 0 s", "s / round", "s / student-epoch",
-                           "s evaluate", "s release", "RSS imports MiB", "peak RSS MiB", "load"], rows))
-    g = f["graph"]
-    lines += ["", f"log-log slopes against E: s/round {fmt(g['round_s'])}, s/epoch {fmt(g['epoch_s'])}, peak RSS "
-                  f"{fmt(g['peak_rss'])} (above the import baseline: {fmt(g['peak_rss_above_imports'])})."]
-    failed = [r for r in res["runs"] if "error" in r]
-    if failed:
-        lines += ["", "Failed configurations:"] + [f"* {r['series']} K={r['num_clients']} N={r['num_nodes']}: "
-                                                   f"{r['error'].strip().splitlines()[-1]}" for r in failed]
-    return "\n".join(lines)
-
-
-def plot(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in res["runs"] if "error" not in r]
-    clients = [r for r in ok if r["series"] == "clients"]
-    graph = [r for r in ok if r["series"] == "graph"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax = axes[0]
-    if clients:
-        k = [r["num_clients"] for r in clients]
-        ax.plot(k, [r["round_median_s"] for r in clients], marker="o", label="s / round")
-        ax2 = ax.twinx()
-        ax2.plot(k, [r["peak_rss_mb"] for r in clients], marker="s", color="C1", label="peak RSS (MiB)")
-        ax2.set_ylabel("peak RSS (MiB)", color="C1")
-        ax2.set_xscale("log")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("clients K")
-    ax.set_ylabel("seconds per round")
-    ax.set_title("clients (iid, 20% public alignment graph)")
-    ax.grid(alpha=0.3, which="both")
-    ax = axes[1]
-    if graph:
-        e = [r["graph_edges"] for r in graph]
-        ax.plot(e, [r["round_median_s"] for r in graph], marker="o", label="s / round")
-        ax.plot(e, [r["epoch_median_s"] for r in graph], marker="^", label="s / student-epoch")
-        ax2 = ax.twinx()
-        ax2.plot(e, [r["peak_rss_mb"] for r in graph], marker="s", color="C3", label="peak RSS (MiB)")
-        ax2.set_ylabel("peak RSS (MiB)", color="C3")
-        ax2.set_xscale("log")
-        ax2.set_yscale("log")
-        ax.legend(loc="upper left", fontsize=8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("graph edges E (directed)")
-    ax.set_ylabel("seconds")
-    ax.set_title("graph size (K = 2, replicate)")
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return 0 if all("error" not in r or r.get("capped") for r in results["runs"]) else 1
 
 
 if __name__ == "__main__":

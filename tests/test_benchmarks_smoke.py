@@ -281,39 +281,49 @@ def test_communication_codecs_on_a_hand_made_graph():
 def test_scale_smoke(tmp_path):
     res, table = run_benchmark("scale", tmp_path)
     runs = res["runs"]
-    assert runs and all("error" not in r for r in runs), [r.get("error") for r in runs]
-    assert {r["series"] for r in runs} == {"clients", "graph"}
+    assert runs and all("error" not in r and not r.get("skipped") for r in runs), [r.get("error") for r in runs]
+    assert {r["id"] for r in runs} == {s["id"] for s in bench("scale").specs(True)}
+    assert {(r["num_clients"], r["mode"]) for r in runs} == {(2, "mini"), (2, "full"), (3, "mini"), (3, "full")}
     for r in runs:
-        graph = csbm({"num_nodes": r["num_nodes"], "avg_degree": r["avg_degree"]}, seed=0)
+        graph = csbm({"num_nodes": r["num_nodes"], "avg_degree": r["avg_degree"], "num_features": 32}, seed=0)
         assert r["graph_edges"] == graph.edge_index.size(1)
         assert r["graph_nodes"] == r["num_nodes"]
         if r["scheme"] == "replicate":
             assert r["alignment_edges"] == r["graph_edges"]
+            # K = 2: the request is the one peer's release, L x E x float32
+            assert r["request_bytes"] == r["hidden_layers"] * r["alignment_edges"] * 4
         else:
             assert r["alignment_nodes"] == round(r["public_fraction"] * r["num_nodes"])
-            # each client: its own share of the non-public nodes plus every public node
             assert r["local_nodes_mean"] == pytest.approx(
                 r["alignment_nodes"] + (r["num_nodes"] - r["alignment_nodes"]) / r["num_clients"])
         assert [x["round"] for x in r["rounds"]] == list(range(1, r["rounds"][-1]["round"] + 1))
-        assert all(x["status"] == "ok" for x in r["rounds"])
-        steady = [x for x in r["rounds"] if x["round"] > r["num_clients"]] or r["rounds"][1:]
-        assert r["steady_rounds"] == len(steady)
-        assert r["rounds_per_s"] == pytest.approx(len(steady) / sum(x["seconds"] for x in steady))
-        assert r["round_median_s"] == pytest.approx(float(np.median([x["seconds"] for x in steady])))
-        assert 0 < r["rss_after_imports_mb"] <= r["peak_rss_mb"]
-        assert r["rss_after_build_mb"] <= r["peak_rss_mb"]
+        # a mini-batch align_loss estimate may fall slightly below 0 (fedalign.client.minibatch_training),
+        # which the coordinator's metric check rejects: the epoch ran, the release is not cached
+        assert all(x["status"] == "ok" or (r["mode"] == "mini" and x["status"] == "rejected" and
+                                           "align_loss" in x["error"]) for x in r["rounds"]), r["rounds"]
+        assert [x["client"] for x in r["rounds"]] == [(x["round"] - 1) % r["num_clients"] for x in r["rounds"]]
+        assert r["epoch_median_s"] == pytest.approx(float(np.median([x["epoch_s"] for x in r["rounds"]])))
+        assert r["round_median_s"] == pytest.approx(float(np.median([x["seconds"] for x in r["rounds"]])))
+        assert all(0 < x["epoch_s"] < x["seconds"] for x in r["rounds"])
+        assert (r["steps_per_epoch"] is None) == (r["mode"] == "full")
+        assert 0 < r["rss_after_imports_mb"] <= r["peak_rss_self_mb"] <= r["maxrss_mib"] + 1
+        assert r["peak_mib"] == max(r["peak_tree_mib"], r["maxrss_mib"]) and r["peak_mib"] < r["cap_mib"]
+        assert len(r["load_before"]) == 3 and len(r["load_after"]) == 3
+        assert [p["phase"] for p in r["phases"]][:2] == ["imports", "data and partition"]
         assert r["parameters_per_model"] == gcn_parameters(32, 4, r["hidden_layers"], r["hidden_dim"])
-    clients = [r for r in runs if r["series"] == "clients"]
-    k = np.log([r["num_clients"] for r in clients])
-    slope = np.polyfit(k, np.log([r["round_median_s"] for r in clients]), 1)[0]
-    assert res["fits"]["clients"]["round_s"] == pytest.approx(slope)
-    graph_runs = [r for r in runs if r["series"] == "graph"]
-    e = np.log([r["graph_edges"] for r in graph_runs])
-    assert res["fits"]["graph"]["peak_rss"] == pytest.approx(
-        np.polyfit(e, np.log([r["peak_rss_mb"] for r in graph_runs]), 1)[0])
-    for r in graph_runs:
-        assert f"| {r['graph_edges']} | {r['graph_nodes']} |" in table
+        assert f"| {r['graph_edges']:,} | {r['num_clients']} | {r['mode']} |" in table
+    for fit in res["fits"].values():
+        rows = sorted((r for r in runs if r["num_clients"] == fit["num_clients"] and r["mode"] == fit["mode"]),
+                      key=lambda r: r["graph_edges"])
+        e = np.log([r["graph_edges"] for r in rows])
+        assert fit["epoch_s"] == pytest.approx(np.polyfit(e, np.log([r["epoch_median_s"] for r in rows]), 1)[0])
+        assert fit["peak_mib"] == pytest.approx(np.polyfit(e, np.log([r["peak_mib"] for r in rows]), 1)[0])
+    sizes = {q["clients"]: q for q in res["flower"]["request_size"]}
+    assert sizes[2]["request_bytes"] == 2 * sizes[2]["edges"] * 4
+    assert "## Targets" in table and "no GPU was lent" in table
     assert (tmp_path / "plot.png").stat().st_size > 0
+    assert len(list((tmp_path / "runs").glob("e*.json"))) == len(runs)  # a rerun would keep them
+    assert (tmp_path / "runs" / "flower.json").is_file()
 
 
 # ---------------------------------------------------------------- where a smoke run writes
