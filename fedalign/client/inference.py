@@ -47,11 +47,13 @@ def layerwise_forward(model: StudentNetwork, graph: Data, chunk: int) -> tuple[T
         for b in loader:  # the seeds in order, chunk after chunk: rows start .. start + batch_size
             n_id = b.n_id.to(device)
             prepared = model.prepare_sampled(b.edge_index.to(device), b.num_nodes, degree[b.n_id].to(device))
-            z = model.conv(i, h[n_id], prepared)[:b.batch_size]
+            z = model.conv(i, h[n_id], prepared)[: b.batch_size]
             if out is None:
                 out = z.new_empty((graph.num_nodes, *z.shape[1:]))
-            out[start:start + b.batch_size] = z
+            out[start : start + b.batch_size] = z
             start += b.batch_size
+        if out is None:
+            raise ValueError("layer-wise inference on a graph without nodes")
         return out
 
     h, aligned = graph.x, []
