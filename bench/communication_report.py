@@ -105,6 +105,18 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _paired_cell(diffs: list[float]) -> str:
+    """``+0.10 ± 0.18, p = 0.61, no difference shown`` from the per-seed differences (fractions)."""
+    from .reproduction_analysis import paired as paired_test
+
+    result = paired_test(dict(enumerate(diffs)), dict.fromkeys(range(len(diffs)), 0.0))
+    se = "—" if result["se"] is None else f"{result['se'] * 100:.2f}"
+    if result["p"] is None:
+        return f"{result['mean'] * 100:+.2f} ± {se}"
+    verdict = "differs (p < 0.05)" if result["p"] < 0.05 else "no difference shown"
+    return f"{result['mean'] * 100:+.2f} ± {se}, p = {result['p']:.2f}, {verdict}"
+
+
 def _accuracy_section(res: dict) -> list[str]:
     """The accuracy tables (paired by seed, then per run)."""
     lines = ["", "## Accuracy with float16 (and int8) statistics, paired by seed", "",
@@ -120,11 +132,12 @@ def _accuracy_section(res: dict) -> list[str]:
             if arm not in a:
                 continue
             s = a[arm]
-            diff = "-" if arm == "float32" else f"{s['diff_mean']:+.4f} ± {s['diff_std']:.4f}"
+            diff = "-" if arm == "float32" else _paired_cell(s["diffs"])
             moved = "-" if arm == "float32" else (f"{fmt(s.get('val_loss_max_abs_change'), 2)} / "
                                                   f"{fmt(s.get('align_loss_median_rel_change'), 2)}")
             rows.append([a["label"], arm, f"{s['mean']:.4f} ± {s['std']:.4f}", diff, moved, s["n"]])
-    lines.append(md_table(["setting", "statistics", "test accuracy (mean ± std)", "paired diff vs float32",
+    lines.append(md_table(["setting", "statistics", "test accuracy (mean ± std)",
+                           "paired diff vs float32 (points ± SE, p, verdict)",
                            "trajectory moved: max abs Δ val loss / median rel Δ align loss", "seeds"], rows))
     per_seed = []
     for a in res["accuracy"]:
