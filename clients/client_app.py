@@ -64,7 +64,6 @@ IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED
 FRESH_PROCESS_PER_MESSAGE = Path(sys.argv[0]).name == "flwr-clientapp"
 
 
-
 def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
     """Flower's ``secaggplus_mod`` for the messages of a SecAgg+ round; every other message passes through."""
     if msg.metadata.message_type == MessageType.TRAIN and SECAGG_CONFIGS in msg.content.config_records:
@@ -92,19 +91,29 @@ def _log_timing(state_dir: str | None, run_tag: str, client_id: int, row: dict) 
 def _request(msg: Message, context: Context) -> Request:
     node = context.node_config
     if "partition-id" not in node:
-        raise ValueError("this SuperNode has no partition-id: start it with "
-                         "--node-config 'partition-id=<i> num-partitions=<K>'")
+        raise ValueError(
+            "this SuperNode has no partition-id: start it with --node-config 'partition-id=<i> num-partitions=<K>'"
+        )
     message_type = msg.metadata.message_type
     if is_share_request(msg.content):  # the training step of a SecAgg+ round
         experiment, round_number, run_tag, message_type, peers = share_request_fields(msg.content)
     else:
         experiment, round_number, run_tag, peers = request_fields(msg.content)
-    optional = {key: str(node[name]) for key, name in (("state_dir", "state-dir"), ("data_root", "data-root"))
-                if name in node}
-    return Request(experiment, round_number, run_tag, message_type, int(node["partition-id"]),
-                   int(node["num-partitions"]) if "num-partitions" in node else None,
-                   identify=round_number == IDENTIFY_ROUND, peers=peers,
-                   epsilon_before=epsilon_before_of(msg.content), **optional)
+    optional = {
+        key: str(node[name]) for key, name in (("state_dir", "state-dir"), ("data_root", "data-root")) if name in node
+    }
+    return Request(
+        experiment,
+        round_number,
+        run_tag,
+        message_type,
+        int(node["partition-id"]),
+        int(node["num-partitions"]) if "num-partitions" in node else None,
+        identify=round_number == IDENTIFY_ROUND,
+        peers=peers,
+        epsilon_before=epsilon_before_of(msg.content),
+        **optional,
+    )
 
 
 def _handle(msg: Message, context: Context) -> Message:
@@ -120,20 +129,30 @@ def _handle(msg: Message, context: Context) -> Message:
     seconds = time.perf_counter() - started if answer.send_seconds else None
     if is_share_request(msg.content):
         if LEDGER_LOST in answer.metrics:  # no share to send: the client leaves the secure round, saying why
-            raise RuntimeError(f"{lost_error(request.partition_id)} (no checkpoint of this run holds the epsilon "
-                               "it reported before)")
+            raise RuntimeError(
+                f"{lost_error(request.partition_id)} (no checkpoint of this run holds the epsilon it reported before)"
+            )
         content = encode_share_reply(answer.metrics, answer.statistics, request.partition_id)
     else:
         content = encode_reply(answer.metrics, answer.statistics, request.partition_id, seconds)
     reply = Message(content=content, reply_to=msg)
     if not request.identify:
-        _log_timing(request.state_dir, request.run_tag, request.partition_id, {
-            "round": request.round_number, "type": request.message_type, "fresh_process": FRESH_PROCESS_PER_MESSAGE,
-            "worker": by_worker,
-            "before_handler": None if age is None else round(age, 3), "imports": round(IMPORT_SECONDS, 3),
-            "load": round(answer.load_seconds, 3), "work": round(answer.work_seconds, 3),
-            "total": round(time.perf_counter() - started, 3),
-        })
+        _log_timing(
+            request.state_dir,
+            request.run_tag,
+            request.partition_id,
+            {
+                "round": request.round_number,
+                "type": request.message_type,
+                "fresh_process": FRESH_PROCESS_PER_MESSAGE,
+                "worker": by_worker,
+                "before_handler": None if age is None else round(age, 3),
+                "imports": round(IMPORT_SECONDS, 3),
+                "load": round(answer.load_seconds, 3),
+                "work": round(answer.work_seconds, 3),
+                "total": round(time.perf_counter() - started, 3),
+            },
+        )
     return reply
 
 

@@ -43,8 +43,9 @@ def _student(content: RecordDict, context: Context):
 
     node = context.node_config
     if "partition-id" not in node:
-        raise ValueError("this SuperNode has no partition-id: start it with "
-                         "--node-config 'partition-id=<i> num-partitions=<K>'")
+        raise ValueError(
+            "this SuperNode has no partition-id: start it with --node-config 'partition-id=<i> num-partitions=<K>'"
+        )
     cfg = config_from_dict(json.loads(str(content[CONFIG]["experiment"])))
     if "data-root" in node:
         cfg.data.root = str(node["data-root"])
@@ -67,13 +68,16 @@ def answer_weights(msg: Message, context: Context) -> Message:
     metrics: dict[str, float] = {}
     if msg.metadata.message_type == "train":
         received = msg.content[ARRAYS]
-        _, metrics = train_update(student, [received[name].numpy() for name in names],
-                                  int(msg.content[CONFIG]["server-round"]))
+        _, metrics = train_update(
+            student, [received[name].numpy() for name in names], int(msg.content[CONFIG]["server-round"])
+        )
     weights = get_weights(student)
-    content = RecordDict({
-        ARRAYS: ArrayRecord({name: Array(np.ascontiguousarray(w)) for name, w in zip(names, weights, strict=True)}),
-        METRICS: MetricRecord({WEIGHT_KEY: 1}),
-        CLIENT_METRICS: ConfigRecord({k: float(v) for k, v in metrics.items()}),
-        META: ConfigRecord({"partition-id": student.client_id}),
-    })
+    content = RecordDict(
+        {
+            ARRAYS: ArrayRecord({name: Array(np.ascontiguousarray(w)) for name, w in zip(names, weights, strict=True)}),
+            METRICS: MetricRecord({WEIGHT_KEY: 1}),
+            CLIENT_METRICS: ConfigRecord({k: float(v) for k, v in metrics.items()}),
+            META: ConfigRecord({"partition-id": student.client_id}),
+        }
+    )
     return Message(content=content, reply_to=msg)

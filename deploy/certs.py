@@ -49,8 +49,9 @@ def _write(path: Path, data: bytes, private: bool = False) -> Path:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _now() -> dt.datetime:
@@ -63,33 +64,49 @@ def _refuse_to_replace(paths: list[Path], why: str) -> None:
         raise FileExistsError(f"{existing[0]} exists: {why}")
 
 
-def make_ca(out_dir: str | Path, common_name: str = "fedalign test CA", days: int = 365,
-            overwrite: bool = False) -> tuple[Path, Path]:
+def make_ca(
+    out_dir: str | Path, common_name: str = "fedalign test CA", days: int = 365, overwrite: bool = False
+) -> tuple[Path, Path]:
     """A self-signed CA in ``out_dir``; returns (``ca.crt``, ``ca.key``). An existing CA is replaced only
     if ``overwrite`` (every certificate it signed stops being trusted)."""
     out_dir = Path(out_dir)
     if not overwrite:
-        _refuse_to_replace([out_dir / "ca.crt", out_dir / "ca.key"],
-                           "a new CA invalidates every certificate the old one signed (pass overwrite)")
+        _refuse_to_replace(
+            [out_dir / "ca.crt", out_dir / "ca.key"],
+            "a new CA invalidates every certificate the old one signed (pass overwrite)",
+        )
     key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(minutes=5))
         .not_valid_after(_now() + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA384())
     )
-    return (_write(out_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM)),
-            _write(out_dir / "ca.key", _key_pem(key), private=True))
+    return (
+        _write(out_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM)),
+        _write(out_dir / "ca.key", _key_pem(key), private=True),
+    )
 
 
 def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
@@ -102,8 +119,9 @@ def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
-def make_server_cert(ca_dir: str | Path, hosts: list[str], out_dir: str | Path | None = None,
-                     days: int = 365, overwrite: bool = False) -> tuple[Path, Path]:
+def make_server_cert(
+    ca_dir: str | Path, hosts: list[str], out_dir: str | Path | None = None, days: int = 365, overwrite: bool = False
+) -> tuple[Path, Path]:
     """The SuperLink's certificate for ``hosts`` (names and/or IPs), signed by the CA in ``ca_dir``.
 
     Returns (``server.pem``, ``server.key``) in ``out_dir`` (default: ``ca_dir``). An existing
@@ -112,8 +130,10 @@ def make_server_cert(ca_dir: str | Path, hosts: list[str], out_dir: str | Path |
     ca_dir = Path(ca_dir)
     out_dir = Path(out_dir) if out_dir is not None else ca_dir
     if not overwrite:
-        _refuse_to_replace([out_dir / "server.pem", out_dir / "server.key"],
-                           "replacing the SuperLink's certificate and key (pass overwrite)")
+        _refuse_to_replace(
+            [out_dir / "server.pem", out_dir / "server.key"],
+            "replacing the SuperLink's certificate and key (pass overwrite)",
+        )
     ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
     ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -122,7 +142,8 @@ def make_server_cert(ca_dir: str | Path, hosts: list[str], out_dir: str | Path |
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "localhost")])
     cert = (
         x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(ca_cert.subject)
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(minutes=5))
@@ -133,8 +154,10 @@ def make_server_cert(ca_dir: str | Path, hosts: list[str], out_dir: str | Path |
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA384())
     )
-    return (_write(out_dir / "server.pem", cert.public_bytes(serialization.Encoding.PEM)),
-            _write(out_dir / "server.key", _key_pem(key), private=True))
+    return (
+        _write(out_dir / "server.pem", cert.public_bytes(serialization.Encoding.PEM)),
+        _write(out_dir / "server.key", _key_pem(key), private=True),
+    )
 
 
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -152,9 +175,11 @@ def check_node_names(out_dir: str | Path, names: list[str], overwrite: bool = Fa
         raise ValueError(f"{repeated[0]} is given twice")
     if not overwrite:
         for name in names:
-            _refuse_to_replace([out_dir / name, out_dir / f"{name}.pub"],
-                               "replacing a registered SuperNode's key locks that node out. Pass --force to make "
-                               "a new key pair anyway (then register the new public key)")
+            _refuse_to_replace(
+                [out_dir / name, out_dir / f"{name}.pub"],
+                "replacing a registered SuperNode's key locks that node out. Pass --force to make "
+                "a new key pair anyway (then register the new public key)",
+            )
 
 
 def make_node_keys(out_dir: str | Path, name: str, overwrite: bool = False) -> tuple[Path, Path]:
@@ -166,11 +191,14 @@ def make_node_keys(out_dir: str | Path, name: str, overwrite: bool = False) -> t
     out_dir = Path(out_dir)
     check_node_names(out_dir, [name], overwrite)
     key = ec.generate_private_key(ec.SECP384R1())
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return (_write(out_dir / name, private, private=True),
-            _write(out_dir / f"{name}.pub", public + f" {name}\n".encode()))
+    return (
+        _write(out_dir / name, private, private=True),
+        _write(out_dir / f"{name}.pub", public + f" {name}\n".encode()),
+    )
 
 
 def make_node_key_pairs(out_dir: str | Path, names: list[str], overwrite: bool = False) -> list[tuple[Path, Path]]:

@@ -34,7 +34,7 @@ def relay_stderr_with_hint() -> None:
             while chunk := os.read(read_fd, 65536):
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(2, view):]
+                    view = view[os.write(2, view) :]
                 if said:
                     continue
                 pending = (pending + chunk)[-4096:]
@@ -82,9 +82,15 @@ def reaching(connection: str, env: dict[str, str], d: launch.Deployment | None =
         if d is not None:
             state = "is not running" if not d.alive() else "does not answer (its SuperLink may have died)"
             stop = [["stop", "--workdir", d.workdir]] if d.alive() else []
-            raise DeployError(f"the local deployment in {d.workdir} {state}: nothing answers at {d.address}; "
-                              f"start it again: {launch.deploy_line(*stop, d.local_command()[3:])}", code=1) from None
+            raise DeployError(
+                f"the local deployment in {d.workdir} {state}: nothing answers at {d.address}; "
+                f"start it again: {launch.deploy_line(*stop, d.local_command()[3:])}",
+                code=1,
+            ) from None
         address = launch.connection_address(connection, env) or "its address"
-        raise DeployError(f"cannot reach the SuperLink of connection {connection} at {address}: start it "
-                          f"(python -m deploy superlink ... on its machine), or correct the address "
-                          f"(python -m deploy connection {connection} --address HOST:PORT ...)", code=1) from None
+        raise DeployError(
+            f"cannot reach the SuperLink of connection {connection} at {address}: start it "
+            f"(python -m deploy superlink ... on its machine), or correct the address "
+            f"(python -m deploy connection {connection} --address HOST:PORT ...)",
+            code=1,
+        ) from None

@@ -12,25 +12,41 @@ from .environment import DEFAULT_PORT, DeployError, tool
 from .processes import log_tail
 
 
-def superlink_command(*, host: str = "0.0.0.0", port: int = DEFAULT_PORT, certs_dir: str | Path | None = None,
-                      insecure: bool = False, auth: bool = True, database: str | Path | None = None) -> list[str]:
+def superlink_command(
+    *,
+    host: str = "0.0.0.0",
+    port: int = DEFAULT_PORT,
+    certs_dir: str | Path | None = None,
+    insecure: bool = False,
+    auth: bool = True,
+    database: str | Path | None = None,
+) -> list[str]:
     """``flower-superlink`` with TLS from ``certs_dir`` (``ca.crt``, ``server.pem``, ``server.key``)
     and SuperNode authentication, unless ``insecure``."""
-    cmd = [tool("flower-superlink"), "--host", host, "--port", str(port),
-           "--disable-runtime-dependency-installation"]
+    cmd = [tool("flower-superlink"), "--host", host, "--port", str(port), "--disable-runtime-dependency-installation"]
     if insecure:
         cmd.append("--insecure")  # Flower refuses --enable-supernode-auth without TLS
     else:
         if certs_dir is None:
-            raise DeployError("a SuperLink without --insecure needs its certificates: give --certs <folder> "
-                              "(made by python -m deploy certs --out <folder> --host <its address>)")
+            raise DeployError(
+                "a SuperLink without --insecure needs its certificates: give --certs <folder> "
+                "(made by python -m deploy certs --out <folder> --host <its address>)"
+            )
         d = Path(certs_dir).expanduser().resolve()
         for name in ("ca.crt", "server.pem", "server.key"):
             if not (d / name).is_file():
-                raise DeployError(f"{d / name} is missing: make it with python -m deploy certs --out {d} --host "
-                                  "<the SuperLink's address>")
-        cmd += ["--ssl-ca-certfile", str(d / "ca.crt"), "--ssl-certfile", str(d / "server.pem"),
-                "--ssl-keyfile", str(d / "server.key")]
+                raise DeployError(
+                    f"{d / name} is missing: make it with python -m deploy certs --out {d} --host "
+                    "<the SuperLink's address>"
+                )
+        cmd += [
+            "--ssl-ca-certfile",
+            str(d / "ca.crt"),
+            "--ssl-certfile",
+            str(d / "server.pem"),
+            "--ssl-keyfile",
+            str(d / "server.key"),
+        ]
         if auth:
             cmd.append("--enable-supernode-auth")
     if database is not None:
@@ -40,13 +56,18 @@ def superlink_command(*, host: str = "0.0.0.0", port: int = DEFAULT_PORT, certs_
 
 def _toml_path(path: str | Path) -> str:
     text = str(Path(path).expanduser().resolve())
-    if any(c in text for c in '"\\\n\''):
+    if any(c in text for c in "\"\\\n'"):
         raise ValueError(f"path {text!r} must not contain quotes, backslashes or newlines (it becomes a TOML string)")
     return f'"{text}"'
 
 
-def node_config(partition_id: int, num_partitions: int, data_root: str | Path | None = None,
-                state_dir: str | Path | None = None, worker: str | Path | None = None) -> str:
+def node_config(
+    partition_id: int,
+    num_partitions: int,
+    data_root: str | Path | None = None,
+    state_dir: str | Path | None = None,
+    worker: str | Path | None = None,
+) -> str:
     """The ``--node-config`` string: which client this SuperNode is, where its data and checkpoints live.
 
     Values are TOML, so paths are quoted: ``partition-id=0 num-partitions=2 state-dir="/srv/state"``.
@@ -65,8 +86,13 @@ def node_config(partition_id: int, num_partitions: int, data_root: str | Path | 
 
 def worker_command(socket_path: str | Path, exit_with_parent: bool = False) -> list[str]:
     """The node's warm worker (:mod:`fedalign.client.worker`), listening on ``socket_path``."""
-    return [sys.executable, "-m", "fedalign.client.worker", str(socket_path),
-            *(["--exit-with-parent"] if exit_with_parent else [])]
+    return [
+        sys.executable,
+        "-m",
+        "fedalign.client.worker",
+        str(socket_path),
+        *(["--exit-with-parent"] if exit_with_parent else []),
+    ]
 
 
 def wait_for_socket(path: Path, process: subprocess.Popen, log: str | Path, timeout: float = 120.0) -> None:
@@ -80,16 +106,21 @@ def wait_for_socket(path: Path, process: subprocess.Popen, log: str | Path, time
         time.sleep(0.1)
 
 
-def supernode_command(*, superlink: str, config: str, ca_cert: str | Path | None = None,
-                      key: str | Path | None = None, insecure: bool = False,
-                      runtime_port: int = 9094) -> list[str]:
+def supernode_command(
+    *,
+    superlink: str,
+    config: str,
+    ca_cert: str | Path | None = None,
+    key: str | Path | None = None,
+    insecure: bool = False,
+    runtime_port: int = 9094,
+) -> list[str]:
     """``flower-supernode`` connecting to ``superlink`` (host:port) over TLS, authenticated by ``key``.
 
     ``runtime_port`` is the SuperNode's local port for its ClientApp processes
     (127.0.0.1 only); SuperNodes sharing a machine need different ones.
     """
-    cmd = [tool("flower-supernode"), "--superlink", superlink, "--node-config", config,
-           "--port", str(runtime_port)]
+    cmd = [tool("flower-supernode"), "--superlink", superlink, "--node-config", config, "--port", str(runtime_port)]
     if insecure:
         return cmd + ["--insecure"]
     if ca_cert is not None:  # without it the system's trusted CAs are used
@@ -99,8 +130,12 @@ def supernode_command(*, superlink: str, config: str, ca_cert: str | Path | None
     return cmd
 
 
-def run_config(config: str = "simulations/quickstart.yaml", overrides: list[str] | tuple[str, ...] = (),
-               resume: str | None = None, revision: str = "") -> str:
+def run_config(
+    config: str = "simulations/quickstart.yaml",
+    overrides: list[str] | tuple[str, ...] = (),
+    resume: str | None = None,
+    revision: str = "",
+) -> str:
     """The ``--run-config`` value for the fedalign app: ``config='<yaml>' set='<k=v k=v>' [resume='<dir>']
     [revision='<rev>[+dirty]']``.
 

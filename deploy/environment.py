@@ -49,12 +49,15 @@ def flower_env_vars(flwr_home: str | Path | None = None) -> dict[str, str]:
     path = os.environ.get("PATH", "")
     if path.split(os.pathsep)[0] != str(BIN):
         path = f"{BIN}{os.pathsep}{path}" if path else str(BIN)
-    env = {"PATH": path,
-           "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL",
-                                                               str(SUPEREXEC_POLL_SECONDS)),
-           "FLWR_TELEMETRY_ENABLED": os.environ.get("FLWR_TELEMETRY_ENABLED", "0"),
-           "FLWR_DISABLE_UPDATE_CHECK": os.environ.get("FLWR_DISABLE_UPDATE_CHECK", "1"),
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    env = {
+        "PATH": path,
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": os.environ.get(
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(SUPEREXEC_POLL_SECONDS)
+        ),
+        "FLWR_TELEMETRY_ENABLED": os.environ.get("FLWR_TELEMETRY_ENABLED", "0"),
+        "FLWR_DISABLE_UPDATE_CHECK": os.environ.get("FLWR_DISABLE_UPDATE_CHECK", "1"),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    }
     if flwr_home is not None:
         env["FLWR_HOME"] = str(Path(flwr_home).expanduser().resolve())
     return env
@@ -65,8 +68,9 @@ def flower_env(flwr_home: str | Path | None = None) -> dict[str, str]:
     return {**os.environ, **flower_env_vars(flwr_home)}
 
 
-def command_line(command: list[str], env: dict[str, str] | None = None, *, cwd: str | Path | None = None,
-                 netns: str | None = None) -> str:
+def command_line(
+    command: list[str], env: dict[str, str] | None = None, *, cwd: str | Path | None = None, netns: str | None = None
+) -> str:
     """``command`` as one shell line that runs as printed, from any shell and folder:
     ``env [-C CWD] VAR=value ... /abs/program args`` (every word quoted with :func:`shlex.quote`).
     Give ``env`` the variables the process needs on top of a plain shell's (:func:`flower_env_vars`)."""
@@ -82,17 +86,21 @@ def command_line(command: list[str], env: dict[str, str] | None = None, *, cwd: 
 def deploy_line(*commands: list[str]) -> str:
     """``python -m deploy`` commands as one shell line that runs as printed: from the project folder,
     where ``deploy`` is (``cd /project && /venv/bin/python -m deploy A && ... -m deploy B``)."""
-    return " && ".join([f"cd {shlex.quote(str(PROJECT_DIR))}",
-                        *(shlex.join([sys.executable, "-m", "deploy", *c]) for c in commands)])
+    return " && ".join(
+        [f"cd {shlex.quote(str(PROJECT_DIR))}", *(shlex.join([sys.executable, "-m", "deploy", *c]) for c in commands)]
+    )
 
 
 def warn_insecure(what: str) -> None:
     """Say loudly that TLS (and with it SuperNode authentication) is off."""
     bar = "!" * 78
-    print(f"{bar}\n!!! INSECURE MODE ({what}): TLS is OFF. Statistics, metrics and the app bundle\n"
-          "!!! travel in clear text, and SuperNode authentication is off too (Flower needs\n"
-          "!!! TLS for it), so anyone who can reach the SuperLink can join the federation.\n"
-          f"!!! Use it only on a trusted network, for debugging.\n{bar}", file=sys.stderr)
+    print(
+        f"{bar}\n!!! INSECURE MODE ({what}): TLS is OFF. Statistics, metrics and the app bundle\n"
+        "!!! travel in clear text, and SuperNode authentication is off too (Flower needs\n"
+        "!!! TLS for it), so anyone who can reach the SuperLink can join the federation.\n"
+        f"!!! Use it only on a trusted network, for debugging.\n{bar}",
+        file=sys.stderr,
+    )
 
 
 def speaks_tls(address: str, timeout: float = 5.0) -> bool | None:
@@ -122,11 +130,15 @@ def tls_mismatch(address: str, insecure: bool) -> str | None:
     """What is wrong when this node's ``insecure`` setting does not match what the SuperLink speaks."""
     tls = speaks_tls(address)
     if tls is True and insecure:
-        return (f"the SuperLink at {address} uses TLS, but this SuperNode was asked to connect with --insecure "
-                "(it would only retry 'Connection attempt failed' forever): drop --insecure and pass "
-                "--ca-cert <the federation's ca.crt> and --key <this node's private key>")
+        return (
+            f"the SuperLink at {address} uses TLS, but this SuperNode was asked to connect with --insecure "
+            "(it would only retry 'Connection attempt failed' forever): drop --insecure and pass "
+            "--ca-cert <the federation's ca.crt> and --key <this node's private key>"
+        )
     if tls is False and not insecure:
-        return (f"the SuperLink at {address} does not speak TLS (was it started with --insecure?): start it with "
-                "its certificate (python -m deploy superlink --certs ...), or, on a trusted network only, "
-                "start this SuperNode with --insecure too")
+        return (
+            f"the SuperLink at {address} does not speak TLS (was it started with --insecure?): start it with "
+            "its certificate (python -m deploy superlink --certs ...), or, on a trusted network only, "
+            "start this SuperNode with --insecure too"
+        )
     return None

@@ -35,8 +35,14 @@ class SuperLinkUnavailable(FlwrError):
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FLOWER_CODE = re.compile(r"\[code: (\d+)\]")
-_NOISE = ("Using SuperLink", "Listing all runs", "Displaying information for run", "For more information, visit",
-          "Exit Code:", "Error")
+_NOISE = (
+    "Using SuperLink",
+    "Listing all runs",
+    "Displaying information for run",
+    "For more information, visit",
+    "Exit Code:",
+    "Error",
+)
 
 
 def flwr_reason(text: str) -> str:
@@ -64,7 +70,7 @@ def _flwr_json(args: list[str], env: dict[str, str], timeout: float = 180.0) -> 
         raise FlwrError(f"{what}: no answer after {timeout:.0f}s", reason="timeout") from error
     out = proc.stdout
     try:
-        answer = json.loads(out[out.index("{"):])
+        answer = json.loads(out[out.index("{") :])
     except ValueError:
         answer = {"success": False}
     if proc.returncode == 0 and answer.get("success"):
@@ -81,7 +87,8 @@ NODE_REFUSED_HINT = (
     "the SuperLink refused this SuperNode (Flower code 2004: its public key is not registered there, or a node "
     "with this key still shows online): register the key (python -m deploy register <connection> <key>.pub; a "
     "SuperLink restarted without --database has forgotten every registration), or, when restarting a node that "
-    "just stopped, wait until `flwr supernode ls <connection>` shows it offline (about a minute) and start it again")
+    "just stopped, wait until `flwr supernode ls <connection>` shows it offline (about a minute) and start it again"
+)
 
 
 def explain_flower_log(text: str) -> str | None:
@@ -94,8 +101,15 @@ def flower_config_path(flwr_home: str | Path | None = None) -> Path:
     return Path(home).expanduser() / "config.toml"
 
 
-def write_connection(name: str, address: str, *, root_certificates: str | Path | None = None,
-                     insecure: bool = False, flwr_home: str | Path | None = None, default: bool = False) -> Path:
+def write_connection(
+    name: str,
+    address: str,
+    *,
+    root_certificates: str | Path | None = None,
+    insecure: bool = False,
+    flwr_home: str | Path | None = None,
+    default: bool = False,
+) -> Path:
     """Add (or replace) ``[superlink.<name>]`` in ``$FLWR_HOME/config.toml``: where ``flwr`` finds the SuperLink.
 
     With ``root_certificates`` the CLI checks the SuperLink's certificate
@@ -107,6 +121,7 @@ def write_connection(name: str, address: str, *, root_certificates: str | Path |
     else:
         try:  # keep flwr's own default connections (`local` simulation, ...)
             from flwr.cli.constant import DEFAULT_FLOWER_CONFIG_TOML
+
             data = tomllib.loads(DEFAULT_FLOWER_CONFIG_TOML)
         except ImportError:
             data = {}
@@ -141,10 +156,14 @@ def register(public_key: str | Path, connection: str, env: dict[str, str]) -> in
         return int(_flwr_json(["supernode", "register", str(path), connection], env)["node-id"])
     except FlwrError as error:
         if error.flower_code == 23:  # PUBLIC_KEY_ALREADY_IN_USE
-            raise FlwrError(f"{path} is already registered with {connection}: nothing to do (its node keeps its id); "
-                            f"to replace it, unregister its node first (flwr supernode ls {connection}, then "
-                            f"flwr supernode unregister <node-id> {connection})", reason=error.reason,
-                            flower_code=23, code=2) from None
+            raise FlwrError(
+                f"{path} is already registered with {connection}: nothing to do (its node keeps its id); "
+                f"to replace it, unregister its node first (flwr supernode ls {connection}, then "
+                f"flwr supernode unregister <node-id> {connection})",
+                reason=error.reason,
+                flower_code=23,
+                code=2,
+            ) from None
         raise
 
 
@@ -154,24 +173,39 @@ def supernodes(connection: str, env: dict[str, str]) -> dict[int, str]:
     return {int(n["node-id"]): n["status"] for n in nodes}
 
 
-def wait_for_nodes(connection: str, env: dict[str, str], *, node_ids: list[int] | None = None, count: int = 0,
-                   status: str = "online", timeout: float = 120.0, poll: float = 3.0) -> dict[int, str]:
+def wait_for_nodes(
+    connection: str,
+    env: dict[str, str],
+    *,
+    node_ids: list[int] | None = None,
+    count: int = 0,
+    status: str = "online",
+    timeout: float = 120.0,
+    poll: float = 3.0,
+) -> dict[int, str]:
     """Until the given nodes (or ``count`` nodes) have ``status``; returns the listing."""
     deadline = time.monotonic() + timeout
     while True:
         nodes = supernodes(connection, env)
         have = [n for n, s in nodes.items() if s == status]
-        if (node_ids is not None and all(nodes.get(n) == status for n in node_ids)) or \
-                (node_ids is None and len(have) >= count):
+        if (node_ids is not None and all(nodes.get(n) == status for n in node_ids)) or (
+            node_ids is None and len(have) >= count
+        ):
             return nodes
         if time.monotonic() > deadline:
             raise TimeoutError(f"SuperNodes not {status} after {timeout:.0f}s: {nodes}")
         time.sleep(poll)
 
 
-def submit(connection: str, env: dict[str, str], *, config: str = "simulations/quickstart.yaml",
-           overrides: list[str] | tuple[str, ...] = (), resume: str | None = None,
-           app: str | Path = PROJECT_DIR) -> str:
+def submit(
+    connection: str,
+    env: dict[str, str],
+    *,
+    config: str = "simulations/quickstart.yaml",
+    overrides: list[str] | tuple[str, ...] = (),
+    resume: str | None = None,
+    app: str | Path = PROJECT_DIR,
+) -> str:
     """``flwr run <app> <connection> --run-config ...``; returns the run id (the run is only submitted)."""
     value = run_config(config, overrides, resume, revision=declared_revision(app))
     return str(_flwr_json(["run", str(app), connection, "--run-config", value], env)["run-id"])
@@ -196,8 +230,16 @@ class RunTimeout(DeployError, TimeoutError):
     """The run had not finished when the caller's ``timeout`` ran out (it goes on)."""
 
 
-def wait_for_run(connection: str, run_id: str, env: dict[str, str], *, timeout: float | None = None,
-                 poll: float = 5.0, progress: bool = False, retries: int = 4) -> dict:
+def wait_for_run(
+    connection: str,
+    run_id: str,
+    env: dict[str, str],
+    *,
+    timeout: float | None = None,
+    poll: float = 5.0,
+    progress: bool = False,
+    retries: int = 4,
+) -> dict:
     """Poll ``flwr ls`` until the run has finished; returns its final entry.
 
     A failed poll is tried again (every ``poll`` s) up to ``retries`` times in a row, saying so on stderr;
@@ -216,10 +258,17 @@ def wait_for_run(connection: str, run_id: str, env: dict[str, str], *, timeout: 
             else:
                 reason = error.reason if isinstance(error, FlwrError) else f"run {run_id} is not listed"
             if failures > retries:
-                raise RunLost(f"lost the SuperLink while waiting for run {run_id} (last status: {last or 'unknown'}; "
-                              f"{failures} polls failed: {reason})", run_id=run_id, last_status=last) from None
-            print(f"run {run_id}: poll {failures} of {retries + 1} failed ({reason}); trying again in {poll:.0f}s",
-                  file=sys.stderr, flush=True)
+                raise RunLost(
+                    f"lost the SuperLink while waiting for run {run_id} (last status: {last or 'unknown'}; "
+                    f"{failures} polls failed: {reason})",
+                    run_id=run_id,
+                    last_status=last,
+                ) from None
+            print(
+                f"run {run_id}: poll {failures} of {retries + 1} failed ({reason}); trying again in {poll:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(poll)
             continue
         failures = 0
@@ -229,17 +278,27 @@ def wait_for_run(connection: str, run_id: str, env: dict[str, str], *, timeout: 
         if run["status"].startswith("finished"):
             return run
         if deadline is not None and time.monotonic() > deadline:
-            raise RunTimeout(f"run {run_id} not finished after {timeout:.0f}s ({run['status']}); it goes on: "
-                             f"watch it with flwr ls {connection} --run-id {run_id}", code=1)
+            raise RunTimeout(
+                f"run {run_id} not finished after {timeout:.0f}s ({run['status']}); it goes on: "
+                f"watch it with flwr ls {connection} --run-id {run_id}",
+                code=1,
+            )
         time.sleep(poll)
 
 
-def save_run_log(connection: str, run_id: str, env: dict[str, str], path: str | Path,
-                 timeout: float = 60.0) -> Path | None:
+def save_run_log(
+    connection: str, run_id: str, env: dict[str, str], path: str | Path, timeout: float = 60.0
+) -> Path | None:
     """Write the run's log (``flwr log RUN_ID CONNECTION --show``) to ``path``; None when it cannot be read."""
     try:
-        proc = subprocess.run([tool("flwr"), "log", str(run_id), connection, "--show"], cwd=PROJECT_DIR, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [tool("flwr"), "log", str(run_id), connection, "--show"],
+            cwd=PROJECT_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return None
     if proc.returncode != 0 or not proc.stdout.strip():

@@ -79,11 +79,15 @@ class Deployment:
             data["processes"] = [Process(**p) for p in data["processes"]]
             return cls(**data)
         except FileNotFoundError:
-            raise DeployError(f"no deployment in {path.parent} (no {DEPLOYMENT_FILE}): give the --workdir that "
-                              f"python -m deploy local printed (default {DEFAULT_WORKDIR})") from None
+            raise DeployError(
+                f"no deployment in {path.parent} (no {DEPLOYMENT_FILE}): give the --workdir that "
+                f"python -m deploy local printed (default {DEFAULT_WORKDIR})"
+            ) from None
         except (OSError, ValueError, TypeError, KeyError) as error:
-            raise DeployError(f"{path} cannot be read ({error}): stop its processes by tag "
-                              "(python -m deploy stop --tag <tag>) and start afresh") from None
+            raise DeployError(
+                f"{path} cannot be read ({error}): stop its processes by tag "
+                "(python -m deploy stop --tag <tag>) and start afresh"
+            ) from None
 
     def _mentions(self, args: list[str]) -> bool:
         """Whether a Flower / worker / ``python -m deploy`` command line belongs to this deployment: it names
@@ -94,8 +98,9 @@ class Deployment:
         if any(inside in a or a == self.address for a in args[1:]):
             return True
         port = self.address.rpartition(":")[2]
-        return any(Path(a).name == "flower-superlink" for a in args[:2]) and \
-            any(a == "--port" and b == port for a, b in zip(args, args[1:], strict=False))
+        return any(Path(a).name == "flower-superlink" for a in args[:2]) and any(
+            a == "--port" and b == port for a, b in zip(args, args[1:], strict=False)
+        )
 
     def alive(self) -> set[int]:
         """Its live processes: those tagged with its tag, any Flower process or worker started by hand for it
@@ -122,9 +127,17 @@ class Deployment:
         return cmd + list(extra)
 
 
-def start_local(workdir: str | Path, clients: int, *, port: int | None = None, insecure: bool = False,
-                data_root: str | Path | None = None, tag: str | None = None,
-                node_timeout: float = 180.0, workers: bool = True) -> Deployment:
+def start_local(
+    workdir: str | Path,
+    clients: int,
+    *,
+    port: int | None = None,
+    insecure: bool = False,
+    data_root: str | Path | None = None,
+    tag: str | None = None,
+    node_timeout: float = 180.0,
+    workers: bool = True,
+) -> Deployment:
     """A SuperLink and ``clients`` SuperNodes on this machine (127.0.0.1), TLS and authentication on
     unless ``insecure``, each SuperNode with its warm worker unless not ``workers``. Returns once
     every SuperNode is online. On failure, stops what it started.
@@ -150,8 +163,9 @@ def start_local(workdir: str | Path, clients: int, *, port: int | None = None, i
         if insecure:
             wait_for_nodes(LOCAL_CONNECTION, deployment.env, count=clients, timeout=node_timeout)
         else:
-            wait_for_nodes(LOCAL_CONNECTION, deployment.env, node_ids=list(deployment.node_ids.values()),
-                           timeout=node_timeout)
+            wait_for_nodes(
+                LOCAL_CONNECTION, deployment.env, node_ids=list(deployment.node_ids.values()), timeout=node_timeout
+            )
     except KeyboardInterrupt:
         deployment.stop(grace=5)
         raise
@@ -171,18 +185,27 @@ def _new_local_deployment(workdir: Path, tag: str, host: str, port: int, insecur
     else:
         certs.make_ca(workdir / "certs", common_name=f"fedalign local CA {tag}", overwrite=True)  # a fresh local setup
         certs.make_server_cert(workdir / "certs", [host, "localhost"], overwrite=True)
-    write_connection(LOCAL_CONNECTION, address, root_certificates=None if insecure else workdir / "certs" / "ca.crt",
-                     insecure=insecure, flwr_home=flwr_home, default=True)
+    write_connection(
+        LOCAL_CONNECTION,
+        address,
+        root_certificates=None if insecure else workdir / "certs" / "ca.crt",
+        insecure=insecure,
+        flwr_home=flwr_home,
+        default=True,
+    )
     return Deployment(tag, str(workdir), address, LOCAL_CONNECTION, str(flwr_home), insecure, [])
 
 
 def _start_superlink(deployment: Deployment, host: str, port: int) -> Process:
     """Start the SuperLink of ``deployment`` on ``host:port`` (recorded in it, and saved)."""
     workdir = Path(deployment.workdir)
-    link = start("superlink",
-                 superlink_command(host=host, port=port, certs_dir=workdir / "certs", insecure=deployment.insecure),
-                 tag=deployment.tag, log=workdir / "superlink" / "superlink.log",
-                 env={"FLWR_HOME": str(workdir / "superlink" / "flwr-home")})
+    link = start(
+        "superlink",
+        superlink_command(host=host, port=port, certs_dir=workdir / "certs", insecure=deployment.insecure),
+        tag=deployment.tag,
+        log=workdir / "superlink" / "superlink.log",
+        env={"FLWR_HOME": str(workdir / "superlink" / "flwr-home")},
+    )
     deployment.processes.append(link)
     deployment.save()
     return link
@@ -193,13 +216,14 @@ def _refuse_a_running_deployment(workdir: Path) -> None:
     if (workdir / DEPLOYMENT_FILE).exists():
         old = Deployment.load(workdir)
         if old.alive():
-            raise DeployError(f"a deployment is already running from {workdir} (SuperLink {old.address}, "
-                              f"tag {old.tag}): stop it first ({deploy_line(['stop', '--workdir', str(workdir)])}) "
-                              "or give another --workdir")
+            raise DeployError(
+                f"a deployment is already running from {workdir} (SuperLink {old.address}, "
+                f"tag {old.tag}): stop it first ({deploy_line(['stop', '--workdir', str(workdir)])}) "
+                "or give another --workdir"
+            )
 
 
-def _start_supernode(deployment: Deployment, i: int, clients: int, data_root: str | Path | None,
-                     workers: bool) -> None:
+def _start_supernode(deployment: Deployment, i: int, clients: int, data_root: str | Path | None, workers: bool) -> None:
     """Start SuperNode ``i`` of ``clients`` of ``deployment`` (its key registered first unless insecure; its warm
     worker first when ``workers``)."""
     workdir, insecure, tag = Path(deployment.workdir), deployment.insecure, deployment.tag
@@ -216,12 +240,17 @@ def _start_supernode(deployment: Deployment, i: int, clients: int, data_root: st
         deployment.processes.append(worker)
         assert worker.popen is not None  # start() keeps the Popen
         wait_for_socket(socket_path, worker.popen, worker.log)
-    cmd = supernode_command(superlink=deployment.address,
-                            config=node_config(i, clients, data_root, node_dir / "state", socket_path),
-                            ca_cert=None if insecure else workdir / "certs" / "ca.crt", key=key,
-                            insecure=insecure, runtime_port=free_port())
-    deployment.processes.append(start(role, cmd, tag=tag, log=node_dir / "supernode.log",
-                                      env={"FLWR_HOME": str(node_dir / "flwr-home")}))
+    cmd = supernode_command(
+        superlink=deployment.address,
+        config=node_config(i, clients, data_root, node_dir / "state", socket_path),
+        ca_cert=None if insecure else workdir / "certs" / "ca.crt",
+        key=key,
+        insecure=insecure,
+        runtime_port=free_port(),
+    )
+    deployment.processes.append(
+        start(role, cmd, tag=tag, log=node_dir / "supernode.log", env={"FLWR_HOME": str(node_dir / "flwr-home")})
+    )
     deployment.save()
 
 
@@ -232,5 +261,6 @@ def _start_failed(deployment: Deployment, error: Exception) -> DeployError:
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
     hint = explain_flower_log(logs) or "see the logs above"
     state = "nothing is left running" if not left else f"{len(left)} processes survived: " + "; ".join(left)
-    return DeployError(f"starting the local deployment in {deployment.workdir} failed ({first}); {state}; {hint}",
-                       details=logs, code=1)
+    return DeployError(
+        f"starting the local deployment in {deployment.workdir} failed ({first}); {state}; {hint}", details=logs, code=1
+    )

@@ -23,12 +23,16 @@ def cmd_certs(a: argparse.Namespace) -> int:
     if not a.force:
         existing = [p for p in (out / "server.key", out / "server.pem") if p.exists()]
         if existing:
-            raise DeployError(f"{existing[0]} exists: a SuperLink may be using it, and SuperNodes trust its CA; "
-                              "pass --force to replace the SuperLink's certificate and key (add --new-ca for a new CA "
-                              "too, then copy the new ca.crt everywhere)")
+            raise DeployError(
+                f"{existing[0]} exists: a SuperLink may be using it, and SuperNodes trust its CA; "
+                "pass --force to replace the SuperLink's certificate and key (add --new-ca for a new CA "
+                "too, then copy the new ca.crt everywhere)"
+            )
     if not new_ca and not (out / "ca.key").is_file():
-        raise DeployError(f"{out / 'ca.crt'} has no ca.key beside it, so it cannot sign: run this where ca.key is, "
-                          "or pass --new-ca to make a new CA (then copy the new ca.crt everywhere)")
+        raise DeployError(
+            f"{out / 'ca.crt'} has no ca.key beside it, so it cannot sign: run this where ca.key is, "
+            "or pass --new-ca to make a new CA (then copy the new ca.crt everywhere)"
+        )
     if new_ca:
         certs.make_ca(out, days=a.days, overwrite=True)
         print(f"new CA: {out / 'ca.crt'} (+ private ca.key)")
@@ -36,8 +40,10 @@ def cmd_certs(a: argparse.Namespace) -> int:
         print(f"reusing CA {out / 'ca.crt'}")
     cert, key = certs.make_server_cert(out, a.host, days=a.days, overwrite=True)
     print(f"SuperLink certificate: {cert} (private key {key}), valid for: {', '.join(certs.valid_for(cert))}")
-    print(f"Copy ONLY {out / 'ca.crt'} to each SuperNode machine and each machine that runs `flwr`; "
-          "ca.key and server.key stay private.")
+    print(
+        f"Copy ONLY {out / 'ca.crt'} to each SuperNode machine and each machine that runs `flwr`; "
+        "ca.key and server.key stay private."
+    )
     return 0
 
 
@@ -56,10 +62,18 @@ def cmd_connection(a: argparse.Namespace) -> int:
     if a.insecure:
         launch.warn_insecure("flwr connection")
     elif not a.root_certificates:
-        print("no --root-certificates: flwr will check the SuperLink's certificate against the system's CAs",
-              file=sys.stderr)
-    path = launch.write_connection(a.name, a.address, root_certificates=a.root_certificates, insecure=a.insecure,
-                                   flwr_home=a.flwr_home, default=a.default)
+        print(
+            "no --root-certificates: flwr will check the SuperLink's certificate against the system's CAs",
+            file=sys.stderr,
+        )
+    path = launch.write_connection(
+        a.name,
+        a.address,
+        root_certificates=a.root_certificates,
+        insecure=a.insecure,
+        flwr_home=a.flwr_home,
+        default=a.default,
+    )
     print(f"[superlink.{a.name}] -> {a.address} written to {path}")
     return 0
 
@@ -84,13 +98,16 @@ def cmd_register(a: argparse.Namespace) -> int:
 
 
 def cmd_superlink(a: argparse.Namespace) -> int:
-    cmd = launch.superlink_command(host=a.host, port=a.port, certs_dir=a.certs, insecure=a.insecure,
-                                   auth=not a.no_auth, database=a.database)  # refuses first, warns after
+    cmd = launch.superlink_command(
+        host=a.host, port=a.port, certs_dir=a.certs, insecure=a.insecure, auth=not a.no_auth, database=a.database
+    )  # refuses first, warns after
     if a.insecure:
         launch.warn_insecure("SuperLink")
     elif a.no_auth:
-        print("WARNING: SuperNode authentication is OFF (--no-auth): any SuperNode that trusts the CA can join.",
-              file=sys.stderr)
+        print(
+            "WARNING: SuperNode authentication is OFF (--no-auth): any SuperNode that trusts the CA can join.",
+            file=sys.stderr,
+        )
     return exec_command(cmd, a.flwr_home, a.dry_run)
 
 
@@ -113,10 +130,19 @@ def cmd_supernode(a: argparse.Namespace) -> int:
         if a.ca_cert is None:
             print("no --ca-cert: the SuperLink's certificate is checked against the system's CAs", file=sys.stderr)
         if a.key is None:
-            print("WARNING: no --key: this SuperNode does not authenticate; a SuperLink started with "
-                  "authentication (the default) refuses it.", file=sys.stderr)
-    cmd = launch.supernode_command(superlink=a.superlink, config=config, ca_cert=a.ca_cert, key=a.key,
-                                   insecure=a.insecure, runtime_port=a.runtime_port)
+            print(
+                "WARNING: no --key: this SuperNode does not authenticate; a SuperLink started with "
+                "authentication (the default) refuses it.",
+                file=sys.stderr,
+            )
+    cmd = launch.supernode_command(
+        superlink=a.superlink,
+        config=config,
+        ca_cert=a.ca_cert,
+        key=a.key,
+        insecure=a.insecure,
+        runtime_port=a.runtime_port,
+    )
     if socket_path is not None:  # the worker outlives this process's exec into the SuperNode, and ends with it
         worker_cmd = launch.worker_command(socket_path, exit_with_parent=True)
         worker_line = launch.command_line(worker_cmd, launch.flower_env_vars())
@@ -145,9 +171,13 @@ def add_credential_commands(sub) -> None:
     """
     p = sub.add_parser("certs", help="a CA and the SuperLink's TLS certificate")
     p.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.pem, server.key")
-    p.add_argument("--host", action="append", required=True,
-                   help="a host name or IP address by which SuperNodes and flwr reach the SuperLink (repeat); "
-                        "localhost and 127.0.0.1 are always added")
+    p.add_argument(
+        "--host",
+        action="append",
+        required=True,
+        help="a host name or IP address by which SuperNodes and flwr reach the SuperLink (repeat); "
+        "localhost and 127.0.0.1 are always added",
+    )
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--new-ca", action="store_true", help="make a new CA even if --out has one")
     p.add_argument("--force", action="store_true", help="replace an existing server.pem / server.key")
@@ -156,8 +186,9 @@ def add_credential_commands(sub) -> None:
     p = sub.add_parser("keys", help="SuperNode authentication key pairs (EC P-384, OpenSSH format)")
     p.add_argument("--out", required=True)
     p.add_argument("names", nargs="+", help="one key pair per name, e.g. node-0 node-1 (all or none are made)")
-    p.add_argument("--force", action="store_true",
-                   help="replace existing key pairs (locks out nodes registered with them)")
+    p.add_argument(
+        "--force", action="store_true", help="replace existing key pairs (locks out nodes registered with them)"
+    )
     p.set_defaults(fn=cmd_keys)
 
     p = sub.add_parser("connection", help="tell `flwr` where a SuperLink is ($FLWR_HOME/config.toml)")
@@ -186,8 +217,12 @@ def add_process_commands(sub) -> None:
     p = sub.add_parser("superlink", help="run flower-superlink in the foreground (TLS + authentication)")
     p.add_argument("--certs", help="folder with ca.crt, server.pem, server.key (python -m deploy certs)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=launch.DEFAULT_PORT, help="the one port for SuperNodes and flwr "
-                                                                           "(default %(default)s)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=launch.DEFAULT_PORT,
+        help="the one port for SuperNodes and flwr (default %(default)s)",
+    )
     p.add_argument("--database", help="keep the SuperLink's state (registered nodes, runs) in this SQLite file")
     p.add_argument("--no-auth", action="store_true", help="TLS but no SuperNode authentication")
     p.add_argument("--insecure", action="store_true", help="NO TLS and no authentication")
@@ -203,12 +238,19 @@ def add_process_commands(sub) -> None:
     p.add_argument("--key", help="this SuperNode's private key (its .pub must be registered)")
     p.add_argument("--data-root", help="where this client's datasets are (node-config data-root)")
     p.add_argument("--state-dir", help="where this client keeps its checkpoints (node-config state-dir)")
-    p.add_argument("--no-worker", action="store_true",
-                   help="no warm worker beside the SuperNode: each message's ClientApp process imports torch and "
-                        "PyG itself (about 3 s more per message here)")
-    p.add_argument("--runtime-port", type=int, default=9094,
-                   help="local port for the SuperNode's ClientApp processes (default %(default)s; "
-                        "differs per SuperNode on one machine)")
+    p.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="no warm worker beside the SuperNode: each message's ClientApp process imports torch and "
+        "PyG itself (about 3 s more per message here)",
+    )
+    p.add_argument(
+        "--runtime-port",
+        type=int,
+        default=9094,
+        help="local port for the SuperNode's ClientApp processes (default %(default)s; "
+        "differs per SuperNode on one machine)",
+    )
     p.add_argument("--insecure", action="store_true", help="NO TLS and no authentication")
     p.add_argument("--flwr-home", help="FLWR_HOME for the SuperNode (where it installs app bundles)")
     p.add_argument("--dry-run", action="store_true", help="print the command, start nothing")

@@ -38,8 +38,16 @@ class Process:
         return command_line(self.command, {**flower_env_vars(), **self.env}, cwd=self.cwd, netns=self.netns)
 
 
-def start(role: str, command: list[str], *, tag: str, log: str | Path, env: dict[str, str] | None = None,
-          cwd: str | Path = PROJECT_DIR, netns: str | None = None) -> Process:
+def start(
+    role: str,
+    command: list[str],
+    *,
+    tag: str,
+    log: str | Path,
+    env: dict[str, str] | None = None,
+    cwd: str | Path = PROJECT_DIR,
+    netns: str | None = None,
+) -> Process:
     """Start ``command`` in the background (own session, output to ``log``), tagged ``<tag>:<role>``.
 
     ``env`` holds variables added to :func:`flower_env`; ``netns`` runs it in
@@ -50,16 +58,22 @@ def start(role: str, command: list[str], *, tag: str, log: str | Path, env: dict
     argv = (["ip", "netns", "exec", netns] if netns else []) + command
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        popen = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return Process(role, popen.pid, command, str(log), env, str(cwd), netns, popen)
 
 
 def restart(process: Process, tag: str) -> Process:
     """Start the same command again (same role, log appended)."""
     env = {k: v for k, v in process.env.items() if k != TAG_VAR}
-    return start(process.role, process.command, tag=tag, log=process.log, env=env,
-                 cwd=process.cwd, netns=process.netns)
+    return start(process.role, process.command, tag=tag, log=process.log, env=env, cwd=process.cwd, netns=process.netns)
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -68,7 +82,7 @@ def _stat(pid: int) -> tuple[str, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return fields[0], int(fields[1])
 
 
@@ -140,15 +154,19 @@ def processes_with_cmdline(match: Callable[[list[str]], bool]) -> set[int]:
     return _with_descendants({pid for pid in parent_of if pid not in mine and match(cmdline(pid))}, parent_of)
 
 
-FLOWER_PROGRAMS = frozenset({"flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
-                             "flwr-clientapp"})
+FLOWER_PROGRAMS = frozenset(
+    {"flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp"}
+)
 
 
 def is_deploy_process(args: list[str]) -> bool:
     """Whether these arguments are a Flower program's, a fedalign worker's or ``python -m deploy``'s."""
     head = args[:3]
-    return bool({Path(a).name for a in head[:2]} & FLOWER_PROGRAMS) or "fedalign.client.worker" in head \
+    return (
+        bool({Path(a).name for a in head[:2]} & FLOWER_PROGRAMS)
+        or "fedalign.client.worker" in head
         or head[1:3] == ["-m", "deploy"]
+    )
 
 
 def describe(pid: int) -> str:
@@ -164,8 +182,9 @@ def _reap(popens: Sequence[subprocess.Popen | None]) -> None:
             p.poll()
 
 
-def kill(tag: str, role: str | None = None, *, sig: int = signal.SIGKILL,
-         popens: Sequence[subprocess.Popen | None] = ()) -> list[int]:
+def kill(
+    tag: str, role: str | None = None, *, sig: int = signal.SIGKILL, popens: Sequence[subprocess.Popen | None] = ()
+) -> list[int]:
     """Send ``sig`` to every process of ``<tag>:<role>`` (all of ``tag`` when role is None) at once."""
     pids = sorted(processes(tag, role))
     for pid in pids:
@@ -185,8 +204,9 @@ def stop(tag: str, *, grace: float = 15.0, popens: Sequence[subprocess.Popen | N
     return stop_processes(lambda: processes(tag), grace=grace, popens=popens)
 
 
-def stop_processes(find: Callable[[], set[int]], *, grace: float = 15.0,
-                   popens: Sequence[subprocess.Popen | None] = ()) -> list[str]:
+def stop_processes(
+    find: Callable[[], set[int]], *, grace: float = 15.0, popens: Sequence[subprocess.Popen | None] = ()
+) -> list[str]:
     """SIGTERM every process ``find()`` returns, SIGKILL what is left after ``grace`` s (asking ``find``
     again each time); returns the survivors, described."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0), (signal.SIGKILL, 10.0)):
@@ -231,5 +251,6 @@ def wait_for_port(host: str, port: int, process: Process, timeout: float = 60.0)
                 return
         except OSError:
             time.sleep(0.5)
-    raise TimeoutError(f"{process.role}: nothing listens on {host}:{port} after {timeout:.0f}s\n"
-                       f"{log_tail(process.log)}")
+    raise TimeoutError(
+        f"{process.role}: nothing listens on {host}:{port} after {timeout:.0f}s\n{log_tail(process.log)}"
+    )

@@ -20,8 +20,10 @@ def _connection_and_env(a: argparse.Namespace) -> tuple[str, dict[str, str], lau
         d = launch.Deployment.load(a.workdir)
         return a.connection or d.connection, d.env, d
     if not a.connection:
-        raise DeployError("no SuperLink named: give a connection name (see python -m deploy connection) or --workdir "
-                          "<a folder made by python -m deploy local>")
+        raise DeployError(
+            "no SuperLink named: give a connection name (see python -m deploy connection) or --workdir "
+            "<a folder made by python -m deploy local>"
+        )
     return a.connection, launch.flower_env(a.flwr_home), None
 
 
@@ -61,8 +63,13 @@ def _run_folder(a: argparse.Namespace, d: launch.Deployment | None, submitted: f
     return f"<{out}/{cfg.name}-<date>-<time>: the run's folder on the SuperLink's machine>"
 
 
-def _run_and_wait(connection: str, env: dict[str, str], a: argparse.Namespace, d: launch.Deployment | None = None,
-                  keeps_running: bool = True) -> int:
+def _run_and_wait(
+    connection: str,
+    env: dict[str, str],
+    a: argparse.Namespace,
+    d: launch.Deployment | None = None,
+    keeps_running: bool = True,
+) -> int:
     """Submit, wait, print the run's entry; ``d``: the local deployment it runs on; ``keeps_running``: whether
     that deployment (or the remote SuperLink) is left running afterwards (else the hints point at files)."""
     try:
@@ -72,8 +79,9 @@ def _run_and_wait(connection: str, env: dict[str, str], a: argparse.Namespace, d
     submitted = time.time()
     with reaching(connection, env, d):
         run_id = launch.submit(connection, env, config=a.config, overrides=a.set, resume=a.resume)
-    ls = launch.command_line([launch.tool("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"],
-                             _flwr_home_of(env))
+    ls = launch.command_line(
+        [launch.tool("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"], _flwr_home_of(env)
+    )
     print(f"submitted run {run_id}: {ls}", file=sys.stderr, flush=True)
     if a.no_wait:
         print(run_id)
@@ -88,18 +96,24 @@ def _run_and_wait(connection: str, env: dict[str, str], a: argparse.Namespace, d
     except launch.RunLost as error:
         folder = _run_folder(a, d, submitted)
         if d is None:
-            fix = f"once the SuperLink answers again (nodes online), resume it: " \
-                  f"{launch.deploy_line(['run', connection, *_run_options(a, folder)])}"
+            fix = (
+                f"once the SuperLink answers again (nodes online), resume it: "
+                f"{launch.deploy_line(['run', connection, *_run_options(a, folder)])}"
+            )
         elif keeps_running:
             fix = "start the deployment again and resume it: " + launch.deploy_line(
-                ["stop", "--workdir", d.workdir], d.local_command("--run", "--keep", *_run_options(a, folder))[3:])
+                ["stop", "--workdir", d.workdir], d.local_command("--run", "--keep", *_run_options(a, folder))[3:]
+            )
         else:
             fix = "resume it: " + launch.deploy_line(d.local_command("--run", *_run_options(a, folder))[3:])
         raise DeployError(f"{error}; {fix}", code=1) from None
     print(json.dumps(run, indent=2))
     if run["status"] != "finished:completed":
-        print(f"deploy {a.command}: run {run_id} did not complete: {run['status']} ({run.get('status-details')}); "
-              f"{_log_hint(connection, run_id, env, d, keeps_running)}", file=sys.stderr)
+        print(
+            f"deploy {a.command}: run {run_id} did not complete: {run['status']} ({run.get('status-details')}); "
+            f"{_log_hint(connection, run_id, env, d, keeps_running)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -109,8 +123,9 @@ def _flwr_home_of(env: dict[str, str]) -> dict[str, str]:
     return {"FLWR_HOME": env["FLWR_HOME"]} if env.get("FLWR_HOME") else {}
 
 
-def _log_hint(connection: str, run_id: str, env: dict[str, str], d: launch.Deployment | None,
-              keeps_running: bool) -> str:
+def _log_hint(
+    connection: str, run_id: str, env: dict[str, str], d: launch.Deployment | None, keeps_running: bool
+) -> str:
     """Where the failed run's log is: a file saved now (a local deployment's SuperLink may be stopped next)
     and, while the SuperLink runs, the ``flwr log`` line that shows it (with its FLWR_HOME)."""
     show = launch.command_line([launch.tool("flwr"), "log", run_id, connection, "--show"], _flwr_home_of(env))
@@ -129,9 +144,11 @@ def cmd_run(a: argparse.Namespace) -> int:
     try:
         return _run_and_wait(connection, env, a, d)
     except RunInterrupted as stop:
-        print(f"deploy run: interrupted; run {stop.run_id} goes on at the SuperLink: stop it with "
-              f"{launch.command_line([launch.tool('flwr'), 'stop', stop.run_id, connection], _flwr_home_of(env))}",
-              file=sys.stderr)
+        print(
+            f"deploy run: interrupted; run {stop.run_id} goes on at the SuperLink: stop it with "
+            f"{launch.command_line([launch.tool('flwr'), 'stop', stop.run_id, connection], _flwr_home_of(env))}",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -143,11 +160,19 @@ def cmd_local(a: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)  # `kill` stops what it started, as Ctrl-C does
     try:
         try:
-            d = launch.start_local(a.workdir, a.clients, port=a.port, insecure=a.insecure, data_root=a.data_root,
-                                   tag=a.tag, workers=not a.no_worker)
+            d = launch.start_local(
+                a.workdir,
+                a.clients,
+                port=a.port,
+                insecure=a.insecure,
+                data_root=a.data_root,
+                tag=a.tag,
+                workers=not a.no_worker,
+            )
         except KeyboardInterrupt:
-            print(f"deploy local: interrupted while starting; stopped what it had started in {a.workdir}",
-                  file=sys.stderr)
+            print(
+                f"deploy local: interrupted while starting; stopped what it had started in {a.workdir}", file=sys.stderr
+            )
             return 130
         _print_local(d)
         if not a.run:
@@ -168,8 +193,11 @@ def cmd_local(a: argparse.Namespace) -> int:
                 print("stopped" if not left else "still running:\n" + "\n".join(left), file=sys.stderr)
         run = f"run {interrupted.run_id}" if isinstance(interrupted, RunInterrupted) else "the run"
         if a.keep:
-            print(f"deploy local: interrupted; {run} and the deployment go on (--keep): stop them with "
-                  f"{launch.deploy_line(['stop', '--workdir', d.workdir])}", file=sys.stderr)
+            print(
+                f"deploy local: interrupted; {run} and the deployment go on (--keep): stop them with "
+                f"{launch.deploy_line(['stop', '--workdir', d.workdir])}",
+                file=sys.stderr,
+            )
         else:
             print(f"deploy local: interrupted; stopped {run} and the deployment in {d.workdir}", file=sys.stderr)
         return 130
@@ -179,8 +207,10 @@ def cmd_local(a: argparse.Namespace) -> int:
 
 def _print_local(d: launch.Deployment) -> None:
     """What ``deploy local`` started, each process's restart line, and the commands that reach it."""
-    print(f"local deployment {d.tag} in {d.workdir}: SuperLink {d.address}, "
-          f"{'INSECURE' if d.insecure else 'TLS + SuperNode authentication'}")
+    print(
+        f"local deployment {d.tag} in {d.workdir}: SuperLink {d.address}, "
+        f"{'INSECURE' if d.insecure else 'TLS + SuperNode authentication'}"
+    )
     for p in d.processes:
         node = f" node-id {d.node_ids[p.role]}" if p.role in d.node_ids else ""
         print(f"  {p.role:<12} PID {p.pid}{node}  log {p.log}\n      {p.shell}")
@@ -188,11 +218,14 @@ def _print_local(d: launch.Deployment) -> None:
     ls = launch.command_line([*flwr, "ls", d.connection, "--format", "json"], _flwr_home_of(d.env))
     nodes = launch.command_line([*flwr, "supernode", "ls", d.connection], _flwr_home_of(d.env))
     run = launch.deploy_line(["run", "--workdir", d.workdir, "--set", "federation.rounds=2"])
-    print(f"each line above restarts its process by hand (in the foreground; a SuperNode once `{nodes}` "
-          f"shows it offline)\n"
-          f"flwr against it:   {ls}\n"
-          f"run an experiment: {run}\n"
-          f"stop everything:   {launch.deploy_line(['stop', '--workdir', d.workdir])}", flush=True)
+    print(
+        f"each line above restarts its process by hand (in the foreground; a SuperNode once `{nodes}` "
+        f"shows it offline)\n"
+        f"flwr against it:   {ls}\n"
+        f"run an experiment: {run}\n"
+        f"stop everything:   {launch.deploy_line(['stop', '--workdir', d.workdir])}",
+        flush=True,
+    )
 
 
 def cmd_stop(a: argparse.Namespace) -> int:
@@ -204,18 +237,29 @@ def cmd_stop(a: argparse.Namespace) -> int:
         tag, found = d.tag, d.alive()
         left = d.stop()
     if left:
-        raise DeployError(f"{len(left)} processes of deployment {tag} survived SIGTERM and SIGKILL: "
-                          + "; ".join(left) + ": see whether they are stuck in the kernel (ps -o stat,pid)", code=1)
+        raise DeployError(
+            f"{len(left)} processes of deployment {tag} survived SIGTERM and SIGKILL: "
+            + "; ".join(left)
+            + ": see whether they are stuck in the kernel (ps -o stat,pid)",
+            code=1,
+        )
     print(f"deployment {tag}: stopped {len(found)} processes" if found else f"deployment {tag}: nothing was running")
     return 0
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=DEFAULT_CONFIG,
-                   help="experiment YAML, relative to the project (default %(default)s)")
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. --set federation.rounds=2 output.dir=/abs/path "
-                        "(output.dir is on the SuperLink's machine; give it absolute)")
+    p.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="experiment YAML, relative to the project (default %(default)s)"
+    )
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. --set federation.rounds=2 output.dir=/abs/path "
+        "(output.dir is on the SuperLink's machine; give it absolute)",
+    )
     p.add_argument("--resume", help="continue this run folder (absolute, on the SuperLink's machine)")
     p.add_argument("--timeout", type=float, default=None, help="stop waiting after this many seconds")
     p.add_argument("--no-wait", action="store_true", help="only submit; print the run id")

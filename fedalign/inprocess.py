@@ -49,8 +49,9 @@ class InProcessTransport:
         self.epsilon_before: dict[int, float] = {}  # set by the coordinator: what each client reported so far
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, state_dir: Path | None = None, restore: bool = False
-                    ) -> InProcessTransport:
+    def from_config(
+        cls, cfg: ExperimentConfig, state_dir: Path | None = None, restore: bool = False
+    ) -> InProcessTransport:
         """The students of ``cfg``; with ``restore``, each continues from its checkpoint in ``state_dir``.
 
         Args:
@@ -78,8 +79,16 @@ class InProcessTransport:
         return Reply(client, metrics, stats, None, received, payload_bytes(stats), time.perf_counter() - start)
 
     def _respond(self, i: int, message_type: str, round_number: int, peers: dict, train: bool):
-        return respond(self.clients[i], f"{message_type}:{round_number}", round_number, peers, train,
-                       self.checkpoints[i], self.logs[i], self.epsilon_before.get(i))
+        return respond(
+            self.clients[i],
+            f"{message_type}:{round_number}",
+            round_number,
+            peers,
+            train,
+            self.checkpoints[i],
+            self.logs[i],
+            self.epsilon_before.get(i),
+        )
 
     def query(self, clients: list[int], round_number: int) -> dict[int, Reply]:
         """Every client in ``clients`` releases (no training): their replies, by client id.
@@ -88,8 +97,9 @@ class InProcessTransport:
             clients: the client ids asked.
             round_number: the round.
         """
-        return {i: self._call(i, functools.partial(self._respond, i, "query", round_number, {}, False), 0)
-                for i in clients}
+        return {
+            i: self._call(i, functools.partial(self._respond, i, "query", round_number, {}, False), 0) for i in clients
+        }
 
     def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
         """Every client in ``jobs`` trains a turn on its peers' statistics and releases: their replies, by client id.
@@ -99,8 +109,11 @@ class InProcessTransport:
             round_number: the round.
         """
         return {
-            i: self._call(i, functools.partial(self._respond, i, "train", round_number, peers, True),
-                          sum(payload_bytes(s) for s in peers.values()))
+            i: self._call(
+                i,
+                functools.partial(self._respond, i, "train", round_number, peers, True),
+                sum(payload_bytes(s) for s in peers.values()),
+            )
             for i, peers in jobs.items()
         }
 
@@ -114,8 +127,9 @@ class InProcessTransport:
         """
         return self._summed(self.query(clients, round_number))
 
-    def train_summed(self, jobs: dict[int, dict[int, Statistics]], round_number: int
-                     ) -> tuple[dict[int, Reply], PeerSum | None]:
+    def train_summed(
+        self, jobs: dict[int, dict[int, Statistics]], round_number: int
+    ) -> tuple[dict[int, Reply], PeerSum | None]:
         """As :meth:`train`, with the replies' statistics also summed (secure aggregation): ``(replies, sum or
         None)``.
 
@@ -197,11 +211,17 @@ def write_vote_label_accuracy(cfg: ExperimentConfig, students: dict[int, Student
         labels = student.public_labels.labels
         labelled = labels >= 0
         correct = int((labels[labelled] == truth[labelled]).sum())
-        clients[str(cid)] = {"labelled": int(labelled.sum()), "correct": correct,
-                             "accuracy": correct / int(labelled.sum()) if labelled.any() else None}
+        clients[str(cid)] = {
+            "labelled": int(labelled.sum()),
+            "correct": correct,
+            "accuracy": correct / int(labelled.sum()) if labelled.any() else None,
+        }
     accuracies = [c["accuracy"] for c in clients.values() if c["accuracy"] is not None]
-    result = {"queries": int(len(truth)), "mean_labelled": float(np.mean([c["labelled"] for c in clients.values()])),
-              "mean_accuracy": float(np.mean(accuracies)) if accuracies else None,
-              "clients": clients}
+    result = {
+        "queries": int(len(truth)),
+        "mean_labelled": float(np.mean([c["labelled"] for c in clients.values()])),
+        "mean_accuracy": float(np.mean(accuracies)) if accuracies else None,
+        "clients": clients,
+    }
     (run_dir / "vote_labels.json").write_text(json.dumps(result, indent=1))
     return result

@@ -29,9 +29,11 @@ LEDGER_LOST = "ledger_lost"  # the reply of a client that refuses to release (in
 LOST = "has lost its privacy ledger"  # how a refusal reads where no reply can carry LEDGER_LOST (SecAgg+)
 RELATIVE_TOLERANCE = 1e-9  # a restored ledger reports the same float; this only absorbs rounding
 
-FIX = ("Put the client's state back (its checkpoint for this run: <run folder>/client-state with "
-       "--engine inprocess, <state dir>/<run folder name> on Flower) and resume again with the engine that "
-       "wrote it, or start a new run")
+FIX = (
+    "Put the client's state back (its checkpoint for this run: <run folder>/client-state with "
+    "--engine inprocess, <state dir>/<run folder name> on Flower) and resume again with the engine that "
+    "wrote it, or start a new run"
+)
 
 
 class LedgerBroken(RuntimeError):
@@ -95,8 +97,10 @@ class ReportedEpsilon:
                 continue
             value = number(metrics[name])
             if below(value, earlier):
-                return (f"client {client} reported {name} {value:.4g} after {earlier:.4g}: its ledger started "
-                        "again (lost or older state)")
+                return (
+                    f"client {client} reported {name} {value:.4g} after {earlier:.4g}: its ledger started "
+                    "again (lost or older state)"
+                )
         return None
 
     def problem_in_error(self, client: int, error: str) -> str | None:
@@ -177,9 +181,13 @@ def refusal(client: int, epsilon_before: float | None, holds_state: bool, spent:
     if epsilon_before is None or not number(epsilon_before) > 0:
         return None
     if not holds_state:
-        return (f"client {client}: no checkpoint of this run, but the server says it reported epsilon "
-                f"{epsilon_before:.4g} before: its privacy ledger is lost; releasing nothing")
+        return (
+            f"client {client}: no checkpoint of this run, but the server says it reported epsilon "
+            f"{epsilon_before:.4g} before: its privacy ledger is lost; releasing nothing"
+        )
     if spent is not None and below(spent, epsilon_before):
-        return (f"client {client}: its ledger holds epsilon {spent:.4g}, less than the {epsilon_before:.4g} it "
-                "reported before (an older checkpoint?); releasing nothing")
+        return (
+            f"client {client}: its ledger holds epsilon {spent:.4g}, less than the {epsilon_before:.4g} it "
+            "reported before (an older checkpoint?); releasing nothing"
+        )
     return None

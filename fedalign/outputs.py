@@ -111,8 +111,15 @@ class RunWriter:
             :meth:`wall_seconds` adds to this part's.
     """
 
-    def __init__(self, run_dir: Path, cfg: ExperimentConfig, metric_name: str, engine: str,
-                 previous: Sequence[RoundRecord] = (), wall_seconds_before: float = 0.0) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: ExperimentConfig,
+        metric_name: str,
+        engine: str,
+        previous: Sequence[RoundRecord] = (),
+        wall_seconds_before: float = 0.0,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.metric_name = metric_name
@@ -211,8 +218,10 @@ def merge_evaluation(records: list[RoundRecord], evaluation: list[dict]) -> list
         records: the round records.
         evaluation: the clients' evaluation-log rows, each with ``round`` and ``client``.
     """
-    extra = {(int(r["round"]), int(r["client"])): {k: v for k, v in r.items() if k not in ("round", "client")}
-             for r in evaluation}
+    extra = {
+        (int(r["round"]), int(r["client"])): {k: v for k, v in r.items() if k not in ("round", "client")}
+        for r in evaluation
+    }
     return [dataclasses.replace(r, metrics={**r.metrics, **extra.get((r.round, r.client), {})}) for r in records]
 
 
@@ -247,9 +256,16 @@ class ProgressPrinter:
             if r.status in ("missing", "rejected"):
                 parts.append(f"client {r.client}: {r.status.upper()} ({r.error})")
                 continue
-            shown = [f"{label} {r.metrics[key]:.4f}" for key, label in
-                     (("task_loss", "task"), ("align_loss", "align"), ("val_metric", "val"), ("test_metric", "test"))
-                     if key in r.metrics]
+            shown = [
+                f"{label} {r.metrics[key]:.4f}"
+                for key, label in (
+                    ("task_loss", "task"),
+                    ("align_loss", "align"),
+                    ("val_metric", "val"),
+                    ("test_metric", "test"),
+                )
+                if key in r.metrics
+            ]
             if "epsilon" in r.metrics and r.status != "withheld":
                 shown.append(f"ε {r.metrics['epsilon']:.3g}")
             if shown and r.round > 0:
@@ -259,8 +275,7 @@ class ProgressPrinter:
                 parts.append(f"client {r.client} withheld its release (privacy budget or release_every{spent})")
         label = "init" if round_number == 0 else f"{round_number}/{total_rounds}"
         elapsed = f" | {time.perf_counter() - self.started:6.1f}s" if self.timings else ""
-        print(f"[round {label}{elapsed}] " + ("; ".join(parts) or "statistics collected"),
-              file=self.stream, flush=True)
+        print(f"[round {label}{elapsed}] " + ("; ".join(parts) or "statistics collected"), file=self.stream, flush=True)
 
 
 def plot_curves(records: list[RoundRecord], path: Path, metric_name: str, title: str) -> None:
@@ -281,8 +296,9 @@ def plot_curves(records: list[RoundRecord], path: Path, metric_name: str, title:
     for client in sorted({r.client for r in records}):
         rows = [r for r in records if r.client == client and r.status == "ok" and "val_metric" in r.metrics]
         if rows:
-            ax.plot([r.round for r in rows], [r.metrics["val_metric"] for r in rows],
-                    marker=".", label=f"client {client}")
+            ax.plot(
+                [r.round for r in rows], [r.metrics["val_metric"] for r in rows], marker=".", label=f"client {client}"
+            )
     ax.set_xlabel("round")
     ax.set_ylabel(f"validation {metric_name}")
     ax.set_title(title)

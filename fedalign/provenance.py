@@ -84,10 +84,17 @@ def git_state(path: str | Path) -> dict[str, Any]:
         lines = _git(path, "status", "--porcelain", "--untracked-files=all").splitlines()
     except (OSError, subprocess.SubprocessError) as error:
         return _unknown(f"no git checkout at {path} ({type(error).__name__})")
-    changed = [_porcelain_path(line) for line in lines
-               if not (line.startswith("??") and _porcelain_path(line).startswith(WRITTEN_FOLDERS))]
-    return {"revision": revision, "dirty": bool(changed), "revision_source": "git",
-            "dirty_paths": changed[:DIRTY_PATHS_SHOWN]}
+    changed = [
+        _porcelain_path(line)
+        for line in lines
+        if not (line.startswith("??") and _porcelain_path(line).startswith(WRITTEN_FOLDERS))
+    ]
+    return {
+        "revision": revision,
+        "dirty": bool(changed),
+        "revision_source": "git",
+        "dirty_paths": changed[:DIRTY_PATHS_SHOWN],
+    }
 
 
 def _unknown(reason: str) -> dict[str, Any]:
@@ -112,9 +119,12 @@ def revision_state(path: str | Path = PROJECT_DIR, declared: str | None = None) 
         return state
     declared = declared.strip()
     dirty = declared.endswith(DIRTY_SUFFIX)
-    return {"revision": declared.removesuffix(DIRTY_SUFFIX), "dirty": dirty,
-            "revision_source": f"${REVISION_ENV} (set by the process that started this one; {path} has no git "
-                               "checkout)", "dirty_paths": []}
+    return {
+        "revision": declared.removesuffix(DIRTY_SUFFIX),
+        "dirty": dirty,
+        "revision_source": f"${REVISION_ENV} (set by the process that started this one; {path} has no git checkout)",
+        "dirty_paths": [],
+    }
 
 
 def declared_revision(path: str | Path = PROJECT_DIR) -> str:
@@ -159,8 +169,17 @@ def gpu_name() -> str:
     if torch.cuda.is_initialized():
         return torch.cuda.get_device_name(0)
     try:
-        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                               text=True, timeout=20, check=True).stdout.strip().splitlines()
+        names = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
     except (OSError, subprocess.SubprocessError):
         names = []
     return names[0].strip() if names else f"cuda ({torch.cuda.device_count()} device(s), name not read)"
@@ -191,8 +210,11 @@ def _static(path: str, declared: str) -> dict[str, Any]:
     Args:
         path: the project folder.
         declared: ``$FEDALIGN_REVISION`` as it is now (part of the cache key)."""
-    return {**revision_state(path, declared), "versions": versions(),
-            "machine": {"cpu_model": cpu_model(), "logical_cores": os.cpu_count(), "gpu": gpu_name()}}
+    return {
+        **revision_state(path, declared),
+        "versions": versions(),
+        "machine": {"cpu_model": cpu_model(), "logical_cores": os.cpu_count(), "gpu": gpu_name()},
+    }
 
 
 def provenance() -> dict[str, Any]:
@@ -202,6 +224,10 @@ def provenance() -> dict[str, Any]:
     import torch
 
     static = _static(str(PROJECT_DIR), os.environ.get(REVISION_ENV, ""))
-    return {**static, "dirty_paths": list(static["dirty_paths"]), "versions": dict(static["versions"]),
-            "machine": {**static["machine"], "torch_threads": torch.get_num_threads()},
-            "command": command_line(sys.argv)}
+    return {
+        **static,
+        "dirty_paths": list(static["dirty_paths"]),
+        "versions": dict(static["versions"]),
+        "machine": {**static["machine"], "torch_threads": torch.get_num_threads()},
+        "command": command_line(sys.argv),
+    }

@@ -82,16 +82,23 @@ class PublicLayout:
     @property
     def header(self) -> dict:
         """The scalars, and the arrays' lengths, as one JSON-able dict."""
-        return {"format": FORMAT, "num_nodes": int(self.num_nodes), "num_classes": self.num_classes,
-                "multilabel": self.multilabel,
-                "edges": None if self.target is None else int(self.target.shape[0]),
-                "queries": None if self.queries is None else int(self.queries.shape[0])}
+        return {
+            "format": FORMAT,
+            "num_nodes": int(self.num_nodes),
+            "num_classes": self.num_classes,
+            "multilabel": self.multilabel,
+            "edges": None if self.target is None else int(self.target.shape[0]),
+            "queries": None if self.queries is None else int(self.queries.shape[0]),
+        }
 
     def canonical_bytes(self) -> bytes:
         """The header (sorted JSON), then the target row and the query ids as little-endian int64."""
         arrays = [a for a in (self.target, self.queries) if a is not None]
-        return json.dumps(self.header, sort_keys=True).encode() + b"\n" + b"".join(
-            np.ascontiguousarray(a, dtype="<i8").tobytes() for a in arrays)
+        return (
+            json.dumps(self.header, sort_keys=True).encode()
+            + b"\n"
+            + b"".join(np.ascontiguousarray(a, dtype="<i8").tobytes() for a in arrays)
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -107,12 +114,14 @@ class PublicLayout:
             return ReleaseLayout(int(self.num_nodes), self.target)
         queries = None if self.queries is None else len(self.queries)
         assert self.num_classes is not None  # a layout without target is a logits / votes one
-        return release_layout(self.keys["align.strategy"], None, self.num_nodes, int(self.num_classes),
-                              bool(self.multilabel), queries)
+        return release_layout(
+            self.keys["align.strategy"], None, self.num_nodes, int(self.num_classes), bool(self.multilabel), queries
+        )
 
 
-def public_layout_of(cfg: ExperimentConfig, edge_index, num_nodes: int, num_classes: int,
-                     multilabel: bool) -> PublicLayout:
+def public_layout_of(
+    cfg: ExperimentConfig, edge_index, num_nodes: int, num_classes: int, multilabel: bool
+) -> PublicLayout:
     """The public layout of ``cfg`` from its alignment graph (``edge_index`` long [2, E], tensor or array).
 
     Args:
@@ -127,12 +136,20 @@ def public_layout_of(cfg: ExperimentConfig, edge_index, num_nodes: int, num_clas
     """
     strategy = cfg.align.strategy
     if strategy not in SHARING_STRATEGIES:
-        raise ConfigError(f"align.strategy: {strategy} releases no statistics, so it has no public layout "
-                          f"(one of {', '.join(SHARING_STRATEGIES)} does)")
+        raise ConfigError(
+            f"align.strategy: {strategy} releases no statistics, so it has no public layout "
+            f"(one of {', '.join(SHARING_STRATEGIES)} does)"
+        )
     keys = determining_keys(cfg)
     if strategy in NODE_STRATEGIES:
-        return PublicLayout(keys, int(num_nodes), None, int(num_classes), bool(multilabel),
-                            query_nodes(cfg.seed, int(num_nodes), cfg.align.queries))
+        return PublicLayout(
+            keys,
+            int(num_nodes),
+            None,
+            int(num_classes),
+            bool(multilabel),
+            query_nodes(cfg.seed, int(num_nodes), cfg.align.queries),
+        )
     row = edge_index[1]
     target = np.asarray(row.cpu() if hasattr(row, "cpu") else row, dtype=np.int64)
     return PublicLayout(keys, int(num_nodes), target)
@@ -161,8 +178,11 @@ def save_public_layout(layout: PublicLayout, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**layout.header, "keys": layout.keys, "fingerprint": layout.fingerprint}
-    arrays = {name: np.ascontiguousarray(a, dtype=np.int64) for name, a in
-              (("target", layout.target), ("queries", layout.queries)) if a is not None}
+    arrays = {
+        name: np.ascontiguousarray(a, dtype=np.int64)
+        for name, a in (("target", layout.target), ("queries", layout.queries))
+        if a is not None
+    }
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as handle:
         np.savez(handle, allow_pickle=True, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
@@ -185,16 +205,26 @@ def load_public_layout(path: str | Path) -> PublicLayout:
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
             arrays = {name: npz[name].astype(np.int64) for name in ("target", "queries") if name in npz.files}
-        layout = PublicLayout(meta["keys"], int(meta["num_nodes"]), arrays.get("target"), meta["num_classes"],
-                              meta["multilabel"], arrays.get("queries"))
+        layout = PublicLayout(
+            meta["keys"],
+            int(meta["num_nodes"]),
+            arrays.get("target"),
+            meta["num_classes"],
+            meta["multilabel"],
+            arrays.get("queries"),
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise PublicLayoutMismatch(f"federation.public_layout: cannot read a public layout from {path} ({error}); "
-                                   "make it with `fedalign layout <experiment> --out <file>`") from None
+        raise PublicLayoutMismatch(
+            f"federation.public_layout: cannot read a public layout from {path} ({error}); "
+            "make it with `fedalign layout <experiment> --out <file>`"
+        ) from None
     if meta.get("format") != FORMAT or layout.header != {k: meta.get(k) for k in layout.header}:
         raise PublicLayoutMismatch(f"federation.public_layout: {path} is not a format-{FORMAT} public layout")
     if meta.get("fingerprint") != layout.fingerprint:
-        raise PublicLayoutMismatch(f"federation.public_layout: {path} records fingerprint {meta.get('fingerprint')} "
-                                   f"but its content gives {layout.fingerprint}: the file was changed or damaged")
+        raise PublicLayoutMismatch(
+            f"federation.public_layout: {path} records fingerprint {meta.get('fingerprint')} "
+            f"but its content gives {layout.fingerprint}: the file was changed or damaged"
+        )
     return layout
 
 
@@ -211,15 +241,19 @@ def check_artefact(layout: PublicLayout, cfg: ExperimentConfig, where: str = "th
     differ = sorted(k for k in expected.keys() | layout.keys.keys() if expected.get(k) != layout.keys.get(k))
     if differ:
         diffs = ", ".join(f"{k}: {layout.keys.get(k)!r} there, {expected.get(k)!r} here" for k in differ)
-        raise PublicLayoutMismatch(f"federation.public_layout: {where} was made for another experiment ({diffs}); "
-                                   "make it again with `fedalign layout` from this experiment's config")
+        raise PublicLayoutMismatch(
+            f"federation.public_layout: {where} was made for another experiment ({diffs}); "
+            "make it again with `fedalign layout` from this experiment's config"
+        )
     if cfg.align.strategy in NODE_STRATEGIES:
         drawn = query_nodes(cfg.seed, layout.num_nodes, cfg.align.queries)
-        if (drawn is None) != (layout.queries is None) or \
-                (drawn is not None and layout.queries is not None
-                 and not np.array_equal(drawn, layout.queries)):
-            raise PublicLayoutMismatch(f"federation.public_layout: {where} holds another query set than "
-                                       f"seed {cfg.seed} and align.queries {cfg.align.queries} draw")
+        if (drawn is None) != (layout.queries is None) or (
+            drawn is not None and layout.queries is not None and not np.array_equal(drawn, layout.queries)
+        ):
+            raise PublicLayoutMismatch(
+                f"federation.public_layout: {where} holds another query set than "
+                f"seed {cfg.seed} and align.queries {cfg.align.queries} draw"
+            )
     check_fingerprint(cfg, layout.fingerprint, where)
     return layout
 
@@ -237,11 +271,13 @@ def check_fingerprint(cfg: ExperimentConfig, actual: str, who: str) -> None:
         raise PublicLayoutMismatch(
             f"federation.public_layout_sha256: {who} gives public layout fingerprint {actual}, but the run expects "
             f"{expected}: the server's layout artefact and this data differ (another dataset, split, seed, partition, "
-            "strategy or query set); make the artefact again with `fedalign layout` from the same data and config")
+            "strategy or query set); make the artefact again with `fedalign layout` from the same data and config"
+        )
 
 
-def check_client_layout(cfg: ExperimentConfig, client_id: int, edge_index, num_nodes: int, num_classes: int,
-                        multilabel: bool) -> None:
+def check_client_layout(
+    cfg: ExperimentConfig, client_id: int, edge_index, num_nodes: int, num_classes: int, multilabel: bool
+) -> None:
     """A client's check at start: its own public layout must give ``federation.public_layout_sha256``
     (a no-op when the run names none, or the strategy shares no statistics).
 

@@ -32,8 +32,10 @@ def query_nodes(seed: int, num_nodes: int, queries: int | None) -> np.ndarray | 
     if queries is None:
         return None
     if not 1 <= queries <= num_nodes:
-        raise ConfigError(f"align.queries: {queries} query nodes asked for, but the public alignment graph has "
-                          f"{num_nodes} nodes; choose 1 <= Q <= {num_nodes}")
+        raise ConfigError(
+            f"align.queries: {queries} query nodes asked for, but the public alignment graph has "
+            f"{num_nodes} nodes; choose 1 <= Q <= {num_nodes}"
+        )
     rng = np.random.default_rng(derive_seed(seed, QUERY_STREAM))
     return np.sort(rng.choice(num_nodes, size=queries, replace=False)).astype(np.int64)
 

@@ -24,9 +24,16 @@ from .wire import private_releases
 
 # Config keys that may change when a run is resumed: where things live, how
 # long the server waits, how it reports, and how many rounds (to extend a run).
-RESUMABLE_CHANGES = ("data.root", "data.cache_dir", "federation.rounds", "federation.timeout", "output.", "device",
-                     "simulation.",
-                     "federation.public_layout")  # the artefact: where the layout is read, not what it is
+RESUMABLE_CHANGES = (
+    "data.root",
+    "data.cache_dir",
+    "federation.rounds",
+    "federation.timeout",
+    "output.",
+    "device",
+    "simulation.",
+    "federation.public_layout",
+)  # the artefact: where the layout is read, not what it is
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -40,8 +47,16 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 # Keys that say where things live or how a run reports, not what the experiment is.
-LOCATION_KEYS = ("name", "data.root", "data.cache_dir", "federation.timeout", "output.", "device", "simulation.",
-                 "federation.public_layout")
+LOCATION_KEYS = (
+    "name",
+    "data.root",
+    "data.cache_dir",
+    "federation.timeout",
+    "output.",
+    "device",
+    "simulation.",
+    "federation.public_layout",
+)
 
 
 def config_differences(run_dir: Path, cfg: ExperimentConfig, ignore: tuple[str, ...] = LOCATION_KEYS) -> list[str]:
@@ -63,8 +78,9 @@ def config_differences(run_dir: Path, cfg: ExperimentConfig, ignore: tuple[str, 
         return [f"the saved config.yaml is no longer valid ({error})"]
     saved = _flatten(raw)
     current = _flatten(cfg.to_dict())
-    changed = sorted(k for k in saved.keys() | current.keys()
-                     if saved.get(k) != current.get(k) and not k.startswith(ignore))
+    changed = sorted(
+        k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k) and not k.startswith(ignore)
+    )
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed]
 
 
@@ -78,12 +94,15 @@ def check_resumable(run_dir: Path, cfg: ExperimentConfig) -> None:
     changed = config_differences(run_dir, cfg, RESUMABLE_CHANGES)
     if changed:
         diffs = ", ".join(changed)
-        raise ValueError(f"cannot resume {run_dir}: the config differs from the run's config.yaml in {diffs}. "
-                         "Resume with the original config, or start a new run")
+        raise ValueError(
+            f"cannot resume {run_dir}: the config differs from the run's config.yaml in {diffs}. "
+            "Resume with the original config, or start a new run"
+        )
 
 
-def build_coordinator(cfg: ExperimentConfig, transport: Transport, run_dir: Path, engine: str,
-                      previous: Sequence[RoundRecord] = ()) -> tuple[Coordinator, RunWriter]:
+def build_coordinator(
+    cfg: ExperimentConfig, transport: Transport, run_dir: Path, engine: str, previous: Sequence[RoundRecord] = ()
+) -> tuple[Coordinator, RunWriter]:
     """A coordinator over ``transport`` that logs to ``run_dir`` (``rounds.jsonl``, progress lines per
     ``output.progress``) and saves its state there after every round; and the run writer
     (call its ``finish()`` at the end).
@@ -122,7 +141,8 @@ def _refuse_a_lost_state(run_dir: Path) -> None:
             f"cannot resume {run_dir}: its {ServerState.FILE} is missing, but rounds.jsonl records privacy spent by "
             f"client{'s' if len(spent) > 1 else ''} {', '.join(map(str, sorted(spent)))} (epsilon up to "
             f"{max(spent.values()):.4g}); starting again from round 0 would forget it. Put {ServerState.FILE} back, "
-            "or start a new run")
+            "or start a new run"
+        )
 
 
 def _engine_hint(run_dir: Path, engine: str) -> str:
@@ -133,8 +153,10 @@ def _engine_hint(run_dir: Path, engine: str) -> str:
         return ""
     if not before or before == engine:
         return ""
-    return (f" This run was last run with --engine {before}, whose clients keep their state elsewhere: resume it "
-            f"with --engine {before}.")
+    return (
+        f" This run was last run with --engine {before}, whose clients keep their state elsewhere: resume it "
+        f"with --engine {before}."
+    )
 
 
 def run_experiment(

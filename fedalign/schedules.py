@@ -101,7 +101,10 @@ def planned_releases(cfg: ExperimentConfig, client_id: int) -> int:
     """
     n = turns(cfg, client_id)
     k, rounds = cfg.federation.num_clients, cfg.federation.rounds
-    last_in_final = n > 0 and not cfg.privacy.final_release and \
-        (cfg.federation.schedule == "simultaneous" or (rounds - 1) % k == client_id)
+    last_in_final = (
+        n > 0
+        and not cfg.privacy.final_release
+        and (cfg.federation.schedule == "simultaneous" or (rounds - 1) % k == client_id)
+    )
     released = n // cfg.privacy.release_every - int(last_in_final and releases_after_turn(cfg, n))
     return int(initial_release_is_charged(cfg)) + released

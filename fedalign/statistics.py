@@ -83,8 +83,9 @@ class _BlockedL1Distance(torch.autograd.Function):
     def forward(ctx, h: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         block = max(1, _L1_BLOCK_ELEMENTS // max(h.size(1), 1))
         out = h.new_empty(src.numel())
-        signs = torch.empty(src.numel(), h.size(1), dtype=torch.int8, device=h.device) \
-            if ctx.needs_input_grad[0] else None
+        signs = (
+            torch.empty(src.numel(), h.size(1), dtype=torch.int8, device=h.device) if ctx.needs_input_grad[0] else None
+        )
         for start in range(0, src.numel(), block):
             end = start + block
             diff = h.index_select(0, src[start:end]).sub_(h.index_select(0, dst[start:end]))
@@ -154,8 +155,12 @@ class _Compiler:
                 probe(h, torch.tensor([0, 1, 2, 3, 1]), torch.tensor([1, 2, 3, 0, 0])).sum().backward()
         except Exception as error:  # no C compiler, unsupported platform, ...: the eager kernels are exact too
             message = str(error).splitlines()[0] if str(error) else ""
-            log.warning("structure statistics: torch.compile is unavailable here (%s: %s); using the eager "
-                        "kernels (same values, slower alignment on CPU)", type(error).__name__, message)
+            log.warning(
+                "structure statistics: torch.compile is unavailable here (%s: %s); using the eager "
+                "kernels (same values, slower alignment on CPU)",
+                type(error).__name__,
+                message,
+            )
             return False
         self.works = True
         log.info("structure statistics: L1 distance and LSP kernel compiled by torch.compile (inductor)")
@@ -259,8 +264,7 @@ def cosine_kernel(h: Tensor, src: Tensor, dst: Tensor, tau: float) -> Tensor:
         dst: each edge's target node, long [E].
         tau: the temperature, > 0.
     """
-    return torch.nn.functional.cosine_similarity(
-        h.index_select(0, src), h.index_select(0, dst), dim=-1, eps=1e-8) / tau
+    return torch.nn.functional.cosine_similarity(h.index_select(0, src), h.index_select(0, dst), dim=-1, eps=1e-8) / tau
 
 
 KERNELS: dict[str, Kernel] = {

@@ -75,8 +75,22 @@ from .runstore import RUNS, archive_runs, finished_summary, runs_dir, unarchive_
 from .sweep_spec import ARM, SweepSpec, read_sweep_spec
 from .sweep_tables import NOISE_CONTROL, aggregate, plot_sweep, write_results
 
-__all__ = ["SweepSpec", "load_sweep", "cells", "cell_id", "cell_config", "finished_cell", "run_sweep", "run_sweeps",
-           "result_row", "aggregate", "write_results", "plot_sweep", "needs_noise_control", "NOISE_CONTROL"]
+__all__ = [
+    "SweepSpec",
+    "load_sweep",
+    "cells",
+    "cell_id",
+    "cell_config",
+    "finished_cell",
+    "run_sweep",
+    "run_sweeps",
+    "result_row",
+    "aggregate",
+    "write_results",
+    "plot_sweep",
+    "needs_noise_control",
+    "NOISE_CONTROL",
+]
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -140,8 +154,11 @@ def cell_config(spec: SweepSpec, cell: dict[str, Any]) -> ExperimentConfig:
         spec: the sweep.
         cell: the cell's grid values.
     """
-    sets = [f"{k}={json.dumps(v) if not (isinstance(v, float) and math.isinf(v)) else '.inf'}"
-            for k, v in cell.items() if k != ARM]
+    sets = [
+        f"{k}={json.dumps(v) if not (isinstance(v, float) and math.isinf(v)) else '.inf'}"
+        for k, v in cell.items()
+        if k != ARM
+    ]
     arm = spec.arms[cell[ARM]] if ARM in cell else []
     cfg = load_config(spec.base, spec.overrides + arm + sets + ["output.plot=false", "output.progress=false"])
     cfg.name = cell_id(cell)
@@ -165,8 +182,12 @@ def finished_cell(spec: SweepSpec, cell: dict[str, Any], stream=None) -> dict | 
         return None
     changed = config_differences(run_dir, cell_config(spec, cell))
     if changed:
-        print(f"[sweep] {run_dir.name}: finished with another config ({'; '.join(changed[:3])}"
-              f"{'; ...' if len(changed) > 3 else ''}): running it again", file=stream or sys.stderr, flush=True)
+        print(
+            f"[sweep] {run_dir.name}: finished with another config ({'; '.join(changed[:3])}"
+            f"{'; ...' if len(changed) > 3 else ''}): running it again",
+            file=stream or sys.stderr,
+            flush=True,
+        )
         return None
     return summary
 
@@ -212,15 +233,21 @@ def run_sweeps(specs: list[SweepSpec], runner: Runner, stream=None, workers: int
         elapsed = time.perf_counter() - started
         left = elapsed / done * (total - done) / 60
         label = ", ".join(f"{k}={v}" for k, v in cell.items())
-        print(f"[sweep {spec.name or spec.output.name}] {label}: test "
-              f"{metric if metric is None else round(metric, 4)} ({seconds:.1f}s); {done}/{total} cells run, "
-              f"~{left:.0f} min left", file=stream, flush=True)
+        print(
+            f"[sweep {spec.name or spec.output.name}] {label}: test "
+            f"{metric if metric is None else round(metric, 4)} ({seconds:.1f}s); {done}/{total} cells run, "
+            f"~{left:.0f} min left",
+            file=stream,
+            flush=True,
+        )
 
     for s_index, spec in enumerate(specs):  # tables of what is already there
         if rows[s_index]:
             write_results(spec, [rows[s_index][i] for i in sorted(rows[s_index])])
-    jobs = [(s_index, c_index, cell, cell_config(specs[s_index], cell),
-             specs[s_index].output / "runs" / cell_id(cell)) for s_index, c_index, cell in todo]
+    jobs = [
+        (s_index, c_index, cell, cell_config(specs[s_index], cell), specs[s_index].output / "runs" / cell_id(cell))
+        for s_index, c_index, cell in todo
+    ]
     _run_jobs(jobs, runner, workers, finished)
     for spec in specs:  # every cell done: the per-run logs go into one archive beside the tables
         if (spec.output / RUNS).is_dir():
@@ -254,8 +281,10 @@ def _run_jobs(jobs: list[tuple], runner: Runner, workers: int, finished: Callabl
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-        futures = {pool.submit(_run_cell, runner, cfg, run_dir): (s_index, c_index, cell)
-                   for s_index, c_index, cell, cfg, run_dir in jobs}
+        futures = {
+            pool.submit(_run_cell, runner, cfg, run_dir): (s_index, c_index, cell)
+            for s_index, c_index, cell, cfg, run_dir in jobs
+        }
         for future in as_completed(futures):
             summary, seconds = future.result()
             finished(*futures[future], summary, seconds)
@@ -286,8 +315,13 @@ def result_row(cell: dict[str, Any], summary: dict, noise_controls: bool = False
         noise_controls: the sweep adds noise controls (every row then says whether it is one).
     """
     control = {NOISE_CONTROL: cell.get(NOISE_CONTROL, False)} if noise_controls else {}
-    row = {**cell, **control, "run": cell_id(cell), "metric": summary["metric"],
-           "test": summary["mean_test_at_best_val"]}
+    row = {
+        **cell,
+        **control,
+        "run": cell_id(cell),
+        "metric": summary["metric"],
+        "test": summary["mean_test_at_best_val"],
+    }
     for client, values in summary["clients"].items():
         row[f"test_client{client}"] = values["test_at_best_val"]
         row[f"best_round_client{client}"] = values["best_round"]

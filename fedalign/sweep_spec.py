@@ -26,8 +26,10 @@ class SweepSpec:
     @property
     def axes(self) -> list[tuple[tuple[str, ...], list[tuple]]]:
         """The grid as (config keys, value tuples) per grid entry; a zipped entry has several keys."""
-        return [(split_key(key), [tuple(v) if len(split_key(key)) > 1 else (v,) for v in values])
-                for key, values in self.grid.items()]
+        return [
+            (split_key(key), [tuple(v) if len(split_key(key)) > 1 else (v,) for v in values])
+            for key, values in self.grid.items()
+        ]
 
     @property
     def keys(self) -> list[str]:
@@ -89,13 +91,21 @@ def read_sweep_spec(path: str | Path) -> SweepSpec:
     arms = _read_arms(raw, path)
     unknown_arms = [a for a in grid.get(ARM, []) if a not in arms]
     if unknown_arms:
-        raise ConfigError(f"grid: arm: {unknown_arms[0]!r} is not defined under arms"
-                          + (f" or in arms_file {raw['arms_file']}" if raw.get("arms_file") else "")
-                          + f" (defined: {', '.join(arms) or 'none'})")
+        raise ConfigError(
+            f"grid: arm: {unknown_arms[0]!r} is not defined under arms"
+            + (f" or in arms_file {raw['arms_file']}" if raw.get("arms_file") else "")
+            + f" (defined: {', '.join(arms) or 'none'})"
+        )
     return SweepSpec(
-        base=(path.parent / raw["base"]).resolve(), grid=grid, output=(path.parent / raw["output"]).resolve(),
-        overrides=list(raw.get("set") or []), engine=raw.get("engine", "inprocess"), plot=raw.get("plot") or {},
-        arms=arms, name=path.stem, noise_controls=raw.get("noise_controls", False),
+        base=(path.parent / raw["base"]).resolve(),
+        grid=grid,
+        output=(path.parent / raw["output"]).resolve(),
+        overrides=list(raw.get("set") or []),
+        engine=raw.get("engine", "inprocess"),
+        plot=raw.get("plot") or {},
+        arms=arms,
+        name=path.stem,
+        noise_controls=raw.get("noise_controls", False),
         purpose=raw.get("purpose", "study"),
     )
 
@@ -108,14 +118,18 @@ def _check_grid(grid: object) -> None:
     for key, values in grid.items():
         names = split_key(key)
         if not all(names) or len(set(names)) != len(names) or seen & set(names):
-            raise ConfigError(f"grid: {key}: every config key may appear once in the grid, and a zipped key is a "
-                              "comma-separated list of distinct keys, e.g. federation.num_clients,federation.rounds")
+            raise ConfigError(
+                f"grid: {key}: every config key may appear once in the grid, and a zipped key is a "
+                "comma-separated list of distinct keys, e.g. federation.num_clients,federation.rounds"
+            )
         seen |= set(names)
         if len(names) > 1:
             for value in values:
                 if not isinstance(value, list) or len(value) != len(names):
-                    raise ConfigError(f"grid: {key}: zipped keys take lists of {len(names)} values "
-                                      f"(one per key), e.g. [[2, 100], [3, 150]]; got {value!r}")
+                    raise ConfigError(
+                        f"grid: {key}: zipped keys take lists of {len(names)} values "
+                        f"(one per key), e.g. [[2, 100], [3, 150]]; got {value!r}"
+                    )
 
 
 def _check_options(raw: dict) -> None:
@@ -134,8 +148,10 @@ def _read_arms(raw: dict, path: Path) -> dict[str, list[str]]:
     for name in [files] if isinstance(files, str) else files:
         arms_path = path.parent / name
         if not arms_path.is_file():
-            raise ConfigError(f"arms_file: {arms_path} not found; it is written by the step that defines these "
-                              "arms (e.g. the tuning step of bench/reproduce.py): run that first")
+            raise ConfigError(
+                f"arms_file: {arms_path} not found; it is written by the step that defines these "
+                "arms (e.g. the tuning step of bench/reproduce.py): run that first"
+            )
         arms.update(read_yaml(arms_path) or {})
     for name, overrides in arms.items():
         if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):

@@ -41,11 +41,14 @@ def aggregate(spec: SweepSpec, rows: list[dict]) -> list[dict]:
     table = []
     for key, values in groups.items():
         values = [v for v in values if v is not None]
-        table.append({
-            **dict(zip(spec.group_keys, key, strict=True)), "n": len(values),
-            "mean": float(np.mean(values)) if values else None,
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-        })
+        table.append(
+            {
+                **dict(zip(spec.group_keys, key, strict=True)),
+                "n": len(values),
+                "mean": float(np.mean(values)) if values else None,
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            }
+        )
     return table
 
 
@@ -56,8 +59,12 @@ def write_sweep_json(spec: SweepSpec) -> None:
     Args:
         spec: the sweep.
     """
-    body = {"name": spec.name or spec.output.name, "purpose": spec.purpose, "noise_controls": spec.noise_controls,
-            "provenance": provenance()}
+    body = {
+        "name": spec.name or spec.output.name,
+        "purpose": spec.purpose,
+        "noise_controls": spec.noise_controls,
+        "provenance": provenance(),
+    }
     (spec.output / SWEEP_JSON).write_text(json.dumps(body, indent=2) + "\n")
 
 
@@ -70,8 +77,12 @@ def read_sweep_json(output: Path) -> dict[str, Any]:
     """
     path = Path(output) / SWEEP_JSON
     body = json.loads(path.read_text()) if path.is_file() else {}
-    return {"name": body.get("name", Path(output).name), "purpose": body.get("purpose") or "study",
-            "noise_controls": bool(body.get("noise_controls", False)), "provenance": body.get("provenance")}
+    return {
+        "name": body.get("name", Path(output).name),
+        "purpose": body.get("purpose") or "study",
+        "noise_controls": bool(body.get("noise_controls", False)),
+        "provenance": body.get("provenance"),
+    }
 
 
 def write_results(spec: SweepSpec, rows: list[dict]) -> None:
@@ -138,13 +149,22 @@ def plot_sweep(spec: SweepSpec, table: list[dict], metric: str, path: Path) -> N
     labels = list(dict.fromkeys(str(v) for v in spec.values_of(x_key))) if not numeric else []  # grid order
     colours: dict[Any, str] = {}
     for (name, control), entries in sorted(_series(spec, table).items(), key=lambda item: item[0][1]):
-        entries = sorted(entries, key=lambda e: (e[x_key] if numeric else labels.index(str(e[x_key]))))
-        xs = [(inf_pos if numeric and math.isinf(e[x_key]) else e[x_key]) if numeric else labels.index(str(e[x_key]))
-              for e in entries]
+        entries = sorted(entries, key=lambda e: e[x_key] if numeric else labels.index(str(e[x_key])))
+        xs = [
+            (inf_pos if numeric and math.isinf(e[x_key]) else e[x_key]) if numeric else labels.index(str(e[x_key]))
+            for e in entries
+        ]
         label = (f"{line_key}={name}" if line_key else "") + (" (noise control)" if control else "")
-        line = ax.errorbar(xs, [e["mean"] for e in entries], yerr=[e["std"] for e in entries],
-                           marker="o", capsize=3, linestyle=("--" if control else "-") if numeric else "none",
-                           color=colours.get(name), label=label or None)
+        line = ax.errorbar(
+            xs,
+            [e["mean"] for e in entries],
+            yerr=[e["std"] for e in entries],
+            marker="o",
+            capsize=3,
+            linestyle=("--" if control else "-") if numeric else "none",
+            color=colours.get(name),
+            label=label or None,
+        )
         colours.setdefault(name, line[0].get_color())
         for e in entries:
             if numeric and math.isinf(e[x_key]):

@@ -36,8 +36,10 @@ def summary_notes(cfg: ExperimentConfig, privacy: WeightPrivacy) -> dict:
         cfg: the experiment config.
         privacy: its :class:`WeightPrivacy`.
     """
-    notes: dict[str, Any] = {"shared": SHARED, "shared_note": shared_note(cfg.align.strategy, privacy.noise_multiplier,
-                                                                 privacy.clip_norm)}
+    notes: dict[str, Any] = {
+        "shared": SHARED,
+        "shared_note": shared_note(cfg.align.strategy, privacy.noise_multiplier, privacy.clip_norm),
+    }
     if privacy.private:
         notes.update(noise_multiplier=privacy.noise_multiplier, clip_norm=privacy.clip_norm)
     return notes
@@ -56,8 +58,13 @@ def averaging_for(cfg: ExperimentConfig, privacy: WeightPrivacy) -> Averaging:
     return Averaging(cfg.federation.num_clients, privacy.clip_norm, privacy.noise_multiplier, privacy.noise)
 
 
-def run_weight_arm(cfg: ExperimentConfig, engine: str, run_dir: str | Path | None, resume: bool,
-                   drive: Callable[[list[RoundListener], WeightPrivacy], None]) -> tuple[Path, dict]:
+def run_weight_arm(
+    cfg: ExperimentConfig,
+    engine: str,
+    run_dir: str | Path | None,
+    resume: bool,
+    drive: Callable[[list[RoundListener], WeightPrivacy], None],
+) -> tuple[Path, dict]:
     """Write a weight arm's run folder while ``drive(listeners, privacy)`` runs its rounds.
 
     Args:
@@ -71,8 +78,10 @@ def run_weight_arm(cfg: ExperimentConfig, engine: str, run_dir: str | Path | Non
     """
     run_dir = run_dir_for(cfg, run_dir)
     if resume:
-        raise ValueError(f"cannot resume {run_dir}: align.strategy {cfg.align.strategy} keeps no server state to "
-                         "continue from; start a new run")
+        raise ValueError(
+            f"cannot resume {run_dir}: align.strategy {cfg.align.strategy} keeps no server state to "
+            "continue from; start a new run"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     privacy = WeightPrivacy(cfg)
     writer = RunWriter(run_dir, cfg, metric_name(cfg.data.name), engine)
@@ -115,8 +124,9 @@ class InProcessWeights:
         return replies
 
 
-def run_fedavg_inprocess(cfg: ExperimentConfig, run_dir: str | Path | None = None, resume: bool = False
-                         ) -> tuple[Path, dict]:
+def run_fedavg_inprocess(
+    cfg: ExperimentConfig, run_dir: str | Path | None = None, resume: bool = False
+) -> tuple[Path, dict]:
     """A fedavg / dp-fedavg run with every student in this process (no Flower); returns (run folder, summary).
 
     The initial global model is client 0's student as built: with ``model.init: shared`` (the default)
@@ -127,11 +137,18 @@ def run_fedavg_inprocess(cfg: ExperimentConfig, run_dir: str | Path | None = Non
         run_dir: the run folder, or None for a new one.
         resume: continue the run saved in ``run_dir``.
     """
+
     def drive(listeners: list[RoundListener], privacy: WeightPrivacy) -> None:
         transport = InProcessWeights({i: build_student(cfg, i) for i in range(cfg.federation.num_clients)})
-        rounds = WeightRounds(cfg.federation.rounds, cfg.federation.num_clients, transport,
-                              get_weights(transport.clients[0]), averaging_for(cfg, privacy),
-                              privacy.epsilon_after if privacy.private else None, listeners)
+        rounds = WeightRounds(
+            cfg.federation.rounds,
+            cfg.federation.num_clients,
+            transport,
+            get_weights(transport.clients[0]),
+            averaging_for(cfg, privacy),
+            privacy.epsilon_after if privacy.private else None,
+            listeners,
+        )
         rounds.run()
 
     return run_weight_arm(cfg, "inprocess", run_dir, resume, drive)

@@ -54,8 +54,13 @@ class ProtocolError(ValueError):
     """A message that does not follow this wire format; the message says what is wrong."""
 
 
-def encode_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
-                   peers: dict[int, list[np.ndarray]] | None = None, epsilon_before: float | None = None) -> RecordDict:
+def encode_request(
+    cfg: ExperimentConfig,
+    round_number: int,
+    run_tag: str,
+    peers: dict[int, list[np.ndarray]] | None = None,
+    epsilon_before: float | None = None,
+) -> RecordDict:
     """A plain request's content: the experiment config as JSON, round, run tag, epsilon before and peers' arrays.
 
     Args:
@@ -70,10 +75,13 @@ def encode_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
         config[EPSILON_BEFORE] = float(epsilon_before)
     content = RecordDict({CONFIG: ConfigRecord(config)})
     if peers is not None:
-        content[PEERS] = ArrayRecord({
-            f"{peer}.{layer}": Array(np.ascontiguousarray(p))
-            for peer, stats in peers.items() for layer, p in enumerate(stats, start=1)
-        })
+        content[PEERS] = ArrayRecord(
+            {
+                f"{peer}.{layer}": Array(np.ascontiguousarray(p))
+                for peer, stats in peers.items()
+                for layer, p in enumerate(stats, start=1)
+            }
+        )
     return content
 
 
@@ -146,8 +154,9 @@ def _allow_listed(metrics: dict) -> dict:
     return metrics
 
 
-def encode_reply(metrics: dict[str, float], statistics: Statistics | None, partition_id: int,
-                 seconds: float | None) -> RecordDict:
+def encode_reply(
+    metrics: dict[str, float], statistics: Statistics | None, partition_id: int, seconds: float | None
+) -> RecordDict:
     """A client's reply: its allow-listed metrics, its release (or none), who it is, and (``seconds``
     not None) how long it worked.
 
@@ -159,12 +168,11 @@ def encode_reply(metrics: dict[str, float], statistics: Statistics | None, parti
     """
     _refuse_unlisted(metrics)
     meta = {"partition-id": int(partition_id)} | ({} if seconds is None else {"client-seconds": float(seconds)})
-    content = RecordDict({METRICS: MetricRecord({k: float(v) for k, v in metrics.items()}),
-                          META: ConfigRecord(meta)})
+    content = RecordDict({METRICS: MetricRecord({k: float(v) for k, v in metrics.items()}), META: ConfigRecord(meta)})
     if statistics is not None:
-        content[STATISTICS] = ArrayRecord({
-            str(layer): Array(np.ascontiguousarray(p)) for layer, p in enumerate(statistics, start=1)
-        })
+        content[STATISTICS] = ArrayRecord(
+            {str(layer): Array(np.ascontiguousarray(p)) for layer, p in enumerate(statistics, start=1)}
+        )
     return content
 
 
@@ -176,8 +184,10 @@ def decode_reply(content: RecordDict) -> tuple[dict[str, float], Statistics | No
     """
     unexpected = sorted(set(content.keys()) - {METRICS, STATISTICS, META})
     if unexpected:
-        raise ProtocolError(f"reply carries unexpected records {unexpected}; a client sends only "
-                            f"{METRICS!r}, {META!r} and {STATISTICS!r}")
+        raise ProtocolError(
+            f"reply carries unexpected records {unexpected}; a client sends only "
+            f"{METRICS!r}, {META!r} and {STATISTICS!r}"
+        )
     meta = _decode_meta(content)
     if not isinstance(content.get(METRICS), MetricRecord):
         raise ProtocolError(f"reply has no {METRICS!r} MetricRecord")
@@ -194,8 +204,10 @@ def decode_reply(content: RecordDict) -> tuple[dict[str, float], Statistics | No
     for key in sorted(keys, key=int):
         array = arrays[key]
         if len(array.shape) != 1 or array.dtype not in ("float32", "float16"):
-            raise ProtocolError(f"statistics layer {key}: expected a 1-D float32/float16 array, "
-                                f"got shape {tuple(array.shape)} dtype {array.dtype}")
+            raise ProtocolError(
+                f"statistics layer {key}: expected a 1-D float32/float16 array, "
+                f"got shape {tuple(array.shape)} dtype {array.dtype}"
+            )
         statistics.append(array.numpy())
     return metrics, statistics, meta
 
@@ -232,8 +244,10 @@ def _decode_meta(content: RecordDict) -> dict:
         raise ProtocolError(f"reply has no {META!r} ConfigRecord saying which client sent it")
     meta = dict(record)
     if not set(REQUIRED_METADATA) <= set(meta) <= set(REPLY_METADATA):
-        raise ProtocolError(f"reply metadata must be {list(REQUIRED_METADATA)} and optionally "
-                            f"{sorted(set(REPLY_METADATA) - set(REQUIRED_METADATA))}, got {sorted(meta)}")
+        raise ProtocolError(
+            f"reply metadata must be {list(REQUIRED_METADATA)} and optionally "
+            f"{sorted(set(REPLY_METADATA) - set(REQUIRED_METADATA))}, got {sorted(meta)}"
+        )
     if not isinstance(meta["partition-id"], int) or not isinstance(meta.get("client-seconds", 0.0), (int, float)):
         raise ProtocolError("reply metadata: partition-id must be an int and client-seconds a number")
     return meta
@@ -251,8 +265,14 @@ def _decode_meta(content: RecordDict) -> dict:
 SHARE_CONFIG = ("experiment", "round", "run-tag", "message-type")
 
 
-def encode_share_request(cfg: ExperimentConfig, round_number: int, run_tag: str, message_type: str,
-                         peers: dict[int, list[np.ndarray]], epsilon_before: float | None = None):
+def encode_share_request(
+    cfg: ExperimentConfig,
+    round_number: int,
+    run_tag: str,
+    message_type: str,
+    peers: dict[int, list[np.ndarray]],
+    epsilon_before: float | None = None,
+):
     """The FitIns of one client in a SecAgg+ round.
 
     Args:
@@ -265,8 +285,12 @@ def encode_share_request(cfg: ExperimentConfig, round_number: int, run_tag: str,
     """
     from flwr.common import FitIns, ndarrays_to_parameters
 
-    config = {"experiment": json.dumps(cfg.to_dict()), "round": round_number, "run-tag": run_tag,
-              "message-type": message_type}
+    config = {
+        "experiment": json.dumps(cfg.to_dict()),
+        "round": round_number,
+        "run-tag": run_tag,
+        "message-type": message_type,
+    }
     if epsilon_before is not None:
         config[EPSILON_BEFORE] = float(epsilon_before)
     arrays: list[np.ndarray] = []
@@ -300,8 +324,7 @@ def share_request_fields(content: RecordDict) -> tuple[str, int, str, str, dict[
         raise ProtocolError(f"a secure-aggregation request needs {list(SHARE_CONFIG)}, got {sorted(config)}")
     arrays = parameters_to_ndarrays(fitins.parameters)
     peers = {int(config["peer"]): arrays} if "peer" in config else {}
-    return (str(config["experiment"]), int(config["round"]), str(config["run-tag"]), str(config["message-type"]),
-            peers)
+    return (str(config["experiment"]), int(config["round"]), str(config["run-tag"]), str(config["message-type"]), peers)
 
 
 def encode_share_reply(metrics: dict[str, float], share: Statistics | None, partition_id: int) -> RecordDict:
@@ -319,8 +342,12 @@ def encode_share_reply(metrics: dict[str, float], share: Statistics | None, part
     _refuse_unlisted(metrics)
     if share is None:
         raise ProtocolError("a secure-aggregation round needs a share from every client that answers")
-    fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([np.ascontiguousarray(s) for s in share]), 1,
-                    {**{k: float(v) for k, v in metrics.items()}, "partition-id": int(partition_id)})
+    fitres = FitRes(
+        Status(Code.OK, ""),
+        ndarrays_to_parameters([np.ascontiguousarray(s) for s in share]),
+        1,
+        {**{k: float(v) for k, v in metrics.items()}, "partition-id": int(partition_id)},
+    )
     return fitres_to_recorddict(fitres, keep_input=False)
 
 

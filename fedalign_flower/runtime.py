@@ -34,8 +34,10 @@ def flower_apps():
     which is put on this process's path and on Ray workers' ``PYTHONPATH``.
     """
     if not (PROJECT_DIR / "clients" / "client_app.py").is_file():
-        raise RuntimeError(f"the Flower apps (clients/, server/) are not beside {Path(__file__).parent}: run fedalign "
-                           "from the project's source folder, set up with `bash setup.sh`")
+        raise RuntimeError(
+            f"the Flower apps (clients/, server/) are not beside {Path(__file__).parent}: run fedalign "
+            "from the project's source folder, set up with `bash setup.sh`"
+        )
     if str(PROJECT_DIR) not in sys.path:
         sys.path.insert(0, str(PROJECT_DIR))
     paths = [str(PROJECT_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -90,13 +92,15 @@ def backend_config(cfg: ExperimentConfig, verbose: bool = False) -> dict:
     init_args = {"logging_level": "DEBUG" if verbose else "ERROR", "log_to_driver": verbose}
     if cfg.simulation.ray_address:
         init_args["address"] = cfg.simulation.ray_address
-    return {"client_resources": {"num_cpus": cfg.simulation.cpus_per_client,
-                                 "num_gpus": cfg.simulation.gpus_per_client},
-            "init_args": init_args}
+    return {
+        "client_resources": {"num_cpus": cfg.simulation.cpus_per_client, "num_gpus": cfg.simulation.gpus_per_client},
+        "init_args": init_args,
+    }
 
 
-def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = None, resume: bool = False,
-                          verbose: bool = False) -> tuple[Path, dict]:
+def run_flower_simulation(
+    cfg: ExperimentConfig, run_dir: str | Path | None = None, resume: bool = False, verbose: bool = False
+) -> tuple[Path, dict]:
     """Run ``cfg`` with one virtual SuperNode per client (placed as :func:`backend_config` says);
     returns (run folder, summary).
 
@@ -137,6 +141,8 @@ def run_flower_simulation(cfg: ExperimentConfig, run_dir: str | Path | None = No
     if "refused" in result:
         raise result["refused"]
     if "run" not in result:
-        raise RuntimeError(f"the Flower simulation ended without finishing the run; see {run_dir / 'summary.json'} "
-                           f"and {run_dir / FLOWER_LOG}")
+        raise RuntimeError(
+            f"the Flower simulation ended without finishing the run; see {run_dir / 'summary.json'} "
+            f"and {run_dir / FLOWER_LOG}"
+        )
     return result["run"]

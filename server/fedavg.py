@@ -88,8 +88,13 @@ class WeightLog:
             if client not in self.replies and self.errors:
                 self.replies[client] = WeightReply(client, error="; ".join(self.errors))
         epsilon = self.privacy.epsilon_after(server_round) if self.privacy.private else None
-        records = round_records(server_round, list(range(self.cfg.federation.num_clients)), self.replies,
-                                payload(arrays.to_numpy_ndarrays()), epsilon)
+        records = round_records(
+            server_round,
+            list(range(self.cfg.federation.num_clients)),
+            self.replies,
+            payload(arrays.to_numpy_ndarrays()),
+            epsilon,
+        )
         self.records.extend(records)
         for listener in self.listeners:
             listener.on_round(server_round, self.cfg.federation.rounds, records)
@@ -101,8 +106,14 @@ class UniformFedAvg(FedAvg):
     """Flower's FedAvg over every client, each weighing 1; remembers the replies when no DP wrapper does."""
 
     def __init__(self, num_clients: int, weight_log: WeightLog | None) -> None:
-        super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=num_clients,
-                         min_evaluate_nodes=0, min_available_nodes=num_clients, weighted_by_key=WEIGHT_KEY)
+        super().__init__(
+            fraction_train=1.0,
+            fraction_evaluate=0.0,
+            min_train_nodes=num_clients,
+            min_evaluate_nodes=0,
+            min_available_nodes=num_clients,
+            weighted_by_key=WEIGHT_KEY,
+        )
         self.weight_log = weight_log
 
     def aggregate_train(self, server_round, replies):
@@ -124,8 +135,12 @@ class SecureNoiseDP(DifferentialPrivacyServerSideFixedClipping):
         self.weight_log.take(replies)
         self.round = server_round
         if sum(not msg.has_error() for msg in replies) < self.num_sampled_clients:
-            log.warning("round %d: fewer than %d replies; the noise is calibrated to %d, so the round's update is "
-                        "dropped", server_round, self.num_sampled_clients, self.num_sampled_clients)
+            log.warning(
+                "round %d: fewer than %d replies; the noise is calibrated to %d, so the round's update is dropped",
+                server_round,
+                self.num_sampled_clients,
+                self.num_sampled_clients,
+            )
             return None, None
         return super().aggregate_train(server_round, replies)
 
@@ -151,8 +166,14 @@ def strategy_for(cfg: ExperimentConfig, privacy: WeightPrivacy, weight_log: Weig
 def initial_arrays(grid: Grid, cfg: ExperimentConfig, config: ConfigRecord) -> ArrayRecord:
     """Client 0's initial weights (every connected client is asked; the lowest partition id that answers)."""
     nodes = sorted(grid.get_node_ids())
-    messages = [Message(content=RecordDict({CONFIG: ConfigRecord({**dict(config), "server-round": 0})}),
-                        dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
+    messages = [
+        Message(
+            content=RecordDict({CONFIG: ConfigRecord({**dict(config), "server-round": 0})}),
+            dst_node_id=node,
+            message_type=MessageType.QUERY,
+        )
+        for node in nodes
+    ]
     answers = {}
     for msg in grid.send_and_receive(messages, timeout=cfg.federation.timeout):
         if not msg.has_error():
@@ -167,22 +188,31 @@ def wait_for_nodes(grid: Grid, cfg: ExperimentConfig) -> None:
     deadline = time.monotonic() + cfg.federation.timeout
     while len(list(grid.get_node_ids())) < cfg.federation.num_clients:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"fewer than federation.num_clients={cfg.federation.num_clients} SuperNodes "
-                               f"connected within federation.timeout={cfg.federation.timeout}s")
+            raise TimeoutError(
+                f"fewer than federation.num_clients={cfg.federation.num_clients} SuperNodes "
+                f"connected within federation.timeout={cfg.federation.timeout}s"
+            )
         time.sleep(0.5)
 
 
-def serve_fedavg(grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False
-                 ) -> tuple[Path, dict]:
+def serve_fedavg(
+    grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False
+) -> tuple[Path, dict]:
     """Run a fedavg / dp-fedavg experiment through ``grid``; returns the run folder and summary."""
+
     def drive(listeners: list[RoundListener], privacy: WeightPrivacy) -> None:
         config = ConfigRecord({"experiment": json.dumps(cfg.to_dict()), ARM_KEY: ARM})
         wait_for_nodes(grid, cfg)
         initial = initial_arrays(grid, cfg, config)
         weight_log = WeightLog(cfg, privacy, listeners)
         strategy_for(cfg, privacy, weight_log).start(
-            grid, initial, num_rounds=cfg.federation.rounds, timeout=cfg.federation.timeout,
-            train_config=config, evaluate_fn=weight_log.close_round)
+            grid,
+            initial,
+            num_rounds=cfg.federation.rounds,
+            timeout=cfg.federation.timeout,
+            train_config=config,
+            evaluate_fn=weight_log.close_round,
+        )
         if weight_log.records and all(r.status == "missing" for r in weight_log.records):
             raise RuntimeError(f"no client completed any round; first error: {weight_log.records[0].error}")
 

@@ -54,11 +54,14 @@ def workflow_for(cfg: ExperimentConfig, clip_norm: float | None = None) -> SecAg
     k, p = cfg.federation.num_clients, cfg.privacy
     c = p.clip_norm if clip_norm is None else clip_norm
     return SecAggPlusWorkflow(
-        num_shares=1.0, reconstruction_threshold=max(2, minimum_contributors(k, p.max_dropout_share)),
+        num_shares=1.0,
+        reconstruction_threshold=max(2, minimum_contributors(k, p.max_dropout_share)),
         max_weight=1.0,
         clipping_range=share_range(1.0 if cfg.align.strategy == "votes" else c, share_noise_std(cfg, c)),
-        quantization_range=2 ** quantization_bits(k), modulus_range=2 ** MODULUS_BITS,
-        timeout=cfg.federation.timeout)
+        quantization_range=2 ** quantization_bits(k),
+        modulus_range=2**MODULUS_BITS,
+        timeout=cfg.federation.timeout,
+    )
 
 
 def share_noise_std(cfg: ExperimentConfig, clip_norm: float | None = None) -> float:
@@ -99,24 +102,27 @@ class _ShareRound(Strategy):
         return None
 
 
-def secure_round(grid: Grid, cfg: ExperimentConfig, round_number: int, fitins: dict[int, FitIns],
-                 clip_norm: float | None = None) -> tuple[list[np.ndarray] | None, list[tuple[int, FitRes]], list[str]]:
+def secure_round(
+    grid: Grid, cfg: ExperimentConfig, round_number: int, fitins: dict[int, FitIns], clip_norm: float | None = None
+) -> tuple[list[np.ndarray] | None, list[tuple[int, FitRes]], list[str]]:
     """Run one SecAgg+ round: ``(sum of the contributors' shares or None, [(node, FitRes)] of the
     contributors, errors)``. The FitRes carry the clients' metrics; their parameters are the aggregate.
     ``clip_norm``: C of a release (:func:`workflow_for`)."""
     strategy = _ShareRound(grid, fitins)
-    state = RecordDict({MAIN_CONFIGS_RECORD: ConfigRecord({Key.CURRENT_ROUND: round_number}),
-                        MAIN_PARAMS_RECORD: ArrayRecord()})
-    context = LegacyContext(Context(run_id=0, node_id=0, node_config={}, state=state, run_config={}),
-                            strategy=strategy)
+    state = RecordDict(
+        {MAIN_CONFIGS_RECORD: ConfigRecord({Key.CURRENT_ROUND: round_number}), MAIN_PARAMS_RECORD: ArrayRecord()}
+    )
+    context = LegacyContext(Context(run_id=0, node_id=0, node_config={}, state=state, run_config={}), strategy=strategy)
     workflow_for(cfg, clip_norm)(grid, context)
     if strategy.results is None:
-        return None, [], [f"secure aggregation halted in round {round_number} (too few clients answered; "
-                          "see the server log)"]
+        return (
+            None,
+            [],
+            [f"secure aggregation halted in round {round_number} (too few clients answered; see the server log)"],
+        )
     errors = [str(f) for f in strategy.failures]
     contributors = [(proxy.node_id, res) for proxy, res in strategy.results]
     if not contributors:
         return None, [], errors
     mean = parameters_to_ndarrays(contributors[0][1].parameters)  # the workflow's weighted mean, weights 1
     return [np.asarray(m, dtype=np.float64) * len(contributors) for m in mean], contributors, errors
-

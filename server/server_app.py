@@ -67,8 +67,13 @@ def configure_logging() -> logging.Logger:
     return logger
 
 
-def serve(grid: Grid, cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False,
-          evaluation: Callable[[str], list[dict]] | None = None) -> tuple[Path, dict]:
+def serve(
+    grid: Grid,
+    cfg: ExperimentConfig,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    evaluation: Callable[[str], list[dict]] | None = None,
+) -> tuple[Path, dict]:
     """Run the experiment through ``grid``; returns the run folder and summary.
 
     ``resume``: continue the run saved in ``run_dir`` (clients find their

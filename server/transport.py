@@ -88,7 +88,8 @@ class FlowerTransport:
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"only {len(nodes)} of federation.num_clients={self.cfg.federation.num_clients} "
-                    f"SuperNodes connected within federation.timeout={self.cfg.federation.timeout}s")
+                    f"SuperNodes connected within federation.timeout={self.cfg.federation.timeout}s"
+                )
             time.sleep(poll_seconds)
 
     def _locate(self, clients: list[int]) -> None:
@@ -112,17 +113,23 @@ class FlowerTransport:
         size = statistics_bytes(msg.content)
         limit = self.max_release_bytes if size else None  # no public graph needed for empty replies
         if limit is not None and size > limit:
-            raise ProtocolError(f"statistics of {size} bytes, more than the {limit} bytes of an honest "
-                                "release of this run (refused before decoding)")
+            raise ProtocolError(
+                f"statistics of {size} bytes, more than the {limit} bytes of an honest "
+                "release of this run (refused before decoding)"
+            )
         return decode_reply(msg.content)
 
-    def _exchange(self, message_type: str, requests: dict[int, tuple[int, dict | None]],
-                  round_number: int) -> dict[int, Reply]:
+    def _exchange(
+        self, message_type: str, requests: dict[int, tuple[int, dict | None]], round_number: int
+    ) -> dict[int, Reply]:
         """``requests``: node id -> (client id or -1 if unknown, peer statistics or None)."""
         messages = [  # a request not delivered within the timeout expires (never reaches a restarted node late)
-            Message(content=encode_request(self.cfg, round_number, self.run_tag, peers,
-                                           self.epsilon_before.get(client)),
-                    dst_node_id=node, message_type=message_type, ttl=self.cfg.federation.timeout)
+            Message(
+                content=encode_request(self.cfg, round_number, self.run_tag, peers, self.epsilon_before.get(client)),
+                dst_node_id=node,
+                message_type=message_type,
+                ttl=self.cfg.federation.timeout,
+            )
             for node, (client, peers) in requests.items()
         ]
         started = time.perf_counter()
@@ -130,8 +137,11 @@ class FlowerTransport:
         self.node_errors = []
         # Match replies to requests by message id: an error reply the SuperLink makes itself (e.g.
         # "Node Unavailable" for a node that missed its heartbeats) comes from the SuperLink's node id.
-        asked = {message_id: m.metadata.dst_node_id
-                 for message_id, m in zip(self.grid.push_messages(messages), messages, strict=True) if message_id}
+        asked = {
+            message_id: m.metadata.dst_node_id
+            for message_id, m in zip(self.grid.push_messages(messages), messages, strict=True)
+            if message_id
+        }
         answers = self._collect(set(asked))
         for msg in answers:
             node = asked.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
@@ -155,8 +165,14 @@ class FlowerTransport:
                 continue
             client = said
             self.node_of[client] = node
-            replies[client] = Reply(client, metrics, stats, bytes_received=received, bytes_sent=payload_bytes(stats),
-                                    seconds=self._since(started))
+            replies[client] = Reply(
+                client,
+                metrics,
+                stats,
+                bytes_received=received,
+                bytes_sent=payload_bytes(stats),
+                seconds=self._since(started),
+            )
         return replies
 
     def _collect(self, message_ids: set[str]) -> list[Message]:
@@ -207,14 +223,14 @@ class FlowerTransport:
     def train(self, jobs: dict[int, dict[int, Statistics]], round_number: int) -> dict[int, Reply]:
         return self._send(MessageType.TRAIN, jobs, round_number)
 
-
     # ------------------------------------------------------------ secure aggregation (SecAgg+)
 
     def query_summed(self, clients: list[int], round_number: int) -> tuple[dict[int, Reply], PeerSum | None]:
         return self._summed("query", {c: {} for c in clients}, round_number)
 
-    def train_summed(self, jobs: dict[int, dict[int, Statistics]], round_number: int
-                     ) -> tuple[dict[int, Reply], PeerSum | None]:
+    def train_summed(
+        self, jobs: dict[int, dict[int, Statistics]], round_number: int
+    ) -> tuple[dict[int, Reply], PeerSum | None]:
         return self._summed("train", jobs, round_number)
 
     def _clip_norm(self) -> float:
@@ -229,23 +245,32 @@ class FlowerTransport:
             return self.cfg.privacy.clip_norm
         layout = release_layout_of(self.cfg)
         if layout is None:
-            raise RuntimeError("secure aggregation of votes needs the public alignment graph's size on the server: "
-                               "give it the public layout artefact (federation.public_layout, made by `fedalign "
-                               "layout`) or the data (data.root)")
+            raise RuntimeError(
+                "secure aggregation of votes needs the public alignment graph's size on the server: "
+                "give it the public layout artefact (federation.public_layout, made by `fedalign "
+                "layout`) or the data (data.root)"
+            )
         return release_clip_norm(self.cfg.privacy.clip_norm, layout)
 
-    def _summed(self, message_type: str, jobs: dict[int, dict], round_number: int
-                ) -> tuple[dict[int, Reply], PeerSum | None]:
+    def _summed(
+        self, message_type: str, jobs: dict[int, dict], round_number: int
+    ) -> tuple[dict[int, Reply], PeerSum | None]:
         """One SecAgg+ round (:func:`~server.secure_aggregation.secure_round`) over the clients of ``jobs``."""
         self._locate(list(jobs))
         client_of = {self.node_of[c]: c for c in jobs if c in self.node_of}
-        fitins = {node: encode_share_request(self.cfg, round_number, self.run_tag, message_type, jobs[c],
-                                             self.epsilon_before.get(c))
-                  for node, c in client_of.items()}
+        fitins = {
+            node: encode_share_request(
+                self.cfg, round_number, self.run_tag, message_type, jobs[c], self.epsilon_before.get(c)
+            )
+            for node, c in client_of.items()
+        }
         started = time.perf_counter()
         replies: dict[int, Reply] = {}
-        total, contributors, errors = secure_round(self.grid, self.cfg, round_number, fitins, self._clip_norm()) \
-            if len(fitins) >= 2 else (None, [], ["fewer than 2 clients reachable"])
+        total, contributors, errors = (
+            secure_round(self.grid, self.cfg, round_number, fitins, self._clip_norm())
+            if len(fitins) >= 2
+            else (None, [], ["fewer than 2 clients reachable"])
+        )
         included = []
         for node, fitres in contributors:
             client = client_of.get(node, -1)
@@ -258,8 +283,14 @@ class FlowerTransport:
                 self._fail(replies, client, Reply(client, rejected=f"reply from node {node} rejected: {error}"))
                 continue
             received = sum(payload_bytes(s) for s in jobs[client].values())
-            replies[client] = Reply(client, metrics, None, bytes_received=received,
-                                    bytes_sent=payload_bytes(total), seconds=self._since(started))
+            replies[client] = Reply(
+                client,
+                metrics,
+                None,
+                bytes_received=received,
+                bytes_sent=payload_bytes(total),
+                seconds=self._since(started),
+            )
         reason = "; ".join(dict.fromkeys(errors)) or "no reply before the timeout"
         for client in jobs:
             if client not in replies:

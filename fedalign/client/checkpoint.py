@@ -87,7 +87,8 @@ class Checkpoint:
         """
         state = student.state_dict()
         state["last_reply"] = {
-            "request": request, "metrics": dict(metrics),
+            "request": request,
+            "metrics": dict(metrics),
             "statistics": [torch.from_numpy(p) for p in statistics] if statistics is not None else None,
         }
         with replaced_privately(self.path) as handle:

@@ -58,8 +58,9 @@ def in_degrees(edge_index: Tensor, num_nodes: int) -> Tensor:
         num_nodes: N, the number of nodes.
     """
     keep = edge_index[0] != edge_index[1]
-    return scatter(torch.ones(int(keep.sum()), device=edge_index.device), edge_index[1][keep], 0,
-                   dim_size=num_nodes, reduce="sum")
+    return scatter(
+        torch.ones(int(keep.sum()), device=edge_index.device), edge_index[1][keep], 0, dim_size=num_nodes, reduce="sum"
+    )
 
 
 def alignment_fanouts(num_neighbors: list[int] | None, strategy_is_structure: bool, hidden_layers: int) -> list[int]:
@@ -75,8 +76,9 @@ def alignment_fanouts(num_neighbors: list[int] | None, strategy_is_structure: bo
     return [-1] + fanouts[:hidden_layers] if strategy_is_structure else fanouts
 
 
-def batch_forward(model: StudentNetwork, batch: Data, in_degree: Tensor,
-                  device: torch.device) -> tuple[Tensor, list[Tensor]]:
+def batch_forward(
+    model: StudentNetwork, batch: Data, in_degree: Tensor, device: torch.device
+) -> tuple[Tensor, list[Tensor]]:
     """The student on a sampled batch: logits [N_s, C] and the L representations [N_s, d], seeds first.
 
     Args:
@@ -90,8 +92,9 @@ def batch_forward(model: StudentNetwork, batch: Data, in_degree: Tensor,
     return model(batch.x.to(device), graph)
 
 
-def structure_batch_loss(targets: AlignmentTargets, hiddens: list[Tensor], batch: Data, population: int,
-                         tau: float, kernel: str) -> Tensor:
+def structure_batch_loss(
+    targets: AlignmentTargets, hiddens: list[Tensor], batch: Data, population: int, tau: float, kernel: str
+) -> Tensor:
     """A_T for structure strategies: the batch's targets are its first ``batch.batch_size`` nodes.
 
     Args:
@@ -115,8 +118,9 @@ def structure_batch_loss(targets: AlignmentTargets, hiddens: list[Tensor], batch
     return _estimate(targets, cross, population, batch.batch_size).to(hiddens[0].dtype)
 
 
-def class_batch_loss(targets: AlignmentTargets, logits: Tensor, batch: Data, population: int,
-                     temperature: float, multilabel: bool) -> Tensor:
+def class_batch_loss(
+    targets: AlignmentTargets, logits: Tensor, batch: Data, population: int, temperature: float, multilabel: bool
+) -> Tensor:
     """A_T for strategy ``logits``: the class distributions of the batch's targets.
 
     Args:

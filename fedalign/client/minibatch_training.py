@@ -82,8 +82,13 @@ def minibatch_loaders(student: Student) -> MiniBatchLoaders:
         targets = student.queries.cpu() if student.queries is not None else torch.arange(graph.num_nodes)
     align = None
     if cfg.align.strategy != "none":
-        align = neighbor_loader(graph, targets, alignment_fanouts(cfg.train.num_neighbors, structure, student.depth),
-                                cfg.train.batch_size, shuffle=True)
+        align = neighbor_loader(
+            graph,
+            targets,
+            alignment_fanouts(cfg.train.num_neighbors, structure, student.depth),
+            cfg.train.batch_size,
+            shuffle=True,
+        )
     degree = in_degrees(graph.edge_index.cpu(), graph.num_nodes)
     task_degree = degree if split.graph is graph else in_degrees(split.graph.edge_index.cpu(), split.graph.num_nodes)
     _LOADERS[student] = MiniBatchLoaders(task, align, task_degree, degree, int(targets.numel()), _sources(student))
@@ -131,8 +136,11 @@ def train_mini_batch(student: Student, targets: AlignmentTargets, align_on: bool
             student.optimizer.zero_grad()
             loss_task = batch_task_loss(student, loaders, next(task_batches), params)
             align_batch = next(align_batches)
-            loss_align = torch.zeros((), device=student.device) if align_batch is None else \
-                batch_alignment_loss(student, loaders, targets, align_batch)
+            loss_align = (
+                torch.zeros((), device=student.device)
+                if align_batch is None
+                else batch_alignment_loss(student, loaders, targets, align_batch)
+            )
             if align_batch is not None and epoch == epochs - 1 and step == steps - 1:
                 norms = backward_measured(loss_task, weight * loss_align, params)
             else:
@@ -144,8 +152,9 @@ def train_mini_batch(student: Student, targets: AlignmentTargets, align_on: bool
     return {"task_loss": totals[0] / steps, "align_loss": totals[1] / steps, **norms}
 
 
-def batch_task_loss(student: Student, loaders: MiniBatchLoaders, batch: Data | None,
-                    params: Sequence[Tensor]) -> Tensor:
+def batch_task_loss(
+    student: Student, loaders: MiniBatchLoaders, batch: Data | None, params: Sequence[Tensor]
+) -> Tensor:
     """The task loss on a batch's seeds (a zero with a graph when the client has no labelled node).
 
     Args:
@@ -161,8 +170,7 @@ def batch_task_loss(student: Student, loaders: MiniBatchLoaders, batch: Data | N
     return task_loss(logits[:size], batch.y[:size].to(student.device), student.task.multilabel)
 
 
-def batch_alignment_loss(student: Student, loaders: MiniBatchLoaders, targets: AlignmentTargets,
-                         batch: Data) -> Tensor:
+def batch_alignment_loss(student: Student, loaders: MiniBatchLoaders, targets: AlignmentTargets, batch: Data) -> Tensor:
     """A_T on one alignment batch (:mod:`fedalign.client.minibatch`).
 
     Args:
@@ -174,6 +182,7 @@ def batch_alignment_loss(student: Student, loaders: MiniBatchLoaders, targets: A
     align = student.cfg.align
     logits, hiddens = batch_forward(student.model, batch, loaders.align_degree, student.device)
     if align.strategy in NODE_STRATEGIES:
-        return class_batch_loss(targets, logits, batch, loaders.population, align.logit_temperature,
-                                student.task.multilabel)
+        return class_batch_loss(
+            targets, logits, batch, loaders.population, align.logit_temperature, student.task.multilabel
+        )
     return structure_batch_loss(targets, hiddens, batch, loaders.population, align.tau, align.kernel)

@@ -67,7 +67,7 @@ class NoiseSource:
             shape: the shape of the result.
         """
         count = math.prod(shape)
-        values = (self._words(count) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+        values = (self._words(count) >> np.uint64(11)).astype(np.float64) * 2.0**-53
         return torch.from_numpy(values).view(tuple(shape))
 
     def standard_normal(self, count: int) -> Tensor:
@@ -80,11 +80,17 @@ class NoiseSource:
         u = self.uniform((2, pairs))
         radius = torch.sqrt(-2.0 * torch.log1p(-u[0]))  # 1 - u in (0, 1]: log is finite
         angle = 2.0 * math.pi * u[1]
-        gaussians = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])[:_SUMMANDS * count]
+        gaussians = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])[: _SUMMANDS * count]
         return gaussians.view(_SUMMANDS, count).sum(0) / math.sqrt(_SUMMANDS)
 
-    def normal(self, shape: tuple[int, ...] | torch.Size, std: float, *, dtype: torch.dtype = torch.float64,
-               device: torch.device | str = "cpu") -> Tensor:
+    def normal(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        std: float,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+    ) -> Tensor:
         """N(0, std^2) of ``shape``: drawn in float64 on the CPU, then cast to ``dtype`` on ``device``.
 
         Args:
@@ -118,14 +124,14 @@ class NoiseSource:
             shape: the shape of the result.
         """
         span = high - low
-        if not 0 < span < 2 ** 63:
+        if not 0 < span < 2**63:
             raise ValueError(f"need low < high, got [{low}, {high})")
         count = math.prod(shape)
-        limit = (2 ** 64 // span) * span  # accept words below the largest multiple of span: no modulo bias
+        limit = (2**64 // span) * span  # accept words below the largest multiple of span: no modulo bias
         out = np.empty(0, dtype=np.uint64)
         while len(out) < count:
             words = self._words(max(16, 2 * (count - len(out))))
-            out = np.concatenate([out, words[words < np.uint64(limit)] if limit < 2 ** 64 else words])
+            out = np.concatenate([out, words[words < np.uint64(limit)] if limit < 2**64 else words])
         values = (out[:count] % np.uint64(span)).astype(np.int64) + low
         return torch.from_numpy(values).view(tuple(shape))
 
@@ -168,7 +174,11 @@ def reported_epsilon(cfg: ExperimentConfig, client_id: int, epsilon: float) -> f
     """
     if not cfg.privacy.reproducible_noise or epsilon == 0:
         return epsilon
-    log.warning("client %d: privacy.reproducible_noise is on: the noise can be regenerated from the config (the "
-                "server holds it), so this release reports epsilon = inf (%.4g holds only for secret noise); "
-                "for tests only", client_id, epsilon)
+    log.warning(
+        "client %d: privacy.reproducible_noise is on: the noise can be regenerated from the config (the "
+        "server holds it), so this release reports epsilon = inf (%.4g holds only for secret noise); "
+        "for tests only",
+        client_id,
+        epsilon,
+    )
     return math.inf

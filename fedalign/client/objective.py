@@ -46,8 +46,9 @@ class AlignmentTargets:
     divisor: int
 
     @classmethod
-    def from_peers(cls, peers: dict[int, list[np.ndarray]], strategy: str, student_depth: int, divisor: int,
-                   device: torch.device) -> AlignmentTargets:
+    def from_peers(
+        cls, peers: dict[int, list[np.ndarray]], strategy: str, student_depth: int, divisor: int, device: torch.device
+    ) -> AlignmentTargets:
         """The targets from the peers' releases.
 
         Args:
@@ -65,8 +66,7 @@ class AlignmentTargets:
                 p = np.asarray(stats[p_layer - 1], dtype=np.float64)
                 constant += sum_p_log_p(p)
                 mass[s_layer] = mass[s_layer] + p if s_layer in mass else p.copy()
-        return cls({layer: torch.from_numpy(m).to(device) for layer, m in mass.items()},
-                   constant, len(peers), divisor)
+        return cls({layer: torch.from_numpy(m).to(device) for layer, m in mass.items()}, constant, len(peers), divisor)
 
     @classmethod
     def from_mass(cls, summed: PeerMass, divisor: int, device: torch.device) -> AlignmentTargets:
@@ -77,8 +77,10 @@ class AlignmentTargets:
             divisor: n.
             device: where the student trains.
         """
-        mass = {layer: torch.from_numpy(np.asarray(m, dtype=np.float64)).to(device)
-                for layer, m in enumerate(summed.arrays, start=1)}
+        mass = {
+            layer: torch.from_numpy(np.asarray(m, dtype=np.float64)).to(device)
+            for layer, m in enumerate(summed.arrays, start=1)
+        }
         return cls(mass, summed.constant, summed.num_peers, divisor)
 
     def loss(self, student_log_probs: list[Tensor]) -> Tensor:

@@ -13,8 +13,9 @@ def state_root(state_dir: str | Path | None) -> Path:
     Args:
         state_dir: the configured state directory, or None.
     """
-    return Path(str(state_dir or os.environ.get("FEDALIGN_STATE_DIR")
-                    or Path.home() / ".cache" / "fedalign" / "client-state"))
+    return Path(
+        str(state_dir or os.environ.get("FEDALIGN_STATE_DIR") or Path.home() / ".cache" / "fedalign" / "client-state")
+    )
 
 
 def worker_socket(state_dir: str | Path | None, client_id: int) -> Path:

@@ -47,7 +47,10 @@ def prepared_key(cfg: ExperimentConfig, client_id: int) -> str:
     """
     d = cfg.data
     determinants = {
-        "format": FORMAT, "client": client_id, "clients": cfg.federation.num_clients, "seed": cfg.seed,
+        "format": FORMAT,
+        "client": client_id,
+        "clients": cfg.federation.num_clients,
+        "seed": cfg.seed,
         "data": {"name": d.name, "split": list(d.split), "synthetic": d.synthetic.options()},
         "partition": cfg.to_dict()["partition"],
         "raw": raw_file_fingerprint(d.name, d.root),
@@ -66,8 +69,9 @@ def prepared_path(state_dir: str | Path | None, cfg: ExperimentConfig, client_id
     return state_root(state_dir) / "prepared" / f"client-{client_id}-{prepared_key(cfg, client_id)}.pt"
 
 
-def prepared_client_data(cfg: ExperimentConfig, client_id: int,
-                         state_dir: str | Path | None) -> tuple[TaskInfo, ClientData]:
+def prepared_client_data(
+    cfg: ExperimentConfig, client_id: int, state_dir: str | Path | None
+) -> tuple[TaskInfo, ClientData]:
     """Client ``client_id``'s task and data: from its prepared file when there is one, else built
     by :func:`~fedalign.client.data.client_data` and saved for the next message.
 
@@ -103,11 +107,14 @@ def _save(path: Path, task: TaskInfo, data: ClientData) -> None:
         graphs.append(graph)
         return len(graphs) - 1
 
-    splits = {name: {"graph": index(split.graph), "mask": split.mask}
-              for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
+    splits = {
+        name: {"graph": index(split.graph), "mask": split.mask}
+        for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
+    }
     state = {
         "task": {"num_features": task.num_features, "num_classes": task.num_classes, "multilabel": task.multilabel},
-        "splits": splits, "alignment": index(data.alignment),
+        "splits": splits,
+        "alignment": index(data.alignment),
         "graphs": [graph.to_dict() for graph in graphs],
     }
     with replaced_privately(path) as handle:  # a concurrent reader sees the old file or the whole new one

@@ -63,15 +63,16 @@ def _frame(header: dict, arrays: list[np.ndarray]) -> bytes:
 
 def _unframe(frame: bytes) -> tuple[dict, list[np.ndarray]]:
     (length,) = struct.unpack_from("<I", frame)
-    header = json.loads(frame[4:4 + length])
+    header = json.loads(frame[4 : 4 + length])
     arrays, offset = [], 4 + length
     for spec in header.pop("arrays"):
         dtype = np.dtype(spec["dtype"])
         size = int(np.prod(spec["shape"], dtype=np.int64)) * dtype.itemsize
         if offset + size > len(frame):
             raise ValueError("truncated frame")
-        arrays.append(np.frombuffer(frame, dtype=dtype, count=size // dtype.itemsize, offset=offset)
-                      .reshape(spec["shape"]).copy())
+        arrays.append(
+            np.frombuffer(frame, dtype=dtype, count=size // dtype.itemsize, offset=offset).reshape(spec["shape"]).copy()
+        )
         offset += size
     if offset != len(frame):
         raise ValueError("frame longer than its header says")
@@ -99,7 +100,7 @@ def decode_request(frame: bytes) -> Request:
     header, arrays = _unframe(frame)
     peers, start = {}, 0
     for peer, count in header.pop("peers"):
-        peers[int(peer)] = arrays[start:start + count]
+        peers[int(peer)] = arrays[start : start + count]
         start += count
     return Request(**header, peers=peers)
 

@@ -70,9 +70,15 @@ class TorchNeighborSampler(NeighborSampler):
         finally:
             self._local[torch.cat(nodes)] = -1
         empty = seed.new_empty(0)
-        return SamplerOutput(node=node, row=torch.cat(rows) if rows else empty, col=torch.cat(cols) if cols else empty,
-                             edge=torch.cat(edges) if edges else empty, batch=None,
-                             num_sampled_nodes=counts_nodes, num_sampled_edges=counts_edges)
+        return SamplerOutput(
+            node=node,
+            row=torch.cat(rows) if rows else empty,
+            col=torch.cat(cols) if cols else empty,
+            edge=torch.cat(edges) if edges else empty,
+            batch=None,
+            num_sampled_nodes=counts_nodes,
+            num_sampled_edges=counts_edges,
+        )
 
     def _in_edges(self, nodes: list[Tensor], frontier: Tensor, fanout: int) -> tuple[Tensor, Tensor]:
         """CSC positions of the sampled in-edges of the ``frontier`` (batch positions) and their targets."""
@@ -100,8 +106,9 @@ def _floyd_sample(degree: Tensor, k: int) -> Tensor:
     return chosen
 
 
-def neighbor_loader(graph: Data, input_nodes: Tensor, num_neighbors: list[int], batch_size: int,
-                    shuffle: bool) -> NeighborLoader:
+def neighbor_loader(
+    graph: Data, input_nodes: Tensor, num_neighbors: list[int], batch_size: int, shuffle: bool
+) -> NeighborLoader:
     """PyG's ``NeighborLoader`` over ``graph`` (on the CPU), through pyg-lib / torch-sparse where installed.
 
     Args:
@@ -118,5 +125,11 @@ def neighbor_loader(graph: Data, input_nodes: Tensor, num_neighbors: list[int], 
     data.num_nodes = graph.num_nodes
     compiled = torch_geometric.typing.WITH_PYG_LIB or torch_geometric.typing.WITH_TORCH_SPARSE
     sampler = None if compiled else TorchNeighborSampler(data, list(num_neighbors))
-    return NeighborLoader(data, num_neighbors=list(num_neighbors), input_nodes=input_nodes.cpu(),
-                          batch_size=batch_size, shuffle=shuffle, neighbor_sampler=sampler)
+    return NeighborLoader(
+        data,
+        num_neighbors=list(num_neighbors),
+        input_nodes=input_nodes.cpu(),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        neighbor_sampler=sampler,
+    )

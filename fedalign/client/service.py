@@ -107,9 +107,16 @@ def spent_epsilon(student: Student) -> float | None:
     return max(values, default=None)
 
 
-def respond(student: Student, request: str, round_number: int, peers: dict[int, Statistics], train: bool,
-            checkpoint: Checkpoint | None = None, log: EvaluationLog | None = None,
-            epsilon_before: float | None = None) -> tuple[dict[str, float], Statistics | None]:
+def respond(
+    student: Student,
+    request: str,
+    round_number: int,
+    peers: dict[int, Statistics],
+    train: bool,
+    checkpoint: Checkpoint | None = None,
+    log: EvaluationLog | None = None,
+    epsilon_before: float | None = None,
+) -> tuple[dict[str, float], Statistics | None]:
     """``(metrics to send, statistics to send)`` for one request.
 
     A request answered before (its reply is in ``checkpoint``) gets the same reply again, without
@@ -159,8 +166,10 @@ def check_partition(cfg: ExperimentConfig, partition_id: int, num_partitions: in
     """
     k = cfg.federation.num_clients if num_partitions is None else num_partitions
     if k != cfg.federation.num_clients or not 0 <= partition_id < k:
-        raise ValueError(f"node config partition-id={partition_id}, num-partitions={k} does not fit "
-                         f"federation.num_clients={cfg.federation.num_clients}")
+        raise ValueError(
+            f"node config partition-id={partition_id}, num-partitions={k} does not fit "
+            f"federation.num_clients={cfg.federation.num_clients}"
+        )
 
 
 def answer_request(request: Request, *, prepared: bool = False, eager: bool = False) -> Answer:
@@ -188,7 +197,14 @@ def answer_request(request: Request, *, prepared: bool = False, eager: bool = Fa
     log = EvaluationLog(evaluation_log_path(state_dir, request.run_tag, pid))
     loaded = time.perf_counter()
     with eager_kernels() if eager else contextlib.nullcontext():
-        metrics, statistics = respond(student, f"{request.message_type}:{request.round_number}", request.round_number,
-                                      request.peers, request.message_type == "train", checkpoint, log,
-                                      request.epsilon_before)
+        metrics, statistics = respond(
+            student,
+            f"{request.message_type}:{request.round_number}",
+            request.round_number,
+            request.peers,
+            request.message_type == "train",
+            checkpoint,
+            log,
+            request.epsilon_before,
+        )
     return Answer(metrics, statistics, send_seconds, loaded - started, time.perf_counter() - loaded)

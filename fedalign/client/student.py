@@ -76,30 +76,52 @@ class Student:
         # identical, as the original's deep copies of one model); independent: one seed per student
         torch.manual_seed(derive_seed(cfg.seed) if cfg.model.init == "shared" else derive_seed(cfg.seed, client_id))
         self.model: StudentNetwork = build_network(
-            m["arch"], task.num_features, task.num_classes, hidden_layers=m["hidden_layers"],
-            hidden_dim=m["hidden_dim"], dropout=m["dropout"], residual=m["residual"], heads=m["heads"],
-            activation=m["activation"], representation=cfg.align.representation,
+            m["arch"],
+            task.num_features,
+            task.num_classes,
+            hidden_layers=m["hidden_layers"],
+            hidden_dim=m["hidden_dim"],
+            dropout=m["dropout"],
+            residual=m["residual"],
+            heads=m["heads"],
+            activation=m["activation"],
+            representation=cfg.align.representation,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.train_split, self.val_split, self.test_split, self.alignment = to_device(data, self.device)
         if cfg.privacy.unit == "labels":  # randomised response on the training labels, once, before training
             self.train_split = randomise_labels(cfg, client_id, self.train_split, task)
         self._prepared: dict[int, Any] = {}  # id(graph) -> model.prepare(graph's edges), built once
-        queries = query_nodes(cfg.seed, self.alignment.num_nodes, cfg.align.queries) \
-            if cfg.align.strategy in NODE_STRATEGIES else None
+        queries = (
+            query_nodes(cfg.seed, self.alignment.num_nodes, cfg.align.queries)
+            if cfg.align.strategy in NODE_STRATEGIES
+            else None
+        )
         self.queries = None if queries is None else torch.from_numpy(queries).to(self.device)
-        self.layout = release_layout(cfg.align.strategy, self.alignment.edge_index, self.alignment.num_nodes,
-                                     task.num_classes, task.multilabel, None if queries is None else len(queries))
-        check_client_layout(cfg, client_id, self.alignment.edge_index, self.alignment.num_nodes, task.num_classes,
-                            task.multilabel)  # federation.public_layout_sha256: the server's layout is this data's
+        self.layout = release_layout(
+            cfg.align.strategy,
+            self.alignment.edge_index,
+            self.alignment.num_nodes,
+            task.num_classes,
+            task.multilabel,
+            None if queries is None else len(queries),
+        )
+        check_client_layout(
+            cfg, client_id, self.alignment.edge_index, self.alignment.num_nodes, task.num_classes, task.multilabel
+        )  # federation.public_layout_sha256: the server's layout is this data's
         self.public_labels = PublicLabels(self.layout) if cfg.align.strategy == "votes" else None
         self.answered = 0  # votes: queries answered by the last histogram
         self.own_statistics: Statistics | None = None  # strategy self: its statistics at the end of its last turn
         self.shared_forward = self.alignment is self.train_split.graph  # replicate: one forward serves both
         self.epochs_trained = 0
         self.dp_sgd = DPSGDTraining(cfg, self.train_split, self.shared_forward) if cfg.privacy.dp_sgd.enabled else None
-        self.release_policy = build_release_policy(cfg, client_id, released_arrays(cfg.align.strategy, self.depth),
-                                                   self.layout, self.dp_sgd.ledger if self.dp_sgd else None)
+        self.release_policy = build_release_policy(
+            cfg,
+            client_id,
+            released_arrays(cfg.align.strategy, self.depth),
+            self.layout,
+            self.dp_sgd.ledger if self.dp_sgd else None,
+        )
 
     def forward(self, graph: Data) -> tuple[Tensor, list[Tensor]]:
         """The network on one of this client's graphs, its propagation structure prepared once (a
@@ -215,7 +237,8 @@ class Student:
             histogram = peer_histogram(peer_statistics) if peer_statistics else None
         if histogram is not None:
             self.answered = self.public_labels.update(
-                answer_queries(histogram, self.layout, self.cfg.align.vote_threshold))
+                answer_queries(histogram, self.layout, self.cfg.align.vote_threshold)
+            )
         return self.public_labels.targets(self.device)
 
     def alignment_loss(self, logits: Tensor, hiddens: list[Tensor], targets: AlignmentTargets) -> Tensor:
@@ -248,8 +271,10 @@ class Student:
         self.check_peer_statistics(peer_statistics)
         if self.cfg.align.strategy == "self":
             if peer_statistics:
-                raise ValueError(f"client {self.client_id}: strategy 'self' never reads a peer's statistics, but "
-                                 f"statistics of peers {sorted(peer_statistics)} were sent")
+                raise ValueError(
+                    f"client {self.client_id}: strategy 'self' never reads a peer's statistics, but "
+                    f"statistics of peers {sorted(peer_statistics)} were sent"
+                )
             if self.own_statistics is None:
                 self.own_statistics = self.statistics()
             peer_statistics = {self.client_id: self.own_statistics}
@@ -305,8 +330,12 @@ class Student:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume this client: network, optimiser, epoch count, the release
         policy's and DP-SGD's privacy ledgers, and ``own_statistics`` (strategy ``self``)."""
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "epochs_trained": self.epochs_trained, **self.release_policy.state_dict()}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epochs_trained": self.epochs_trained,
+            **self.release_policy.state_dict(),
+        }
         if self.dp_sgd is not None:
             state.update(self.dp_sgd.state_dict())
         if self.own_statistics is not None:

@@ -131,8 +131,7 @@ class DPSGDTraining:
         require_per_graph_samples(len(self.graphs), transductive=False)
         self.ledger = PrivacyLedger(cfg.privacy.accountant, cfg.privacy.delta)
 
-    def train(self, student: Student, targets: AlignmentTargets, align_on: bool, round_number: int
-              ) -> dict[str, float]:
+    def train(self, student: Student, targets: AlignmentTargets, align_on: bool, round_number: int) -> dict[str, float]:
         """Local epochs of DP-SGD on the task loss, plus the public alignment term.
 
         Each epoch takes ``round(1 / sample_rate)`` :class:`~fedalign.privacy.DPSGDTrainer`
@@ -173,8 +172,9 @@ class DPSGDTraining:
             metrics["task_loss"] = loss_task
         return metrics
 
-    def _trainer(self, student: Student, round_number: int, params: Sequence[Tensor],
-                 align_grads: list[Tensor | None]) -> DPSGDTrainer:
+    def _trainer(
+        self, student: Student, round_number: int, params: Sequence[Tensor], align_grads: list[Tensor | None]
+    ) -> DPSGDTrainer:
         """The DP-SGD trainer of a turn, with the hook that adds ``align_grads`` (filled before each step) to
         the privatised gradient of ``params``."""
         cfg, dp = student.cfg, student.cfg.privacy.dp_sgd
@@ -190,10 +190,16 @@ class DPSGDTraining:
             return task_loss(logits[graph.mask], graph.y[graph.mask], student.task.multilabel)
 
         trainer = DPSGDTrainer(
-            student.model, student.optimizer, graph_task_loss, num_graphs=len(self.graphs),
-            sample_rate=dp.sample_rate, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            student.model,
+            student.optimizer,
+            graph_task_loss,
+            num_graphs=len(self.graphs),
+            sample_rate=dp.sample_rate,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
             noise=noise_source(cfg, student.client_id, round_number, DP_SGD_STREAM),
-            ledger=self.ledger, clip_only=dp.noise_multiplier == 0,
+            ledger=self.ledger,
+            clip_only=dp.noise_multiplier == 0,
         )
         trainer.optimizer.attach_step_hook(add_alignment_gradient)
         return trainer
@@ -209,7 +215,9 @@ class DPSGDTraining:
             state: the whole client checkpoint.
         """
         if "dp_sgd_ledger" not in state:
-            raise ValueError("checkpoint has no 'dp_sgd_ledger' but this client's privacy config needs one; resuming "
-                             "would forget the privacy already spent. Start a new run, or resume with the original "
-                             "config")
+            raise ValueError(
+                "checkpoint has no 'dp_sgd_ledger' but this client's privacy config needs one; resuming "
+                "would forget the privacy already spent. Start a new run, or resume with the original "
+                "config"
+            )
         self.ledger.load_state_dict(state["dp_sgd_ledger"])

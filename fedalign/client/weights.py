@@ -70,16 +70,20 @@ def set_weights(student: Student, weights: list[np.ndarray]) -> None:
         weights: one array per parameter.
     """
     params = list(student.model.parameters())
-    if len(weights) != len(params) or \
-            any(tuple(np.shape(w)) != tuple(p.shape) for w, p in zip(weights, params, strict=True)):
-        raise ValueError(f"client {student.client_id}: the global weights do not fit this student network "
-                         "(fedavg needs the same model on every client)")
+    if len(weights) != len(params) or any(
+        tuple(np.shape(w)) != tuple(p.shape) for w, p in zip(weights, params, strict=True)
+    ):
+        raise ValueError(
+            f"client {student.client_id}: the global weights do not fit this student network "
+            "(fedavg needs the same model on every client)"
+        )
     for p, w in zip(params, weights, strict=True):
         p.copy_(torch.as_tensor(np.asarray(w), dtype=p.dtype, device=p.device))
 
 
-def train_update(student: Student, global_weights: list[np.ndarray], round_number: int
-                 ) -> tuple[list[np.ndarray], dict[str, float]]:
+def train_update(
+    student: Student, global_weights: list[np.ndarray], round_number: int
+) -> tuple[list[np.ndarray], dict[str, float]]:
     """One weight round on this client: ``(D_k = w_k - w_global, metrics)``.
 
     Args:
@@ -97,8 +101,9 @@ def train_update(student: Student, global_weights: list[np.ndarray], round_numbe
     metrics = train_full_batch(student, None, False)  # task loss only: no alignment targets
     metrics.pop("align_loss", None)
     trained = get_weights(student)
-    update = [(w - np.asarray(g, dtype=np.float32)).astype(np.float32)
-              for w, g in zip(trained, global_weights, strict=True)]
+    update = [
+        (w - np.asarray(g, dtype=np.float32)).astype(np.float32) for w, g in zip(trained, global_weights, strict=True)
+    ]
     return update, {**metrics, **student.evaluate()}
 
 
@@ -147,9 +152,12 @@ class WeightPrivacy:
         epsilon = dp_fedavg_epsilon(self.cfg, rounds, self.noise_multiplier)
         if self.cfg.privacy.reproducible_noise and epsilon != 0:  # reported_epsilon's rule, said once per run
             if not self._warned:
-                log.warning("dp-fedavg: privacy.reproducible_noise is on: the server's noise can be regenerated "
-                            "from the config, so every round reports epsilon = inf (%.4g holds only for secret "
-                            "noise); for tests only", epsilon)
+                log.warning(
+                    "dp-fedavg: privacy.reproducible_noise is on: the server's noise can be regenerated "
+                    "from the config, so every round reports epsilon = inf (%.4g holds only for secret "
+                    "noise); for tests only",
+                    epsilon,
+                )
                 self._warned = True
             return math.inf
         return epsilon

@@ -71,8 +71,10 @@ def serve(socket_path: str | Path, ready: Callable[[], None] = lambda: None) -> 
 
     path = Path(socket_path)
     if len(str(path)) > MAX_SOCKET_PATH:
-        raise ValueError(f"worker socket path {path} is {len(str(path))} characters; a Unix socket path has at most "
-                         f"{MAX_SOCKET_PATH}: use a shorter state dir")
+        raise ValueError(
+            f"worker socket path {path} is {len(str(path))} characters; a Unix socket path has at most "
+            f"{MAX_SOCKET_PATH}: use a shorter state dir"
+        )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.unlink(missing_ok=True)
     previous = os.umask(0o177)  # the socket is created 0600: only this user may talk to the worker
@@ -102,6 +104,7 @@ def serve(socket_path: str | Path, ready: Callable[[], None] = lambda: None) -> 
 
 def _exit_with(parent: int, socket_path: Path) -> None:
     """End this process (and remove its socket) once ``parent`` is gone: this process is re-parented then."""
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
@@ -120,11 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         the exit status, 0.
     """
-    parser = argparse.ArgumentParser(prog="python -m fedalign.client.worker", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m fedalign.client.worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("socket", help="Unix socket path to listen on (give the same path as the node config's worker)")
-    parser.add_argument("--exit-with-parent", action="store_true",
-                        help="exit when the process that started this one ends (e.g. its SuperNode)")
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="exit when the process that started this one ends (e.g. its SuperNode)",
+    )
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

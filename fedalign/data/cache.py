@@ -16,10 +16,12 @@ if TYPE_CHECKING:
 
 
 @functools.lru_cache(maxsize=4)
-def _dataset(name: str, root: str | None, cache_dir: str | None, split: tuple[float, ...], seed: int,
-             synthetic: str) -> GraphDataset:
-    return load_dataset(name, root=root, cache_dir=cache_dir, split=split, seed=seed,
-                        synthetic=json.loads(synthetic) or None)
+def _dataset(
+    name: str, root: str | None, cache_dir: str | None, split: tuple[float, ...], seed: int, synthetic: str
+) -> GraphDataset:
+    return load_dataset(
+        name, root=root, cache_dir=cache_dir, split=split, seed=seed, synthetic=json.loads(synthetic) or None
+    )
 
 
 def _dataset_key(cfg: ExperimentConfig) -> tuple:
@@ -28,11 +30,25 @@ def _dataset_key(cfg: ExperimentConfig) -> tuple:
 
 
 @functools.lru_cache(maxsize=4)
-def _partition(dataset_key: tuple, num_clients: int, scheme: str, alpha: float, public_fraction: float,
-               label_rate: float, stratify_labels: bool) -> list[ClientData]:
-    return partition_dataset(_dataset(*dataset_key), num_clients, scheme=scheme, alpha=alpha,
-                             public_fraction=public_fraction, seed=dataset_key[4], label_rate=label_rate,
-                             stratify_labels=stratify_labels)
+def _partition(
+    dataset_key: tuple,
+    num_clients: int,
+    scheme: str,
+    alpha: float,
+    public_fraction: float,
+    label_rate: float,
+    stratify_labels: bool,
+) -> list[ClientData]:
+    return partition_dataset(
+        _dataset(*dataset_key),
+        num_clients,
+        scheme=scheme,
+        alpha=alpha,
+        public_fraction=public_fraction,
+        seed=dataset_key[4],
+        label_rate=label_rate,
+        stratify_labels=stratify_labels,
+    )
 
 
 def load_partition(cfg: ExperimentConfig) -> tuple[GraphDataset, list[ClientData]]:
@@ -44,8 +60,15 @@ def load_partition(cfg: ExperimentConfig) -> tuple[GraphDataset, list[ClientData
     """
     p = cfg.partition
     key = _dataset_key(cfg)
-    return _dataset(*key), _partition(key, cfg.federation.num_clients, p.scheme, p.alpha, p.public_fraction,
-                                      p.label_rate, cfg.privacy.unit != "labels")
+    return _dataset(*key), _partition(
+        key,
+        cfg.federation.num_clients,
+        p.scheme,
+        p.alpha,
+        p.public_fraction,
+        p.label_rate,
+        cfg.privacy.unit != "labels",
+    )
 
 
 @functools.lru_cache(maxsize=4)

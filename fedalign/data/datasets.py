@@ -100,8 +100,9 @@ class _RealSource:
 
 def _planetoid(pyg_name: str) -> _RealSource:
     exts = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
-    return _RealSource("planetoid", pyg_name, f"Planetoid/{pyg_name}",
-                       tuple(f"ind.{pyg_name.lower()}.{ext}" for ext in exts))
+    return _RealSource(
+        "planetoid", pyg_name, f"Planetoid/{pyg_name}", tuple(f"ind.{pyg_name.lower()}.{ext}" for ext in exts)
+    )
 
 
 _REAL_SOURCES: dict[str, _RealSource] = {
@@ -112,9 +113,17 @@ _REAL_SOURCES: dict[str, _RealSource] = {
     "amazon-photo": _RealSource("amazon", "Photo", "Amazon/Photo", ("amazon_electronics_photo.npz",)),
     "coauthor-cs": _RealSource("coauthor", "CS", "Coauthor/CS", ("ms_academic_cs.npz",)),
     "coauthor-physics": _RealSource("coauthor", "Physics", "Coauthor/Physics", ("ms_academic_phy.npz",)),
-    "ppi": _RealSource("ppi", "", "PPI", tuple(
-        f"{split}_{part}" for split, part in product(("train", "valid", "test"),
-                                                     ("graph.json", "feats.npy", "graph_id.npy", "labels.npy")))),
+    "ppi": _RealSource(
+        "ppi",
+        "",
+        "PPI",
+        tuple(
+            f"{split}_{part}"
+            for split, part in product(
+                ("train", "valid", "test"), ("graph.json", "feats.npy", "graph_id.npy", "labels.npy")
+            )
+        ),
+    ),
 }
 
 
@@ -169,8 +178,10 @@ def load_dataset(
     if key == "synthetic-ppi":
         return _multi_graph(key, synth.multi_graph_multilabel(synthetic, seed))
     if synthetic:
-        raise ValueError(f"synthetic options {sorted(synthetic)} only apply to synthetic-* datasets, not {key!r}; "
-                         "remove data.synthetic")
+        raise ValueError(
+            f"synthetic options {sorted(synthetic)} only apply to synthetic-* datasets, not {key!r}; "
+            "remove data.synthetic"
+        )
     source = _REAL_SOURCES[key]
     data_root = _data_root(root, key)
     _check_raw_files(data_root, source, key)
@@ -220,8 +231,10 @@ def raw_file_fingerprint(name: str, root: str | None = None) -> list[tuple[str, 
 def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
     fractions = tuple(float(f) for f in split)
     if len(fractions) != 3 or min(fractions) <= 0 or sum(fractions) > 1 + 1e-9:
-        raise ValueError(f"split must be three positive fractions (train, val, test) summing to at most 1, "
-                         f"got {tuple(split)}; e.g. (0.6, 0.2, 0.2)")
+        raise ValueError(
+            f"split must be three positive fractions (train, val, test) summing to at most 1, "
+            f"got {tuple(split)}; e.g. (0.6, 0.2, 0.2)"
+        )
     return fractions
 
 
@@ -265,8 +278,15 @@ def _stratified_masks(
 def _single_graph(key: str, graph: Data, train: torch.Tensor, val: torch.Tensor, test: torch.Tensor) -> GraphDataset:
     """A transductive dataset: the three splits share ``graph`` (x, edge_index, y only)."""
     graph = Data(x=graph.x.float(), edge_index=graph.edge_index.long(), y=graph.y.long())
-    return GraphDataset(key, False, graph.num_features, int(graph.y.max()) + 1,
-                        GraphSplit(graph, train), GraphSplit(graph, val), GraphSplit(graph, test))
+    return GraphDataset(
+        key,
+        False,
+        graph.num_features,
+        int(graph.y.max()) + 1,
+        GraphSplit(graph, train),
+        GraphSplit(graph, val),
+        GraphSplit(graph, test),
+    )
 
 
 def _disjoint_union(graphs: list[Data]) -> Data:

@@ -108,9 +108,18 @@ def partition_dataset(
         raise ValueError(f"label_rate must be in (0, 1], got {label_rate}")
     clients = _partition(dataset, num_clients, scheme, alpha, public_fraction, seed)
     if label_rate < 1:
-        clients = [replace(c, train=keep_labels(c.train, label_rate, derive_seed(seed, c.client_id),
-                                                stratify=stratify_labels and not dataset.multilabel))
-                   for c in clients]
+        clients = [
+            replace(
+                c,
+                train=keep_labels(
+                    c.train,
+                    label_rate,
+                    derive_seed(seed, c.client_id),
+                    stratify=stratify_labels and not dataset.multilabel,
+                ),
+            )
+            for c in clients
+        ]
     return clients
 
 
@@ -131,15 +140,14 @@ def keep_labels(split: GraphSplit, rate: float, seed: int, stratify: bool) -> Gr
     nodes = split.mask.nonzero().view(-1)
     generator = torch.Generator().manual_seed(seed)  # a public selection, not privacy noise
     groups = [nodes[split.graph.y[nodes] == c] for c in torch.unique(split.graph.y[nodes])] if stratify else [nodes]
-    kept = [g[torch.randperm(len(g), generator=generator)[:max(1, round(rate * len(g)))]] for g in groups if len(g)]
+    kept = [g[torch.randperm(len(g), generator=generator)[: max(1, round(rate * len(g)))]] for g in groups if len(g)]
     mask = torch.zeros_like(split.mask)
     if kept:
         mask[torch.cat(kept)] = True
     return GraphSplit(split.graph, mask)
 
 
-def public_graph(dataset: GraphDataset, scheme: str = "replicate", public_fraction: float = 0.2,
-                 seed: int = 0) -> Data:
+def public_graph(dataset: GraphDataset, scheme: str = "replicate", public_fraction: float = 0.2, seed: int = 0) -> Data:
     """The alignment graph of :func:`partition_dataset` with the same arguments, without dealing
     out the private data (what a server needs to check releases). Labels are never included.
 
@@ -174,11 +182,13 @@ def public_node_ids(dataset: GraphDataset, public_fraction: float, seed: int) ->
     return np.sort(public)
 
 
-def _partition(dataset: GraphDataset, num_clients: int, scheme: str, alpha: float, public_fraction: float,
-               seed: int) -> list[ClientData]:
+def _partition(
+    dataset: GraphDataset, num_clients: int, scheme: str, alpha: float, public_fraction: float, seed: int
+) -> list[ClientData]:
     if scheme == "replicate":
-        return [ClientData(i, dataset.train, dataset.val, dataset.test, dataset.train.graph)
-                for i in range(num_clients)]
+        return [
+            ClientData(i, dataset.train, dataset.val, dataset.test, dataset.train.graph) for i in range(num_clients)
+        ]
     _check_scheme(dataset, scheme, alpha, public_fraction)
     rng = np.random.default_rng(seed)
     if dataset.transductive:
@@ -190,8 +200,10 @@ def _check_scheme(dataset: GraphDataset, scheme: str, alpha: float, public_fract
     if not 0 <= public_fraction < 1:
         raise ValueError(f"public_fraction must be in [0, 1), got {public_fraction}")
     if public_fraction == 0:
-        raise ValueError(f"scheme {scheme!r} builds the alignment graph from a public share of the data, so it needs "
-                         "public_fraction > 0 (only 'replicate' works without one)")
+        raise ValueError(
+            f"scheme {scheme!r} builds the alignment graph from a public share of the data, so it needs "
+            "public_fraction > 0 (only 'replicate' works without one)"
+        )
     allowed = _NODE_SCHEMES if dataset.transductive else _GRAPH_SCHEMES
     if scheme not in allowed:
         raise ValueError(
@@ -214,8 +226,9 @@ def _induced(graph: Data, nodes: torch.Tensor, with_labels: bool) -> Data:
     return out
 
 
-def _draw_public(units: np.ndarray, fraction: float, unit: str, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _draw_public(
+    units: np.ndarray, fraction: float, unit: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random ``fraction`` of ``units`` (nodes or graph ids) as public, the rest private (in drawn order).
 
     The public share is ``round(fraction * total)``, at least 1, leaving at least one ``unit`` for the clients.
@@ -234,7 +247,12 @@ def _union_of(graph: Data, graph_ids: np.ndarray, with_labels: bool) -> Data:
 
 
 def _split_nodes(
-    dataset: GraphDataset, num_clients: int, scheme: str, alpha: float, public_fraction: float, seed: int,
+    dataset: GraphDataset,
+    num_clients: int,
+    scheme: str,
+    alpha: float,
+    public_fraction: float,
+    seed: int,
     rng: np.random.Generator,
 ) -> list[ClientData]:
     graph = dataset.train.graph
@@ -262,8 +280,9 @@ def _split_nodes(
         nodes = torch.from_numpy(np.union1d(own, public))
         local = _induced(graph, nodes, with_labels=True)
         is_own = torch.from_numpy(np.isin(nodes.numpy(), own))
-        train, val, test = (GraphSplit(local, split.mask[nodes] & is_own)
-                            for split in (dataset.train, dataset.val, dataset.test))
+        train, val, test = (
+            GraphSplit(local, split.mask[nodes] & is_own) for split in (dataset.train, dataset.val, dataset.test)
+        )
         clients.append(ClientData(i, train, val, test, alignment))
     return clients
 
@@ -323,6 +342,13 @@ def _split_graphs(
     clients = []
     for i, ids in enumerate(np.array_split(private, num_clients)):
         local = _union_of(train, ids, with_labels=True)
-        clients.append(ClientData(i, GraphSplit(local, torch.ones(local.num_nodes, dtype=torch.bool)),
-                                  dataset.val, dataset.test, alignment))
+        clients.append(
+            ClientData(
+                i,
+                GraphSplit(local, torch.ones(local.num_nodes, dtype=torch.bool)),
+                dataset.val,
+                dataset.test,
+                alignment,
+            )
+        )
     return clients

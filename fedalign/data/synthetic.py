@@ -67,9 +67,7 @@ def _triangle_pairs(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return i, codes - starts[i] + i + 1
 
 
-def _block_edges(
-    rng: np.random.Generator, nodes: list[np.ndarray], p_within: float, p_between: float
-) -> torch.Tensor:
+def _block_edges(rng: np.random.Generator, nodes: list[np.ndarray], p_within: float, p_between: float) -> torch.Tensor:
     """Sample an undirected SBM over the blocks ``nodes`` (arrays of node ids).
 
     Every unordered pair inside a block is an edge with probability ``p_within``,
@@ -88,7 +86,7 @@ def _block_edges(
         i, j = _triangle_pairs(codes, n_a)
         sources.append(block_a[i])
         targets.append(block_a[j])
-        for block_b in nodes[a + 1:]:
+        for block_b in nodes[a + 1 :]:
             pairs = n_a * len(block_b)
             codes = rng.choice(pairs, size=rng.binomial(pairs, p_between), replace=False)
             sources.append(block_a[codes // len(block_b)])
@@ -189,13 +187,17 @@ def multi_graph_multilabel(options: dict[str, Any] | None = None, seed: int = 0)
         n = int(rng.integers(lo, hi + 1))
         community = rng.permutation(np.arange(n) % k)
         blocks = [np.flatnonzero(community == j) for j in range(k)]
-        p_within, p_between = _edge_probabilities([len(b) for b in blocks], opt["avg_degree"], opt["homophily"],
-                                                  "communities")
+        p_within, p_between = _edge_probabilities(
+            [len(b) for b in blocks], opt["avg_degree"], opt["homophily"], "communities"
+        )
         edge_index = _block_edges(rng, blocks, p_within, p_between)
         hidden = rng.standard_normal((k, f))[community] + 0.5 * rng.standard_normal((n, f))
         x = hidden + opt["noise"] * rng.standard_normal((n, f))
         y = (hidden @ weights > bias).astype(np.float32)
         graphs.append(Data(x=torch.from_numpy(x).float(), edge_index=edge_index, y=torch.from_numpy(y)))
     num_train = num_graphs - num_val - num_test
-    return {"train": graphs[:num_train], "val": graphs[num_train:num_train + num_val],
-            "test": graphs[num_train + num_val:]}
+    return {
+        "train": graphs[:num_train],
+        "val": graphs[num_train : num_train + num_val],
+        "test": graphs[num_train + num_val :],
+    }

@@ -12,9 +12,19 @@ from .sage import SAGEStudent
 ARCHITECTURES: dict[str, type[StudentNetwork]] = {"gcn": GCNStudent, "gat": GATStudent, "sage": SAGEStudent}
 
 
-def build_network(arch: str, in_channels: int, num_classes: int, *, hidden_layers: int, hidden_dim: int,
-                  dropout: float, residual: bool, heads: int = 4, activation: str = "elu",
-                  representation: str = "pre-activation") -> StudentNetwork:
+def build_network(
+    arch: str,
+    in_channels: int,
+    num_classes: int,
+    *,
+    hidden_layers: int,
+    hidden_dim: int,
+    dropout: float,
+    residual: bool,
+    heads: int = 4,
+    activation: str = "elu",
+    representation: str = "pre-activation",
+) -> StudentNetwork:
     """A student of family ``arch`` (one of :data:`ARCHITECTURES`).
 
     Args:
@@ -31,12 +41,26 @@ def build_network(arch: str, in_channels: int, num_classes: int, *, hidden_layer
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    kwargs: dict[str, Any] = dict(hidden_layers=hidden_layers, hidden_dim=hidden_dim, dropout=dropout,
-                                  residual=residual, activation=activation, representation=representation)
+    kwargs: dict[str, Any] = dict(
+        hidden_layers=hidden_layers,
+        hidden_dim=hidden_dim,
+        dropout=dropout,
+        residual=residual,
+        activation=activation,
+        representation=representation,
+    )
     if arch == "gat":
         kwargs["heads"] = heads
     return ARCHITECTURES[arch](in_channels, num_classes, **kwargs)
 
 
-__all__ = ["ACTIVATIONS", "ARCHITECTURES", "REPRESENTATIONS", "GATStudent", "GCNStudent",
-           "SAGEStudent", "StudentNetwork", "build_network"]
+__all__ = [
+    "ACTIVATIONS",
+    "ARCHITECTURES",
+    "REPRESENTATIONS",
+    "GATStudent",
+    "GCNStudent",
+    "SAGEStudent",
+    "StudentNetwork",
+    "build_network",
+]

@@ -103,5 +103,7 @@ def _adjacency(edge_index: Tensor, weight: Tensor, num_nodes: int) -> Normalised
     with warnings.catch_warnings():  # torch's "sparse CSR is in beta" / "invariant checks disabled"
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
         size = (num_nodes, num_nodes)
-        return NormalisedAdjacency(to_torch_csr_tensor(edge_index.flip(0), weight, size=size),
-                                   to_torch_csr_tensor(edge_index, weight, size=size))
+        return NormalisedAdjacency(
+            to_torch_csr_tensor(edge_index.flip(0), weight, size=size),
+            to_torch_csr_tensor(edge_index, weight, size=size),
+        )

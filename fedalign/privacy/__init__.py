@@ -83,8 +83,18 @@ from .labels import flip_probability, keep_probability, randomised_response
 from .mechanism import CLIP_SCOPES, StatisticsMechanism, clip_to_norm, project_to_distributions
 
 __all__ = [
-    "ACCOUNTANTS", "CLIP_SCOPES", "DPSGDTrainer", "DPSGDUnsupported", "PrivacyLedger", "StatisticsMechanism",
-    "clip_to_norm", "flip_probability", "keep_probability", "noise_multiplier_for_epsilon", "randomised_response",
-    "per_graph_gradients", "project_to_distributions",
+    "ACCOUNTANTS",
+    "CLIP_SCOPES",
+    "DPSGDTrainer",
+    "DPSGDUnsupported",
+    "PrivacyLedger",
+    "StatisticsMechanism",
+    "clip_to_norm",
+    "flip_probability",
+    "keep_probability",
+    "noise_multiplier_for_epsilon",
+    "randomised_response",
+    "per_graph_gradients",
+    "project_to_distributions",
     "require_per_graph_samples",
 ]

@@ -194,8 +194,9 @@ def _noise_source_optimizer() -> type:
             std = self.noise_multiplier * self.max_grad_norm
             for p in self.params:
                 _check_processed_flag(p.summed_grad)
-                noise = self.noise.normal(p.summed_grad.shape, std, dtype=p.summed_grad.dtype,
-                                          device=p.summed_grad.device)
+                noise = self.noise.normal(
+                    p.summed_grad.shape, std, dtype=p.summed_grad.dtype, device=p.summed_grad.device
+                )
                 p.grad = (p.summed_grad + noise).view_as(p)
                 _mark_as_processed(p.summed_grad)
 

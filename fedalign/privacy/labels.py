@@ -42,8 +42,7 @@ def flip_probability(epsilon: float) -> float:
     return 1.0 / (1.0 + math.exp(epsilon))
 
 
-def randomised_response(y: Tensor, epsilon: float, num_classes: int, multilabel: bool,
-                        noise: NoiseSource) -> Tensor:
+def randomised_response(y: Tensor, epsilon: float, num_classes: int, multilabel: bool, noise: NoiseSource) -> Tensor:
     """Randomised labels: ``y`` long [n] (multiclass) or {0,1} float [n, C] (multilabel), same shape,
     on ``y``'s device; every draw from ``noise`` (the OS CSPRNG outside tests).
 

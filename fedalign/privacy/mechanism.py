@@ -178,8 +178,9 @@ class StatisticsMechanism:
         return cls(clip_norm, z / unit.effective_noise_multiplier, clip_scope, num_layers=num_layers, centre=centre)
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_layers: int,
-                    clip_norm: float | None = None) -> StatisticsMechanism:
+    def from_config(
+        cls, cfg: ExperimentConfig, client_id: int, num_layers: int, clip_norm: float | None = None
+    ) -> StatisticsMechanism:
         """Client ``client_id``'s mechanism for ``cfg.privacy``: ``noise_multiplier`` as given, or
         solved (:meth:`for_budget`) so that the client's planned releases spend ``target_epsilon``.
 
@@ -192,12 +193,25 @@ class StatisticsMechanism:
         p = cfg.privacy
         c = p.clip_norm if clip_norm is None else clip_norm
         if p.target_epsilon is not None:
-            return cls.for_budget(p.target_epsilon, p.delta, max(1, planned_releases(cfg, client_id)), c,
-                                  p.clip_scope, num_layers=num_layers, accountant=p.accountant,
-                                  centre=p.subtract_baseline)
+            return cls.for_budget(
+                p.target_epsilon,
+                p.delta,
+                max(1, planned_releases(cfg, client_id)),
+                c,
+                p.clip_scope,
+                num_layers=num_layers,
+                accountant=p.accountant,
+                centre=p.subtract_baseline,
+            )
         assert p.noise_multiplier is not None  # check_config: exactly one of noise_multiplier, target_epsilon
-        return cls(c, p.noise_multiplier, p.clip_scope, num_layers=num_layers,
-                   clip_only=p.noise_multiplier == 0, centre=p.subtract_baseline)
+        return cls(
+            c,
+            p.noise_multiplier,
+            p.clip_scope,
+            num_layers=num_layers,
+            clip_only=p.noise_multiplier == 0,
+            centre=p.subtract_baseline,
+        )
 
     @property
     def sensitivity(self) -> float:
@@ -243,8 +257,10 @@ class StatisticsMechanism:
             if not torch.isfinite(s).all():
                 raise ValueError(f"layer {layer} has NaN or infinite entries; fix the statistics before release")
             if self.nonnegative and (s < 0).any():
-                raise ValueError(f"layer {layer} has negative entries, but the mechanism's sensitivity assumes "
-                                 "non-negative releases; build it with nonnegative=False for signed vectors")
+                raise ValueError(
+                    f"layer {layer} has negative entries, but the mechanism's sensitivity assumes "
+                    "non-negative releases; build it with nonnegative=False for signed vectors"
+                )
 
     def clip(self, stats: Sequence[Tensor]) -> Tensor:
         """The clipped statistics before noise, float [L, E].

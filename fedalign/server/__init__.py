@@ -13,5 +13,14 @@ from .state import ServerState
 from .summary import summarise
 from .transport import Reply, Transport
 
-__all__ = ["Coordinator", "Reply", "RoundListener", "RoundRecord", "ServerState", "Transport", "release_layout_of",
-           "summarise", "with_layout_fingerprint"]
+__all__ = [
+    "Coordinator",
+    "Reply",
+    "RoundListener",
+    "RoundRecord",
+    "ServerState",
+    "Transport",
+    "release_layout_of",
+    "summarise",
+    "with_layout_fingerprint",
+]

@@ -80,8 +80,14 @@ class Coordinator:
         state: where to save the state after every round (None: not saved).
     """
 
-    def __init__(self, cfg: ExperimentConfig, transport: Transport, listeners: Sequence[RoundListener] = (),
-                 layout: ReleaseLayout | None = None, state: ServerState | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        transport: Transport,
+        listeners: Sequence[RoundListener] = (),
+        layout: ReleaseLayout | None = None,
+        state: ServerState | None = None,
+    ) -> None:
         self.cfg = cfg
         self.transport = transport
         self.listeners = list(listeners)
@@ -93,9 +99,13 @@ class Coordinator:
         self.layout: ReleaseLayout | int | None = layout
         self.reported = ReportedEpsilon()  # each client's largest epsilon so far (fedalign.ledgers)
         transport.epsilon_before = self.reported.latest  # what the transport tells each client it reported
-        self.totals = PeerMassTotals(cfg.align.strategy, {c: cfg.model.for_client(c)["hidden_layers"]
-                                                          for c in range(self.num_clients)}) \
-            if cfg.align.strategy in SUMMED_STRATEGIES and not self.secure else None  # per student depth
+        self.totals = (
+            PeerMassTotals(
+                cfg.align.strategy, {c: cfg.model.for_client(c)["hidden_layers"] for c in range(self.num_clients)}
+            )
+            if cfg.align.strategy in SUMMED_STRATEGIES and not self.secure
+            else None
+        )  # per student depth
         if layout is None and self._needs_statistics():
             self.layout = release_layout_of(cfg)
 
@@ -192,13 +202,15 @@ class Coordinator:
             if not isinstance(first, np.ndarray) or first.ndim != 1:
                 raise StatisticsRejected(f"statistics from client {client} rejected: not a list of 1-D arrays")
             layout = first.shape[0]
-        checked = check_statistics(statistics, layout, self.released_arrays(client),
-                                   self.cfg.align.statistics_dtype, sender=f"client {client}")
+        checked = check_statistics(
+            statistics, layout, self.released_arrays(client), self.cfg.align.statistics_dtype, sender=f"client {client}"
+        )
         self.layout = layout
         return checked
 
-    def _absorb(self, round_number: int, peers: dict[int, list[int]], replies: dict[int, Reply],
-                summed: PeerSum | None = None) -> list[RoundRecord]:
+    def _absorb(
+        self, round_number: int, peers: dict[int, list[int]], replies: dict[int, Reply], summed: PeerSum | None = None
+    ) -> list[RoundRecord]:
         self._check_ledgers(round_number, replies)
         if self.secure:
             self._accept_sum(round_number, summed)
@@ -212,11 +224,32 @@ class Coordinator:
             status, error = self._accept(client, reply)
             if error is not None:  # never cached, never forwarded; the peers keep its last valid release
                 log.warning("round %d: %s", round_number, error)
-                records.append(RoundRecord(round_number, client, "rejected", peers[client], {},
-                                           reply.bytes_received, reply.bytes_sent, reply.seconds, error))
+                records.append(
+                    RoundRecord(
+                        round_number,
+                        client,
+                        "rejected",
+                        peers[client],
+                        {},
+                        reply.bytes_received,
+                        reply.bytes_sent,
+                        reply.seconds,
+                        error,
+                    )
+                )
                 continue
-            records.append(RoundRecord(round_number, client, status, peers[client], reply.metrics,
-                                       reply.bytes_received, reply.bytes_sent, reply.seconds))
+            records.append(
+                RoundRecord(
+                    round_number,
+                    client,
+                    status,
+                    peers[client],
+                    reply.metrics,
+                    reply.bytes_received,
+                    reply.bytes_sent,
+                    reply.seconds,
+                )
+            )
         self.records.extend(records)
         self.completed_round = round_number
         if self.state is not None:
@@ -235,13 +268,18 @@ class Coordinator:
         problems = []
         for client in sorted(c for c, r in replies.items() if r is not None):
             reply = replies[client]
-            problem = self.reported.problem(client, reply.metrics) if client in answered else \
-                self.reported.problem_in_error(client, reply.error or "")  # a SecAgg+ round: only its error
+            problem = (
+                self.reported.problem(client, reply.metrics)
+                if client in answered
+                else self.reported.problem_in_error(client, reply.error or "")
+            )  # a SecAgg+ round: only its error
             if problem is not None:
                 problems.append(problem)
         if problems:
-            raise LedgerBroken(f"round {round_number}: {'; '.join(problems)}. The run stops; its folder keeps every "
-                               f"completed round and can be resumed. {FIX}.")
+            raise LedgerBroken(
+                f"round {round_number}: {'; '.join(problems)}. The run stops; its folder keeps every "
+                f"completed round and can be resumed. {FIX}."
+            )
         for client, reply in answered.items():
             try:
                 check_metrics(reply.metrics, sender=f"client {client}")
@@ -259,8 +297,10 @@ class Coordinator:
             return "ok", str(rejection)
         if not self._needs_statistics():
             if reply.statistics is not None:
-                return "ok", f"client {client} sent statistics although align.strategy {self.cfg.align.strategy!r} " \
-                             "shares none"
+                return (
+                    "ok",
+                    f"client {client} sent statistics although align.strategy {self.cfg.align.strategy!r} shares none",
+                )
             return "ok", None
         if self.secure:  # the reply carries no statistics; its share is in the round's sum
             if reply.statistics is not None:
@@ -270,8 +310,10 @@ class Coordinator:
             return "withheld", None
         limit = self.expected_bytes(client)
         if limit is not None and reply.bytes_sent > limit:
-            return "ok", (f"statistics from client {client} rejected: payload of {reply.bytes_sent} bytes "
-                          f"exceeds the {limit} bytes of a release of this experiment")
+            return "ok", (
+                f"statistics from client {client} rejected: payload of {reply.bytes_sent} bytes "
+                f"exceeds the {limit} bytes of a release of this experiment"
+            )
         try:
             checked = self._check(client, reply.statistics)
         except StatisticsRejected as rejection:
@@ -286,19 +328,31 @@ class Coordinator:
         need = minimum_contributors(self.num_clients, self.cfg.privacy.max_dropout_share)
         if summed is None or len(summed.contributors) < need:
             got = "no sum" if summed is None else f"a sum of {len(summed.contributors)} shares"
-            log.warning("round %d: %s, fewer than the %d contributors whose noise the privacy analysis needs "
-                        "(privacy.max_dropout_share); the trainers keep the previous sum", round_number, got, need)
+            log.warning(
+                "round %d: %s, fewer than the %d contributors whose noise the privacy analysis needs "
+                "(privacy.max_dropout_share); the trainers keep the previous sum",
+                round_number,
+                got,
+                need,
+            )
             return
         self.summed = PeerSum(self._check_sum(summed.arrays), sorted(summed.contributors))
 
     def _check_sum(self, arrays: list) -> list:
         if self.layout is None:
-            raise StatisticsRejected("secure aggregation needs the alignment graph's size on the server; "
-                                     "it could not read the public graph")
+            raise StatisticsRejected(
+                "secure aggregation needs the alignment graph's size on the server; it could not read the public graph"
+            )
         return check_peer_sum(arrays, self._num_edges(), self.released_arrays(0), sender="secure aggregation")
 
-    def resume(self, completed_round: int, cache: dict[int, Statistics], records: list[RoundRecord],
-               summed: PeerSum | None = None, reported: dict[str, dict[int, float]] | None = None) -> None:
+    def resume(
+        self,
+        completed_round: int,
+        cache: dict[int, Statistics],
+        records: list[RoundRecord],
+        summed: PeerSum | None = None,
+        reported: dict[str, dict[int, float]] | None = None,
+    ) -> None:
         """Continue after ``completed_round`` with a saved cache (or sum of shares) and the records so far.
 
         Args:
@@ -339,5 +393,7 @@ class Coordinator:
         it is a problem of the set-up (data, config, code), and every later round would repeat it."""
         errors = {re.sub(r"\bnode \d+", "node", r.error or "") for r in records}  # the same error on every node
         if records and all(r.status == "missing" for r in records) and len(errors) == 1:
-            raise RuntimeError(f"every client failed in round {records[0].round} with the same error, so the run "
-                               f"stops: {records[0].error}")
+            raise RuntimeError(
+                f"every client failed in round {records[0].round} with the same error, so the run "
+                f"stops: {records[0].error}"
+            )

@@ -40,9 +40,11 @@ Weights = list[np.ndarray]
 Noise = Callable[[tuple[int, ...], float], np.ndarray]
 
 SHARED = "weights"  # the round log's and summary's "shared" for these arms
-WEIGHTS_NOTE = ("Model weights left the clients: every round each client sent its whole model update (all "
-                "parameters) to the server, which averaged them (reference arm {strategy}; fedalign's own "
-                "strategies send statistics, never weights).")
+WEIGHTS_NOTE = (
+    "Model weights left the clients: every round each client sent its whole model update (all "
+    "parameters) to the server, which averaged them (reference arm {strategy}; fedalign's own "
+    "strategies send statistics, never weights)."
+)
 
 
 def shared_note(strategy: str, noise_multiplier: float | None = None, clip_norm: float | None = None) -> str:
@@ -55,9 +57,11 @@ def shared_note(strategy: str, noise_multiplier: float | None = None, clip_norm:
     """
     note = WEIGHTS_NOTE.format(strategy=strategy)
     if noise_multiplier is not None:
-        note += (f" Each update was clipped to L2 norm C = {clip_norm:.4g} and Gaussian noise of std z C with "
-                 f"z = {noise_multiplier:.4g} was added to their sum: client-level DP of the model updates only; "
-                 "the val/test metrics in this log were sent without noise.")
+        note += (
+            f" Each update was clipped to L2 norm C = {clip_norm:.4g} and Gaussian noise of std z C with "
+            f"z = {noise_multiplier:.4g} was added to their sum: client-level DP of the model updates only; "
+            "the val/test metrics in this log were sent without noise."
+        )
     return note
 
 
@@ -143,8 +147,9 @@ class Averaging:
                 raise ValueError("dp-fedavg with noise needs a noise source (Averaging.noise)")
             draw = self.noise(round_number)
             mean = [m + draw(m.shape, std) for m in mean]
-        return [(np.asarray(w, dtype=np.float64) + m).astype(np.float32)
-                for w, m in zip(global_weights, mean, strict=True)]
+        return [
+            (np.asarray(w, dtype=np.float64) + m).astype(np.float32) for w, m in zip(global_weights, mean, strict=True)
+        ]
 
 
 @dataclass
@@ -177,8 +182,9 @@ def payload(arrays: Weights | None) -> int:
     return int(sum(np.asarray(a).nbytes for a in arrays)) if arrays else 0
 
 
-def round_records(round_number: int, clients: list[int], replies: dict[int, WeightReply], sent_bytes: int,
-                  epsilon: float | None) -> list[RoundRecord]:
+def round_records(
+    round_number: int, clients: list[int], replies: dict[int, WeightReply], sent_bytes: int, epsilon: float | None
+) -> list[RoundRecord]:
     """The round log's records of one weight round (``shared = "weights"``).
 
     Args:
@@ -197,8 +203,19 @@ def round_records(round_number: int, clients: list[int], replies: dict[int, Weig
             continue
         metrics = dict(reply.metrics) if epsilon is None else {**reply.metrics, "epsilon": float(epsilon)}
         peers = [c for c in clients if c != client]
-        records.append(RoundRecord(round_number, client, "ok", peers, metrics, sent_bytes, payload(reply.update),
-                                   reply.seconds, shared=SHARED))
+        records.append(
+            RoundRecord(
+                round_number,
+                client,
+                "ok",
+                peers,
+                metrics,
+                sent_bytes,
+                payload(reply.update),
+                reply.seconds,
+                shared=SHARED,
+            )
+        )
     return records
 
 
@@ -215,9 +232,16 @@ class WeightRounds:
         listeners: called after every round with its records.
     """
 
-    def __init__(self, rounds: int, num_clients: int, transport: WeightTransport, initial: Weights,
-                 averaging: Averaging, epsilon_after: Callable[[int], float] | None = None,
-                 listeners: Sequence[RoundListener] = ()) -> None:
+    def __init__(
+        self,
+        rounds: int,
+        num_clients: int,
+        transport: WeightTransport,
+        initial: Weights,
+        averaging: Averaging,
+        epsilon_after: Callable[[int], float] | None = None,
+        listeners: Sequence[RoundListener] = (),
+    ) -> None:
         self.rounds, self.clients = rounds, list(range(num_clients))
         self.transport, self.averaging, self.epsilon_after = transport, averaging, epsilon_after
         self.weights = [np.array(w, dtype=np.float32) for w in initial]
@@ -228,8 +252,11 @@ class WeightRounds:
         """Every round; returns every record. Raises when no client answered in any round."""
         for r in range(1, self.rounds + 1):
             replies = self.transport.train_weights(self.weights, r)
-            updates = [update for c in self.clients
-                       if c in replies and replies[c].error is None and (update := replies[c].update) is not None]
+            updates = [
+                update
+                for c in self.clients
+                if c in replies and replies[c].error is None and (update := replies[c].update) is not None
+            ]
             self.weights = self.averaging(self.weights, updates, r)
             epsilon = self.epsilon_after(r) if self.epsilon_after is not None else None
             records = round_records(r, self.clients, replies, payload(self.weights), epsilon)

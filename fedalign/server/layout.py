@@ -69,13 +69,22 @@ def release_layout_of(cfg: ExperimentConfig) -> ReleaseLayout | None:
     try:
         dataset, graph = load_public_graph(cfg)
     except FileNotFoundError as error:
-        log.warning("the server cannot read the dataset (%s); statistics are checked for shape, dtype and "
-                    "range only, not for per-node sums. Give the server a public layout artefact "
-                    "(federation.public_layout, made by `fedalign layout`) or data.root to check them fully.", error)
+        log.warning(
+            "the server cannot read the dataset (%s); statistics are checked for shape, dtype and "
+            "range only, not for per-node sums. Give the server a public layout artefact "
+            "(federation.public_layout, made by `fedalign layout`) or data.root to check them fully.",
+            error,
+        )
         return None
     queries = query_nodes(cfg.seed, graph.num_nodes, cfg.align.queries)
-    return release_layout(cfg.align.strategy, graph.edge_index, graph.num_nodes, dataset.num_classes,
-                          dataset.multilabel, None if queries is None else len(queries))
+    return release_layout(
+        cfg.align.strategy,
+        graph.edge_index,
+        graph.num_nodes,
+        dataset.num_classes,
+        dataset.multilabel,
+        None if queries is None else len(queries),
+    )
 
 
 def release_bytes(cfg: ExperimentConfig, client: int, entries: int) -> int:

@@ -32,9 +32,13 @@ class RoundRecord:
         set).
         """
         row = {
-            "round": self.round, "client": self.client, "status": self.status, "peers": self.peers,
+            "round": self.round,
+            "client": self.client,
+            "status": self.status,
+            "peers": self.peers,
             **self.metrics,
-            "bytes_received": self.bytes_received, "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "bytes_sent": self.bytes_sent,
         }
         if self.seconds is not None:
             row["seconds"] = round(self.seconds, 6)
@@ -56,10 +60,18 @@ class RoundRecord:
         def number(value) -> float:
             return float("nan") if value is None else float(value)
 
-        return cls(int(row["round"]), int(row["client"]), row["status"], list(row["peers"]),
-                   {k: number(v) for k, v in row.items() if k not in fixed},
-                   int(row["bytes_received"]), int(row["bytes_sent"]),
-                   None if row.get("seconds") is None else float(row["seconds"]), row.get("error"), row.get("shared"))
+        return cls(
+            int(row["round"]),
+            int(row["client"]),
+            row["status"],
+            list(row["peers"]),
+            {k: number(v) for k, v in row.items() if k not in fixed},
+            int(row["bytes_received"]),
+            int(row["bytes_sent"]),
+            None if row.get("seconds") is None else float(row["seconds"]),
+            row.get("error"),
+            row.get("shared"),
+        )
 
 
 class RoundListener(Protocol):

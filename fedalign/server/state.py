@@ -42,8 +42,13 @@ class ServerState:
         """Whether a state has been saved."""
         return self.path.is_file()
 
-    def save(self, completed_round: int, cache: dict[int, Statistics], summed: PeerSum | None = None,
-             reported: dict[str, dict[int, float]] | None = None) -> None:
+    def save(
+        self,
+        completed_round: int,
+        cache: dict[int, Statistics],
+        summed: PeerSum | None = None,
+        reported: dict[str, dict[int, float]] | None = None,
+    ) -> None:
         """Write the state after round ``completed_round``, atomically, readable by its owner only.
 
         Args:
@@ -57,8 +62,9 @@ class ServerState:
             if not values:
                 continue
             arrays[f"{self.REPORTED}{metric}-clients"] = np.asarray(sorted(values), dtype=np.int64)
-            arrays[f"{self.REPORTED}{metric}-values"] = np.asarray([values[c] for c in sorted(values)],
-                                                                   dtype=np.float64)
+            arrays[f"{self.REPORTED}{metric}-values"] = np.asarray(
+                [values[c] for c in sorted(values)], dtype=np.float64
+            )
         if summed is not None:
             arrays.update({f"sum.{layer}": p for layer, p in enumerate(summed.arrays, start=1)})
             arrays["contributors"] = np.asarray(summed.contributors, dtype=np.int64)
@@ -90,8 +96,17 @@ class ServerState:
         """The reported epsilons saved with the state: ``{metric: {client: value}}`` (empty for a state saved
         before they were kept)."""
         with np.load(self.path) as saved:
-            metrics = [k[len(self.REPORTED):-len("-clients")] for k in saved.files
-                       if k.startswith(self.REPORTED) and k.endswith("-clients")]
-            return {m: {int(c): float(v) for c, v in zip(saved[f"{self.REPORTED}{m}-clients"],
-                                                          saved[f"{self.REPORTED}{m}-values"], strict=True)}
-                    for m in metrics}
+            metrics = [
+                k[len(self.REPORTED) : -len("-clients")]
+                for k in saved.files
+                if k.startswith(self.REPORTED) and k.endswith("-clients")
+            ]
+            return {
+                m: {
+                    int(c): float(v)
+                    for c, v in zip(
+                        saved[f"{self.REPORTED}{m}-clients"], saved[f"{self.REPORTED}{m}-values"], strict=True
+                    )
+                }
+                for m in metrics
+            }

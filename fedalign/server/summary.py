@@ -27,8 +27,7 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
     """
     clients: dict[str, dict[str, Any]] = {}
     for c in range(num_clients):
-        rows = [r for r in records
-                if r.client == c and r.status in ("ok", "withheld") and "val_metric" in r.metrics]
+        rows = [r for r in records if r.client == c and r.status in ("ok", "withheld") and "val_metric" in r.metrics]
         if not rows:
             clients[str(c)] = {"best_val": None, "test_at_best_val": None, "best_round": None, "rounds_trained": 0}
             continue
@@ -57,10 +56,12 @@ def summarise(records: list[RoundRecord], num_clients: int, metric_name: str) ->
         "metric": metric_name,
         "clients": clients,
         "mean_test_at_best_val": float(np.mean(tests)) if tests else None,
-        "missing_rounds": [{"round": r.round, "client": r.client, "error": r.error}
-                           for r in records if r.status == "missing"],
-        "rejected_rounds": [{"round": r.round, "client": r.client, "error": r.error}
-                            for r in records if r.status == "rejected"],
+        "missing_rounds": [
+            {"round": r.round, "client": r.client, "error": r.error} for r in records if r.status == "missing"
+        ],
+        "rejected_rounds": [
+            {"round": r.round, "client": r.client, "error": r.error} for r in records if r.status == "rejected"
+        ],
         "bytes_sent_total": int(sum(r.bytes_sent for r in records)),
         "bytes_received_total": int(sum(r.bytes_received for r in records)),
         **privacy,

@@ -69,8 +69,9 @@ class Transport(Protocol):
             round_number: the round (0: the initial release).
         """
 
-    def train_summed(self, jobs: dict[int, dict[int, Statistics]], round_number: int
-                     ) -> tuple[dict[int, Reply], PeerSum | None]:
+    def train_summed(
+        self, jobs: dict[int, dict[int, Statistics]], round_number: int
+    ) -> tuple[dict[int, Reply], PeerSum | None]:
         """Secure aggregation: ``jobs`` as for :meth:`train` (each holding the last sum); the trainers'
         fresh shares come back only as their sum (None when too few clients contributed).
 

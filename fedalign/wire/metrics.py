@@ -6,13 +6,23 @@ from __future__ import annotations
 import math
 
 # Every scalar a client may report: training/evaluation metrics and the privacy spent.
-REPLY_METRICS = frozenset({
-    "task_loss", "align_loss", "val_metric", "test_metric", "val_loss",  # Student.train / evaluate
-    "task_grad_norm", "align_grad_norm",  # Student.train, when the alignment term is on
-    "epsilon", "withheld", "dp_sgd_epsilon",  # privacy (the release policy / DP-SGD)
-    "ledger_lost",  # a client that lost its privacy ledger releases nothing and says so (fedalign.ledgers)
-    "answered_queries", "labelled_queries",  # strategy votes: queries answered by the last histogram, and kept
-})
+REPLY_METRICS = frozenset(
+    {
+        "task_loss",
+        "align_loss",
+        "val_metric",
+        "test_metric",
+        "val_loss",  # Student.train / evaluate
+        "task_grad_norm",
+        "align_grad_norm",  # Student.train, when the alignment term is on
+        "epsilon",
+        "withheld",
+        "dp_sgd_epsilon",  # privacy (the release policy / DP-SGD)
+        "ledger_lost",  # a client that lost its privacy ledger releases nothing and says so (fedalign.ledgers)
+        "answered_queries",
+        "labelled_queries",  # strategy votes: queries answered by the last histogram, and kept
+    }
+)
 # Metrics a client may send with privacy on: accounted, or computed from public information only.
 ACCOUNTED_METRICS = frozenset({"epsilon", "withheld", "dp_sgd_epsilon", "ledger_lost"})
 # What a reply says about itself: which client answered, and (without privacy) how long it worked.
@@ -49,11 +59,18 @@ def split_metrics(metrics: dict[str, float], private: bool) -> tuple[dict[str, f
 
 # What an honest value of each metric can be: (lowest, highest, +inf allowed).
 METRIC_RANGES = {
-    "val_metric": (0.0, 1.0, False), "test_metric": (0.0, 1.0, False),
-    "task_loss": (0.0, math.inf, False), "align_loss": (0.0, math.inf, False), "val_loss": (0.0, math.inf, False),
-    "task_grad_norm": (0.0, math.inf, False), "align_grad_norm": (0.0, math.inf, False),
-    "epsilon": (0.0, math.inf, True), "dp_sgd_epsilon": (0.0, math.inf, True), "withheld": (0.0, 1.0, False),
-    "ledger_lost": (0.0, 1.0, False), "answered_queries": (0.0, math.inf, False),
+    "val_metric": (0.0, 1.0, False),
+    "test_metric": (0.0, 1.0, False),
+    "task_loss": (0.0, math.inf, False),
+    "align_loss": (0.0, math.inf, False),
+    "val_loss": (0.0, math.inf, False),
+    "task_grad_norm": (0.0, math.inf, False),
+    "align_grad_norm": (0.0, math.inf, False),
+    "epsilon": (0.0, math.inf, True),
+    "dp_sgd_epsilon": (0.0, math.inf, True),
+    "withheld": (0.0, 1.0, False),
+    "ledger_lost": (0.0, 1.0, False),
+    "answered_queries": (0.0, math.inf, False),
     "labelled_queries": (0.0, math.inf, False),
 }
 
@@ -80,6 +97,8 @@ def check_metrics(metrics: dict[str, float], sender: str = "client") -> dict[str
         except (TypeError, ValueError):  # None, a string: not a number
             raise MetricsRejected(f"metrics from {sender} rejected: {name} = {value!r} is not a number") from None
         if math.isnan(value) or (math.isinf(value) and not (inf_ok and value > 0)) or not low <= value <= high:
-            raise MetricsRejected(f"metrics from {sender} rejected: {name} = {value} is outside what an honest client "
-                                  f"reports ([{low:g}, {high:g}]{', or +inf' if inf_ok else ''})")
+            raise MetricsRejected(
+                f"metrics from {sender} rejected: {name} = {value} is outside what an honest client "
+                f"reports ([{low:g}, {high:g}]{', or +inf' if inf_ok else ''})"
+            )
     return metrics

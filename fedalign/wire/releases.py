@@ -21,6 +21,7 @@ SUM_TOLERANCE = {"float32": 1e-4, "float16": 2e-3}
 
 Statistics = list[np.ndarray]  # one 1-D probability array per released layer (float32 or float16 on the wire)
 
+
 def payload_bytes(statistics: Statistics | None) -> int:
     """Size in bytes of a statistics payload (the arrays' raw data).
 
@@ -74,8 +75,9 @@ class ReleaseLayout:
         return cls(int(num_nodes), target)
 
 
-def release_layout(strategy: str, edge_index, num_nodes: int, num_classes: int, multilabel: bool,
-                   queries: int | None = None) -> ReleaseLayout:
+def release_layout(
+    strategy: str, edge_index, num_nodes: int, num_classes: int, multilabel: bool, queries: int | None = None
+) -> ReleaseLayout:
     """How the entries of one released array group into distributions, for ``strategy``.
 
     Structure strategies: one entry per edge of the alignment graph, grouped by target
@@ -117,8 +119,9 @@ def _check_votes(values: np.ndarray, graph: ReleaseLayout, where: str) -> str | 
         return f"{where} holds entries other than 0 and 1 (a vote is one-hot)"
     sums = np.bincount(graph.target, weights=values, minlength=graph.num_nodes)
     if (sums > 1).any():
-        return (f"{where}: {int((sums > 1).sum())} queries carry more than one vote, "
-                f"first query {int(np.argmax(sums > 1))}")
+        return (
+            f"{where}: {int((sums > 1).sum())} queries carry more than one vote, first query {int(np.argmax(sums > 1))}"
+        )
     return None
 
 
@@ -141,6 +144,7 @@ def check_statistics(
         dtype: the wire dtype of the experiment (``align.statistics_dtype``).
         sender: who sent it, for the error message (e.g. ``"client 1"``).
     """
+
     def reject(problem: str) -> StatisticsRejected:
         return StatisticsRejected(f"statistics from {sender} rejected: {problem}")
 
@@ -164,15 +168,17 @@ def _layer_problem(probs: object, graph: ReleaseLayout | int, dtype: str, where:
     if probs.dtype != np.dtype(dtype):
         return f"{where} has dtype {probs.dtype}, expected {dtype} (align.statistics_dtype)"
     if probs.shape != (num_edges,):
-        return (f"{where} has shape {probs.shape}, expected ({num_edges},) for the "
-                f"{num_edges} edges of the alignment graph")
+        return (
+            f"{where} has shape {probs.shape}, expected ({num_edges},) for the {num_edges} edges of the alignment graph"
+        )
     values = probs.astype(np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         return f"{where} has {int(bad.sum())} non-finite entries (NaN/Inf), first at edge {int(bad.argmax())}"
     if (values < 0).any():
-        return (f"{where} has {int((values < 0).sum())} negative probabilities, "
-                f"first at edge {int((values < 0).argmax())}")
+        return (
+            f"{where} has {int((values < 0).sum())} negative probabilities, first at edge {int((values < 0).argmax())}"
+        )
     if not isinstance(graph, ReleaseLayout):
         if (values > 1 + tolerance).any():
             return f"{where} has {int((values > 1 + tolerance).sum())} probabilities above 1"
@@ -183,6 +189,8 @@ def _layer_problem(probs: object, graph: ReleaseLayout | int, dtype: str, where:
     error = np.abs(sums - 1.0) * graph.has_in_edges
     if error.max(initial=0.0) > tolerance:
         node = int(error.argmax())
-        return (f"{where}: the probabilities over node {node}'s in-edges sum to {sums[node]:.6g}, "
-                f"not 1 (tolerance {tolerance:g}); {int((error > tolerance).sum())} nodes are off")
+        return (
+            f"{where}: the probabilities over node {node}'s in-edges sum to {sums[node]:.6g}, "
+            f"not 1 (tolerance {tolerance:g}); {int((error > tolerance).sum())} nodes are off"
+        )
     return None

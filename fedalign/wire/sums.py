@@ -37,8 +37,9 @@ class PeerSum:
         return {SUM_WITH_OWN if client in self.contributors else SUM_WITHOUT_OWN: [*self.arrays, count]}
 
 
-def check_peer_sum(arrays: object, num_edges: int, num_layers: int, sender: str = "the server",
-                   counted: bool = False) -> list[np.ndarray]:
+def check_peer_sum(
+    arrays: object, num_edges: int, num_layers: int, sender: str = "the server", counted: bool = False
+) -> list[np.ndarray]:
     """``arrays`` if it is a sum of shares of this experiment (``num_layers`` finite float64 ``[E]``
     arrays; with ``counted``, then the ``[1]`` array of :meth:`PeerSum.job_for` holding a count >= 1),
     else raise :class:`StatisticsRejected`. A sum of noisy shares may hold any finite value.
@@ -55,15 +56,19 @@ def check_peer_sum(arrays: object, num_edges: int, num_layers: int, sender: str 
             raise StatisticsRejected(f"sum of shares from {sender} rejected: expected {num_layers} arrays and a count")
         *arrays, count = arrays
         if not (isinstance(count, np.ndarray) and count.shape == (1,) and count[0] >= 1 and count[0] == int(count[0])):
-            raise StatisticsRejected(f"sum of shares from {sender} rejected: its last array must be the number of "
-                                     "shares in it, a [1] array holding an integer >= 1")
+            raise StatisticsRejected(
+                f"sum of shares from {sender} rejected: its last array must be the number of "
+                "shares in it, a [1] array holding an integer >= 1"
+            )
     if not isinstance(arrays, (list, tuple)) or len(arrays) != num_layers:
         raise StatisticsRejected(f"sum of shares from {sender} rejected: expected {num_layers} arrays")
     for layer, a in enumerate(arrays, start=1):
         if not isinstance(a, np.ndarray) or a.shape != (num_edges,) or a.dtype != np.float64:
-            raise StatisticsRejected(f"sum of shares from {sender} rejected: layer {layer} must be a float64 array "
-                                     f"of shape ({num_edges},), got {getattr(a, 'dtype', type(a).__name__)} "
-                                     f"{getattr(a, 'shape', '')}")
+            raise StatisticsRejected(
+                f"sum of shares from {sender} rejected: layer {layer} must be a float64 array "
+                f"of shape ({num_edges},), got {getattr(a, 'dtype', type(a).__name__)} "
+                f"{getattr(a, 'shape', '')}"
+            )
         if not np.isfinite(a).all():
             raise StatisticsRejected(f"sum of shares from {sender} rejected: layer {layer} has non-finite entries")
     return list(arrays)
@@ -127,8 +132,14 @@ class PeerMass:
         return cls(list(mass), float(constant), int(num_peers))
 
 
-def check_peer_mass(arrays: object, graph: ReleaseLayout, num_layers: int, dtype: str = "float32",
-                    max_peers: int | None = None, sender: str = "the server") -> PeerMass:
+def check_peer_mass(
+    arrays: object,
+    graph: ReleaseLayout,
+    num_layers: int,
+    dtype: str = "float32",
+    max_peers: int | None = None,
+    sender: str = "the server",
+) -> PeerMass:
     """The :class:`PeerMass` in ``arrays`` if it can be an honest sum of this experiment's releases, else raise
     :class:`StatisticsRejected`: ``num_layers`` finite, non-negative float64 ``[E]`` arrays, each group summing
     to P (within P x the dtype's tolerance), then ``[P, constant]``, P an integer in 1..``max_peers``, the
@@ -142,14 +153,21 @@ def check_peer_mass(arrays: object, graph: ReleaseLayout, num_layers: int, dtype
         max_peers: the most peers a trainer has (K - 1); None: unbounded.
         sender: who sent it, for the error message.
     """
+
     def reject(problem: str) -> StatisticsRejected:
         return StatisticsRejected(f"summed peer mass from {sender} rejected: {problem}")
 
     if not isinstance(arrays, (list, tuple)) or len(arrays) != num_layers + 1:
         raise reject(f"expected {num_layers} arrays and [peers, constant]")
     meta = arrays[-1]
-    if not (isinstance(meta, np.ndarray) and meta.shape == (2,) and meta.dtype == MASS_DTYPE
-            and np.isfinite(meta).all() and meta[0] >= 1 and meta[0] == int(meta[0]) <= (max_peers or np.inf)):
+    if not (
+        isinstance(meta, np.ndarray)
+        and meta.shape == (2,)
+        and meta.dtype == MASS_DTYPE
+        and np.isfinite(meta).all()
+        and meta[0] >= 1
+        and meta[0] == int(meta[0]) <= (max_peers or np.inf)
+    ):
         raise reject(f"its last array must be [peers, constant], float64, finite, peers an integer in 1..{max_peers}")
     peers = meta[0]
     tolerance = peers * SUM_TOLERANCE[dtype]
@@ -168,14 +186,18 @@ def check_peer_mass(arrays: object, graph: ReleaseLayout, num_layers: int, dtype
 def _layer_mass_problem(where: str, mass: object, graph: ReleaseLayout, peers: float, tolerance: float) -> str | None:
     """The first problem of one layer of a summed peer mass (see :func:`check_peer_mass`), or None."""
     if not (isinstance(mass, np.ndarray) and mass.dtype == MASS_DTYPE and mass.shape == (graph.num_edges,)):
-        return (f"{where} must be a float64 array of shape ({graph.num_edges},), got "
-                f"{getattr(mass, 'dtype', type(mass).__name__)} {getattr(mass, 'shape', '')}")
+        return (
+            f"{where} must be a float64 array of shape ({graph.num_edges},), got "
+            f"{getattr(mass, 'dtype', type(mass).__name__)} {getattr(mass, 'shape', '')}"
+        )
     if not np.isfinite(mass).all() or (mass < 0).any():
         return f"{where} has non-finite or negative entries"
     sums = np.bincount(graph.target, weights=mass, minlength=graph.num_nodes)
     error = np.abs(sums - peers) * graph.has_in_edges
     if error.max(initial=0.0) > tolerance:
         node = int(error.argmax())
-        return (f"{where}: node {node}'s in-edges sum to {sums[node]:.6g}, not the {peers:g} peers "
-                f"(tolerance {tolerance:g})")
+        return (
+            f"{where}: node {node}'s in-edges sum to {sums[node]:.6g}, not the {peers:g} peers "
+            f"(tolerance {tolerance:g})"
+        )
     return None

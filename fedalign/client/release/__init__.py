@@ -29,8 +29,9 @@ from .plain import PlainRelease
 from .secure import SecureShareRelease
 
 
-def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
-                         dp_sgd_ledger: PrivacyLedger | None) -> ReleasePolicy:
+def build_release_policy(
+    cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout, dp_sgd_ledger: PrivacyLedger | None
+) -> ReleasePolicy:
     """The policy of client ``client_id`` releasing ``num_arrays`` arrays laid out as ``layout``.
 
     Args:
@@ -54,5 +55,13 @@ def build_release_policy(cfg: ExperimentConfig, client_id: int, num_arrays: int,
     return PlainRelease(cfg.align.statistics_dtype)
 
 
-__all__ = ["DPSGDRelease", "GaussianRelease", "LabelDPRelease", "NoRelease", "PlainRelease", "ReleasePolicy",
-           "SecureShareRelease", "build_release_policy"]
+__all__ = [
+    "DPSGDRelease",
+    "GaussianRelease",
+    "LabelDPRelease",
+    "NoRelease",
+    "PlainRelease",
+    "ReleasePolicy",
+    "SecureShareRelease",
+    "build_release_policy",
+]

@@ -19,8 +19,9 @@ class ReleasePolicy:
     (a privacy ledger) saves it in :meth:`state_dict`, which goes into the client's checkpoint.
     """
 
-    def release(self, statistics: Callable[[], Statistics], round_number: int, turn: int
-                ) -> tuple[Statistics | None, ReleaseMetrics]:
+    def release(
+        self, statistics: Callable[[], Statistics], round_number: int, turn: int
+    ) -> tuple[Statistics | None, ReleaseMetrics]:
         """Make one release.
 
         Args:

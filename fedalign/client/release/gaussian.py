@@ -30,8 +30,16 @@ class GaussianRelease(ReleasePolicy):
     release is made from zeros (pure noise of the same sigma) and is not recorded.
     """
 
-    def __init__(self, mechanism: StatisticsMechanism, ledger: PrivacyLedger, layout: ReleaseLayout,
-                 max_epsilon: float | None, wire_dtype: str, cfg: ExperimentConfig, client_id: int) -> None:
+    def __init__(
+        self,
+        mechanism: StatisticsMechanism,
+        ledger: PrivacyLedger,
+        layout: ReleaseLayout,
+        max_epsilon: float | None,
+        wire_dtype: str,
+        cfg: ExperimentConfig,
+        client_id: int,
+    ) -> None:
         """Use :meth:`from_config` to build one from the experiment config.
 
         Args:
@@ -48,8 +56,14 @@ class GaussianRelease(ReleasePolicy):
         self.cfg, self.client_id = cfg, client_id
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
-                    clip_norm: float | None = None) -> GaussianRelease:
+    def from_config(
+        cls,
+        cfg: ExperimentConfig,
+        client_id: int,
+        num_arrays: int,
+        layout: ReleaseLayout,
+        clip_norm: float | None = None,
+    ) -> GaussianRelease:
         """sigma as given, or solved so that the client's planned releases spend ``target_epsilon``.
 
         Args:
@@ -62,8 +76,15 @@ class GaussianRelease(ReleasePolicy):
         """
         p = cfg.privacy
         mechanism = StatisticsMechanism.from_config(cfg, client_id, num_arrays, clip_norm)
-        return cls(mechanism, PrivacyLedger(p.accountant, p.delta), layout, p.max_epsilon,
-                   cfg.align.statistics_dtype, cfg, client_id)
+        return cls(
+            mechanism,
+            PrivacyLedger(p.accountant, p.delta),
+            layout,
+            p.max_epsilon,
+            cfg.align.statistics_dtype,
+            cfg,
+            client_id,
+        )
 
     def release(self, statistics, round_number, turn):
         """Clip, noise and project the statistics, or withhold them (see the class docstring)."""
@@ -80,13 +101,14 @@ class GaussianRelease(ReleasePolicy):
         noisy = self.mechanism.release(raw, torch.from_numpy(self.layout.target), self.layout.num_nodes, noise)
         if not self.cfg.privacy.noise_control:
             self.ledger.record(multiplier)
-        return on_wire([n.float().numpy() for n in noisy], self.wire_dtype), \
-            self._metrics(withheld=False)
+        return on_wire([n.float().numpy() for n in noisy], self.wire_dtype), self._metrics(withheld=False)
 
     def _metrics(self, withheld: bool) -> ReleaseMetrics:
         """What every release reports: the epsilon spent so far (:func:`reported_epsilon`) and ``withheld``."""
-        return {"epsilon": reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon()),
-                "withheld": 1.0 if withheld else 0.0}
+        return {
+            "epsilon": reported_epsilon(self.cfg, self.client_id, self.ledger.epsilon()),
+            "withheld": 1.0 if withheld else 0.0,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """The privacy ledger and the noise multiplier sigma."""
@@ -104,23 +126,35 @@ class GaussianRelease(ReleasePolicy):
             state: the whole client checkpoint (needs ``privacy_ledger``).
         """
         if "privacy_ledger" not in state:
-            raise ValueError("checkpoint has no 'privacy_ledger' but this client's privacy config needs one; resuming "
-                             "would forget the privacy already spent. Start a new run, or resume with the original "
-                             "config")
+            raise ValueError(
+                "checkpoint has no 'privacy_ledger' but this client's privacy config needs one; resuming "
+                "would forget the privacy already spent. Start a new run, or resume with the original "
+                "config"
+            )
         self.ledger.load_state_dict(state["privacy_ledger"])
         saved = state.get("noise_multiplier", self.mechanism.noise_multiplier)
         if saved != self.mechanism.noise_multiplier:
             m = self.mechanism
-            self.mechanism = StatisticsMechanism(m.clip_norm, saved, m.clip_scope, num_layers=m.num_layers,
-                                                 clip_only=saved == 0, centre=m.centre)
+            self.mechanism = StatisticsMechanism(
+                m.clip_norm, saved, m.clip_scope, num_layers=m.num_layers, clip_only=saved == 0, centre=m.centre
+            )
             self._announce_extension()
 
     def _announce_extension(self) -> None:
         planned = planned_releases(self.cfg, self.client_id)
         remaining = planned - self.ledger.releases
-        projected = self.ledger.epsilon_if(self.mechanism.effective_noise_multiplier, steps=remaining) \
-            if remaining > 0 else self.ledger.epsilon()
-        log.warning("client %d: the run was extended after %d releases; sigma stays %.4g (the earlier releases were "
-                    "made with it), so its %d planned releases spend epsilon %.4g, above privacy.target_epsilon=%g",
-                    self.client_id, self.ledger.releases, self.mechanism.noise_multiplier, planned, projected,
-                    self.cfg.privacy.target_epsilon)
+        projected = (
+            self.ledger.epsilon_if(self.mechanism.effective_noise_multiplier, steps=remaining)
+            if remaining > 0
+            else self.ledger.epsilon()
+        )
+        log.warning(
+            "client %d: the run was extended after %d releases; sigma stays %.4g (the earlier releases were "
+            "made with it), so its %d planned releases spend epsilon %.4g, above privacy.target_epsilon=%g",
+            self.client_id,
+            self.ledger.releases,
+            self.mechanism.noise_multiplier,
+            planned,
+            projected,
+            self.cfg.privacy.target_epsilon,
+        )

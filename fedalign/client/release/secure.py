@@ -44,13 +44,27 @@ class SecureShareRelease(GaussianRelease):
         self.last_share: Statistics | None = None
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, client_id: int, num_arrays: int, layout: ReleaseLayout,
-                    clip_norm: float | None = None) -> SecureShareRelease:
+    def from_config(
+        cls,
+        cfg: ExperimentConfig,
+        client_id: int,
+        num_arrays: int,
+        layout: ReleaseLayout,
+        clip_norm: float | None = None,
+    ) -> SecureShareRelease:
         """As :meth:`GaussianRelease.from_config`, with n from ``federation`` and ``privacy``."""
         base = GaussianRelease.from_config(cfg, client_id, num_arrays, layout, clip_norm)
         p = cfg.privacy
-        return cls(base.mechanism, base.ledger, layout, base.max_epsilon, base.wire_dtype, cfg, client_id,
-                   parts=honest_noise_shares(cfg.federation.num_clients, p.max_dropout_share, p.colluders))
+        return cls(
+            base.mechanism,
+            base.ledger,
+            layout,
+            base.max_epsilon,
+            base.wire_dtype,
+            cfg,
+            client_id,
+            parts=honest_noise_shares(cfg.federation.num_clients, p.max_dropout_share, p.colluders),
+        )
 
     def release(self, statistics, round_number, turn):
         """A share of the statistics (see the class docstring); the share is kept for :meth:`peer_total`."""
@@ -62,8 +76,9 @@ class SecureShareRelease(GaussianRelease):
             metrics = self._metrics(withheld=False)
         else:
             multiplier = self.mechanism.effective_noise_multiplier
-            allowed = (self.max_epsilon is None or self.ledger.epsilon_if(multiplier) <= self.max_epsilon) \
-                and not skips_final_release(self.cfg, round_number)
+            allowed = (
+                self.max_epsilon is None or self.ledger.epsilon_if(multiplier) <= self.max_epsilon
+            ) and not skips_final_release(self.cfg, round_number)
             noise = noise_source(self.cfg, self.client_id, round_number, STATISTICS_STREAM)
             control = self.cfg.privacy.noise_control
             if control or not allowed:  # data-free: noise only (the noise control, or a spent budget)
@@ -87,13 +102,15 @@ class SecureShareRelease(GaussianRelease):
             peers: one entry, keyed :data:`SUM_WITH_OWN` or :data:`SUM_WITHOUT_OWN`: the summed arrays, then the
                 count.
         """
-        (key, arrays), = peers.items()
+        ((key, arrays),) = peers.items()
         *summed, count = arrays
         num_peers = int(count[0])
         if key == SUM_WITH_OWN:
             if self.last_share is None:
-                raise ValueError(f"client {self.client_id}: the sum holds this client's share, but it has none "
-                                 "(its checkpoint was lost); it cannot take its own share out")
+                raise ValueError(
+                    f"client {self.client_id}: the sum holds this client's share, but it has none "
+                    "(its checkpoint was lost); it cannot take its own share out"
+                )
             summed, num_peers = [s - own for s, own in zip(summed, self.last_share, strict=True)], num_peers - 1
         if num_peers < 1:
             return None
