@@ -224,7 +224,7 @@ def write_report(args, out: Path, runs: list[dict], flower: dict | None = None) 
     if flower is None and previous.is_file():
         flower = json.loads(previous.read_text()).get("flower")
     results = {"benchmark": NAME, "smoke": args.smoke, "machine": common.machine(args.threads),
-               "cap_gb": args.cap_gb, "runs": runs, "fits": fits(runs), "flower": flower,
+               "cap_gb": args.cap_gb, "note": args.note, "runs": runs, "fits": fits(runs), "flower": flower,
                "uptime_at_end": common.uptime()}
     common.write_outputs(out, results, markdown(results))
     plot(results, out / "plot.png")
@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", default=None, help="measure only these configuration ids")
     p.add_argument("--skip-flower", action="store_true", help="keep the Flower part of an earlier run (runs/flower.json)")
     p.add_argument("--flower-rounds", type=int, default=5)
+    p.add_argument("--note", default=None, help="a sentence for table.md (e.g. how the figures were taken)")
     args = p.parse_args(argv)
     common.set_threads(args.threads)
     out = common.out_dir(args, NAME)

@@ -41,6 +41,8 @@ def fits(runs: list[dict]) -> dict:
             "epoch_s": common.loglog_slope(e, [r["epoch_median_s"] for r in rows]),
             "round_s": common.loglog_slope(e, [r["round_median_s"] for r in rows]),
             "peak_mib": common.loglog_slope(e, [r["peak_mib"] for r in rows]),
+            "round_cpu_s": common.loglog_slope(e, [common.median([x["cpu_s"] for x in r["rounds"]]) for r in rows])
+            if all("cpu_s" in x for r in rows for x in r["rounds"]) else None,
         }
     return out
 
@@ -48,17 +50,26 @@ def fits(runs: list[dict]) -> dict:
 def _row(r: dict) -> list:
     gb = f"{r['peak_mib'] * 2**20 / 1e9:.2f}" if r.get("peak_mib") else "-"
     if r.get("skipped"):
-        return [f"{r['edges']:,}", r["num_clients"], r["mode"], "-", "-", "-", "-", "-", "-", "-", "-",
+        return [f"{r['edges']:,}", r["num_clients"], r["mode"], "-", "-", "-", "-", "-", "-", "-", "-", "-",
                 f"skipped: {r['skipped']}", "-"]
     if "error" in r:
-        return [f"{r['edges']:,}", r["num_clients"], r["mode"], "-", "-", "-", "-", "-", "-", "-", gb,
+        return [f"{r['edges']:,}", r["num_clients"], r["mode"], "-", "-", "-", "-", "-", "-", "-", "-", gb,
                 f"**does not fit**: {r['error'].splitlines()[-1][:120]}" if r.get("capped") else
                 f"failed: {r['error'].strip().splitlines()[-1][:120] if r['error'].strip() else '?'}",
                 f"{r['load_before'][0]} / {r['load_after'][0]}"]
     return [f"{r['graph_edges']:,}", r["num_clients"], r["mode"], f"{r['alignment_edges']:,}",
             f"{r['local_edges_mean']:,.0f}", r["steps_per_epoch"] or 1, fmt(r["build_s"]), fmt(r["init_round0_s"]),
-            fmt(r["epoch_median_s"]), fmt(r["round_median_s"]), gb, round_status(r),
+            fmt(r["epoch_median_s"]), fmt(r["round_median_s"]), cpu_per_round(r), gb, round_status(r),
             f"{r['load_before'][0]} / {r['load_after'][0]}"]
+
+
+def cpu_per_round(r: dict) -> str:
+    """Median CPU seconds of the worker per round (what contention does not inflate), '-' where not recorded.
+
+    Args:
+        r: a finished configuration."""
+    cpu = [x["cpu_s"] for x in r["rounds"] if "cpu_s" in x]
+    return fmt(common.median(cpu)) if cpu else "-"
 
 
 def round_status(r: dict) -> str:
@@ -124,6 +135,11 @@ def targets(res: dict) -> list[str]:
             ratio = table[1000] / table[2]
             lines.append(f"* request bytes K = 1,000 / K = 2 ({label}): {ratio:.3f} (target <= 1.1): "
                          f"**{'holds' if ratio <= 1.1 else 'fails'}**")
+    if reqs.get(1000) and reqs.get(100):
+        lines.append(f"  (K = 2's request is its one peer's float32 release, L x E x 4 B; from K = 3 on it is the "
+                     f"peers' summed mass in float64, L x E x 8 B + 16 B, whatever K: K = 1,000 / K = 100 = "
+                     f"{reqs[1000] / reqs[100]:.3f}; per-peer releases would have been "
+                     f"{(res['flower']['request_size'][-1]['per_peer_bytes']) / reqs[1000]:.0f} x larger at K = 1,000)")
     return lines
 
 
@@ -148,14 +164,17 @@ def markdown(res: dict) -> str:
         f"round (the trainer's epoch, its evaluation and release, the request). Peak: resident set of the "
         f"whole process tree (GB = 10^9 B); a tree past {res['cap_gb']:g} GB is killed.",
         "",
+        *([f"Note: {res['note']}", ""] if res.get("note") else []),
     ]
     rows = [_row(r) for r in sorted(res["runs"], key=lambda r: (r["num_clients"], r["mode"], r["edges"]))]
     lines.append(md_table(["E (directed)", "K", "mode", "alignment E", "local E (mean)", "steps / epoch",
-                           "build s", "round 0 s", "s / student-epoch", "s / round", "peak GB (tree)", "status",
+                           "build s", "round 0 s", "s / student-epoch", "s / round", "CPU s / round",
+                           "peak GB (tree)", "status",
                            "load before / after"], rows))
     lines += ["", "log-log slopes on E (time per epoch, per round, peak memory):", ""]
     lines += [f"* K = {f['num_clients']}, {f['mode']}: epoch {fmt(f['epoch_s'])}, round {fmt(f['round_s'])}, "
-              f"peak {fmt(f['peak_mib'])} (E = {', '.join(f'{e:,}' for e in f['graph_edges'])})"
+              f"CPU per round {fmt(f.get('round_cpu_s'))}, peak {fmt(f['peak_mib'])} "
+              f"(E = {', '.join(f'{e:,}' for e in f['graph_edges'])})"
               for f in res["fits"].values()]
     lines += flower_lines(res.get("flower"))
     lines += targets(res)

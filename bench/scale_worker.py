@@ -91,11 +91,11 @@ def run_rounds(coordinator, timers: dict, rounds: int) -> list[dict]:
         rounds: how many training rounds."""
     out = []
     for r in range(1, rounds + 1):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         rec = coordinator.run_round(r)[0]
-        seconds = time.perf_counter() - start
+        seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
         ev, rel = timers[rec.client]["evaluate"].take(), timers[rec.client]["release"].take()
-        out.append({"round": r, "client": rec.client, "seconds": seconds, "epoch_s": rec.seconds - ev - rel,
+        out.append({"round": r, "client": rec.client, "seconds": seconds, "cpu_s": cpu_s, "epoch_s": rec.seconds - ev - rel,
                     "evaluate_s": ev, "release_s": rel, "status": rec.status, "error": rec.error,
                     "request_bytes": rec.bytes_received, "release_bytes": rec.bytes_sent,
                     "rss_mib": round(common.current_rss_mb(), 1)})
