@@ -39,6 +39,8 @@ def fits(runs: list[dict]) -> dict:
         out[f"k{k}-{mode}"] = {
             "num_clients": k, "mode": mode, "graph_edges": e,
             "epoch_s": common.loglog_slope(e, [r["epoch_median_s"] for r in rows]),
+            "epoch_s_between": [common.loglog_slope(e[i:i + 2], [r["epoch_median_s"] for r in rows[i:i + 2]])
+                                for i in range(len(rows) - 1)],  # consecutive sizes
             "round_s": common.loglog_slope(e, [r["round_median_s"] for r in rows]),
             "peak_mib": common.loglog_slope(e, [r["peak_mib"] for r in rows]),
             "round_cpu_s": common.loglog_slope(e, [common.median([x["cpu_s"] for x in r["rounds"]]) for r in rows])
@@ -173,7 +175,8 @@ def markdown(res: dict) -> str:
                            "load before / after"], rows))
     lines += ["", "log-log slopes on E (time per epoch, per round, peak memory):", ""]
     lines += [f"* K = {f['num_clients']}, {f['mode']}: epoch {fmt(f['epoch_s'])}, round {fmt(f['round_s'])}, "
-              f"CPU per round {fmt(f.get('round_cpu_s'))}, peak {fmt(f['peak_mib'])} "
+              f"CPU per round {fmt(f.get('round_cpu_s'))}, peak {fmt(f['peak_mib'])}; epoch between consecutive "
+              f"sizes {', '.join(fmt(x) for x in f.get('epoch_s_between') or []) or '-'} "
               f"(E = {', '.join(f'{e:,}' for e in f['graph_edges'])})"
               for f in res["fits"].values()]
     lines += flower_lines(res.get("flower"))
