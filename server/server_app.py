@@ -27,7 +27,7 @@ from fedalign.provenance import REVISION_ENV
 from fedalign.runner import run_experiment
 from fedalign.server import with_layout_fingerprint
 
-from .transport import FlowerTransport
+from .flower_transport import FlowerTransport
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"

@@ -1,6 +1,6 @@
 """A Flower ``Grid`` stand-in that delivers messages to the real ClientApp in this process.
 
-It lets tests drive the real ServerApp transport (:class:`server.transport.FlowerTransport`)
+It lets tests drive the real ServerApp transport (:class:`server.flower_transport.FlowerTransport`)
 and the real ClientApp (checkpoints, idempotent replies) without starting a SuperLink, and
 lets them do what a network does: lose a node, bring it back under a new node id, or tamper
 with replies.

@@ -277,7 +277,7 @@ def test_honest_metrics_pass_and_epsilon_may_be_infinite():
 
 
 def test_an_oversized_reply_is_refused_before_its_arrays_are_decoded(tmp_path, flower_task_identity, monkeypatch):
-    import server.transport as transport_module
+    import server.flower_transport as transport_module
 
     cfg = config_from_dict({**SMALL, "federation": {"num_clients": 2, "rounds": 4}})
     huge = 8_000_000  # 32 MB of float32 where an honest release has 2 layers x E

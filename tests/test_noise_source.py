@@ -97,7 +97,7 @@ def test_two_clients_and_two_rounds_get_unrelated_noise_that_no_small_seed_regen
 def test_no_torch_generator_seed_on_any_privacy_path():
     """Static check beside the behavioural ones: the privacy code draws nothing from torch's RNGs."""
     privacy_paths = [*(ROOT / "fedalign" / "privacy").glob("*.py"), *(ROOT / "fedalign" / "client" / "release").glob("*.py"),
-                     ROOT / "fedalign" / "client" / "noise.py", ROOT / "fedalign" / "client" / "data.py",
+                     ROOT / "fedalign" / "client" / "noise.py", ROOT / "fedalign" / "client" / "local_data.py",
                      ROOT / "fedalign" / "client" / "training.py", ROOT / "fedalign" / "aggregation.py"]
     forbidden = re.compile(r"\.seed\(\)|torch\.Generator\(|manual_seed\(|torch\.(rand|randn|randint|normal|bernoulli|"
                            r"randperm|multinomial)\(|generator=")

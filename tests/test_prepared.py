@@ -6,7 +6,7 @@ import stat
 import pytest
 import torch
 
-from fedalign.client import data as client_data_module
+from fedalign.client import local_data as client_data_module
 from fedalign.client import prepared
 from fedalign.client.prepared import prepared_client_data, prepared_path
 from fedalign.config import config_from_dict

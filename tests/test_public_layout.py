@@ -169,7 +169,7 @@ def test_the_server_without_data_checks_per_node_sums_against_the_artefact(artef
 
 
 def test_secure_aggregation_of_votes_reads_c_off_the_artefact(tmp_path, monkeypatch):
-    from server.transport import FlowerTransport
+    from server.flower_transport import FlowerTransport
 
     path = save_public_layout(public_layout_from_data(cfg_of(VOTES)), tmp_path / "votes.npz")
     forbid_data(monkeypatch)

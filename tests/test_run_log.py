@@ -20,7 +20,7 @@ from fedalign.inprocess import CLIENT_STATE, InProcessTransport, run_inprocess
 from fedalign.runner import run_experiment
 from fedalign.server import ServerState
 from server.server_app import serve
-from server.transport import FlowerTransport
+from server.flower_transport import FlowerTransport
 
 from loopback import LoopbackGrid
 

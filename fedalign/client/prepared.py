@@ -24,7 +24,7 @@ from torch_geometric.data import Data
 from ..config import ExperimentConfig
 from ..data import ClientData, GraphSplit, raw_file_fingerprint
 from ..files import replaced_privately
-from .data import TaskInfo, client_data
+from .local_data import TaskInfo, client_data
 from .paths import state_root
 
 log = logging.getLogger("fedalign")
@@ -73,7 +73,7 @@ def prepared_client_data(
     cfg: ExperimentConfig, client_id: int, state_dir: str | Path | None
 ) -> tuple[TaskInfo, ClientData]:
     """Client ``client_id``'s task and data: from its prepared file when there is one, else built
-    by :func:`~fedalign.client.data.client_data` and saved for the next message.
+    by :func:`~fedalign.client.local_data.client_data` and saved for the next message.
 
     Args:
         cfg: the experiment config.
@@ -81,7 +81,7 @@ def prepared_client_data(
         state_dir: the configured state directory, or None.
 
     Returns:
-        ``(task, data)`` as :func:`~fedalign.client.data.client_data` gives them.
+        ``(task, data)`` as :func:`~fedalign.client.local_data.client_data` gives them.
     """
     try:
         path = prepared_path(state_dir, cfg, client_id)

@@ -34,8 +34,8 @@ from ..wire import (
     Statistics,
     release_layout,
 )
-from .data import TaskInfo, client_data, randomise_labels, to_device
 from .inference import layerwise_forward
+from .local_data import TaskInfo, client_data, randomise_labels, to_device
 from .minibatch_training import train_mini_batch
 from .objective import AlignmentTargets
 from .peer_checks import check_peer_statistics
@@ -373,7 +373,7 @@ def build_student(cfg: ExperimentConfig, client_id: int, data: tuple[TaskInfo, C
         cfg: the experiment config.
         client_id: the client's index, 0..K-1.
         data: ``(task, data)`` when the caller has them (e.g. :mod:`fedalign.client.prepared`), else None
-            to load the client's partition (:func:`~fedalign.client.data.client_data`).
+            to load the client's partition (:func:`~fedalign.client.local_data.client_data`).
     """
     task, client = data if data is not None else client_data(cfg, client_id)
     return Student(cfg, client_id, client, task)

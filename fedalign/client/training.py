@@ -13,7 +13,7 @@ from torch_geometric.data import Data
 from ..config import ExperimentConfig
 from ..data import GraphSplit
 from ..privacy import DPSGDTrainer, PrivacyLedger, require_per_graph_samples
-from .data import split_into_graphs
+from .local_data import split_into_graphs
 from .noise import DP_SGD_STREAM, noise_source, reported_epsilon
 from .objective import AlignmentTargets
 

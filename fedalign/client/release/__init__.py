@@ -21,10 +21,10 @@ from ...alignment import shares_statistics
 from ...config import ExperimentConfig
 from ...privacy import PrivacyLedger
 from ...wire import ReleaseLayout, release_clip_norm
+from .after_dp_sgd import DPSGDRelease
+from .after_label_dp import LabelDPRelease
 from .base import NoRelease, ReleasePolicy
-from .dp_sgd import DPSGDRelease
 from .gaussian import GaussianRelease
-from .labels import LabelDPRelease
 from .plain import PlainRelease
 from .secure import SecureShareRelease
 
