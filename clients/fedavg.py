@@ -26,9 +26,7 @@ import json
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-ARRAYS, CONFIG, METRICS, CLIENT_METRICS, META = "arrays", "config", "metrics", "client-metrics", "meta"
-ARM_KEY, ARM = "fedalign-arm", "weights"
-WEIGHT_KEY = "fedalign-weight"  # the MetricRecord key Flower's FedAvg weights by: 1 for every client
+from fedalign_flower.protocol import ARM, ARM_KEY, ARRAYS, CLIENT_METRICS, CONFIG, META, METRICS, WEIGHT_KEY
 
 
 def is_weight_request(content: RecordDict) -> bool:

@@ -47,6 +47,10 @@ if TYPE_CHECKING:  # fedalign.config imports torch; a ClientApp that forwards to
 
 CONFIG, PEERS, STATISTICS, METRICS, META = "config", "peers", "statistics", "metrics", "meta"
 EPSILON_BEFORE = "epsilon-before"
+# The weight arms (fedavg / dp-fedavg; clients/fedavg.py writes, server/fedavg.py reads) use their own records:
+ARRAYS, CLIENT_METRICS = "arrays", "client-metrics"
+ARM_KEY, ARM = "fedalign-arm", "weights"  # a request's config: this message is for the weight arms
+WEIGHT_KEY = "fedalign-weight"  # the MetricRecord key Flower's FedAvg weights by: 1 for every client
 IDENTIFY_ROUND = -1
 
 

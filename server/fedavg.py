@@ -45,12 +45,12 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 from flwr.supercore.differential_privacy import compute_stdv
 
-from clients.fedavg import ARM, ARM_KEY, ARRAYS, CLIENT_METRICS, CONFIG, META, WEIGHT_KEY
 from fedalign.client.weights import WeightPrivacy
 from fedalign.config import ExperimentConfig
 from fedalign.server.fedavg import WeightReply, payload, round_records
 from fedalign.server.records import RoundListener, RoundRecord
 from fedalign.weight_arms import run_weight_arm
+from fedalign_flower.protocol import ARM, ARM_KEY, ARRAYS, CLIENT_METRICS, CONFIG, META, WEIGHT_KEY
 
 log = logging.getLogger("fedalign")
 

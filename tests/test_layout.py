@@ -22,11 +22,29 @@ REPO = Path(__file__).resolve().parents[1]
 LIBRARY = REPO / "fedalign"
 CLIENT_SIDE = ("fedalign.client", "fedalign.models", "fedalign.privacy")
 SERVER_SIDE = ("fedalign.server",)
-ENGINES = ("fedalign.inprocess", "fedalign.runner", "fedalign.outputs", "fedalign.sweep", "fedalign.sweep_spec", "fedalign.runstore",
-           "fedalign.weight_arms")
-SHARED = ("fedalign.config", "fedalign.statistics", "fedalign.alignment", "fedalign.wire", "fedalign.schedules",
-          "fedalign.data", "fedalign.seeds", "fedalign.files", "fedalign.aggregation", "fedalign.queries",
-          "fedalign.provenance", "fedalign.public_layout")
+ENGINES = (
+    "fedalign.inprocess",
+    "fedalign.runner",
+    "fedalign.outputs",
+    "fedalign.sweep",
+    "fedalign.sweep_spec",
+    "fedalign.runstore",
+    "fedalign.weight_arms",
+)
+SHARED = (
+    "fedalign.config",
+    "fedalign.statistics",
+    "fedalign.alignment",
+    "fedalign.wire",
+    "fedalign.schedules",
+    "fedalign.data",
+    "fedalign.seeds",
+    "fedalign.files",
+    "fedalign.aggregation",
+    "fedalign.queries",
+    "fedalign.provenance",
+    "fedalign.public_layout",
+)
 
 
 # Folders of the tree the size and import rules skip: tests, virtual environments, build and run outputs.
@@ -34,11 +52,9 @@ SKIPPED = {"tests", "site", "build", "dist", "outputs", "results", "node_modules
 SERVER_APP, CLIENT_APP = ("server",), ("clients",)
 # (importing module, imported module prefix) -> why the Flower app may cross the line.
 APP_EXCEPTIONS = {
-    ("server.fedavg", "clients.fedavg"): "the weight arms' record keys (ARRAYS, META, ...) are defined once, "
-                                         "beside the ClientApp half that writes them",
     ("server.fedavg", "fedalign.client"): "WeightPrivacy calibrates dp-fedavg's noise on both sides",
     ("server.secure_aggregation", "fedalign.privacy"): "the SecAgg+ clipping range is the statistics "
-                                                       "mechanism's noise std (StatisticsMechanism)",
+    "mechanism's noise std (StatisticsMechanism)",
 }
 
 
@@ -124,7 +140,7 @@ def test_the_flower_apps_keep_the_sides_apart():
 
 
 def test_the_exceptions_are_still_needed():
-    for (name, prefix) in APP_EXCEPTIONS:
+    for name, prefix in APP_EXCEPTIONS:
         path = REPO / (name.replace(".", "/") + ".py")
         assert any(within(m, (prefix,)) for m, _ in imports(path)), f"{name} no longer imports {prefix}"
 
