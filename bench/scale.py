@@ -120,7 +120,7 @@ def measure(s: dict, threads: int, cap_mib: float, timeout: float, smoke: bool =
             "phases": [json.loads(line.split(" ", 1)[1]) for line in m.stderr.splitlines()
                        if line.startswith("[scale-worker] ")]}  # where a killed worker had got to
     if m.returncode != 0 or m.capped or m.timed_out:
-        why = (f"passed the {cap_mib / 1024:.1f} GiB cap" if m.capped else
+        why = (f"passed the {cap_mib * 2**20 / 1e9:g} GB ({cap_mib / 1024:.1f} GiB) cap" if m.capped else
                f"timed out after {timeout:.0f} s" if m.timed_out else m.stderr.strip()[-3000:])
         return {**s, **tree, "error": why}
     return {**json.loads(m.stdout.strip().splitlines()[-1]), **tree}
@@ -136,6 +136,8 @@ def graph_runs(args, out: Path) -> list[dict]:
     runs_dir.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict] = {}
     for s in specs(args.smoke):
+        if args.device != "cpu":  # the same configurations on a GPU (host memory of the tree, not the GPU's)
+            s = {**s, "device": args.device, "id": f"{s['id']}-{args.device}"}
         path = runs_dir / f"{s['id']}.json"
         if args.only and s["id"] not in args.only:
             if path.is_file():
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", default=None, help="measure only these configuration ids")
     p.add_argument("--skip-flower", action="store_true", help="keep the Flower part of an earlier run (runs/flower.json)")
     p.add_argument("--flower-rounds", type=int, default=5)
+    p.add_argument("--device", default="cpu", help="the students' device (cuda where a GPU is lent)")
     p.add_argument("--note", default=None, help="a sentence for table.md (e.g. how the figures were taken)")
     args = p.parse_args(argv)
     common.set_threads(args.threads)

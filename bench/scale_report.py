@@ -41,6 +41,7 @@ def fits(runs: list[dict]) -> dict:
             "epoch_s": common.loglog_slope(e, [r["epoch_median_s"] for r in rows]),
             "epoch_s_between": [common.loglog_slope(e[i:i + 2], [r["epoch_median_s"] for r in rows[i:i + 2]])
                                 for i in range(len(rows) - 1)],  # consecutive sizes
+            "steps": common.loglog_slope(e, [r["steps_per_epoch"] or 1 for r in rows]),
             "round_s": common.loglog_slope(e, [r["round_median_s"] for r in rows]),
             "peak_mib": common.loglog_slope(e, [r["peak_mib"] for r in rows]),
             "round_cpu_s": common.loglog_slope(e, [common.median([x["cpu_s"] for x in r["rounds"]]) for r in rows])
@@ -56,7 +57,9 @@ def _row(r: dict) -> list:
                 f"skipped: {r['skipped']}", "-"]
     if "error" in r:
         return [f"{r['edges']:,}", r["num_clients"], r["mode"], "-", "-", "-", "-", "-", "-", "-", "-", gb,
-                f"**does not fit**: {r['error'].splitlines()[-1][:120]}" if r.get("capped") else
+                f"**does not fit**: killed past the {r['cap_mib'] * 2**20 / 1e9:.0f} GB cap in the phase after "
+                f"'{(r.get('phases') or [{}])[-1].get('phase', '-')}' (RSS then "
+                f"{(r.get('phases') or [{}])[-1].get('rss_mb', 0) * 2**20 / 1e9:.1f} GB)" if r.get("capped") else
                 f"failed: {r['error'].strip().splitlines()[-1][:120] if r['error'].strip() else '?'}",
                 f"{r['load_before'][0]} / {r['load_after'][0]}"]
     return [f"{r['graph_edges']:,}", r["num_clients"], r["mode"], f"{r['alignment_edges']:,}",
@@ -176,7 +179,8 @@ def markdown(res: dict) -> str:
     lines += ["", "log-log slopes on E (time per epoch, per round, peak memory):", ""]
     lines += [f"* K = {f['num_clients']}, {f['mode']}: epoch {fmt(f['epoch_s'])}, round {fmt(f['round_s'])}, "
               f"CPU per round {fmt(f.get('round_cpu_s'))}, peak {fmt(f['peak_mib'])}; epoch between consecutive "
-              f"sizes {', '.join(fmt(x) for x in f.get('epoch_s_between') or []) or '-'} "
+              f"sizes {', '.join(fmt(x) for x in f.get('epoch_s_between') or []) or '-'}; steps per epoch "
+              f"{fmt(f.get('steps'))} "
               f"(E = {', '.join(f'{e:,}' for e in f['graph_edges'])})"
               for f in res["fits"].values()]
     lines += flower_lines(res.get("flower"))
