@@ -6,7 +6,9 @@ descendants (psutil where installed, else ``/proc``) every ``interval`` seconds,
 ``ru_maxrss`` is the largest resident set of the child or of any descendant it waited for. The peak
 reported is the larger of the two: sampling sees every process of the tree at once (Ray's workers
 included) but may miss a spike shorter than ``interval``; ``ru_maxrss`` sees every spike of the
-largest single process, not the sum.
+largest single process, not the sum — and, on Linux, it also keeps the high-water mark of the memory
+the child was forked with (exec does not reset it), so a child of a large parent reports at least the
+parent's resident set at the fork: ``ru_maxrss`` is an upper bound, the sampled sum the measurement.
 """
 
 from __future__ import annotations
