@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from . import common
+from .process_tree import tree_rss_mib
 
 NAME = "many-clients"
 PROGRESS = re.compile(r"^\[round (init|(\d+)/\d+) \|\s+([\d.]+)s\]")
@@ -47,28 +48,6 @@ def experiment(k: int, rounds: int, num_nodes: int | None = None) -> dict:
     }
 
 
-def _tree_rss_mb(root: int) -> float:
-    """Summed resident set of ``root`` and all its descendants (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry))
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            continue
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total / 2**20
-
-
 def run_one(k: int, engine: str, rounds: int, workdir: Path, num_nodes: int | None = None) -> dict:
     """One ``fedalign run`` of K = ``k`` on ``engine``, its output under ``workdir/<engine>-<k>``: its times
     and the peak resident set of its process tree (``num_nodes``: the graph's size, default 20 per client)."""
@@ -84,7 +63,7 @@ def run_one(k: int, engine: str, rounds: int, workdir: Path, num_nodes: int | No
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
+            peak[0] = max(peak[0], tree_rss_mib(proc.pid))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
