@@ -21,7 +21,7 @@ from torch_geometric.data import Data
 from ..alignment import NODE_STRATEGIES, released_arrays
 from ..config import ExperimentConfig
 from ..data import ClientData
-from ..models import StudentNetwork, build_network
+from ..models import StudentNetwork, build_network, sparse_input
 from ..public_layout import check_client_layout
 from ..queries import query_nodes
 from ..seeds import derive_seed
@@ -91,7 +91,7 @@ class Student:
         self.train_split, self.val_split, self.test_split, self.alignment = to_device(data, self.device)
         if cfg.privacy.unit == "labels":  # randomised response on the training labels, once, before training
             self.train_split = randomise_labels(cfg, client_id, self.train_split, task)
-        self._prepared: dict[int, Any] = {}  # id(graph) -> model.prepare(graph's edges), built once
+        self._prepared: dict[int, Any] = {}  # id(graph) -> (model.prepare(its edges), its features), built once
         queries = (
             query_nodes(cfg.seed, self.alignment.num_nodes, cfg.align.queries)
             if cfg.align.strategy in NODE_STRATEGIES
@@ -136,8 +136,10 @@ class Student:
         if self.cfg.train.batch_size is not None and not self.model.training and not torch.is_grad_enabled():
             return layerwise_forward(self.model, graph, self.cfg.train.batch_size)
         if id(graph) not in self._prepared:
-            self._prepared[id(graph)] = self.model.prepare(graph.edge_index, graph.num_nodes)
-        return self.model(graph.x, self._prepared[id(graph)])
+            features = sparse_input(graph.x) if self.cfg.train.sparse_features else graph.x
+            self._prepared[id(graph)] = (self.model.prepare(graph.edge_index, graph.num_nodes), features)
+        prepared, features = self._prepared[id(graph)]
+        return self.model(features, prepared)
 
     @property
     def depth(self) -> int:

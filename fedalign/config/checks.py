@@ -37,6 +37,7 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
     _check_public_layout(cfg)
     check_privacy(cfg, dataset)
     _check_mini_batch(cfg)
+    _check_sparse_features(cfg)
     return cfg
 
 
@@ -200,6 +201,23 @@ def _check_mini_batch(cfg: ExperimentConfig) -> None:
         cfg.align.strategy not in ("votes", "fedavg", "dp-fedavg"),
         "train.batch_size",
         f"mini-batch training does not support align.strategy {cfg.align.strategy} yet; remove train.batch_size",
+    )
+
+
+def _check_sparse_features(cfg: ExperimentConfig) -> None:
+    """``train.sparse_features``: the first layer of full-batch GCN students (no other forward reads it)."""
+    if not cfg.train.sparse_features:
+        return
+    archs = {cfg.model.for_client(i)["arch"] for i in range(cfg.federation.num_clients)}
+    _check(
+        archs == {"gcn"},
+        "train.sparse_features",
+        f"a sparse first layer is built for GCN students only, got model.arch {sorted(archs)}; remove the key",
+    )
+    _check(
+        cfg.train.batch_size is None and not cfg.privacy.dp_sgd.enabled,
+        "train.sparse_features",
+        "applies to full-batch training (a mini-batch or DP-SGD student builds dense batches); remove one",
     )
 
 

@@ -205,6 +205,12 @@ class TrainConfig(Section):
         "next to the seeds, i.e. the output layer, first; -1 = every neighbour); None = all neighbours (exact "
         "representations)",
     )
+    sparse_features: bool = Field(
+        default=False,
+        description="full-batch GCN students multiply their first layer by a sparse (CSR) copy of the node "
+        "features, made once per graph: the same product, summed in another order (outputs agree to ~1e-5), "
+        "several times faster where features are mostly zeros (bag-of-words: Coauthor CS is 0.9 % nonzero)",
+    )
 
 
 class SimulationConfig(Section):

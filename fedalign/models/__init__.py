@@ -6,7 +6,7 @@ from typing import Any
 
 from .base import ACTIVATIONS, REPRESENTATIONS, StudentNetwork
 from .gat import GATStudent
-from .gcn import GCNStudent
+from .gcn import GCNStudent, sparse_input
 from .sage import SAGEStudent
 
 ARCHITECTURES: dict[str, type[StudentNetwork]] = {"gcn": GCNStudent, "gat": GATStudent, "sage": SAGEStudent}
@@ -63,4 +63,5 @@ __all__ = [
     "SAGEStudent",
     "StudentNetwork",
     "build_network",
+    "sparse_input",
 ]
