@@ -417,3 +417,17 @@ def test_many_clients_smoke(tmp_path):
     # Flower runs Ray's processes beside the driver: its tree holds more than the in-process run
     assert runs[1]["peak_rss_mib"] > runs[0]["peak_rss_mib"]
     assert "| 3 | flower |" in (tmp_path / "table.md").read_text()
+
+
+def test_scale_sampling_smoke(tmp_path):
+    """Distinct nodes and edges per batch, against the tree bound computed here by hand."""
+    res, table = run_benchmark("scale_sampling", tmp_path)
+    rows = res["rows"]
+    assert [r["edges"] for r in rows] == [2000, 8000]
+    for r in rows:
+        # batch 64, mean in-degree 8: alignment 64*8 + 64*8*2 + 64*8*4, task 64*2 + 64*4 + 64*8
+        assert r["tree_edges_bound"] == 64 * 8 * 7 + 64 * 14
+        assert 0 < r["task_edges"] + r["align_edges"] <= r["tree_edges_bound"]
+        assert r["align_nodes"] <= r["num_nodes"] and r["steps_per_epoch"] == -(-r["num_nodes"] // 64)
+    assert rows[1]["align_edges"] > rows[0]["align_edges"]  # less overlap in the larger graph
+    assert "sampled edges per step" in table
