@@ -13,9 +13,11 @@ app bundle a Flower ServerApp runs from after ``flwr run`` -- it is ``$FEDALIGN_
 (``<40 hex>`` or ``<40 hex>+dirty``; the ServerApp sets it from its run config key ``revision``, which
 ``python -m deploy run`` fills in), else ``"unknown"`` with the reason in ``revision_source``.
 
-``dirty``: the work tree differed from the revision: a tracked file modified, staged or deleted, or an
-untracked file that git does not ignore *outside* :data:`WRITTEN_FOLDERS` (runs and benchmarks write
-their own files under ``outputs/`` and ``results/``; a new source or experiment file elsewhere counts).
+``dirty``: the work tree differed from the revision *outside* :data:`WRITTEN_FOLDERS`: a tracked file
+modified, staged or deleted, or an untracked file that git does not ignore. Runs and benchmarks write
+their own files under ``outputs/`` and ``results/`` -- new ones, or committed ones measured again (a
+benchmark that reruns some configurations rewrites its committed results) -- and what they write is
+not the code that ran; a new or changed source or experiment file elsewhere counts.
 ``None`` when the revision is unknown. ``dirty_paths``: the first :data:`DIRTY_PATHS_SHOWN` such paths.
 
 ``command`` is ``sys.argv`` shell-quoted, with the value of an option that names a token, secret or
@@ -40,7 +42,7 @@ from typing import Any
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 REVISION_ENV = "FEDALIGN_REVISION"
 PACKAGES = ("torch", "torch_geometric", "flwr", "opacus")
-WRITTEN_FOLDERS = ("outputs/", "results/")  # untracked files here do not make the tree dirty
+WRITTEN_FOLDERS = ("outputs/", "results/")  # what runs write: changes here do not make the tree dirty
 DIRTY_PATHS_SHOWN = 10
 DIRTY_SUFFIX = "+dirty"
 SECRET_WORDS = ("token", "secret", "password", "passwd")  # an option naming one: its value is not recorded
@@ -84,11 +86,7 @@ def git_state(path: str | Path) -> dict[str, Any]:
         lines = _git(path, "status", "--porcelain", "--untracked-files=all").splitlines()
     except (OSError, subprocess.SubprocessError) as error:
         return _unknown(f"no git checkout at {path} ({type(error).__name__})")
-    changed = [
-        _porcelain_path(line)
-        for line in lines
-        if not (line.startswith("??") and _porcelain_path(line).startswith(WRITTEN_FOLDERS))
-    ]
+    changed = [_porcelain_path(line) for line in lines if not _porcelain_path(line).startswith(WRITTEN_FOLDERS)]
     return {
         "revision": revision,
         "dirty": bool(changed),

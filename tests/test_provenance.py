@@ -101,9 +101,14 @@ def test_the_dirty_flag_follows_the_work_tree(tmp_repo):
         (tmp_repo / written).parent.mkdir(parents=True, exist_ok=True)
         (tmp_repo / written).write_text("{}")
     assert git_state(tmp_repo)["dirty"] is False
+    git(tmp_repo, "add", "results")
+    git(tmp_repo, "commit", "-q", "-m", "results")
+    (tmp_repo / "results/benchmarks/x/results.json").write_text('{"again": 1}')  # a benchmark measured again
+    assert git_state(tmp_repo)["dirty"] is False
     (tmp_repo / "code.py").write_text("x = 2\n")  # a modified tracked file
     dirty = git_state(tmp_repo)
-    assert dirty["dirty"] is True and dirty["dirty_paths"] == ["code.py"] and dirty["revision"] == clean["revision"]
+    head = git(tmp_repo, "rev-parse", "HEAD").strip()
+    assert dirty["dirty"] is True and dirty["dirty_paths"] == ["code.py"] and dirty["revision"] == head
     git(tmp_repo, "checkout", "code.py")
     (tmp_repo / "new_module.py").write_text("y = 1\n")  # a new source file, not yet committed
     assert git_state(tmp_repo)["dirty"] is True
