@@ -29,13 +29,14 @@ def _privacy(**keys):
 
 
 def _sweep(folder: Path, cells: list[tuple], k: int = 20, partition: dict | None = None,
-           purpose: str | None = None) -> None:
+           purpose: str | None = None, data: str | None = None) -> None:
     """A sweep folder as fedalign.sweep leaves it: results.csv with a run column, runs/<id>/{config.yaml,summary.json}.
     A cell: (seed, arm, privacy keys, test[, validation]); its run id is made up (the report reads the run column)."""
     rows = []
     for index, (seed, arm, privacy, test, *val) in enumerate(cells):
         run = f"cell{index}__seed={seed}"
         config = {"seed": seed, "federation": {"num_clients": k}, "partition": partition or DIRICHLET,
+                  **({"data": {"name": data}} if data else {}),
                   "align": {"strategy": arm if arm == "dp-fedavg" else arm.split("-")[0]}, "privacy": _privacy(**privacy)}
         summary = {"status": "finished", "metric": "accuracy", "mean_test_at_best_val": test, "wall_seconds": 60.0,
                    "clients": {"0": {"best_val": val[0] if val else 0.5, "test_at_best_val": test}},
@@ -164,6 +165,17 @@ def test_statistics_rows_are_paired_with_dp_fedavg_at_the_same_epsilon(tmp_path)
     assert at4["diffs"] == pytest.approx([0.05, 0.03, 0.06]) and at4["mean"] == pytest.approx(0.14 / 3)
     at8 = found[("statistics minus DP-FedAvg at the same ε", "votes", 8.0)]
     assert at8["diffs"] == pytest.approx([-0.05, -0.01]) and at8["n"] == 2
+
+
+def test_cells_of_another_dataset_are_never_paired_or_averaged_with_photo(tmp_path):
+    _sweep(tmp_path / "photo", [(0, "none", PLAIN, 0.50), (1, "none", PLAIN, 0.52), (0, "logits", PLAIN, 0.60)],
+           k=100, data="amazon-photo")
+    _sweep(tmp_path / "cs", [(0, "none", PLAIN, 0.30), (0, "logits", PLAIN, 0.31)], k=100, data="coauthor-cs")
+    rows = {(r["split"], r["arm"]): r for r in _table(tmp_path)}
+    assert rows[("Dirichlet, 2 %", "none")]["test_mean"] == pytest.approx(0.51)  # seed 0 is not CS's 0.30
+    assert rows[("coauthor-cs: Dirichlet, 2 %", "none")]["test_mean"] == pytest.approx(0.30)
+    assert rows[("Dirichlet, 2 %", "logits")]["gain_over_none"] == pytest.approx(0.10)
+    assert rows[("coauthor-cs: Dirichlet, 2 %", "logits")]["gain_over_none"] == pytest.approx(0.01)
 
 
 def test_a_seed_run_twice_counts_once_with_the_mean_of_its_runs(tmp_path):

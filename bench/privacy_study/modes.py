@@ -1,7 +1,8 @@
 """What a cell is, read off its run config and summary: K, split, arm, privacy mode and epsilon.
 
 * **K**: ``federation.num_clients``; **split**: ``partition.scheme`` (with alpha where it is not 0.5) and
-  ``partition.label_rate``, e.g. ``Dirichlet, 2 %``.
+  ``partition.label_rate``, e.g. ``Dirichlet, 2 %``, after the dataset where it is not the studies' Amazon
+  Photo (``coauthor-cs: Dirichlet, 2 %``), so that no row pairs or averages cells of two datasets.
 * **arm**: results.csv's ``arm`` column (the sweep's named arm), else ``align.strategy``.
 * **mode** (from ``privacy.*``): ``label DP`` (``unit: labels``; epsilon = ``label_epsilon`` per label);
   ``no noise`` (a strategy that shares no statistics, ``mechanism: none``, ``target_epsilon: inf`` or
@@ -25,19 +26,23 @@ from fedalign.alignment import shares_statistics
 INF = math.inf
 NOISE_ONLY_SIGMA = 100.0  # a sigma this large leaves nothing of the statistics: the first studies' noise control
 SCHEMES = {"dirichlet": "Dirichlet"}
+STUDY_DATASET = "amazon-photo"  # every study's dataset until Coauthor CS: its rows carry no dataset label
 
 
-def split_label(partition: dict[str, Any]) -> str:
-    """``Dirichlet, 2 %``, ``community, 10 %``, ``Dirichlet α = 0.1, 2 %``.
+def split_label(partition: dict[str, Any], dataset: str = STUDY_DATASET) -> str:
+    """``Dirichlet, 2 %``, ``community, 10 %``, ``Dirichlet α = 0.1, 2 %``, ``coauthor-cs: Dirichlet, 2 %``.
 
     Args:
         partition: the run config's ``partition`` section.
+        dataset: the run config's ``data.name`` (named in the label unless it is :data:`STUDY_DATASET`).
     """
+    data = dataset.lower().replace("_", "-")
+    prefix = "" if data == STUDY_DATASET else f"{data}: "
     scheme = partition.get("scheme", "replicate")
     name = SCHEMES.get(scheme, scheme)
     if scheme == "dirichlet" and float(partition.get("alpha", 0.5)) != 0.5:
         name += f" α = {float(partition['alpha']):g}"
-    return f"{name}, {round(float(partition.get('label_rate', 1.0)) * 100, 6):g} %"
+    return f"{prefix}{name}, {round(float(partition.get('label_rate', 1.0)) * 100, 6):g} %"
 
 
 def _ordinal(k: int) -> str:
@@ -111,7 +116,8 @@ def describe(cell: dict[str, Any]) -> dict[str, Any]:
     secure = bool(p.get("secure_aggregation")) and kind in ("dp", "control", "noise-only")
     options = _options(p) if kind in ("dp", "control", "noise-only") else ""
     vals = [c["best_val"] for c in summary.get("clients", {}).values() if c.get("best_val") is not None]
-    return {"K": int(cfg["federation"]["num_clients"]), "split": split_label(cfg.get("partition") or {}),
+    split = split_label(cfg.get("partition") or {}, (cfg.get("data") or {}).get("name", STUDY_DATASET))
+    return {"K": int(cfg["federation"]["num_clients"]), "split": split,
             "arm": cell["row"].get("arm") or strategy, "strategy": strategy,
             "mode": _mode_label(kind, secure, options, p.get("noise_multiplier")), "epsilon": eps, "kind": kind,
             "secure": secure, "options": options, "level": level, "seed": int(cfg["seed"]),
