@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fedalign.outputs import json_safe
-from fedalign.provenance import provenance
+from fedalign.provenance import WRITTEN_FOLDERS, provenance
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results" / "benchmarks"
@@ -100,8 +100,8 @@ def git_revision() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results", ":(exclude)outputs"],  # what benchmarks write is not code
+        written = [f":(exclude){folder}" for folder in WRITTEN_FOLDERS]  # what benchmarks write is not code
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *written],
                                cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -29,7 +29,6 @@ from .scale import NAME as SCALE
 from .scale import spec as scale_spec
 
 NAME = "scale_sampling"
-FANOUTS = [2, 2, 2]  # bench.scale's train.num_neighbors
 
 
 def loaders(s: dict):
@@ -37,10 +36,8 @@ def loaders(s: dict):
 
     Args:
         s: a :func:`bench.scale.spec` configuration (``mini``, K = 2)."""
-    import torch
-
     from fedalign.client.minibatch import alignment_fanouts
-    from fedalign.client.sampling import neighbor_loader
+    from fedalign.client.minibatch_training import build_loaders
     from fedalign.config import config_from_dict
     from fedalign.data import load_partition
 
@@ -48,12 +45,8 @@ def loaders(s: dict):
 
     cfg = config_from_dict(raw_config(s))
     _, clients = load_partition(cfg)
-    split, align = clients[0].train, clients[0].alignment
-    seeds = split.mask.nonzero().view(-1)
-    targets = torch.unique(align.edge_index[1])  # what minibatch_loaders takes for a structure strategy
-    task = neighbor_loader(split.graph, seeds, FANOUTS, s["batch_size"], shuffle=True)
-    fanouts = alignment_fanouts(FANOUTS, True, s["hidden_layers"])
-    return task, neighbor_loader(align, targets, fanouts, s["batch_size"], shuffle=True), fanouts
+    built = build_loaders(cfg, clients[0].train, clients[0].alignment, None, s["hidden_layers"])
+    return built.task, built.align, alignment_fanouts(s["num_neighbors"], True, s["hidden_layers"])
 
 
 def sampled(s: dict, batches: int) -> dict:
@@ -74,8 +67,8 @@ def sampled(s: dict, batches: int) -> dict:
         full = [b for b in drawn if b.batch_size == s["batch_size"]] or drawn  # a pass's short last batch aside
         out[f"{name}_nodes"] = common.mean([float(b.num_nodes) for b in full])
         out[f"{name}_edges"] = common.mean([float(b.edge_index.size(1)) for b in full])
-    size = s["batch_size"]
-    out["tree_edges_bound"] = tree_bound(s["avg_degree"], align_fanouts, size) + tree_bound(None, FANOUTS, size)
+    size, task_fanouts = s["batch_size"], s["num_neighbors"]
+    out["tree_edges_bound"] = tree_bound(s["avg_degree"], align_fanouts, size) + tree_bound(None, task_fanouts, size)
     return out
 
 

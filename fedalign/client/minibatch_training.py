@@ -24,6 +24,8 @@ from torch_geometric.data import Data
 from torch_geometric.loader import NeighborLoader
 
 from ..alignment import NODE_STRATEGIES
+from ..config import ExperimentConfig
+from ..data import GraphSplit
 from .minibatch import alignment_fanouts, batch_forward, class_batch_loss, in_degrees, structure_batch_loss
 from .objective import AlignmentTargets
 from .sampling import neighbor_loader
@@ -70,29 +72,45 @@ def minibatch_loaders(student: Student) -> MiniBatchLoaders:
     cached = _LOADERS.get(student)
     if cached is not None and all(a is b for a, b in zip(cached.built_from, _sources(student), strict=True)):
         return cached
-    cfg, split, graph = student.cfg, student.train_split, student.alignment
+    loaders = build_loaders(student.cfg, student.train_split, student.alignment, student.queries, student.depth)
+    loaders.built_from = _sources(student)
+    _LOADERS[student] = loaders
+    return loaders
+
+
+def build_loaders(
+    cfg: ExperimentConfig, split: GraphSplit, graph: Data, queries: Tensor | None, depth: int
+) -> MiniBatchLoaders:
+    """The loaders of a mini-batch student holding ``split`` and the alignment graph ``graph`` (not cached).
+
+    Args:
+        cfg: the experiment config (``train.batch_size`` set; ``train.num_neighbors``, ``align.strategy``).
+        split: the student's training split (its graph and labelled mask).
+        graph: the alignment graph.
+        queries: the query nodes of a node strategy (None: every node).
+        depth: L, the student's hidden layers.
+    """
     assert cfg.train.batch_size is not None  # mini-batch students only
-    fanouts = cfg.train.num_neighbors or [-1] * (student.depth + 1)
+    fanouts = cfg.train.num_neighbors or [-1] * (depth + 1)
     seeds = split.mask.nonzero().view(-1)
     task = neighbor_loader(split.graph, seeds, fanouts, cfg.train.batch_size, shuffle=True) if seeds.numel() else None
     structure = cfg.align.strategy not in NODE_STRATEGIES
     if structure:
         targets = torch.unique(graph.edge_index[1].cpu())  # the nodes with in-edges: others have KL_v = 0
     else:
-        targets = student.queries.cpu() if student.queries is not None else torch.arange(graph.num_nodes)
+        targets = queries.cpu() if queries is not None else torch.arange(graph.num_nodes)
     align = None
     if cfg.align.strategy != "none":
         align = neighbor_loader(
             graph,
             targets,
-            alignment_fanouts(cfg.train.num_neighbors, structure, student.depth),
+            alignment_fanouts(cfg.train.num_neighbors, structure, depth),
             cfg.train.batch_size,
             shuffle=True,
         )
     degree = in_degrees(graph.edge_index.cpu(), graph.num_nodes)
     task_degree = degree if split.graph is graph else in_degrees(split.graph.edge_index.cpu(), split.graph.num_nodes)
-    _LOADERS[student] = MiniBatchLoaders(task, align, task_degree, degree, int(targets.numel()), _sources(student))
-    return _LOADERS[student]
+    return MiniBatchLoaders(task, align, task_degree, degree, int(targets.numel()), ())
 
 
 def _cycle(loader: NeighborLoader | None) -> Iterator[Data | None]:
