@@ -33,7 +33,7 @@ def test_a_gcn_on_sparse_features_gives_the_dense_outputs_and_gradients():
     model = build_network("gcn", 300, 4, hidden_layers=3, hidden_dim=16, dropout=0.0, residual=False)
     graph = model.prepare(edge_index, 40)
     xs = sparse_input(x)
-    assert xs.layout == torch.sparse_csr and xs._nnz() == int((x != 0).sum())
+    assert xs.matrix.layout == torch.sparse_csr and xs.matrix._nnz() == int((x != 0).sum())
     results = {}
     for name, features in (("dense", x), ("sparse", xs)):
         model.zero_grad()
@@ -46,6 +46,33 @@ def test_a_gcn_on_sparse_features_gives_the_dense_outputs_and_gradients():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     for a, b in zip(sparse_g, dense_g, strict=True):  # the first layer's weight gradient is x^T grad, sparse
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_sparse_features_give_the_bits_of_torch_linear_on_the_csr_matrix(binary):
+    """The stored transpose only saves autograd's layout conversion: same products, same order, same bits."""
+    generator = torch.Generator().manual_seed(2)
+    x = bag_of_words(n=60, f=500, density=0.03, seed=3)
+    if not binary:
+        x = x * torch.randn(60, 500, generator=generator)
+    xs = sparse_input(x)
+    reference = x.t().contiguous().to_sparse_csr()  # X^T built independently, from the dense matrix
+    for ours, theirs in (
+        (xs.transpose.crow_indices(), reference.crow_indices()),
+        (xs.transpose.col_indices(), reference.col_indices()),
+        (xs.transpose.values(), reference.values()),
+    ):
+        assert torch.equal(ours, theirs)
+    assert (xs.size(0), xs.size(1)) == (60, 500)
+    weight = torch.randn(16, 500, generator=generator, requires_grad=True)
+    upstream = torch.randn(60, 16, generator=generator)
+    out_torch = torch.nn.functional.linear(xs.matrix, weight)
+    (grad_torch,) = torch.autograd.grad((out_torch * upstream).sum(), weight)
+    out_ours = xs.linear(weight)
+    (grad_ours,) = torch.autograd.grad((out_ours * upstream).sum(), weight)
+    assert torch.equal(out_ours, out_torch) and torch.equal(grad_ours, grad_torch)
+    torch.testing.assert_close(out_ours, x @ weight.detach().t(), atol=1e-5, rtol=1e-5)  # and the dense product
+    torch.testing.assert_close(grad_ours, upstream.t() @ x, atol=1e-4, rtol=1e-4)
 
 
 def test_a_student_with_sparse_features_trains_and_releases_as_the_dense_one():
@@ -73,8 +100,11 @@ def test_a_student_with_sparse_features_trains_and_releases_as_the_dense_one():
         ({"model": {"arch": ["gcn", "sage"]}, "federation": {"num_clients": 2}}, "GCN students only"),
         ({"train": {"batch_size": 32}}, "full-batch"),
         (
-            {"data": {"name": "synthetic-ppi", "synthetic": {}}, "partition": {"scheme": "graphs"},
-             "privacy": {"dp_sgd": {"enabled": True}}},
+            {
+                "data": {"name": "synthetic-ppi", "synthetic": {}},
+                "partition": {"scheme": "graphs"},
+                "privacy": {"dp_sgd": {"enabled": True}},
+            },
             "full-batch",
         ),
     ],

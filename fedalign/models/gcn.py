@@ -46,13 +46,56 @@ class _SparseMatmul(torch.autograd.Function):
         return None, None, transpose @ grad_out
 
 
-class _GCNLayer(GCNConv):
-    """``GCNConv`` (normalize=False) that also takes a :class:`NormalisedAdjacency`: ``A_hat (x W) + b``."""
+@dataclass(frozen=True)
+class SparseFeatures:
+    """Node features ``X`` [N, F] as a sparse CSR matrix and its transpose [F, N] (``train.sparse_features``).
 
-    def forward(self, x: Tensor, edge_index) -> Tensor:
+    ``X W^T`` is a sparse-dense product whose cost is the number of nonzeros, not N * F; its gradient with
+    respect to W, ``(X^T G)^T``, multiplies by the stored transpose (autograd on a CSR input would convert
+    X to another layout on every backward, several times the cost of the forward). Both products sum in
+    the same order as ``torch.nn.functional.linear`` on the CSR matrix, so they give its very bits.
+    """
+
+    matrix: Tensor
+    transpose: Tensor
+
+    def size(self, dim: int) -> int:
+        """The size of ``X`` along ``dim`` (0: N nodes, 1: F features), as ``Tensor.size``."""
+        return self.matrix.size(dim)
+
+    def linear(self, weight: Tensor) -> Tensor:
+        """``X W^T`` [N, H] for weight W [H, F] (no bias: a GCN layer adds its own after propagation).
+
+        Args:
+            weight: the linear map's weight [H, F].
+        """
+        if self.matrix.dtype != weight.dtype:  # e.g. a float64 model
+            return _SparseLinear.apply(weight, self.matrix.to(weight.dtype), self.transpose.to(weight.dtype))
+        return _SparseLinear.apply(weight, self.matrix, self.transpose)
+
+
+class _SparseLinear(torch.autograd.Function):
+    """CSR ``X W^T`` whose weight gradient uses a precomputed ``X^T`` (features get no gradient)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, matrix: Tensor, transpose: Tensor) -> Tensor:
+        ctx.save_for_backward(transpose)
+        return matrix @ weight.t()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (transpose,) = ctx.saved_tensors
+        return (transpose @ grad_out).t(), None, None
+
+
+class _GCNLayer(GCNConv):
+    """``GCNConv`` (normalize=False) that also takes a :class:`NormalisedAdjacency`: ``A_hat (x W) + b``,
+    and :class:`SparseFeatures` as ``x``."""
+
+    def forward(self, x, edge_index) -> Tensor:
         if not isinstance(edge_index, NormalisedAdjacency):
             return super().forward(x, edge_index)
-        out = edge_index.matmul(self.lin(x))
+        out = edge_index.matmul(x.linear(self.lin.weight) if isinstance(x, SparseFeatures) else self.lin(x))
         return out + self.bias if self.bias is not None else out
 
 
@@ -109,17 +152,22 @@ def _adjacency(edge_index: Tensor, weight: Tensor, num_nodes: int) -> Normalised
         )
 
 
-def sparse_input(x: Tensor) -> Tensor:
-    """A CSR copy of node features ``x`` [N, F] for the first layer (``train.sparse_features``).
+def sparse_input(x: Tensor) -> SparseFeatures:
+    """:class:`SparseFeatures` of node features ``x`` [N, F] for the first layer (``train.sparse_features``).
 
-    ``GCNConv``'s linear map takes it as it is: ``x W`` becomes a sparse-dense product whose cost is the
-    number of nonzeros, not N * F (on bag-of-words features, e.g. Coauthor CS's 0.9 % nonzero, several
-    times faster forward and backward); its gradient with respect to W is ``x^T grad``, also sparse.
-    The sums run in another order than the dense product's, so outputs agree to float rounding only.
+    The first layer's ``x W`` becomes a sparse-dense product whose cost is the number of nonzeros, not
+    N * F (on bag-of-words features, e.g. Coauthor CS's 0.9 % nonzero, several times faster forward and
+    backward); its gradient with respect to W is ``x^T grad``, also sparse. The sums run in another order
+    than the dense product's, so outputs agree with dense features to float rounding only.
 
     Args:
         x: dense node features, float [N, F].
     """
     with warnings.catch_warnings():  # torch's "sparse CSR is in beta"
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
-        return x.to_sparse_csr()
+        matrix = x.to_sparse_csr()
+        by_column = matrix.to_sparse_csc()  # the CSR of X^T, rows in node order within each feature
+        transpose = torch.sparse_csr_tensor(
+            by_column.ccol_indices(), by_column.row_indices(), by_column.values(), size=(x.size(1), x.size(0))
+        )
+        return SparseFeatures(matrix, transpose)
