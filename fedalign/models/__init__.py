@@ -6,7 +6,7 @@ from typing import Any
 
 from .base import ACTIVATIONS, REPRESENTATIONS, StudentNetwork
 from .gat import GATStudent
-from .gcn import GCNStudent, sparse_input
+from .gcn import GCNStudent, SparseFeatures, sparse_input
 from .sage import SAGEStudent
 
 ARCHITECTURES: dict[str, type[StudentNetwork]] = {"gcn": GCNStudent, "gat": GATStudent, "sage": SAGEStudent}
@@ -63,5 +63,6 @@ __all__ = [
     "SAGEStudent",
     "StudentNetwork",
     "build_network",
+    "SparseFeatures",
     "sparse_input",
 ]
