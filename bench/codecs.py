@@ -4,6 +4,7 @@ that sends every release through one of them (part 2's ``int8`` arm). No library
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -55,10 +56,11 @@ def int8_log_ratio(p: np.ndarray, g: Graph) -> tuple[np.ndarray, int]:
     return g.renormalise(decoded), q.nbytes + 4
 
 
-def zlib_of(dtype) -> callable:
+def zlib_of(dtype) -> Callable[[np.ndarray, Graph], tuple[np.ndarray, int]]:
     def codec(p: np.ndarray, g: Graph) -> tuple[np.ndarray, int]:
         raw = p.astype(dtype)
         return raw.astype(np.float64), len(zlib.compress(raw.tobytes(), 6))
+
     return codec
 
 
@@ -94,11 +96,18 @@ def codec_errors(statistics: list[np.ndarray], g: Graph) -> list[dict]:
             per_node = np.bincount(g.target, weights=p64 * (np.log(p64) - np.log(safe)), minlength=g.num_nodes)
             kl.append(per_node[has].mean())
         err = np.concatenate(abs_err)
-        rows.append({"codec": name, "bytes": int(nbytes), "bytes_per_entry": nbytes / entries,
-                     "vs_float32": nbytes / (4 * entries), "max_abs_err": float(err.max()),
-                     "median_abs_err": float(np.median(err)),
-                     "median_err_over_deviation": float(np.median(dev_rel)),
-                     "kl_per_node_mean": float(np.mean(kl))})
+        rows.append(
+            {
+                "codec": name,
+                "bytes": int(nbytes),
+                "bytes_per_entry": nbytes / entries,
+                "vs_float32": nbytes / (4 * entries),
+                "max_abs_err": float(err.max()),
+                "median_abs_err": float(np.median(err)),
+                "median_err_over_deviation": float(np.median(dev_rel)),
+                "kl_per_node_mean": float(np.mean(kl)),
+            }
+        )
     return rows
 
 
@@ -134,6 +143,7 @@ class CodecTransport:
         replies = self.inner.train(jobs, round_number)
         for client, reply in replies.items():
             peers = jobs[client]  # the peers' summed mass (fedalign.wire.PEER_MASS) travels as it is
-            reply.bytes_received = payload_bytes(peers[PEER_MASS]) if PEER_MASS in peers else \
-                sum(self.size.get(peer, 0) for peer in peers)
+            reply.bytes_received = (
+                payload_bytes(peers[PEER_MASS]) if PEER_MASS in peers else sum(self.size.get(peer, 0) for peer in peers)
+            )
         return self._apply(replies)

@@ -23,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fedalign.outputs import json_safe
 from fedalign.provenance import WRITTEN_FOLDERS, provenance
@@ -36,12 +37,21 @@ RESULTS = REPO / "results" / "benchmarks"
 def parser(name: str, description: str) -> argparse.ArgumentParser:
     """The common command line: ``--smoke``, ``--out``, ``--threads``."""
     p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description)
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny synthetic graphs, a few seconds: checks the benchmark runs (CI)")
-    p.add_argument("--out", type=Path, default=None,
-                   help=f"output folder (default results/benchmarks/{name}/; with --smoke a temporary folder)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: the machine is shared; figures say which)")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny synthetic graphs, a few seconds: checks the benchmark runs (CI)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder (default results/benchmarks/{name}/; with --smoke a temporary folder)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: the machine is shared; figures say which)",
+    )
     return p
 
 
@@ -98,11 +108,17 @@ def cpu_model() -> str:
 def git_revision() -> str:
     """The commit the benchmark ran on, with ``+dirty`` when the working tree had changes."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
         written = [f":(exclude){folder}" for folder in WRITTEN_FOLDERS]  # what benchmarks write is not code
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *written],
-                               cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *written],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -156,6 +172,7 @@ class Timer:
             finally:
                 self.seconds += time.perf_counter() - start
                 self.calls += 1
+
         return timed
 
     def take(self) -> float:
@@ -196,7 +213,7 @@ def loglog_slope(x: list[float], y: list[float]) -> float | None:
     """Least-squares slope of log(y) on log(x) (the exponent b in y ~ x^b); None with < 2 points."""
     import numpy as np
 
-    pts = [(a, b) for a, b in zip(x, y) if a and b and a > 0 and b > 0]
+    pts = [(a, b) for a, b in zip(x, y, strict=True) if a and b and a > 0 and b > 0]
     if len(pts) < 2:
         return None
     lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])

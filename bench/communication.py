@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,8 +60,10 @@ NAME = "communication"
 
 
 def base_config(name: str, **over) -> dict:
-    cfg = {
-        "name": f"benchmark-communication-{name}", "seed": 0, "device": "cpu",
+    cfg: dict[str, Any] = {
+        "name": f"benchmark-communication-{name}",
+        "seed": 0,
+        "device": "cpu",
         "data": {"name": "synthetic-csbm"},
         "partition": {"scheme": "replicate", "public_fraction": 0.2},
         "federation": {"num_clients": 2, "rounds": 2, "schedule": "alternating"},
@@ -84,31 +87,55 @@ def byte_configs(smoke: bool) -> list[tuple[str, dict]]:
     if smoke:
         syn = {"name": "synthetic-csbm", "synthetic": {"num_nodes": 300, "avg_degree": 6}}
         return [
-            ("synthetic, replicate, L=2", base_config("s1", model__hidden_layers=2,
-                                                      model__hidden_dim=16) | {"data": syn}),
-            ("synthetic, replicate, L=3, K=3", base_config("s2", model__hidden_layers=3, model__hidden_dim=16,
-                                                           federation__num_clients=3, federation__rounds=3)
-             | {"data": syn}),
-            ("synthetic, iid 30% public, L=2", base_config("s3", model__hidden_layers=2, model__hidden_dim=16,
-                                                           partition__scheme="iid", partition__public_fraction=0.3)
-             | {"data": syn}),
+            (
+                "synthetic, replicate, L=2",
+                base_config("s1", model__hidden_layers=2, model__hidden_dim=16) | {"data": syn},
+            ),
+            (
+                "synthetic, replicate, L=3, K=3",
+                base_config(
+                    "s2", model__hidden_layers=3, model__hidden_dim=16, federation__num_clients=3, federation__rounds=3
+                )
+                | {"data": syn},
+            ),
+            (
+                "synthetic, iid 30% public, L=2",
+                base_config(
+                    "s3",
+                    model__hidden_layers=2,
+                    model__hidden_dim=16,
+                    partition__scheme="iid",
+                    partition__public_fraction=0.3,
+                )
+                | {"data": syn},
+            ),
         ]
     cora = {"data": {"name": "cora", "root": common.data_root()}}
     rows = []
     for depth in (2, 4):
         rows.append((f"Cora, replicate, L={depth}", base_config(f"cora{depth}", model__hidden_layers=depth) | cora))
-    rows.append(("Cora, replicate, L=4, K=4", base_config("cora4k4", federation__num_clients=4,
-                                                          federation__rounds=4) | cora))
+    rows.append(
+        ("Cora, replicate, L=4, K=4", base_config("cora4k4", federation__num_clients=4, federation__rounds=4) | cora)
+    )
     for depth in (2, 4):
-        rows.append((f"Photo, replicate, L={depth}", base_config(f"photo{depth}", model__hidden_layers=depth)
-                     | {"data": real("amazon-photo")}))
+        rows.append(
+            (
+                f"Photo, replicate, L={depth}",
+                base_config(f"photo{depth}", model__hidden_layers=depth) | {"data": real("amazon-photo")},
+            )
+        )
     for depth in (2, 4):
-        rows.append((f"Photo, community 20% public, L={depth}",
-                     base_config(f"photoc{depth}", model__hidden_layers=depth, partition__scheme="community")
-                     | {"data": real("amazon-photo")}))
+        rows.append(
+            (
+                f"Photo, community 20% public, L={depth}",
+                base_config(f"photoc{depth}", model__hidden_layers=depth, partition__scheme="community")
+                | {"data": real("amazon-photo")},
+            )
+        )
     rows.append(("Computers, replicate, L=4", base_config("computers4") | {"data": real("amazon-computers")}))
-    rows.append(("Coauthor CS, replicate, L=2", base_config("cs2", model__hidden_layers=2)
-                 | {"data": real("coauthor-cs")}))
+    rows.append(
+        ("Coauthor CS, replicate, L=2", base_config("cs2", model__hidden_layers=2) | {"data": real("coauthor-cs")})
+    )
     return rows
 
 
@@ -119,15 +146,25 @@ def byte_configs(smoke: bool) -> list[tuple[str, dict]]:
 def accuracy_specs(smoke: bool) -> list[tuple[str, dict, list[int], tuple[str, ...]]]:
     """(label, raw config, seeds, arms) for the float16 accuracy study."""
     if smoke:
-        syn = {"name": "synthetic-csbm", "synthetic": {"num_nodes": 300, "avg_degree": 6, "homophily": 0.6,
-                                                       "signal": 0.6}}
-        return [("synthetic, replicate, L=2, 6 rounds",
-                 base_config("acc-s", model__hidden_layers=2, model__hidden_dim=16, federation__rounds=6)
-                 | {"data": syn}, [0, 1], ARMS)]
-    cora = base_config("acc-cora", federation__rounds=120, train__local_epochs=2, train__lr=0.005) \
-        | {"data": {"name": "cora", "root": common.data_root()}}
-    photo = base_config("acc-photo", model__hidden_layers=2, federation__rounds=60, partition__scheme="community") \
-        | {"data": real("amazon-photo")}
+        syn = {
+            "name": "synthetic-csbm",
+            "synthetic": {"num_nodes": 300, "avg_degree": 6, "homophily": 0.6, "signal": 0.6},
+        }
+        return [
+            (
+                "synthetic, replicate, L=2, 6 rounds",
+                base_config("acc-s", model__hidden_layers=2, model__hidden_dim=16, federation__rounds=6)
+                | {"data": syn},
+                [0, 1],
+                ARMS,
+            )
+        ]
+    cora = base_config("acc-cora", federation__rounds=120, train__local_epochs=2, train__lr=0.005) | {
+        "data": {"name": "cora", "root": common.data_root()}
+    }
+    photo = base_config("acc-photo", model__hidden_layers=2, federation__rounds=60, partition__scheme="community") | {
+        "data": real("amazon-photo")
+    }
     return [
         ("Cora, replicate, L=4, 120 rounds x 2 epochs (simulations/cora.yaml)", cora, [0, 1, 2, 3, 4], ARMS),
         ("Photo, community 20% public, L=2, 60 rounds x 1 epoch (photo-privacy.yaml, no DP)", photo, [0, 1, 2], ARMS),
@@ -157,6 +194,22 @@ def weight_bytes(client) -> tuple[int, int]:
     """(parameter count, bytes) of a student's model."""
     params = list(client.model.parameters())
     return sum(p.numel() for p in params), sum(p.numel() * p.element_size() for p in params)
+
+
+def print_bytes_row(label: str, row: dict) -> None:
+    """One line on what a trainer sends and receives per round against weight sharing (:func:`bytes_row`)."""
+    f32, f16 = row["float32"], row["float16"]
+    print(
+        f"[communication] {label}: E={row['alignment_edges']} L={row['layers']} K={row['num_clients']}: "
+        f"trainer sends {human_bytes(f32['trainer_sent_per_round'][0])}, receives "
+        f"{human_bytes(f32['trainer_received_per_round'][0])} per round (float32); weights "
+        f"{human_bytes(row['weight_bytes'])} -> weight sharing {human_bytes(row['weight_sharing_per_round'])}; "
+        f"ratio {row['stats_over_weight_sharing_float32']:.3g} "
+        f"(float16 {row['stats_over_weight_sharing_float16']:.3g}); "
+        f"checks {'ok' if f32['matches_expected'] and f16['matches_expected'] else 'MISMATCH'}; "
+        f"load {common.load()}",
+        flush=True,
+    )
 
 
 def bytes_row(label: str, raw: dict, workdir: Path) -> dict:
@@ -189,30 +242,35 @@ def bytes_row(label: str, raw: dict, workdir: Path) -> dict:
         row[dtype]["matches_expected"] = (
             all(s == row[dtype]["expected_release_bytes"] for s in row[dtype]["trainer_sent_per_round"])
             and all(s == row[dtype]["expected_release_bytes"] for s in row[dtype]["round0_sent"])
-            and all(s == row[dtype]["expected_received_bytes"] for s in row[dtype]["trainer_received_per_round"]))
+            and all(s == row[dtype]["expected_received_bytes"] for s in row[dtype]["trainer_received_per_round"])
+        )
         params, wbytes = weight_bytes(transport.clients[0])
         local = transport.clients[0].train_split.graph
-        row.update({"num_clients": k, "alignment_edges": edges, "alignment_nodes": int(alignment.num_nodes),
-                    "local_nodes_client0": int(local.num_nodes), "layers": depth,
-                    "parameters": params, "weight_bytes": wbytes, "weight_sharing_per_round": 2 * wbytes,
-                    "features": int(alignment.x.size(1))})
+        row.update(
+            {
+                "num_clients": k,
+                "alignment_edges": edges,
+                "alignment_nodes": int(alignment.num_nodes),
+                "local_nodes_client0": int(local.num_nodes),
+                "layers": depth,
+                "parameters": params,
+                "weight_bytes": wbytes,
+                "weight_sharing_per_round": 2 * wbytes,
+                "features": int(alignment.x.size(1)),
+            }
+        )
     f32 = row["float32"]
     per_round = f32["trainer_sent_per_round"][0] + f32["trainer_received_per_round"][0]
     row["stats_over_weight_sharing_float32"] = per_round / row["weight_sharing_per_round"]
     f16 = row["float16"]
-    row["stats_over_weight_sharing_float16"] = (f16["trainer_sent_per_round"][0]
-                                                + f16["trainer_received_per_round"][0]) / row["weight_sharing_per_round"]
-    print(f"[communication] {label}: E={row['alignment_edges']} L={row['layers']} K={row['num_clients']}: "
-          f"trainer sends {human_bytes(f32['trainer_sent_per_round'][0])}, receives "
-          f"{human_bytes(f32['trainer_received_per_round'][0])} per round (float32); weights "
-          f"{human_bytes(row['weight_bytes'])} -> weight sharing {human_bytes(row['weight_sharing_per_round'])}; "
-          f"ratio {row['stats_over_weight_sharing_float32']:.3g} (float16 {row['stats_over_weight_sharing_float16']:.3g}); "
-          f"checks {'ok' if f32['matches_expected'] and f16['matches_expected'] else 'MISMATCH'}; "
-          f"load {common.load()}", flush=True)
+    row["stats_over_weight_sharing_float16"] = (
+        f16["trainer_sent_per_round"][0] + f16["trainer_received_per_round"][0]
+    ) / row["weight_sharing_per_round"]
+    print_bytes_row(label, row)
     return row
 
 
-def accuracy_arm(raw: dict, seed: int, arm: str, workdir: Path) -> tuple[dict, object]:
+def accuracy_arm(raw: dict, seed: int, arm: str, workdir: Path) -> tuple[dict, Any]:
     """One run: arm 'float32' / 'float16' (library), 'int8' (codec wrapper over float32) or 'none' (no alignment)."""
     from fedalign.config import config_from_dict
     from fedalign.inprocess import InProcessTransport
@@ -222,7 +280,7 @@ def accuracy_arm(raw: dict, seed: int, arm: str, workdir: Path) -> tuple[dict, o
     dtype = "float16" if arm == "float16" else "float32"
     strategy = "none" if arm == "none" else raw["align"]["strategy"]
     cfg = config_from_dict(raw, [f"seed={seed}", f"align.statistics_dtype={dtype}", f"align.strategy={strategy}"])
-    transport = InProcessTransport.from_config(cfg)
+    transport: Any = InProcessTransport.from_config(cfg)
     if arm == "int8":
         a = transport.clients[0].alignment
         transport = CodecTransport(transport, int8_log_ratio, Graph(a.edge_index[1].numpy(), a.num_nodes))
@@ -232,13 +290,18 @@ def accuracy_arm(raw: dict, seed: int, arm: str, workdir: Path) -> tuple[dict, o
     _, summary = run_experiment(cfg, transport, "inprocess", run_dir)
     rows = read_rounds(run_dir)
     trained = [r for r in rows if r.round >= 1]
-    return {"seed": seed, "arm": arm, "test": summary["mean_test_at_best_val"],
-            "best_val": common.mean([c["best_val"] for c in summary["clients"].values()]),
-            "best_rounds": [c["best_round"] for c in summary["clients"].values()],
-            "bytes_sent_total": summary["bytes_sent_total"],
-            "align_loss": [r.metrics.get("align_loss") for r in trained],
-            "val_loss": [r.metrics.get("val_loss") for r in trained],
-            "seconds": time.perf_counter() - start, "load": load}, transport
+    return {
+        "seed": seed,
+        "arm": arm,
+        "test": summary["mean_test_at_best_val"],
+        "best_val": common.mean([c["best_val"] for c in summary["clients"].values()]),
+        "best_rounds": [c["best_round"] for c in summary["clients"].values()],
+        "bytes_sent_total": summary["bytes_sent_total"],
+        "align_loss": [r.metrics.get("align_loss") for r in trained],
+        "val_loss": [r.metrics.get("val_loss") for r in trained],
+        "seconds": time.perf_counter() - start,
+        "load": load,
+    }, transport
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,11 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     common.set_threads(args.threads)
     out = common.out_dir(args, NAME)
     info = common.machine(args.threads)
-    print(f"[communication] {info['cpu']} x{info['cpu_count']}, torch threads {args.threads}, {info['uptime_at_start']}")
+    print(
+        f"[communication] {info['cpu']} x{info['cpu_count']}, torch threads {args.threads}, {info['uptime_at_start']}"
+    )
 
     results: dict = {"benchmark": NAME, "smoke": args.smoke, "machine": info}
-    with tempfile.TemporaryDirectory(prefix="fedalign-communication-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="fedalign-communication-") as tmp_name:
+        tmp = Path(tmp_name)
         results["bytes"] = [bytes_row(label, raw, tmp) for label, raw in byte_configs(args.smoke)]
 
         results["accuracy"] = []
@@ -264,21 +329,30 @@ def main(argv: list[str] | None = None) -> int:
                     for arm in arms:
                         run, transport = accuracy_arm(raw, seed, arm, tmp)
                         runs.append(run)
-                        print(f"[communication] {label} seed {seed} {arm}: test {run['test']:.4f} "
-                              f"({run['seconds']:.1f} s, load {run['load']})", flush=True)
+                        print(
+                            f"[communication] {label} seed {seed} {arm}: test {run['test']:.4f} "
+                            f"({run['seconds']:.1f} s, load {run['load']})",
+                            flush=True,
+                        )
                         if arm == "float32" and seed == seeds[0]:
                             # Codec analysis on the trained students' statistics (float32, eval mode).
                             client = transport.clients[0]
                             a = client.alignment
                             g = Graph(a.edge_index[1].numpy(), a.num_nodes)
                             stats = client.statistics()
-                            codec_rows.append({"label": label, "edges": int(a.edge_index.size(1)),
-                                               "layers": len(stats),
-                                               "nodes_with_in_edges": int((g.degree > 0).sum()),
-                                               "degree1_nodes": int((g.degree == 1).sum()),
-                                               "codecs": codec_errors(stats, g)})
-                results["accuracy"].append({"label": label, "config": raw, "seeds": seeds, "runs": runs,
-                                            **paired(runs)})
+                            codec_rows.append(
+                                {
+                                    "label": label,
+                                    "edges": int(a.edge_index.size(1)),
+                                    "layers": len(stats),
+                                    "nodes_with_in_edges": int((g.degree > 0).sum()),
+                                    "degree1_nodes": int((g.degree == 1).sum()),
+                                    "codecs": codec_errors(stats, g),
+                                }
+                            )
+                results["accuracy"].append(
+                    {"label": label, "config": raw, "seeds": seeds, "runs": runs, **paired(runs)}
+                )
         results["codecs"] = codec_rows
     results["uptime_at_end"] = common.uptime()
     md = markdown(results)

@@ -4,6 +4,7 @@ markdown tables and the plot."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ def paired(runs: list[dict]) -> dict:
     by = {(r["arm"], r["seed"]): r["test"] for r in runs}
     run_of = {(r["arm"], r["seed"]): r for r in runs}
     seeds = sorted({r["seed"] for r in runs})
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for arm in ARMS:
         vals = [by[(arm, s)] for s in seeds if (arm, s) in by]
         if not vals:
@@ -36,12 +37,63 @@ def paired(runs: list[dict]) -> dict:
                 a, b = run_of.get((arm, s)), run_of.get(("float32", s))
                 if a is None or b is None or "val_loss" not in a:
                     continue
-                moved_val += [abs(x - y) for x, y in zip(a["val_loss"], b["val_loss"]) if x is not None and y is not None]
-                moved_align += [abs(x - y) / abs(y) for x, y in zip(a["align_loss"], b["align_loss"])
-                                if x is not None and y]
+                moved_val += [
+                    abs(x - y)
+                    for x, y in zip(a["val_loss"], b["val_loss"], strict=True)
+                    if x is not None and y is not None
+                ]
+                moved_align += [
+                    abs(x - y) / abs(y)
+                    for x, y in zip(a["align_loss"], b["align_loss"], strict=True)
+                    if x is not None and y
+                ]
             out[arm]["val_loss_max_abs_change"] = max(moved_val) if moved_val else None
             out[arm]["align_loss_median_rel_change"] = common.median(moved_align) if moved_align else None
     return out
+
+
+def _bytes_table(bytes_rows: list[dict]) -> str:
+    """The bytes table: what a trainer sends and receives per round against weight sharing."""
+    rows = []
+    for r in bytes_rows:
+        f32, f16 = r["float32"], r["float16"]
+        rows.append(
+            [
+                r["label"],
+                r["alignment_edges"],
+                r["layers"],
+                r["num_clients"],
+                human_bytes(f32["trainer_sent_per_round"][0]),
+                human_bytes(f32["trainer_received_per_round"][0]),
+                human_bytes(f16["trainer_sent_per_round"][0]),
+                human_bytes(f16["trainer_received_per_round"][0]),
+                f"{r['parameters']:,}",
+                human_bytes(r["weight_bytes"]),
+                human_bytes(r["weight_sharing_per_round"]),
+                fmt(r["stats_over_weight_sharing_float32"]),
+                fmt(r["stats_over_weight_sharing_float16"]),
+                "ok" if f32["matches_expected"] and f16["matches_expected"] else "MISMATCH",
+            ]
+        )
+    return md_table(
+        [
+            "setting",
+            "E (align edges)",
+            "L",
+            "K",
+            "sent f32",
+            "recv f32",
+            "sent f16",
+            "recv f16",
+            "params P",
+            "weights 4P",
+            "weight sharing 2x4P",
+            "stats/weights f32",
+            "stats/weights f16",
+            "check",
+        ],
+        rows,
+    )
 
 
 def markdown(res: dict) -> str:
@@ -61,18 +113,7 @@ def markdown(res: dict) -> str:
         "8 E L + 16, where that is no larger) computed from the graph.",
         "",
     ]
-    rows = []
-    for r in res["bytes"]:
-        f32, f16 = r["float32"], r["float16"]
-        rows.append([r["label"], r["alignment_edges"], r["layers"], r["num_clients"],
-                     human_bytes(f32["trainer_sent_per_round"][0]), human_bytes(f32["trainer_received_per_round"][0]),
-                     human_bytes(f16["trainer_sent_per_round"][0]), human_bytes(f16["trainer_received_per_round"][0]),
-                     f"{r['parameters']:,}", human_bytes(r["weight_bytes"]), human_bytes(r["weight_sharing_per_round"]),
-                     fmt(r["stats_over_weight_sharing_float32"]), fmt(r["stats_over_weight_sharing_float16"]),
-                     "ok" if f32["matches_expected"] and f16["matches_expected"] else "MISMATCH"])
-    lines.append(md_table(["setting", "E (align edges)", "L", "K", "sent f32", "recv f32", "sent f16", "recv f16",
-                           "params P", "weights 4P", "weight sharing 2x4P", "stats/weights f32", "stats/weights f16",
-                           "check"], rows))
+    lines.append(_bytes_table(res["bytes"]))
     if res["accuracy"]:
         lines += _accuracy_section(res)
     lines += _codec_sections(res)
@@ -117,15 +158,48 @@ def _paired_cell(diffs: list[float]) -> str:
     return f"{result['mean'] * 100:+.2f} ± {se}, p = {result['p']:.2f}, {verdict}"
 
 
+def _per_run_table(accuracy: list[dict]) -> list[str]:
+    """Every accuracy run (seed, statistics, test accuracy, bytes, seconds), folded."""
+    per_seed = []
+    for a in accuracy:
+        for run in a["runs"]:
+            per_seed.append(
+                [
+                    a["label"].split(",")[0],
+                    run["seed"],
+                    run["arm"],
+                    f"{run['test']:.4f}",
+                    ", ".join(str(b) for b in run.get("best_rounds", [])),
+                    human_bytes(run["bytes_sent_total"]),
+                    fmt(run["seconds"]),
+                    run["load"],
+                ]
+            )
+    return [
+        "",
+        "<details><summary>per run</summary>",
+        "",
+        md_table(["data", "seed", "statistics", "test", "best rounds", "bytes sent (run)", "s", "load"], per_seed),
+        "",
+        "</details>",
+    ]
+
+
 def _accuracy_section(res: dict) -> list[str]:
     """The accuracy tables (paired by seed, then per run)."""
-    lines = ["", "## Accuracy with float16 (and int8) statistics, paired by seed", "",
-              "Same seeds → same initial weights and splits (today's default formulation, no dropout); only the precision of the statistics "
-              "on the wire differs. `int8` = the int8 log-ratio code below, applied to every release "
-              "(benchmark-side transport wrapper, not a library option); `none` = no alignment at all "
-              "(align.strategy none), the yardstick: how far alignment itself moves training. Test accuracy "
-              "at best validation, mean of both students. 'Trajectory moved' compares each run with the "
-              "float32 run of the same seed over all rounds.", ""]
+    lines = [
+        "",
+        "## Accuracy with float16 (and int8) statistics, paired by seed",
+        "",
+        "Same seeds → same initial weights and splits (today's default formulation, no dropout); "
+        "only the precision of the statistics "
+        "on the wire differs. `int8` = the int8 log-ratio code below, applied to every release "
+        "(benchmark-side transport wrapper, not a library option); `none` = no alignment at all "
+        "(align.strategy none), the yardstick: how far alignment itself moves training. Test accuracy "
+        "at best validation, mean of both students. 'Trajectory moved' compares each run with the "
+        "float32 run of the same seed over all rounds.",
+        "",
+    ]
     rows = []
     for a in res["accuracy"]:
         for arm in ARMS:
@@ -133,37 +207,67 @@ def _accuracy_section(res: dict) -> list[str]:
                 continue
             s = a[arm]
             diff = "-" if arm == "float32" else _paired_cell(s["diffs"])
-            moved = "-" if arm == "float32" else (f"{fmt(s.get('val_loss_max_abs_change'), 2)} / "
-                                                  f"{fmt(s.get('align_loss_median_rel_change'), 2)}")
+            moved = (
+                "-"
+                if arm == "float32"
+                else (f"{fmt(s.get('val_loss_max_abs_change'), 2)} / {fmt(s.get('align_loss_median_rel_change'), 2)}")
+            )
             rows.append([a["label"], arm, f"{s['mean']:.4f} ± {s['std']:.4f}", diff, moved, s["n"]])
-    lines.append(md_table(["setting", "statistics", "test accuracy (mean ± std)",
-                           "paired diff vs float32 (points ± SE, p, verdict)",
-                           "trajectory moved: max abs Δ val loss / median rel Δ align loss", "seeds"], rows))
-    per_seed = []
-    for a in res["accuracy"]:
-        for run in a["runs"]:
-            per_seed.append([a["label"].split(",")[0], run["seed"], run["arm"], f"{run['test']:.4f}",
-                             ", ".join(str(b) for b in run.get("best_rounds", [])),
-                             human_bytes(run["bytes_sent_total"]), fmt(run["seconds"]), run["load"]])
-    lines += ["", "<details><summary>per run</summary>", "",
-              md_table(["data", "seed", "statistics", "test", "best rounds", "bytes sent (run)", "s", "load"], per_seed),
-              "", "</details>"]
-    return lines
+    lines.append(
+        md_table(
+            [
+                "setting",
+                "statistics",
+                "test accuracy (mean ± std)",
+                "paired diff vs float32 (points ± SE, p, verdict)",
+                "trajectory moved: max abs Δ val loss / median rel Δ align loss",
+                "seeds",
+            ],
+            rows,
+        )
+    )
+    return lines + _per_run_table(res["accuracy"])
 
 
 def _codec_sections(res: dict) -> list[str]:
     """One table per codec analysis: bytes per entry and the errors of each code."""
     lines: list[str] = []
     for c in res["codecs"]:
-        lines += ["", f"## Compression of trained statistics: {c['label']}", "",
-                  f"E = {c['edges']} edges x L = {c['layers']} layers; {c['nodes_with_in_edges']} nodes with in-edges, "
-                  f"{c['degree1_nodes']} of in-degree 1. Error columns compare decoded with float32 probabilities; "
-                  "`err / deviation` is the median of |error| / |p - 1/deg(v)| (how much of the signal beyond the "
-                  "public uniform distribution the code loses); KL is per node, nats (the alignment loss per "
-                  "layer pair is of order 1e-3 to 1e-1 nats).", ""]
-        rows = [[r["codec"], f"{r['bytes_per_entry']:.3f}", f"{r['vs_float32']:.3f}", f"{r['max_abs_err']:.1e}",
-                 f"{r['median_abs_err']:.1e}", f"{r['median_err_over_deviation']:.1e}", f"{r['kl_per_node_mean']:.1e}"]
-                for r in c["codecs"]]
-        lines.append(md_table(["code", "bytes / entry", "size vs float32", "max |err|", "median |err|",
-                               "err / deviation", "KL(p‖decoded)"], rows))
+        lines += [
+            "",
+            f"## Compression of trained statistics: {c['label']}",
+            "",
+            f"E = {c['edges']} edges x L = {c['layers']} layers; {c['nodes_with_in_edges']} nodes with in-edges, "
+            f"{c['degree1_nodes']} of in-degree 1. Error columns compare decoded with float32 probabilities; "
+            "`err / deviation` is the median of |error| / |p - 1/deg(v)| (how much of the signal beyond the "
+            "public uniform distribution the code loses); KL is per node, nats (the alignment loss per "
+            "layer pair is of order 1e-3 to 1e-1 nats).",
+            "",
+        ]
+        rows = [
+            [
+                r["codec"],
+                f"{r['bytes_per_entry']:.3f}",
+                f"{r['vs_float32']:.3f}",
+                f"{r['max_abs_err']:.1e}",
+                f"{r['median_abs_err']:.1e}",
+                f"{r['median_err_over_deviation']:.1e}",
+                f"{r['kl_per_node_mean']:.1e}",
+            ]
+            for r in c["codecs"]
+        ]
+        lines.append(
+            md_table(
+                [
+                    "code",
+                    "bytes / entry",
+                    "size vs float32",
+                    "max |err|",
+                    "median |err|",
+                    "err / deviation",
+                    "KL(p‖decoded)",
+                ],
+                rows,
+            )
+        )
     return lines

@@ -29,6 +29,7 @@ both compute the same losses and take the same steps
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -51,10 +52,18 @@ class NaiveGCN(nn.Module):
     Returns the logits and each hidden layer's output before its activation.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, hidden_layers: int, hidden_dim: int, dropout: float,
-                 activation: str = "relu"):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden_layers: int,
+        hidden_dim: int,
+        dropout: float,
+        activation: str = "relu",
+    ):
         super().__init__()
-        self.activation = {"relu": nn.functional.relu, "elu": nn.functional.elu}[activation]
+        activations: dict[str, Callable[..., Tensor]] = {"relu": nn.functional.relu, "elu": nn.functional.elu}
+        self.activation = activations[activation]
         dims = [in_channels] + [hidden_dim] * hidden_layers
         self.layers = nn.ModuleList(GCNConv(dims[i], dims[i + 1]) for i in range(hidden_layers))
         self.output = GCNConv(hidden_dim, num_classes)
@@ -85,7 +94,7 @@ def naive_kl(peer_log_probs: Tensor, student_log_probs: Tensor, dst: Tensor, num
 
 def alignahead_pairs(depth: int) -> list[tuple[int, int]]:
     """(student layer, peer layer), 1-based, for equal depths: 1 <- L, l+1 <- l."""
-    return [(1, depth)] + [(l + 1, l) for l in range(1, depth)]
+    return [(1, depth)] + [(layer + 1, layer) for layer in range(1, depth)]
 
 
 class NaiveAlignahead:
@@ -99,31 +108,47 @@ class NaiveAlignahead:
         ``train.*``, ``align.*``, ``seed``).
     """
 
-    def __init__(self, x: Tensor, edge_index: Tensor, y: Tensor, train_mask: Tensor, val_mask: Tensor,
-                 test_mask: Tensor, num_classes: int, *, num_students: int = 2, hidden_layers: int = 4,
-                 hidden_dim: int = 64, dropout: float = 0.0, lr: float = 0.005, weight_decay: float = 0.0,
-                 tau: float = 100.0, weight: float = 1.0, local_epochs: int = 1, seed: int = 0,
-                 activation: str = "relu") -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        y: Tensor,
+        train_mask: Tensor,
+        val_mask: Tensor,
+        test_mask: Tensor,
+        num_classes: int,
+        *,
+        num_students: int = 2,
+        hidden_layers: int = 4,
+        hidden_dim: int = 64,
+        dropout: float = 0.0,
+        lr: float = 0.005,
+        weight_decay: float = 0.0,
+        tau: float = 100.0,
+        weight: float = 1.0,
+        local_epochs: int = 1,
+        seed: int = 0,
+        activation: str = "relu",
+    ) -> None:
         self.x, self.edge_index, self.y = x, edge_index, y
         self.train_mask, self.val_mask, self.test_mask = train_mask, val_mask, test_mask
         self.tau, self.weight, self.local_epochs, self.seed = tau, weight, local_epochs, seed
         self.depth = hidden_layers
         self.students = []
-        for i in range(num_students):
+        for _ in range(num_students):
             torch.manual_seed(_seed(seed))  # shared initialisation, as fedalign's default model.init
-            self.students.append(NaiveGCN(x.size(1), num_classes, hidden_layers, hidden_dim, dropout,
-                                          activation))
+            self.students.append(NaiveGCN(x.size(1), num_classes, hidden_layers, hidden_dim, dropout, activation))
         self.optimizers = [torch.optim.Adam(s.parameters(), lr=lr, weight_decay=weight_decay) for s in self.students]
 
     @classmethod
-    def from_split(cls, train, val, test, num_classes: int, **kwargs) -> "NaiveAlignahead":
+    def from_split(cls, train, val, test, num_classes: int, **kwargs) -> NaiveAlignahead:
         """From fedalign ``GraphSplit``s of one graph (``replicate``: train.graph is the alignment graph)."""
         g = train.graph
         return cls(g.x, g.edge_index, g.y, train.mask, val.mask, test.mask, num_classes, **kwargs)
 
     def load_weights(self, state_dicts: list[dict]) -> None:
         """Load each student's weights (e.g. fedalign ``GCNStudent.state_dict()``s: the names match)."""
-        for student, state in zip(self.students, state_dicts):
+        for student, state in zip(self.students, state_dicts, strict=True):
             student.load_state_dict(state)
 
     def peer_log_probs(self, j: int) -> list[Tensor]:
@@ -187,8 +212,14 @@ class NaiveAlignahead:
         trained = time.perf_counter()
         metrics = self.evaluate(i)
         done = time.perf_counter()
-        return {"client": i, "task_loss": task, "align_loss": align, **metrics,
-                "train_seconds": trained - start, "evaluate_seconds": done - trained}
+        return {
+            "client": i,
+            "task_loss": task,
+            "align_loss": align,
+            **metrics,
+            "train_seconds": trained - start,
+            "evaluate_seconds": done - trained,
+        }
 
 
 # ---------------------------------------------------------------- equivalence with fedalign
@@ -228,9 +259,12 @@ def compare_with_fedalign(clients: dict, naive: NaiveAlignahead, trainer: int = 
     student.model.zero_grad()
     model.zero_grad()
     return {
-        "fedalign_align_loss": fed_align.item(), "naive_align_loss": naive_align.item(),
+        "fedalign_align_loss": fed_align.item(),
+        "naive_align_loss": naive_align.item(),
         "align_loss_abs_diff": abs(fed_align.item() - naive_align.item()),
-        "fedalign_task_loss": fed_task.item(), "naive_task_loss": naive_task.item(),
+        "fedalign_task_loss": fed_task.item(),
+        "naive_task_loss": naive_task.item(),
         "task_loss_abs_diff": abs(fed_task.item() - naive_task.item()),
-        "grad_max_abs_diff": grad_diff, "grad_max_abs": grad_scale,
+        "grad_max_abs_diff": grad_diff,
+        "grad_max_abs": grad_scale,
     }

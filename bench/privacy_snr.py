@@ -48,19 +48,35 @@ def snr_rows(clients: list[int], epsilons: list[float]) -> list[dict]:
         for strategy, overrides in STRATEGIES.items():
             cfg = load_config(BASE, [f"federation.num_clients={k}", *overrides])
             layout = release_layout_of(cfg)
-            arrays = released_arrays(strategy, cfg.model.hidden_layers)
+            depth = cfg.model.hidden_layers
+            if layout is None or not isinstance(depth, int):
+                raise RuntimeError(f"{BASE} needs its data root and one depth for every student")
+            arrays = released_arrays(strategy, depth)
             coordinates = arrays * layout.num_edges
             p = cfg.privacy
             n = honest_noise_shares(k, p.max_dropout_share, p.colluders)
             for eps in epsilons:
-                sigma = StatisticsMechanism.for_budget(eps, p.delta, planned_releases(cfg, 0), p.clip_norm,
-                                                       num_layers=arrays, accountant=p.accountant).noise_multiplier
+                sigma = StatisticsMechanism.for_budget(
+                    eps, p.delta, planned_releases(cfg, 0), p.clip_norm, num_layers=arrays, accountant=p.accountant
+                ).noise_multiplier
                 signal = p.clip_norm / math.sqrt(coordinates)
-                for mode, noise in (("each client alone", sigma * p.clip_norm / math.sqrt(k - 1)),
-                                    ("secure aggregation", sigma * p.clip_norm / math.sqrt(n * (k - 1)))):
-                    rows.append({"clients": k, "strategy": strategy, "coordinates": coordinates, "epsilon": eps,
-                                 "sigma": round(sigma, 4), "mode": mode, "noise_std_of_peers_mean": noise,
-                                 "max_rms_signal": signal, "snr_bound": signal / noise})
+                for mode, noise in (
+                    ("each client alone", sigma * p.clip_norm / math.sqrt(k - 1)),
+                    ("secure aggregation", sigma * p.clip_norm / math.sqrt(n * (k - 1))),
+                ):
+                    rows.append(
+                        {
+                            "clients": k,
+                            "strategy": strategy,
+                            "coordinates": coordinates,
+                            "epsilon": eps,
+                            "sigma": round(sigma, 4),
+                            "mode": mode,
+                            "noise_std_of_peers_mean": noise,
+                            "max_rms_signal": signal,
+                            "snr_bound": signal / noise,
+                        }
+                    )
     return rows
 
 
@@ -73,8 +89,10 @@ def centring_rows(epochs: int = 100) -> list[dict]:
     from fedalign.privacy.mechanism import uniform_baseline
 
     rows = []
-    arms = {"alignahead": ["align.strategy=alignahead", "align.kernel=l1-softmax", "align.tau=100"],
-            "logits": ["align.strategy=logits", "align.weight=0.1", "align.logit_temperature=10"]}
+    arms = {
+        "alignahead": ["align.strategy=alignahead", "align.kernel=l1-softmax", "align.tau=100"],
+        "logits": ["align.strategy=logits", "align.weight=0.1", "align.logit_temperature=10"],
+    }
     for strategy, overrides in arms.items():
         cfg = load_config(BASE, ["privacy.mechanism=none", "privacy.target_epsilon=null", *overrides])
         student = build_student(cfg, 0)
@@ -85,8 +103,14 @@ def centring_rows(epochs: int = 100) -> list[dict]:
             baseline = uniform_baseline(torch.from_numpy(student.layout.target), student.layout.num_nodes).numpy()
             p = np.concatenate(stats).astype(np.float64)
             ratio = float(np.linalg.norm(p) / np.linalg.norm(p - np.tile(baseline, len(stats))))
-            rows.append({"strategy": strategy, "epochs": trained, "norm_ratio": ratio,
-                         "centring_snr_gain": ratio / math.sqrt(2)})
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "epochs": trained,
+                    "norm_ratio": ratio,
+                    "centring_snr_gain": ratio / math.sqrt(2),
+                }
+            )
     return rows
 
 
@@ -96,10 +120,19 @@ def accountant_rows(epsilons: list[float]) -> list[dict]:
     p, releases = cfg.privacy, planned_releases(cfg, 0)
     rows = []
     for eps in epsilons:
-        sigma = {name: StatisticsMechanism.for_budget(eps, p.delta, releases, p.clip_norm, accountant=name
-                                                      ).noise_multiplier for name in ("rdp", "prv")}
-        rows.append({"epsilon": eps, "releases": releases, "sigma_rdp": sigma["rdp"], "sigma_prv": sigma["prv"],
-                     "prv_noise_of_rdp": sigma["prv"] / sigma["rdp"]})
+        sigma = {
+            name: StatisticsMechanism.for_budget(eps, p.delta, releases, p.clip_norm, accountant=name).noise_multiplier
+            for name in ("rdp", "prv")
+        }
+        rows.append(
+            {
+                "epsilon": eps,
+                "releases": releases,
+                "sigma_rdp": sigma["rdp"],
+                "sigma_prv": sigma["prv"],
+                "prv_noise_of_rdp": sigma["prv"] / sigma["rdp"],
+            }
+        )
     return rows
 
 
@@ -117,19 +150,37 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| K | strategy | coordinates D | epsilon | sigma | mode | noise std of the peers' mean | "
-             "max RMS signal C/sqrt(D) | SNR bound |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['clients']} | {r['strategy']} | {r['coordinates']} | {r['epsilon']:g} | {r['sigma']:.3g} | "
-              f"{r['mode']} | {r['noise_std_of_peers_mean']:.3g} | {r['max_rms_signal']:.2e} | {r['snr_bound']:.2e} |"
-              for r in rows]
+    lines = [
+        "| K | strategy | coordinates D | epsilon | sigma | mode | noise std of the peers' mean | "
+        "max RMS signal C/sqrt(D) | SNR bound |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['clients']} | {r['strategy']} | {r['coordinates']} | {r['epsilon']:g} | {r['sigma']:.3g} | "
+        f"{r['mode']} | {r['noise_std_of_peers_mean']:.3g} | {r['max_rms_signal']:.2e} | {r['snr_bound']:.2e} |"
+        for r in rows
+    ]
     if args.centring:
-        lines += ["", "| strategy | local epochs | norm ratio ‖p‖ / ‖p − b‖ | SNR gain of centring |", "|---|---|---|---|"]
-        lines += [f"| {r['strategy']} | {r['epochs']} | {r['norm_ratio']:.2f} | {r['centring_snr_gain']:.2f} |"
-                  for r in centring_rows()]
+        lines += [
+            "",
+            "| strategy | local epochs | norm ratio ‖p‖ / ‖p − b‖ | SNR gain of centring |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['strategy']} | {r['epochs']} | {r['norm_ratio']:.2f} | {r['centring_snr_gain']:.2f} |"
+            for r in centring_rows()
+        ]
     if args.accountants:
-        lines += ["", "| epsilon | releases | sigma (RDP) | sigma (PRV) | PRV noise / RDP noise |", "|---|---|---|---|---|"]
-        lines += [f"| {r['epsilon']:g} | {r['releases']} | {r['sigma_rdp']:.4g} | {r['sigma_prv']:.4g} | "
-                  f"{r['prv_noise_of_rdp']:.3f} |" for r in accountant_rows([float(e) for e in args.epsilons.split(",")])]
+        lines += [
+            "",
+            "| epsilon | releases | sigma (RDP) | sigma (PRV) | PRV noise / RDP noise |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['epsilon']:g} | {r['releases']} | {r['sigma_rdp']:.4g} | {r['sigma_prv']:.4g} | "
+            f"{r['prv_noise_of_rdp']:.3f} |"
+            for r in accountant_rows([float(e) for e in args.epsilons.split(",")])
+        ]
     (args.out / "snr.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 try:  # optional: the /proc fallback below measures the same thing
     import psutil
@@ -108,8 +109,39 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def run_measured(cmd: list[str], cwd: Path, env: dict | None = None, cap_mib: float | None = None,
-                 timeout: float | None = None, interval: float = 0.1) -> Measured:
+def _watch(
+    proc: subprocess.Popen,
+    state: dict[str, Any],
+    done: threading.Event,
+    started: float,
+    cap_mib: float | None,
+    timeout: float | None,
+    interval: float,
+) -> None:
+    """Sample ``proc``'s tree every ``interval`` s into ``state`` (peak MiB, samples) until ``done``; kill the
+    tree and say so in ``state`` (``capped``, ``timed_out``) past ``cap_mib`` or ``timeout`` s since ``started``."""
+    while not done.is_set():
+        rss = tree_rss_mib(proc.pid)
+        state["peak"], state["samples"] = max(state["peak"], rss), state["samples"] + 1
+        if cap_mib is not None and rss > cap_mib:
+            state["capped"] = True
+            _kill_group(proc)
+            return
+        if timeout is not None and time.perf_counter() - started > timeout:
+            state["timed_out"] = True
+            _kill_group(proc)
+            return
+        done.wait(interval)
+
+
+def run_measured(
+    cmd: list[str],
+    cwd: Path,
+    env: dict | None = None,
+    cap_mib: float | None = None,
+    timeout: float | None = None,
+    interval: float = 0.1,
+) -> Measured:
     """Run ``cmd`` in its own process group, measuring the tree's peak memory; kill it past ``cap_mib``.
 
     Args:
@@ -121,29 +153,20 @@ def run_measured(cmd: list[str], cwd: Path, env: dict | None = None, cap_mib: fl
         interval: seconds between samples of the tree.
     """
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    state = {"peak": 0.0, "samples": 0, "capped": False, "timed_out": False}
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    state: dict[str, Any] = {"peak": 0.0, "samples": 0, "capped": False, "timed_out": False}
     done = threading.Event()
 
-    def watch() -> None:
-        while not done.is_set():
-            rss = tree_rss_mib(proc.pid)
-            state["peak"], state["samples"] = max(state["peak"], rss), state["samples"] + 1
-            if cap_mib is not None and rss > cap_mib:
-                state["capped"] = True
-                _kill_group(proc)
-                return
-            if timeout is not None and time.perf_counter() - started > timeout:
-                state["timed_out"] = True
-                _kill_group(proc)
-                return
-            done.wait(interval)
-
     outputs: dict[str, str] = {}
-    readers = [threading.Thread(target=lambda n=n, s=s: outputs.__setitem__(n, s.read()), daemon=True)
-               for n, s in (("stdout", proc.stdout), ("stderr", proc.stderr))]
-    watcher = threading.Thread(target=watch, daemon=True)
+    readers = [
+        threading.Thread(target=lambda n=n, s=s: outputs.__setitem__(n, s.read()), daemon=True)
+        for n, s in (("stdout", proc.stdout), ("stderr", proc.stderr))
+    ]
+    watcher = threading.Thread(
+        target=_watch, args=(proc, state, done, started, cap_mib, timeout, interval), daemon=True
+    )
     for thread in (*readers, watcher):
         thread.start()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -152,6 +175,14 @@ def run_measured(cmd: list[str], cwd: Path, env: dict | None = None, cap_mib: fl
     for thread in (*readers, watcher):
         thread.join()
     _kill_group(proc)  # any grandchild left behind
-    return Measured(proc.returncode, outputs.get("stdout", ""), outputs.get("stderr", ""),
-                    time.perf_counter() - started, state["peak"], usage.ru_maxrss / 1024, state["capped"],
-                    state["samples"], state["timed_out"])
+    return Measured(
+        proc.returncode,
+        outputs.get("stdout", ""),
+        outputs.get("stderr", ""),
+        time.perf_counter() - started,
+        state["peak"],
+        usage.ru_maxrss / 1024,
+        state["capped"],
+        state["samples"],
+        state["timed_out"],
+    )

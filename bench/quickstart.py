@@ -44,8 +44,12 @@ def time_run(engine: str, extra: list[str], threads: int) -> dict[str, Any]:
         threads: OMP/MKL threads of the child (torch's intra-op threads follow them).
     """
     out = Path(tempfile.mkdtemp(prefix="fedalign-quickstart-"))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "FLWR_HOME": str(out / "flwr-home")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "FLWR_HOME": str(out / "flwr-home"),
+    }
     command = fedalign_command() + ["run", CONFIG, "--engine", engine]
     for override in [f"output.dir={out}", *extra]:
         command += ["--set", override]
@@ -72,23 +76,46 @@ def main(argv: list[str] | None = None) -> int:
     out = common.out_dir(args, NAME)
     engines = ["inprocess"] if args.smoke else ["inprocess", "flower"]
     extra = ["federation.rounds=1"] if args.smoke else []
-    runs = [time_run(engine, extra, args.threads) for engine in engines for _ in range(1 if args.smoke else args.repeats)]
+    runs = [
+        time_run(engine, extra, args.threads) for engine in engines for _ in range(1 if args.smoke else args.repeats)
+    ]
     rows = []
     for engine in engines:
         mine = [r for r in runs if r["engine"] == engine]
         seconds = [r["seconds"] for r in mine]
         loads = [r["load_before"] for r in mine] + [r["load_after"] for r in mine]
-        rows.append([f"`fedalign run {CONFIG} --engine {engine}`", len(mine), fmt(min(seconds)),
-                     fmt(common.median(seconds)), f"{min(loads):.1f}–{max(loads):.1f}"])
-    markdown = "\n".join([
-        "# The README's main job, timed", "",
-        f"Written by `python -m bench.quickstart`. Machine: {common.cpu_model()}, {os.cpu_count()} cores, no GPU "
-        f"used; {args.threads} thread(s) per run. Wall seconds of a fresh process each (start-up and imports "
-        "included). The load column is the 1-minute load average before/after the runs: above the core count, "
-        "other work shared the machine and the figures are slower than on a quiet one.", "",
-        md_table(["command", "runs", "fastest s", "median s", "load"], rows)])
-    common.write_outputs(out, {"benchmark": NAME, "smoke": args.smoke, "config": CONFIG, "runs": runs,
-                               "machine": common.machine(args.threads)}, markdown)
+        rows.append(
+            [
+                f"`fedalign run {CONFIG} --engine {engine}`",
+                len(mine),
+                fmt(min(seconds)),
+                fmt(common.median(seconds)),
+                f"{min(loads):.1f}–{max(loads):.1f}",
+            ]
+        )
+    markdown = "\n".join(
+        [
+            "# The README's main job, timed",
+            "",
+            f"Written by `python -m bench.quickstart`. Machine: {common.cpu_model()}, {os.cpu_count()} cores, no GPU "
+            f"used; {args.threads} thread(s) per run. Wall seconds of a fresh process each (start-up and imports "
+            "included). The load column is the 1-minute load average before/after the runs: above the core count, "
+            "other work shared the machine and the figures are slower than on a quiet one.",
+            "",
+            md_table(["command", "runs", "fastest s", "median s", "load"], rows),
+        ]
+    )
+    common.write_outputs(
+        out,
+        {
+            "benchmark": NAME,
+            "smoke": args.smoke,
+            "config": CONFIG,
+            "runs": runs,
+            "machine": common.machine(args.threads),
+        },
+        markdown,
+    )
     print(markdown)
     return 0
 

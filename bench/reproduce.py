@@ -76,7 +76,8 @@ PLAN: tuple[Sweep, ...] = (
 # ---------------------------------------------------------------- smoke programme (synthetic, about a minute)
 
 SMOKE_BASE = {
-    "name": "smoke", "seed": 0,
+    "name": "smoke",
+    "seed": 0,
     "data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 160, "homophily": 0.6, "signal": 0.6}},
     "partition": {"scheme": "replicate"},
     "federation": {"num_clients": 2, "rounds": 8, "schedule": "alternating"},
@@ -87,38 +88,76 @@ SMOKE_BASE = {
 STRATEGY_ARMS = ["none", "self", "one-to-one", "alignahead", "logits", "self-tuned", "alignahead-tuned", "logits-tuned"]
 
 
+def smoke_sweeps(folder: Path) -> dict[str, dict]:
+    """The smoke programme's sweep files by name (:func:`smoke_plan` writes them into ``folder``)."""
+    tuned = ["arms.yaml", f"../{TUNED_ARMS}"]
+    return {
+        "tuning.yaml": {
+            "base": "base.yaml",
+            "grid": {"align.kernel": ["lsp", "l1-softmax"], "align.tau": [1.0], "seed": [0]},
+            "output": "../tuning",
+        },
+        "tuning-logits.yaml": {
+            "base": "base.yaml",
+            "set": ["align.strategy=logits"],
+            "grid": {"align.logit_temperature": [1.0, 3.0], "seed": [0]},
+            "output": "../tuning-logits",
+        },
+        "strategies.yaml": {
+            "base": "base.yaml",
+            "arms_file": tuned,
+            "grid": {"seed": [0, 1, 2], "arm": STRATEGY_ARMS},
+            "output": "../strategies",
+        },
+        "students.yaml": {
+            "base": "base.yaml",
+            "arms_file": tuned,
+            "grid": {
+                "seed": [0, 1, 2],
+                "federation.num_clients,federation.rounds": [[3, 12]],
+                "arm": ["alignahead", "alignahead-tuned"],
+            },
+            "output": "../students",
+        },
+        "map.yaml": {
+            "base": "base.yaml",
+            "arms_file": ["arms.yaml", f"../{BEST_ARMS}"],
+            "set": ["partition.public_fraction=0.3"],
+            "grid": {
+                "partition.scheme": ["community"],
+                "federation.num_clients,federation.rounds": [[3, 6]],
+                "partition.label_rate": [0.2],
+                "seed": [0, 1, 2],
+                "arm": ["none", "self-best", "one-to-one-best", "alignahead-best", "logits-best"],
+            },
+            "output": "../map",
+        },
+        # a real dataset under a data root with nothing in it: skipped with a message
+        "missing.yaml": {
+            "base": "base.yaml",
+            "set": ["data.name=cora", "data.synthetic={}", f"data.root={folder / 'no-data'}"],
+            "arms_file": "arms.yaml",
+            "grid": {"seed": [0], "arm": ["none"]},
+            "output": "../missing",
+        },
+    }
+
+
 def smoke_plan(folder: Path) -> tuple[Sweep, ...]:
     """Write the smoke programme's sweep files into ``folder`` (the real programme's shapes, tiny)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "base.yaml").write_text(yaml.safe_dump(SMOKE_BASE, sort_keys=False))
     (folder / "arms.yaml").write_text((SWEEPS / "arms.yaml").read_text())
-    tuned = ["arms.yaml", f"../{TUNED_ARMS}"]
-    sweeps = {
-        "tuning.yaml": {"base": "base.yaml", "grid": {"align.kernel": ["lsp", "l1-softmax"], "align.tau": [1.0],
-                                                      "seed": [0]}, "output": "../tuning"},
-        "tuning-logits.yaml": {"base": "base.yaml", "set": ["align.strategy=logits"],
-                               "grid": {"align.logit_temperature": [1.0, 3.0], "seed": [0]},
-                               "output": "../tuning-logits"},
-        "strategies.yaml": {"base": "base.yaml", "arms_file": tuned,
-                            "grid": {"seed": [0, 1, 2], "arm": STRATEGY_ARMS}, "output": "../strategies"},
-        "students.yaml": {"base": "base.yaml", "arms_file": tuned, "grid": {
-            "seed": [0, 1, 2], "federation.num_clients,federation.rounds": [[3, 12]],
-            "arm": ["alignahead", "alignahead-tuned"]}, "output": "../students"},
-        "map.yaml": {"base": "base.yaml", "arms_file": ["arms.yaml", f"../{BEST_ARMS}"],
-                     "set": ["partition.public_fraction=0.3"],
-                     "grid": {"partition.scheme": ["community"], "federation.num_clients,federation.rounds": [[3, 6]],
-                              "partition.label_rate": [0.2], "seed": [0, 1, 2],
-                              "arm": ["none", "self-best", "one-to-one-best", "alignahead-best", "logits-best"]},
-                     "output": "../map"},
-        # a real dataset under a data root with nothing in it: skipped with a message
-        "missing.yaml": {"base": "base.yaml", "set": ["data.name=cora", "data.synthetic={}", f"data.root={folder / 'no-data'}"],
-                         "arms_file": "arms.yaml", "grid": {"seed": [0], "arm": ["none"]}, "output": "../missing"},
-    }
-    for name, body in sweeps.items():
+    for name, body in smoke_sweeps(folder).items():
         (folder / name).write_text(yaml.safe_dump(body, sort_keys=False))
-    return (Sweep("tuning", "tuning.yaml", "tuning", 1), Sweep("tuning-logits", "tuning-logits.yaml", "tuning", 1),
-            Sweep("strategies", "strategies.yaml", "strategies", 2), Sweep("students", "students.yaml", "students", 2),
-            Sweep("map", "map.yaml", "map", 3), Sweep("missing", "missing.yaml", "strategies", 3))
+    return (
+        Sweep("tuning", "tuning.yaml", "tuning", 1),
+        Sweep("tuning-logits", "tuning-logits.yaml", "tuning", 1),
+        Sweep("strategies", "strategies.yaml", "strategies", 2),
+        Sweep("students", "students.yaml", "students", 2),
+        Sweep("map", "map.yaml", "map", 3),
+        Sweep("missing", "missing.yaml", "strategies", 3),
+    )
 
 
 # ---------------------------------------------------------------- choosing arms on validation
@@ -134,10 +173,17 @@ def write_tuned_arms(programme: tuple[Sweep, ...], sweeps_dir: Path, out: Path) 
         best = finding["chosen"]["config"]["align"]
         chosen[best["strategy"]] = best
     structure, logits = chosen["alignahead"], chosen["logits"]
-    keys = [f"align.kernel={structure['kernel']}", f"align.tau={structure['tau']}", f"align.weight={structure['weight']}"]
+    keys = [
+        f"align.kernel={structure['kernel']}",
+        f"align.tau={structure['tau']}",
+        f"align.weight={structure['weight']}",
+    ]
     arms = {f"{s}-tuned": [f"align.strategy={s}", *keys] for s in ("self", "one-to-one", "alignahead")}
-    arms["logits-tuned"] = ["align.strategy=logits", f"align.weight={logits['weight']}",
-                            f"align.logit_temperature={logits['logit_temperature']}"]
+    arms["logits-tuned"] = [
+        "align.strategy=logits",
+        f"align.weight={logits['weight']}",
+        f"align.logit_temperature={logits['logit_temperature']}",
+    ]
     path = out / TUNED_ARMS
     _write_arms(path, arms, "the best mean validation metric of the tuning sweeps (seed 0, never test)")
     return path
@@ -163,8 +209,12 @@ def write_best_arms(programme: tuple[Sweep, ...], sweeps_dir: Path, out: Path) -
         variant = logits if strategy == "logits" else structure
         arms[f"{strategy}-best"] = arms_of[f"{strategy}-tuned"] if variant == "tuned" else faithful[strategy]
     path = out / BEST_ARMS
-    _write_arms(path, arms, f"the better of faithful and tuned on {first.id}'s mean validation metric: "
-                            f"structure arms {structure}, logits {logits}")
+    _write_arms(
+        path,
+        arms,
+        f"the better of faithful and tuned on {first.id}'s mean validation metric: "
+        f"structure arms {structure}, logits {logits}",
+    )
     return path
 
 
@@ -200,8 +250,14 @@ def reuse_identical_runs(specs: list, donors: list, stream) -> int:
             unarchive_runs(spec.output)
             target = spec.output / "runs" / cell_id(cell)
             wanted = _comparable(cell_config(spec, cell).to_dict())
-            source, label = next(((run, label) for run, config, label in finished if config == wanted
-                                  and label != f"{spec.output.name}/{cell_id(cell)}"), (None, None))
+            source, label = next(
+                (
+                    (run, label)
+                    for run, config, label in finished
+                    if config == wanted and label != f"{spec.output.name}/{cell_id(cell)}"
+                ),
+                (None, None),
+            )
             if source is None:
                 continue
             if target.exists():
@@ -209,14 +265,15 @@ def reuse_identical_runs(specs: list, donors: list, stream) -> int:
             target.mkdir(parents=True)
             for name in ("config.yaml", "rounds.jsonl", "summary.json"):
                 shutil.copy2(source / name, target / name)
-            (target / "reused_from.txt").write_text(label + "\n")
+            (target / "reused_from.txt").write_text(f"{label}\n")
             print(f"[reproduce] {cell_id(cell)}: same experiment as {label}, copied", file=stream, flush=True)
             copied += 1
     return copied
 
 
-def run_programme(selected: tuple[Sweep, ...], programme: tuple[Sweep, ...], sweeps_dir: Path, out: Path,
-                  workers: int, stream=None) -> dict[str, dict]:
+def run_programme(
+    selected: tuple[Sweep, ...], programme: tuple[Sweep, ...], sweeps_dir: Path, out: Path, workers: int, stream=None
+) -> dict[str, dict]:
     """Run the selected sweeps phase by phase (choosing arms between phases); rewrite the report after each."""
     from fedalign.inprocess import run_inprocess
     from fedalign.sweep import run_sweeps
@@ -244,8 +301,11 @@ def run_programme(selected: tuple[Sweep, ...], programme: tuple[Sweep, ...], swe
             continue
         donors = [d for d in (analysis.load_or_none(sweeps_dir, s) for s in programme) if d is not None]
         reuse_identical_runs(specs, donors, stream)
-        print(f"[reproduce] phase {phase}: {', '.join(s.name for s in specs)} on {workers} worker(s)",
-              file=stream, flush=True)
+        print(
+            f"[reproduce] phase {phase}: {', '.join(s.name for s in specs)} on {workers} worker(s)",
+            file=stream,
+            flush=True,
+        )
         started = time.perf_counter()
         run_sweeps(specs, run_inprocess, stream=stream, workers=workers)
         status[f"phase-{phase}"] = {"invocation_seconds": round(time.perf_counter() - started, 1)}
@@ -269,13 +329,22 @@ def archive_finished(programme: tuple[Sweep, ...], sweeps_dir: Path, written: di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reproduce", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default=None, help="comma-separated sweep ids (default: all, in order): "
-                        + ", ".join(s.id for s in PLAN))
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated sweep ids (default: all, in order): " + ", ".join(s.id for s in PLAN),
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic programme into a temporary folder")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="report folder (default results/reproduction/; with --smoke a temp folder)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report folder (default results/reproduction/; with --smoke a temp folder)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="cells run at once, one torch thread each (default 2)")
-    parser.add_argument("--report-only", action="store_true", help="train nothing: rewrite the report from the run folders")
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing: rewrite the report from the run folders"
+    )
     args = parser.parse_args(argv)
 
     if args.smoke:
@@ -289,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
         unknown = [w for w in wanted if w not in {s.id for s in programme}]
         if unknown:
-            parser.error(f"--only: unknown sweep id(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(s.id for s in programme)}")
+            parser.error(
+                f"--only: unknown sweep id(s) {', '.join(unknown)}; choose from {', '.join(s.id for s in programme)}"
+            )
         selected = tuple(s for s in programme if s.id in wanted)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     started = time.perf_counter()

@@ -44,10 +44,27 @@ COMPARISONS = (  # (A, B, what "A beats B" means)
     ("logits-tuned", "none", "tuned mutual learning beats independent students"),
     ("alignahead-tuned", "logits-tuned", "tuned: structure beats outputs"),
 )
-MAP_COMPARISONS = (("alignahead-best", "none"), ("alignahead-best", "self-best"), ("logits-best", "none"),
-                   ("alignahead-best", "logits-best"))
-ARM_ORDER = ("none", "self", "one-to-one", "alignahead", "logits", "self-tuned", "one-to-one-tuned",
-             "alignahead-tuned", "logits-tuned", "self-best", "one-to-one-best", "alignahead-best", "logits-best")
+MAP_COMPARISONS = (
+    ("alignahead-best", "none"),
+    ("alignahead-best", "self-best"),
+    ("logits-best", "none"),
+    ("alignahead-best", "logits-best"),
+)
+ARM_ORDER = (
+    "none",
+    "self",
+    "one-to-one",
+    "alignahead",
+    "logits",
+    "self-tuned",
+    "one-to-one-tuned",
+    "alignahead-tuned",
+    "logits-tuned",
+    "self-best",
+    "one-to-one-best",
+    "alignahead-best",
+    "logits-best",
+)
 
 
 # ---------------------------------------------------------------- loading
@@ -94,12 +111,17 @@ def collect(spec) -> list[dict]:
             config = yaml.safe_load((run_dir / "config.yaml").read_text())
             records = sorted(read_rounds(run_dir), key=lambda r: (r.round, r.client))
             vals = [c["best_val"] for c in summary["clients"].values() if c["best_val"] is not None]
-            item.update(summary=summary, config=config, test=summary["mean_test_at_best_val"],
-                        best_val=float(np.mean(vals)) if vals else None, seed=config["seed"],
-                        arm=cell.get("arm", config["align"]["strategy"]),
-                        curves=student_curves(records, config["train"]["local_epochs"]),
-                        term=alignment_term(records, config["align"]["weight"]),
-                        reused=(run_dir / "reused_from.txt").is_file())
+            item.update(
+                summary=summary,
+                config=config,
+                test=summary["mean_test_at_best_val"],
+                best_val=float(np.mean(vals)) if vals else None,
+                seed=config["seed"],
+                arm=cell.get("arm", config["align"]["strategy"]),
+                curves=student_curves(records, config["train"]["local_epochs"]),
+                term=alignment_term(records, config["align"]["weight"]),
+                reused=(run_dir / "reused_from.txt").is_file(),
+            )
         result.append(item)
     return result
 
@@ -114,7 +136,7 @@ def student_curves(records, local_epochs: int) -> dict[int, list[tuple[int, floa
     return curves
 
 
-def alignment_term(records, weight: float) -> dict[str, float]:
+def alignment_term(records, weight: float) -> dict[str, float | None]:
     """Size of the alignment term against the task term (see Definitions); {} without one."""
     last: dict[int, dict] = {}
     grad_ratios: dict[int, list[float]] = {}
@@ -126,9 +148,11 @@ def alignment_term(records, weight: float) -> dict[str, float]:
                 grad_ratios.setdefault(record.client, []).append(m["align_grad_norm"] / m["task_grad_norm"])
     if not last or not any(m.get("align_loss") for m in last.values()):
         return {}
-    return {"loss_ratio": float(np.mean([weight * m["align_loss"] / m["task_loss"] for m in last.values()])),
-            "grad_ratio": float(np.mean([np.median(r) for r in grad_ratios.values()])) if grad_ratios else None,
-            "align_loss": float(np.mean([m["align_loss"] for m in last.values()]))}
+    return {
+        "loss_ratio": float(np.mean([weight * m["align_loss"] / m["task_loss"] for m in last.values()])),
+        "grad_ratio": float(np.mean([np.median(r) for r in grad_ratios.values()])) if grad_ratios else None,
+        "align_loss": float(np.mean([m["align_loss"] for m in last.values()])),
+    }
 
 
 # ---------------------------------------------------------------- statistics
@@ -136,8 +160,11 @@ def alignment_term(records, weight: float) -> dict[str, float]:
 
 def mean_std(values: list[float]) -> dict[str, Any]:
     values = [v for v in values if v is not None]
-    return {"n": len(values), "mean": float(np.mean(values)) if values else None,
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)}
+    return {
+        "n": len(values),
+        "mean": float(np.mean(values)) if values else None,
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None),
+    }
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
@@ -146,8 +173,12 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
 
     seeds = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in seeds]
-    out: dict[str, Any] = {"seeds": seeds, "diffs": diffs, "n": len(diffs),
-                           "mean": float(np.mean(diffs)) if diffs else None}
+    out: dict[str, Any] = {
+        "seeds": seeds,
+        "diffs": diffs,
+        "n": len(diffs),
+        "mean": float(np.mean(diffs)) if diffs else None,
+    }
     if len(diffs) < 2:
         return {**out, "se": None, "p": None, "ci": None}
     sd = float(np.std(diffs, ddof=1))
@@ -193,10 +224,14 @@ def strategies_finding(sweep_id: str, items: list[dict]) -> dict | None:
     tests = by_arm(done)
     arms = [a for a in ARM_ORDER if a in tests]
     result: dict[str, Any] = {
-        "sweep": sweep_id, "setting": f"{config['data']['name']} / {config['model']['arch'].upper()}",
+        "sweep": sweep_id,
+        "setting": f"{config['data']['name']} / {config['model']['arch'].upper()}",
         "metric": done[0]["summary"]["metric"],
         "accuracy": {a: {**mean_std(list(tests[a].values())), "values": tests[a]} for a in arms},
-        "comparisons": [], "terms": {}, "curves": {}, "levels": {},
+        "comparisons": [],
+        "terms": {},
+        "curves": {},
+        "levels": {},
     }
     for a, b, meaning in COMPARISONS:
         if a in tests and b in tests:
@@ -205,9 +240,11 @@ def strategies_finding(sweep_id: str, items: list[dict]) -> dict | None:
     for arm in arms:
         terms = [i["term"] for i in done if i["arm"] == arm and i["term"]]
         if terms:
-            result["terms"][arm] = {k: float(np.mean([t[k] for t in terms if t.get(k) is not None]))
-                                    for k in ("loss_ratio", "grad_ratio", "align_loss")
-                                    if any(t.get(k) is not None for t in terms)}
+            result["terms"][arm] = {
+                k: float(np.mean([t[k] for t in terms if t.get(k) is not None]))
+                for k in ("loss_ratio", "grad_ratio", "align_loss")
+                if any(t.get(k) is not None for t in terms)
+            }
         result["curves"][arm] = mean_curve([i for i in done if i["arm"] == arm])
     if "none" in tests:
         result["none_best_val"] = float(np.nanmean([i["best_val"] or np.nan for i in done if i["arm"] == "none"]))
@@ -225,9 +262,12 @@ def mean_curve(items: list[dict]) -> dict | None:
     if not per_cell or len({tuple(e) for e, _ in per_cell}) != 1:
         return None
     stack = np.array([v for _, v in per_cell])
-    return {"epochs": per_cell[0][0], "mean": stack.mean(axis=0).tolist(),
-            "std": (stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros(stack.shape[1])).tolist(),
-            "n": len(stack)}
+    return {
+        "epochs": per_cell[0][0],
+        "mean": stack.mean(axis=0).tolist(),
+        "std": (stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros(stack.shape[1])).tolist(),
+        "n": len(stack),
+    }
 
 
 def epochs_to(curves: dict[int, list[tuple[int, float]]], level: float) -> float | None:
@@ -245,17 +285,25 @@ def convergence(done: list[dict], arms: list[str], reference: float) -> dict:
     for fraction in LEVELS:
         level = fraction * reference
         epochs = {a: {i["seed"]: epochs_to(i["curves"], level) for i in done if i["arm"] == a} for a in arms}
-        table = {a: {**mean_std([e for e in per_seed.values() if e is not None]),
-                     "reached": sum(e is not None for e in per_seed.values()), "cells": len(per_seed)}
-                 for a, per_seed in epochs.items()}
+        table = {
+            a: {
+                **mean_std([e for e in per_seed.values() if e is not None]),
+                "reached": sum(e is not None for e in per_seed.values()),
+                "cells": len(per_seed),
+            }
+            for a, per_seed in epochs.items()
+        }
         comparisons = []
         for a in ("alignahead", "alignahead-tuned", "logits", "logits-tuned", "self"):
             if a in epochs and "none" in epochs:
-                saved = paired({s: -e for s, e in epochs[a].items() if e is not None},
-                               {s: -e for s, e in epochs["none"].items() if e is not None})
+                saved = paired(
+                    {s: -e for s, e in epochs[a].items() if e is not None},
+                    {s: -e for s, e in epochs["none"].items() if e is not None},
+                )
                 none_mean = table["none"]["mean"] or 0.0
-                comparisons.append({"a": a, "b": "none", **saved,
-                                    "verdict": verdict(saved, MIN_EPOCH_SAVING * none_mean)})
+                comparisons.append(
+                    {"a": a, "b": "none", **saved, "verdict": verdict(saved, MIN_EPOCH_SAVING * none_mean)}
+                )
         levels[f"{fraction:g}"] = {"level": level, "arms": table, "saved": comparisons}
     return levels
 
@@ -271,8 +319,9 @@ def students_finding(items: list[dict], baseline: dict | None) -> dict | None:
         if arm in baseline["accuracy"]:
             rows.append({"K": 2, "arm": arm, **paired(baseline["accuracy"][arm]["values"], none)})
         for k in sorted({i["config"]["federation"]["num_clients"] for i in done}):
-            at_k = {i["seed"]: i["test"] for i in done if i["arm"] == arm
-                    and i["config"]["federation"]["num_clients"] == k}
+            at_k = {
+                i["seed"]: i["test"] for i in done if i["arm"] == arm and i["config"]["federation"]["num_clients"] == k
+            }
             if at_k:
                 rows.append({"K": k, "arm": arm, **paired(at_k, none)})
     for row in rows:
@@ -292,16 +341,24 @@ def map_finding(items: list[dict]) -> dict | None:
     rows = []
     for (scheme, k, rate), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2])):
         tests = by_arm(members)
-        row = {"scheme": scheme, "K": k, "label_rate": rate,
-               "arms": {a: mean_std(list(v.values())) for a, v in tests.items()}, "comparisons": []}
+        row = {
+            "scheme": scheme,
+            "K": k,
+            "label_rate": rate,
+            "arms": {a: mean_std(list(v.values())) for a, v in tests.items()},
+            "comparisons": [],
+        }
         for a, b in MAP_COMPARISONS:
             if a in tests and b in tests:
                 c = paired(tests[a], tests[b])
                 row["comparisons"].append({"a": a, "b": b, **c, "verdict": verdict(c, MIN_EFFECT)})
         rows.append(row)
     config = done[0]["config"]
-    return {"setting": f"{config['data']['name']} / {config['model']['arch'].upper()}",
-            "metric": done[0]["summary"]["metric"], "rows": rows}
+    return {
+        "setting": f"{config['data']['name']} / {config['model']['arch'].upper()}",
+        "metric": done[0]["summary"]["metric"],
+        "rows": rows,
+    }
 
 
 def tuning_finding(sweep_id: str, items: list[dict]) -> dict | None:
@@ -309,8 +366,10 @@ def tuning_finding(sweep_id: str, items: list[dict]) -> dict | None:
     if not done:
         return None
     keys = [k for k in items[0]["cell"] if k != "seed"]
-    cells = [{**{k: i["cell"][k] for k in keys}, "val": i["best_val"], "test": i["test"], "config": i["config"]}
-             for i in done]
+    cells = [
+        {**{k: i["cell"][k] for k in keys}, "val": i["best_val"], "test": i["test"], "config": i["config"]}
+        for i in done
+    ]
     # ties: the first in grid order; a run that diverged (no validation metric) is never chosen
     best = max(cells, key=lambda c: (-math.inf if c["val"] is None else c["val"], -cells.index(c)))
     return {"sweep": sweep_id, "keys": keys, "cells": cells, "chosen": best, "complete": len(done) == len(items)}

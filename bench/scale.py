@@ -56,10 +56,23 @@ def spec(edges: int, k: int, scheme: str, mode: str, smoke: bool) -> dict:
         smoke: the tiny version."""
     degree = 8 if smoke else 10
     rounds = 2 if smoke or edges < 10_000_000 else 1  # one epoch of a 50M-edge graph takes many minutes
-    return {"id": f"e{edges}-k{k}-{mode}", "edges": edges, "num_nodes": edges // degree, "avg_degree": degree,
-            "num_features": 32, "num_clients": k, "scheme": scheme, "public_fraction": 0.2, "alpha": 0.5,
-            "mode": mode, "batch_size": 64 if smoke else 2048, "num_neighbors": [2, 2, 2],
-            "hidden_layers": 2, "hidden_dim": 16, "rounds": rounds}
+    return {
+        "id": f"e{edges}-k{k}-{mode}",
+        "edges": edges,
+        "num_nodes": edges // degree,
+        "avg_degree": degree,
+        "num_features": 32,
+        "num_clients": k,
+        "scheme": scheme,
+        "public_fraction": 0.2,
+        "alpha": 0.5,
+        "mode": mode,
+        "batch_size": 64 if smoke else 2048,
+        "num_neighbors": [2, 2, 2],
+        "hidden_layers": 2,
+        "hidden_dim": 16,
+        "rounds": rounds,
+    }
 
 
 def specs(smoke: bool) -> list[dict]:
@@ -83,17 +96,18 @@ def skip_reason(s: dict, done: dict[str, dict], cap_gb: float) -> str | None:
         cap_gb: the memory cap."""
     features_gb = s["num_clients"] * s["public_fraction"] * s["num_nodes"] * s["num_features"] * 4 / 1e9
     if s["scheme"] != "replicate" and features_gb > cap_gb:
-        return (f"the {s['num_clients']} local graphs alone hold K x {s['public_fraction']:.0%} x N x F x 4 B = "
-                f"{features_gb:.1f} GB of public-node features (each client keeps its own copy), past the "
-                f"{cap_gb:g} GB cap")
+        return (
+            f"the {s['num_clients']} local graphs alone hold K x {s['public_fraction']:.0%} x N x F x 4 B = "
+            f"{features_gb:.1f} GB of public-node features (each client keeps its own copy), past the "
+            f"{cap_gb:g} GB cap"
+        )
     if s["mode"] != "full":
         return None
     mini = done.get(s["id"].replace("-full", "-mini"))
     if mini is not None and mini.get("capped"):
         return "the same graph and clients passed the cap in mini-batch mode"
     for r in done.values():
-        if (r["mode"] == "full" and r["num_clients"] == s["num_clients"] and r["edges"] < s["edges"]
-                and r.get("capped")):
+        if r["mode"] == "full" and r["num_clients"] == s["num_clients"] and r["edges"] < s["edges"] and r.get("capped"):
             return f"full batch already passed the cap at E = {r['edges']:,}"
     return None
 
@@ -107,21 +121,40 @@ def measure(s: dict, threads: int, cap_mib: float, timeout: float, smoke: bool =
         cap_mib: kill the tree past this many MiB.
         timeout: kill it after this many seconds.
         smoke: eager structure kernels (no torch.compile: seconds saved on tiny graphs)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TORCHINDUCTOR_COMPILE_THREADS": "1",  # inductor compiles in-process: no pool of compile workers
-           **({"FEDALIGN_COMPILE": "0"} if smoke else {})}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TORCHINDUCTOR_COMPILE_THREADS": "1",  # inductor compiles in-process: no pool of compile workers
+        **({"FEDALIGN_COMPILE": "0"} if smoke else {}),
+    }
     load_before = os.getloadavg()
-    m = run_measured([sys.executable, "-m", "bench.scale_worker", json.dumps(s), str(threads)], common.REPO, env,
-                     cap_mib, timeout)
-    tree = {"load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
-            "wall_s": m.wall_s, "peak_tree_mib": m.peak_tree_mib, "maxrss_mib": m.maxrss_mib,
-            "peak_mib": m.peak_mib, "capped": m.capped, "timed_out": m.timed_out, "cap_mib": cap_mib,
-            "revision": common.git_revision(),
-            "phases": [json.loads(line.split(" ", 1)[1]) for line in m.stderr.splitlines()
-                       if line.startswith("[scale-worker] ")]}  # where a killed worker had got to
+    m = run_measured(
+        [sys.executable, "-m", "bench.scale_worker", json.dumps(s), str(threads)], common.REPO, env, cap_mib, timeout
+    )
+    tree = {
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "wall_s": m.wall_s,
+        "peak_tree_mib": m.peak_tree_mib,
+        "maxrss_mib": m.maxrss_mib,
+        "peak_mib": m.peak_mib,
+        "capped": m.capped,
+        "timed_out": m.timed_out,
+        "cap_mib": cap_mib,
+        "revision": common.git_revision(),
+        "phases": [
+            json.loads(line.split(" ", 1)[1]) for line in m.stderr.splitlines() if line.startswith("[scale-worker] ")
+        ],
+    }  # where a killed worker had got to
     if m.returncode != 0 or m.capped or m.timed_out:
-        why = (f"passed the {cap_mib * 2**20 / 1e9:g} GB ({cap_mib / 1024:.1f} GiB) cap" if m.capped else
-               f"timed out after {timeout:.0f} s" if m.timed_out else m.stderr.strip()[-3000:])
+        why = (
+            f"passed the {cap_mib * 2**20 / 1e9:g} GB ({cap_mib / 1024:.1f} GiB) cap"
+            if m.capped
+            else f"timed out after {timeout:.0f} s"
+            if m.timed_out
+            else m.stderr.strip()[-3000:]
+        )
         return {**s, **tree, "error": why}
     return {**json.loads(m.stdout.strip().splitlines()[-1]), **tree}
 
@@ -148,8 +181,11 @@ def graph_runs(args, out: Path) -> list[dict]:
             print(f"[scale] {s['id']}: kept from {path}", flush=True)
             continue
         reason = skip_reason(s, done, args.cap_gb)
-        result = {**s, "skipped": reason} if reason else measure(s, args.threads, args.cap_gb * 1e9 / 2**20,
-                                                                  args.timeout, args.smoke)
+        result = (
+            {**s, "skipped": reason}
+            if reason
+            else measure(s, args.threads, args.cap_gb * 1e9 / 2**20, args.timeout, args.smoke)
+        )
         path.write_text(json.dumps(result, indent=1) + "\n")
         done[s["id"]] = result
         print(f"[scale] {summary_line(result)}", flush=True)
@@ -166,11 +202,15 @@ def summary_line(r: dict) -> str:
     if r.get("skipped"):
         return f"{head}: skipped ({r['skipped']})"
     if "error" in r:
-        return f"{head}: did not finish ({r['error'].splitlines()[-1] if r['error'] else '?'}), peak " \
-               f"{r['peak_mib']:.0f} MiB"
-    return (f"{head}: E={r['graph_edges']:,} epoch {r['epoch_median_s']:.2f} s, round {r['round_median_s']:.2f} s, "
-            f"round 0 {r['init_round0_s']:.1f} s, peak {r['peak_mib']:.0f} MiB, load {r['load_before'][0]} -> "
-            f"{r['load_after'][0]}")
+        return (
+            f"{head}: did not finish ({r['error'].splitlines()[-1] if r['error'] else '?'}), peak "
+            f"{r['peak_mib']:.0f} MiB"
+        )
+    return (
+        f"{head}: E={r['graph_edges']:,} epoch {r['epoch_median_s']:.2f} s, round {r['round_median_s']:.2f} s, "
+        f"round 0 {r['init_round0_s']:.1f} s, peak {r['peak_mib']:.0f} MiB, load {r['load_before'][0]} -> "
+        f"{r['load_after'][0]}"
+    )
 
 
 def flower_runs(smoke: bool, rounds: int) -> dict:
@@ -207,9 +247,11 @@ def request_bytes(folder: Path) -> dict:
         rows += [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     train = [r["bytes_received"] for r in rows if r.get("round", 0) >= 1]
     release = [r["bytes_sent"] for r in rows if r.get("round", 0) >= 1]
-    return {"request_bytes": common.median(train) if train else None,
-            "request_bytes_max": max(train) if train else None,
-            "release_bytes": common.median(release) if release else None}
+    return {
+        "request_bytes": common.median(train) if train else None,
+        "request_bytes_max": max(train) if train else None,
+        "release_bytes": common.median(release) if release else None,
+    }
 
 
 def write_report(args, out: Path, runs: list[dict], flower: dict | None = None) -> dict:
@@ -225,9 +267,17 @@ def write_report(args, out: Path, runs: list[dict], flower: dict | None = None) 
     previous = out / "results.json"
     if flower is None and previous.is_file():
         flower = json.loads(previous.read_text()).get("flower")
-    results = {"benchmark": NAME, "smoke": args.smoke, "machine": common.machine(args.threads),
-               "cap_gb": args.cap_gb, "note": args.note, "runs": runs, "fits": fits(runs), "flower": flower,
-               "uptime_at_end": common.uptime()}
+    results = {
+        "benchmark": NAME,
+        "smoke": args.smoke,
+        "machine": common.machine(args.threads),
+        "cap_gb": args.cap_gb,
+        "note": args.note,
+        "runs": runs,
+        "fits": fits(runs),
+        "flower": flower,
+        "uptime_at_end": common.uptime(),
+    }
     common.write_outputs(out, results, markdown(results))
     plot(results, out / "plot.png")
     return results
@@ -243,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per configuration")
     p.add_argument("--fresh", action="store_true", help="measure again the configurations already in runs/")
     p.add_argument("--only", nargs="+", default=None, help="measure only these configuration ids")
-    p.add_argument("--skip-flower", action="store_true", help="keep the Flower part of an earlier run (runs/flower.json)")
+    p.add_argument(
+        "--skip-flower", action="store_true", help="keep the Flower part of an earlier run (runs/flower.json)"
+    )
     p.add_argument("--flower-rounds", type=int, default=5)
     p.add_argument("--device", default="cpu", help="the students' device (cuda where a GPU is lent)")
     p.add_argument("--note", default=None, help="a sentence for table.md (e.g. how the figures were taken)")

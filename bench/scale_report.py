@@ -37,15 +37,20 @@ def fits(runs: list[dict]) -> dict:
     for (k, mode), rows in series(runs).items():
         e = [r["graph_edges"] for r in rows]
         out[f"k{k}-{mode}"] = {
-            "num_clients": k, "mode": mode, "graph_edges": e,
+            "num_clients": k,
+            "mode": mode,
+            "graph_edges": e,
             "epoch_s": common.loglog_slope(e, [r["epoch_median_s"] for r in rows]),
-            "epoch_s_between": [common.loglog_slope(e[i:i + 2], [r["epoch_median_s"] for r in rows[i:i + 2]])
-                                for i in range(len(rows) - 1)],  # consecutive sizes
+            "epoch_s_between": [
+                common.loglog_slope(e[i : i + 2], [r["epoch_median_s"] for r in rows[i : i + 2]])
+                for i in range(len(rows) - 1)
+            ],  # consecutive sizes
             "steps": common.loglog_slope(e, [r["steps_per_epoch"] or 1 for r in rows]),
             "round_s": common.loglog_slope(e, [r["round_median_s"] for r in rows]),
             "peak_mib": common.loglog_slope(e, [r["peak_mib"] for r in rows]),
             "round_cpu_s": common.loglog_slope(e, [common.median([x["cpu_s"] for x in r["rounds"]]) for r in rows])
-            if all("cpu_s" in x for r in rows for x in r["rounds"]) else None,
+            if all("cpu_s" in x for r in rows for x in r["rounds"])
+            else None,
         }
     return out
 
@@ -53,19 +58,59 @@ def fits(runs: list[dict]) -> dict:
 def _row(r: dict) -> list:
     gb = f"{r['peak_mib'] * 2**20 / 1e9:.2f}" if r.get("peak_mib") else "-"
     if r.get("skipped"):
-        return [f"{r['edges']:,}", r["num_clients"], r["mode"], "-", "-", "-", "-", "-", "-", "-", "-", "-",
-                f"skipped: {r['skipped']}", "-"]
+        return [
+            f"{r['edges']:,}",
+            r["num_clients"],
+            r["mode"],
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            f"skipped: {r['skipped']}",
+            "-",
+        ]
     if "error" in r:
-        return [f"{r['edges']:,}", r["num_clients"], r["mode"], "-", "-", "-", "-", "-", "-", "-", "-", gb,
-                f"**does not fit**: killed past the {r['cap_mib'] * 2**20 / 1e9:.0f} GB cap in the phase after "
-                f"'{(r.get('phases') or [{}])[-1].get('phase', '-')}' (RSS then "
-                f"{(r.get('phases') or [{}])[-1].get('rss_mb', 0) * 2**20 / 1e9:.1f} GB)" if r.get("capped") else
-                f"failed: {r['error'].strip().splitlines()[-1][:120] if r['error'].strip() else '?'}",
-                f"{r['load_before'][0]} / {r['load_after'][0]}"]
-    return [f"{r['graph_edges']:,}", r["num_clients"], r["mode"], f"{r['alignment_edges']:,}",
-            f"{r['local_edges_mean']:,.0f}", r["steps_per_epoch"] or 1, fmt(r["build_s"]), fmt(r["init_round0_s"]),
-            fmt(r["epoch_median_s"]), fmt(r["round_median_s"]), cpu_per_round(r), gb, round_status(r),
-            f"{r['load_before'][0]} / {r['load_after'][0]}"]
+        return [
+            f"{r['edges']:,}",
+            r["num_clients"],
+            r["mode"],
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            gb,
+            f"**does not fit**: killed past the {r['cap_mib'] * 2**20 / 1e9:.0f} GB cap in the phase after "
+            f"'{(r.get('phases') or [{}])[-1].get('phase', '-')}' (RSS then "
+            f"{(r.get('phases') or [{}])[-1].get('rss_mb', 0) * 2**20 / 1e9:.1f} GB)"
+            if r.get("capped")
+            else f"failed: {r['error'].strip().splitlines()[-1][:120] if r['error'].strip() else '?'}",
+            f"{r['load_before'][0]} / {r['load_after'][0]}",
+        ]
+    return [
+        f"{r['graph_edges']:,}",
+        r["num_clients"],
+        r["mode"],
+        f"{r['alignment_edges']:,}",
+        f"{r['local_edges_mean']:,.0f}",
+        r["steps_per_epoch"] or 1,
+        fmt(r["build_s"]),
+        fmt(r["init_round0_s"]),
+        fmt(r["epoch_median_s"]),
+        fmt(r["round_median_s"]),
+        cpu_per_round(r),
+        gb,
+        round_status(r),
+        f"{r['load_before'][0]} / {r['load_after'][0]}",
+    ]
 
 
 def cpu_per_round(r: dict) -> str:
@@ -85,8 +130,10 @@ def round_status(r: dict) -> str:
     rejected = [x for x in r["rounds"] if x["status"] != "ok"]
     if not rejected:
         return "ok"
-    return f"ok; round(s) {', '.join(str(x['round']) for x in rejected)} {rejected[0]['status']}: " \
-           f"{(rejected[0].get('error') or '')[:110]}"
+    return (
+        f"ok; round(s) {', '.join(str(x['round']) for x in rejected)} {rejected[0]['status']}: "
+        f"{(rejected[0].get('error') or '')[:110]}"
+    )
 
 
 def flower_lines(flower: dict | None) -> list[str]:
@@ -96,20 +143,56 @@ def flower_lines(flower: dict | None) -> list[str]:
         flower: the Flower part of the results (None: not measured)."""
     if not flower:
         return ["", "K = 1,000 on Flower: not measured in this run."]
-    lines = ["", f"## Many clients on Flower's Simulation Runtime (synthetic-csbm, {flower['graph_nodes']:,} nodes, "
-                 f"iid, {flower['public_fraction']:.0%} public; GCN 2 x 16; summed-mass requests)", ""]
-    rows = [[r["clients"], "failed" if "error" in r else f"{r['startup_to_round0_seconds']} s",
-             r.get("round_median_seconds", "-"), f"{r.get('peak_rss_mib', '-')} MiB",
-             f"{r.get('request_bytes') or 0:,.0f}", f"{r.get('release_bytes') or 0:,.0f}",
-             f"{r['load_before']} / {r['load_after']}"] for r in flower["runs"]]
-    lines.append(md_table(["K", "time to round 0", "s / round (median)", "peak RSS (tree)",
-                           "bytes per train request", "bytes per release", "load before / after"], rows))
+    lines = [
+        "",
+        f"## Many clients on Flower's Simulation Runtime (synthetic-csbm, {flower['graph_nodes']:,} nodes, "
+        f"iid, {flower['public_fraction']:.0%} public; GCN 2 x 16; summed-mass requests)",
+        "",
+    ]
+    rows = [
+        [
+            r["clients"],
+            "failed" if "error" in r else f"{r['startup_to_round0_seconds']} s",
+            r.get("round_median_seconds", "-"),
+            f"{r.get('peak_rss_mib', '-')} MiB",
+            f"{r.get('request_bytes') or 0:,.0f}",
+            f"{r.get('release_bytes') or 0:,.0f}",
+            f"{r['load_before']} / {r['load_after']}",
+        ]
+        for r in flower["runs"]
+    ]
+    lines.append(
+        md_table(
+            [
+                "K",
+                "time to round 0",
+                "s / round (median)",
+                "peak RSS (tree)",
+                "bytes per train request",
+                "bytes per release",
+                "load before / after",
+            ],
+            rows,
+        )
+    )
     reqs = flower.get("request_size") or []
     if reqs:
         lines += ["", "Request sizes (`bench.request_size`: 120-node graph, 30 % public, L = 2, float32):", ""]
-        lines.append(md_table(["K", "alignment E", "request B", "Flower message B", "per-peer releases B"],
-                              [[q["clients"], q["edges"], f"{q['request_bytes']:,}", f"{q['encoded_bytes']:,}",
-                                f"{q['per_peer_bytes']:,}"] for q in reqs]))
+        lines.append(
+            md_table(
+                ["K", "alignment E", "request B", "Flower message B", "per-peer releases B"],
+                [
+                    [
+                        q["clients"],
+                        q["edges"],
+                        f"{q['request_bytes']:,}",
+                        f"{q['encoded_bytes']:,}",
+                        f"{q['per_peer_bytes']:,}",
+                    ]
+                    for q in reqs
+                ],
+            )
+        )
     return lines
 
 
@@ -124,27 +207,35 @@ def targets(res: dict) -> list[str]:
     lines = ["", "## Targets", ""]
     if mini:
         gb = mini[0]["peak_mib"] * 2**20 / 1e9
-        lines.append(f"* largest graph ({mini[0]['graph_edges']:,} edges), K = 2, mini-batch: peak {gb:.2f} GB "
-                     f"(target <= {cap:g} GB): **{'holds' if gb <= cap else 'fails'}**")
+        lines.append(
+            f"* largest graph ({mini[0]['graph_edges']:,} edges), K = 2, mini-batch: peak {gb:.2f} GB "
+            f"(target <= {cap:g} GB): **{'holds' if gb <= cap else 'fails'}**"
+        )
     else:
-        lines.append(f"* largest graph, K = 2, mini-batch: not measured")
-    for name, f in res["fits"].items():
+        lines.append("* largest graph, K = 2, mini-batch: not measured")
+    for f in res["fits"].values():
         if f["mode"] == "mini" and f["epoch_s"] is not None:
-            lines.append(f"* slope of time per epoch on edges, K = {f['num_clients']} mini-batch: {f['epoch_s']:.2f} "
-                         f"over E = {', '.join(f'{e:,}' for e in f['graph_edges'])} (target <= 1.1): "
-                         f"**{'holds' if f['epoch_s'] <= 1.1 else 'fails'}**")
+            lines.append(
+                f"* slope of time per epoch on edges, K = {f['num_clients']} mini-batch: {f['epoch_s']:.2f} "
+                f"over E = {', '.join(f'{e:,}' for e in f['graph_edges'])} (target <= 1.1): "
+                f"**{'holds' if f['epoch_s'] <= 1.1 else 'fails'}**"
+            )
     reqs = {q["clients"]: q["request_bytes"] for q in ((res.get("flower") or {}).get("request_size") or [])}
     flower = {r["clients"]: r.get("request_bytes") for r in ((res.get("flower") or {}).get("runs") or [])}
     for label, table in (("Flower runs", flower), ("bench.request_size", reqs)):
         if table.get(1000) and table.get(2):
             ratio = table[1000] / table[2]
-            lines.append(f"* request bytes K = 1,000 / K = 2 ({label}): {ratio:.3f} (target <= 1.1): "
-                         f"**{'holds' if ratio <= 1.1 else 'fails'}**")
+            lines.append(
+                f"* request bytes K = 1,000 / K = 2 ({label}): {ratio:.3f} (target <= 1.1): "
+                f"**{'holds' if ratio <= 1.1 else 'fails'}**"
+            )
     if reqs.get(1000) and reqs.get(100):
-        lines.append(f"  (K = 2's request is its one peer's float32 release, L x E x 4 B; from K = 3 on it is the "
-                     f"peers' summed mass in float64, L x E x 8 B + 16 B, whatever K: K = 1,000 / K = 100 = "
-                     f"{reqs[1000] / reqs[100]:.3f}; per-peer releases would have been "
-                     f"{(res['flower']['request_size'][-1]['per_peer_bytes']) / reqs[1000]:.0f} x larger at K = 1,000)")
+        lines.append(
+            f"  (K = 2's request is its one peer's float32 release, L x E x 4 B; from K = 3 on it is the "
+            f"peers' summed mass in float64, L x E x 8 B + 16 B, whatever K: K = 1,000 / K = 100 = "
+            f"{reqs[1000] / reqs[100]:.3f}; per-peer releases would have been "
+            f"{(res['flower']['request_size'][-1]['per_peer_bytes']) / reqs[1000]:.0f} x larger at K = 1,000)"
+        )
     return lines
 
 
@@ -172,17 +263,36 @@ def markdown(res: dict) -> str:
         *([f"Note: {res['note']}", ""] if res.get("note") else []),
     ]
     rows = [_row(r) for r in sorted(res["runs"], key=lambda r: (r["num_clients"], r["mode"], r["edges"]))]
-    lines.append(md_table(["E (directed)", "K", "mode", "alignment E", "local E (mean)", "steps / epoch",
-                           "build s", "round 0 s", "s / student-epoch", "s / round", "CPU s / round",
-                           "peak GB (tree)", "status",
-                           "load before / after"], rows))
+    lines.append(
+        md_table(
+            [
+                "E (directed)",
+                "K",
+                "mode",
+                "alignment E",
+                "local E (mean)",
+                "steps / epoch",
+                "build s",
+                "round 0 s",
+                "s / student-epoch",
+                "s / round",
+                "CPU s / round",
+                "peak GB (tree)",
+                "status",
+                "load before / after",
+            ],
+            rows,
+        )
+    )
     lines += ["", "log-log slopes on E (time per epoch, per round, peak memory):", ""]
-    lines += [f"* K = {f['num_clients']}, {f['mode']}: epoch {fmt(f['epoch_s'])}, round {fmt(f['round_s'])}, "
-              f"CPU per round {fmt(f.get('round_cpu_s'))}, peak {fmt(f['peak_mib'])}; epoch between consecutive "
-              f"sizes {', '.join(fmt(x) for x in f.get('epoch_s_between') or []) or '-'}; steps per epoch "
-              f"{fmt(f.get('steps'))} "
-              f"(E = {', '.join(f'{e:,}' for e in f['graph_edges'])})"
-              for f in res["fits"].values()]
+    lines += [
+        f"* K = {f['num_clients']}, {f['mode']}: epoch {fmt(f['epoch_s'])}, round {fmt(f['round_s'])}, "
+        f"CPU per round {fmt(f.get('round_cpu_s'))}, peak {fmt(f['peak_mib'])}; epoch between consecutive "
+        f"sizes {', '.join(fmt(x) for x in f.get('epoch_s_between') or []) or '-'}; steps per epoch "
+        f"{fmt(f.get('steps'))} "
+        f"(E = {', '.join(f'{e:,}' for e in f['graph_edges'])})"
+        for f in res["fits"].values()
+    ]
     lines += flower_lines(res.get("flower"))
     lines += targets(res)
     return "\n".join(lines)
@@ -207,8 +317,10 @@ def plot(res: dict, path: Path) -> None:
         axes[0].plot(e, [r["epoch_median_s"] for r in rows], style, marker="o", label=label)
         axes[1].plot(e, [r["peak_mib"] * 2**20 / 1e9 for r in rows], style, marker="s", label=label)
     axes[1].axhline(res["cap_gb"], color="red", lw=0.8, label=f"cap {res['cap_gb']:g} GB")
-    for ax, ylabel, title in ((axes[0], "seconds per student-epoch", "time per epoch"),
-                              (axes[1], "peak resident set of the tree (GB)", "peak memory")):
+    for ax, ylabel, title in (
+        (axes[0], "seconds per student-epoch", "time per epoch"),
+        (axes[1], "peak resident set of the tree (GB)", "peak memory"),
+    ):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("graph edges E (directed)")

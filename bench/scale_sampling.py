@@ -59,8 +59,13 @@ def sampled(s: dict, batches: int) -> dict:
 
     task, align, align_fanouts = loaders(s)
     torch.manual_seed(0)
-    out = {"id": s["id"], "edges": s["edges"], "num_nodes": s["num_nodes"], "align_fanouts": align_fanouts,
-           "steps_per_epoch": max(len(task), len(align))}
+    out = {
+        "id": s["id"],
+        "edges": s["edges"],
+        "num_nodes": s["num_nodes"],
+        "align_fanouts": align_fanouts,
+        "steps_per_epoch": max(len(task), len(align)),
+    }
     for name, loader in (("task", task), ("align", align)):
         it = iter(loader)
         drawn = [next(it) for _ in range(min(batches, len(loader)))]
@@ -76,7 +81,9 @@ def tree_bound(degree: float | None, fanouts: list[int], batch: int) -> float:
     """Edges of a batch whose neighbourhoods never overlap (``-1`` takes the mean in-degree ``degree``)."""
     width, total = float(batch), 0.0
     for f in fanouts:
-        width *= degree if f == -1 else f
+        if f == -1 and degree is None:
+            raise ValueError("fan-out -1 (every in-edge) needs the mean in-degree")
+        width *= degree if f == -1 and degree is not None else f
         total += width
     return total
 
@@ -91,8 +98,12 @@ def with_timings(rows: list[dict], scale_results: Path) -> None:
         if not run or not run.get("epoch_median_s") or not run.get("steps_per_epoch"):
             continue
         step_s = run["epoch_median_s"] / run["steps_per_epoch"]
-        row.update(step_s=step_s, load=run.get("load_before"), revision=run.get("revision"),
-                   ms_per_1k_sampled_edges=1000 * step_s / (per_step(row) / 1000))
+        row.update(
+            step_s=step_s,
+            load=run.get("load_before"),
+            revision=run.get("revision"),
+            ms_per_1k_sampled_edges=1000 * step_s / (per_step(row) / 1000),
+        )
 
 
 def per_step(row: dict) -> float:
@@ -103,28 +114,56 @@ def per_step(row: dict) -> float:
 def markdown(results: dict) -> str:
     rows = results["rows"]
     table = common.md_table(
-        ["E", "N", "steps / epoch", "task batch: nodes / edges", "align batch: nodes / edges",
-         "sampled edges / step (share of tree bound)", "s / step (bench.scale)", "ms per 1k sampled edges"],
-        [[f"{r['edges']:,}", f"{r['num_nodes']:,}", r["steps_per_epoch"],
-          f"{r['task_nodes']:,.0f} / {r['task_edges']:,.0f}", f"{r['align_nodes']:,.0f} / {r['align_edges']:,.0f}",
-          f"{per_step(r):,.0f} ({per_step(r) / r['tree_edges_bound']:.0%})",
-          common.fmt(r.get("step_s")), common.fmt(r.get("ms_per_1k_sampled_edges"))] for r in rows])
+        [
+            "E",
+            "N",
+            "steps / epoch",
+            "task batch: nodes / edges",
+            "align batch: nodes / edges",
+            "sampled edges / step (share of tree bound)",
+            "s / step (bench.scale)",
+            "ms per 1k sampled edges",
+        ],
+        [
+            [
+                f"{r['edges']:,}",
+                f"{r['num_nodes']:,}",
+                r["steps_per_epoch"],
+                f"{r['task_nodes']:,.0f} / {r['task_edges']:,.0f}",
+                f"{r['align_nodes']:,.0f} / {r['align_edges']:,.0f}",
+                f"{per_step(r):,.0f} ({per_step(r) / r['tree_edges_bound']:.0%})",
+                common.fmt(r.get("step_s")),
+                common.fmt(r.get("ms_per_1k_sampled_edges")),
+            ]
+            for r in rows
+        ],
+    )
     e = [r["edges"] for r in rows]
     steps, work = [r["steps_per_epoch"] for r in rows], [r["steps_per_epoch"] * per_step(r) for r in rows]
-    slopes = (f"log-log slope on E: steps per epoch {common.fmt(common.loglog_slope(e, steps))}, sampled edges per "
-              f"epoch {common.fmt(common.loglog_slope(e, work))}, sampled edges per step "
-              f"{common.fmt(common.loglog_slope(e, [per_step(r) for r in rows]))}.")
+    slopes = (
+        f"log-log slope on E: steps per epoch {common.fmt(common.loglog_slope(e, steps))}, sampled edges per "
+        f"epoch {common.fmt(common.loglog_slope(e, work))}, sampled edges per step "
+        f"{common.fmt(common.loglog_slope(e, [per_step(r) for r in rows]))}."
+    )
     m = results["machine"]
-    return "\n\n".join([
-        "# Mini-batch sampling work per step (K = 2 replicate, batch 2048, fan-outs [2, 2, 2]; alignment [-1, 2, 2])",
-        f"Command: `{m['command']}` at {m['git']} on {m['cpu']} ({results['batches']} batches per loader, seed 0). "
-        "Times per step come from `results/benchmarks/scale/results.json` (their own revision and load).",
-        table, slopes,
-        "A batch keeps each sampled node once; in a small graph the seeds' neighbourhoods overlap, so a step "
-        "samples less than in a large graph, up to the bound of a tree (no overlap). Time per epoch is steps x "
-        "sampled work per step x time per sampled edge: the first grows as E, the second with the shrinking "
-        "overlap, the third with cache misses on larger arrays (and with the load the runs were taken at).",
-    ]) + "\n"
+    return (
+        "\n\n".join(
+            [
+                "# Mini-batch sampling work per step "
+                "(K = 2 replicate, batch 2048, fan-outs [2, 2, 2]; alignment [-1, 2, 2])",
+                f"Command: `{m['command']}` at {m['git']} on {m['cpu']} "
+                f"({results['batches']} batches per loader, seed 0). "
+                "Times per step come from `results/benchmarks/scale/results.json` (their own revision and load).",
+                table,
+                slopes,
+                "A batch keeps each sampled node once; in a small graph the seeds' neighbourhoods overlap, so a step "
+                "samples less than in a large graph, up to the bound of a tree (no overlap). Time per epoch is steps x "
+                "sampled work per step x time per sampled edge: the first grows as E, the second with the shrinking "
+                "overlap, the third with cache misses on larger arrays (and with the load the runs were taken at).",
+            ]
+        )
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[scale_sampling] {json.dumps(rows[-1])}", flush=True)
     if not args.smoke:
         with_timings(rows, common.RESULTS / SCALE / "results.json")
-    results = {"benchmark": NAME, "smoke": args.smoke, "machine": common.machine(args.threads),
-               "batches": args.batches, "rows": rows}
+    results = {
+        "benchmark": NAME,
+        "smoke": args.smoke,
+        "machine": common.machine(args.threads),
+        "batches": args.batches,
+        "rows": rows,
+    }
     common.write_outputs(out, results, markdown(results))
     return 0 if all(math.isfinite(r["align_edges"]) for r in rows) else 1
 

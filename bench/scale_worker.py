@@ -28,8 +28,12 @@ def phase(name: str) -> dict:
 
     Args:
         name: the phase just finished."""
-    mark = {"phase": name, "t_s": round(time.perf_counter() - _STARTED, 1),
-            "rss_mb": round(common.current_rss_mb()), "peak_mb": round(common.peak_rss_mb())}
+    mark = {
+        "phase": name,
+        "t_s": round(time.perf_counter() - _STARTED, 1),
+        "rss_mb": round(common.current_rss_mb()),
+        "peak_mb": round(common.peak_rss_mb()),
+    }
     print(f"[scale-worker] {json.dumps(mark)}", file=sys.stderr, flush=True)
     return mark
 
@@ -45,15 +49,29 @@ def raw_config(spec: dict) -> dict:
     if spec["mode"] == "mini":
         train.update(batch_size=spec["batch_size"], num_neighbors=spec["num_neighbors"])
     return {
-        "name": f"benchmark-scale-{spec['id']}", "seed": 0, "device": spec.get("device", "cpu"),
-        "data": {"name": "synthetic-csbm",
-                 "synthetic": {"num_nodes": spec["num_nodes"], "avg_degree": spec["avg_degree"],
-                               "num_features": spec["num_features"]}},
-        "partition": {"scheme": spec["scheme"], "public_fraction": spec["public_fraction"],
-                      "alpha": spec.get("alpha", 0.5)},
+        "name": f"benchmark-scale-{spec['id']}",
+        "seed": 0,
+        "device": spec.get("device", "cpu"),
+        "data": {
+            "name": "synthetic-csbm",
+            "synthetic": {
+                "num_nodes": spec["num_nodes"],
+                "avg_degree": spec["avg_degree"],
+                "num_features": spec["num_features"],
+            },
+        },
+        "partition": {
+            "scheme": spec["scheme"],
+            "public_fraction": spec["public_fraction"],
+            "alpha": spec.get("alpha", 0.5),
+        },
         "federation": {"num_clients": spec["num_clients"], "rounds": spec["rounds"], "schedule": "alternating"},
-        "model": {"arch": spec.get("arch", "gcn"), "hidden_layers": spec["hidden_layers"], "hidden_dim": spec["hidden_dim"],
-                  "dropout": 0.5},
+        "model": {
+            "arch": spec.get("arch", "gcn"),
+            "hidden_layers": spec["hidden_layers"],
+            "hidden_dim": spec["hidden_dim"],
+            "dropout": 0.5,
+        },
         "align": {"strategy": "alignahead", "weight": 1.0, "tau": 100.0},
         "train": train,
         "output": {"progress": False, "plot": False},
@@ -95,10 +113,22 @@ def run_rounds(coordinator, timers: dict, rounds: int) -> list[dict]:
         rec = coordinator.run_round(r)[0]
         seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
         ev, rel = timers[rec.client]["evaluate"].take(), timers[rec.client]["release"].take()
-        out.append({"round": r, "client": rec.client, "seconds": seconds, "cpu_s": cpu_s, "epoch_s": rec.seconds - ev - rel,
-                    "evaluate_s": ev, "release_s": rel, "status": rec.status, "error": rec.error,
-                    "request_bytes": rec.bytes_received, "release_bytes": rec.bytes_sent,
-                    "rss_mib": round(common.current_rss_mb(), 1)})
+        out.append(
+            {
+                "round": r,
+                "client": rec.client,
+                "seconds": seconds,
+                "cpu_s": cpu_s,
+                "epoch_s": rec.seconds - ev - rel,
+                "evaluate_s": ev,
+                "release_s": rel,
+                "status": rec.status,
+                "error": rec.error,
+                "request_bytes": rec.bytes_received,
+                "release_bytes": rec.bytes_sent,
+                "rss_mib": round(common.current_rss_mb(), 1),
+            }
+        )
     return out
 
 
@@ -112,13 +142,30 @@ def sizes(dataset, transport) -> dict:
     local_nodes = [c.train_split.graph.num_nodes for c in transport.clients.values()]
     local_edges = [int(c.train_split.graph.edge_index.size(1)) for c in transport.clients.values()]
     labelled = [int(c.train_split.mask.sum()) for c in transport.clients.values()]
-    return {"graph_edges": int(dataset.train.graph.edge_index.size(1)),
-            "graph_nodes": int(dataset.train.graph.num_nodes),
-            "alignment_edges": int(c0.alignment.edge_index.size(1)), "alignment_nodes": int(c0.alignment.num_nodes),
-            "local_nodes_mean": sum(local_nodes) / len(local_nodes),
-            "local_edges_mean": sum(local_edges) / len(local_edges),
-            "labelled_mean": sum(labelled) / len(labelled),
-            "parameters_per_model": sum(p.numel() for p in c0.model.parameters())}
+    return {
+        "graph_edges": int(dataset.train.graph.edge_index.size(1)),
+        "graph_nodes": int(dataset.train.graph.num_nodes),
+        "alignment_edges": int(c0.alignment.edge_index.size(1)),
+        "alignment_nodes": int(c0.alignment.num_nodes),
+        "local_nodes_mean": sum(local_nodes) / len(local_nodes),
+        "local_edges_mean": sum(local_edges) / len(local_edges),
+        "labelled_mean": sum(labelled) / len(labelled),
+        "parameters_per_model": sum(p.numel() for p in c0.model.parameters()),
+    }
+
+
+def round_medians(rounds: list[dict]) -> dict:
+    """Median seconds per student-epoch, round, release and evaluation over ``rounds``, and round 1's request bytes.
+
+    Args:
+        rounds: the timed rounds (:func:`run_rounds`)."""
+    return {
+        "epoch_median_s": common.median([r["epoch_s"] for r in rounds]),
+        "round_median_s": common.median([r["seconds"] for r in rounds]),
+        "release_median_s": common.median([r["release_s"] for r in rounds]),
+        "evaluate_median_s": common.median([r["evaluate_s"] for r in rounds]),
+        "request_bytes": rounds[0]["request_bytes"] if rounds else None,
+    }
 
 
 def worker(spec: dict, threads: int) -> dict:
@@ -162,16 +209,24 @@ def worker(spec: dict, threads: int) -> dict:
         writer.finish()
         phases.append(phase(f"rounds 1..{cfg.federation.rounds}"))
     return {
-        **spec, "threads": threads, **sizes(dataset, transport), "steps_per_epoch": steps,
-        "data_s": data_s, "build_s": build_s, "init_round0_s": init_s, "loaders_s": loaders_s, "rounds": rounds,
-        "epoch_median_s": common.median([r["epoch_s"] for r in rounds]),
-        "round_median_s": common.median([r["seconds"] for r in rounds]),
-        "release_median_s": common.median([r["release_s"] for r in rounds]),
-        "evaluate_median_s": common.median([r["evaluate_s"] for r in rounds]),
-        "request_bytes": rounds[0]["request_bytes"] if rounds else None,
-        "rss_after_imports_mb": rss_imports, "rss_after_data_mb": rss_data, "rss_after_build_mb": rss_built,
-        "rss_after_round0_mb": rss_round0, "rss_after_loaders_mb": rss_loaders,
-        "rss_end_mb": common.current_rss_mb(), "peak_rss_self_mb": common.peak_rss_mb(), "phases": phases,
+        **spec,
+        "threads": threads,
+        **sizes(dataset, transport),
+        "steps_per_epoch": steps,
+        "data_s": data_s,
+        "build_s": build_s,
+        "init_round0_s": init_s,
+        "loaders_s": loaders_s,
+        "rounds": rounds,
+        **round_medians(rounds),
+        "rss_after_imports_mb": rss_imports,
+        "rss_after_data_mb": rss_data,
+        "rss_after_build_mb": rss_built,
+        "rss_after_round0_mb": rss_round0,
+        "rss_after_loaders_mb": rss_loaders,
+        "rss_end_mb": common.current_rss_mb(),
+        "peak_rss_self_mb": common.peak_rss_mb(),
+        "phases": phases,
     }
 
 

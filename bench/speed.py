@@ -44,13 +44,14 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import common
-from .speed_flower import flower_comparison
 from .speed_report import markdown, plot, summarise
+from .speed_rounds import time_rounds
 
 NAME = "speed"
 
@@ -58,7 +59,7 @@ NAME = "speed"
 def experiment(smoke: bool, rounds: int | None, local_epochs: int, clients: int) -> dict:
     """The raw experiment config."""
     if smoke:
-        data = {"name": "synthetic-csbm", "synthetic": {"num_nodes": 300, "avg_degree": 6}}
+        data: dict[str, Any] = {"name": "synthetic-csbm", "synthetic": {"num_nodes": 300, "avg_degree": 6}}
         model = {"arch": "gcn", "hidden_layers": 2, "hidden_dim": 16, "dropout": 0.0}
         rounds = rounds or 4
     else:
@@ -66,7 +67,10 @@ def experiment(smoke: bool, rounds: int | None, local_epochs: int, clients: int)
         model = {"arch": "gcn", "hidden_layers": 4, "hidden_dim": 64, "dropout": 0.0}
         rounds = rounds or 10
     return {
-        "name": "benchmark-speed", "seed": 0, "device": "cpu", "data": data,
+        "name": "benchmark-speed",
+        "seed": 0,
+        "device": "cpu",
+        "data": data,
         "partition": {"scheme": "replicate"},
         "federation": {"num_clients": clients, "rounds": rounds, "schedule": "alternating"},
         "model": model,
@@ -100,26 +104,31 @@ def epoch_comparison(client, peer_statistics: dict, repeats: int) -> dict:
         client.optimizer.step()
         return time.perf_counter() - t
 
-    variants = {"none": lambda: epoch(None)}
+    variants: dict[str, Callable[[], float]] = {"none": lambda: epoch(None)}
     for kernel in ("lsp", "l1-softmax"):
-        variants[f"alignahead {kernel}, {l1_backend()}"] = lambda k=kernel: epoch(k)
 
-        def eager(k=kernel):
+        def compiled(k: str = kernel) -> float:
+            return epoch(k)
+
+        def eager(k: str = kernel) -> float:
             with eager_kernels():
                 return epoch(k)
 
+        variants[f"alignahead {kernel}, {l1_backend()}"] = compiled
         variants[f"alignahead {kernel}, eager blocked kernel"] = eager
     client.model.train()
     timings: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(repeats + 2):  # two warm-up passes (compilation), then timed ones
-        for name, fn in (variants.items() if r % 2 else reversed(list(variants.items()))):
+        for name, fn in variants.items() if r % 2 else reversed(list(variants.items())):
             seconds = fn()
             if r >= 2:
                 timings[name].append(seconds)
     client.cfg.align = base_align
     none = common.median(timings["none"])
-    return {name: {"median_s": common.median(ts), "over_none": common.median(ts) / none, "timings_s": ts}
-            for name, ts in timings.items()}
+    return {
+        name: {"median_s": common.median(ts), "over_none": common.median(ts) / none, "timings_s": ts}
+        for name, ts in timings.items()
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -133,8 +142,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--local-epochs", type=int, default=2, help="train.local_epochs (default 2)")
     p.add_argument("--clients", type=int, default=2, help="number of students K (default 2)")
     flower = p.add_mutually_exclusive_group()
-    flower.add_argument("--flower", dest="flower", action="store_true", default=None,
-                        help="also run on Flower's Simulation Runtime (default: on, except with --smoke)")
+    flower.add_argument(
+        "--flower",
+        dest="flower",
+        action="store_true",
+        default=None,
+        help="also run on Flower's Simulation Runtime (default: on, except with --smoke)",
+    )
     flower.add_argument("--no-flower", dest="flower", action="store_false")
     return p.parse_args(argv)
 
@@ -194,15 +208,29 @@ def set_up(raw: dict, threads: int) -> SpeedSetup:
     c0 = transport.clients[0]
     model_cfg = cfg.model.for_client(0)
     naive = NaiveAlignahead.from_split(
-        c0.train_split, c0.val_split, c0.test_split, dataset.num_classes, num_students=k,
-        hidden_layers=model_cfg["hidden_layers"], hidden_dim=model_cfg["hidden_dim"], dropout=model_cfg["dropout"],
-        lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, tau=cfg.align.tau, weight=cfg.align.weight,
-        local_epochs=epochs, seed=cfg.seed, activation=model_cfg["activation"])
+        c0.train_split,
+        c0.val_split,
+        c0.test_split,
+        dataset.num_classes,
+        num_students=k,
+        hidden_layers=model_cfg["hidden_layers"],
+        hidden_dim=model_cfg["hidden_dim"],
+        dropout=model_cfg["dropout"],
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        tau=cfg.align.tau,
+        weight=cfg.align.weight,
+        local_epochs=epochs,
+        seed=cfg.seed,
+        activation=model_cfg["activation"],
+    )
     naive.load_weights([transport.clients[i].model.state_dict() for i in range(k)])
     graph = c0.alignment
-    print(f"[speed] {cfg.data.name}: {graph.num_nodes} nodes, {graph.edge_index.size(1)} edges, "
-          f"{dataset.num_features} features; K={k}, {model_cfg['hidden_layers']} hidden x {model_cfg['hidden_dim']}, "
-          f"{epochs} local epochs, {rounds} rounds")
+    print(
+        f"[speed] {cfg.data.name}: {graph.num_nodes} nodes, {graph.edge_index.size(1)} edges, "
+        f"{dataset.num_features} features; K={k}, {model_cfg['hidden_layers']} hidden x {model_cfg['hidden_dim']}, "
+        f"{epochs} local epochs, {rounds} rounds"
+    )
     return SpeedSetup(raw, cfg, info, dataset, load_data_s, transport, timers, naive, graph)
 
 
@@ -219,9 +247,9 @@ def compare(run: SpeedSetup, smoke: bool) -> tuple[dict, dict]:
     from .naive import compare_with_fedalign
 
     transport, cfg = run.transport, run.cfg
-    epochs_cmp = epoch_comparison(transport.clients[0],
-                                  {j: transport.clients[j].statistics() for j in range(1, run.k)},
-                                  5 if smoke else 20)
+    epochs_cmp = epoch_comparison(
+        transport.clients[0], {j: transport.clients[j].statistics() for j in range(1, run.k)}, 5 if smoke else 20
+    )
     for name, row in epochs_cmp.items():
         print(f"[speed] student-epoch {name}: {row['median_s'] * 1000:.1f} ms ({row['over_none']:.2f}x none)")
     for i, c in transport.clients.items():  # the comparison trained client 0: start the round timing afresh
@@ -229,96 +257,12 @@ def compare(run: SpeedSetup, smoke: bool) -> tuple[dict, dict]:
         c.optimizer = torch.optim.Adam(c.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
     equivalence = compare_with_fedalign(transport.clients, run.naive)
-    print(f"[speed] same weights: alignment loss fedalign {equivalence['fedalign_align_loss']:.8g} "
-          f"naive {equivalence['naive_align_loss']:.8g} (|diff| {equivalence['align_loss_abs_diff']:.2e}); "
-          f"max |grad diff| {equivalence['grad_max_abs_diff']:.2e} of max |grad| {equivalence['grad_max_abs']:.2e}")
+    print(
+        f"[speed] same weights: alignment loss fedalign {equivalence['fedalign_align_loss']:.8g} "
+        f"naive {equivalence['naive_align_loss']:.8g} (|diff| {equivalence['align_loss_abs_diff']:.2e}); "
+        f"max |grad diff| {equivalence['grad_max_abs_diff']:.2e} of max |grad| {equivalence['grad_max_abs']:.2e}"
+    )
     return epochs_cmp, equivalence
-
-
-class Rounds:
-    """Timed rounds of fedalign's in-process coordinator and of the naive implementation, one row per round.
-
-    Args:
-        run: the set-up.
-        coordinator: fedalign's coordinator over ``run.transport`` (round 0 done).
-    """
-
-    def __init__(self, run: SpeedSetup, coordinator) -> None:
-        self.run, self.coordinator = run, coordinator
-        self.fed_rows: list[dict] = []
-        self.naive_rows: list[dict] = []
-
-    def fed_round(self, r: int) -> None:
-        """Time fedalign's round ``r``.
-
-        Args:
-            r: the round.
-        """
-        load = common.load()
-        t = time.perf_counter()
-        records = self.coordinator.run_round(r)
-        seconds = time.perf_counter() - t
-        rec = records[0]
-        timer = self.run.timers[rec.client]
-        ev, rel = timer["evaluate"].take(), timer["release"].take()
-        train_s = rec.seconds - ev - rel
-        self.fed_rows.append({"round": r, "client": rec.client, "seconds": seconds, "client_call_s": rec.seconds,
-                              "epoch_s": train_s / self.run.epochs, "evaluate_s": ev, "release_s": rel,
-                              "val_metric": rec.metrics.get("val_metric"),
-                              "align_loss": rec.metrics.get("align_loss"), "load": load})
-
-    def naive_round(self, r: int) -> None:
-        """Time the naive implementation's round ``r``.
-
-        Args:
-            r: the round.
-        """
-        load = common.load()
-        t = time.perf_counter()
-        m = self.run.naive.train_round(r)
-        seconds = time.perf_counter() - t
-        self.naive_rows.append({"round": r, "client": m["client"], "seconds": seconds,
-                                "epoch_s": m["train_seconds"] / self.run.epochs, "evaluate_s": m["evaluate_seconds"],
-                                "val_metric": m["val_metric"], "align_loss": m["align_loss"], "load": load})
-
-    def interleaved(self) -> None:
-        """Every round of both, the order alternating round by round."""
-        for r in range(1, self.run.rounds + 1):
-            for fn in ((self.fed_round, self.naive_round) if r % 2 else (self.naive_round, self.fed_round)):
-                fn(r)
-            f, n = self.fed_rows[-1], self.naive_rows[-1]
-            print(f"[speed] round {r:2d} (student {f['client']}): fedalign {f['seconds']:.3f} s "
-                  f"(epoch {f['epoch_s']:.3f}), naive {n['seconds']:.3f} s (epoch {n['epoch_s']:.3f}); "
-                  f"load {f['load']}", flush=True)
-
-
-def time_rounds(run: SpeedSetup, tmp: Path, run_flower: bool) -> tuple[Rounds, float, dict, list[dict]]:
-    """Round 0 and the interleaved rounds, then (``run_flower``) the Flower run and in-process rounds right after
-    it; returns the rounds, round 0's seconds, the Flower result and the rounds after it.
-
-    Args:
-        run: the set-up.
-        tmp: a scratch folder.
-        run_flower: also run on Flower's Simulation Runtime.
-    """
-    from fedalign.runner import build_coordinator
-
-    run_dir = tmp / "inprocess-run"
-    run_dir.mkdir()
-    coordinator, writer = build_coordinator(run.cfg, run.transport, run_dir, "inprocess")
-    t = time.perf_counter()
-    coordinator.initialise()
-    init_s = time.perf_counter() - t
-    for timer in run.timers.values():
-        timer["evaluate"].take(), timer["release"].take()
-    rounds = Rounds(run, coordinator)
-    rounds.interleaved()
-    flower_result: dict = {"skipped": "not requested (--smoke without --flower, or --no-flower)"}
-    after_rounds: list[dict] = []
-    if run_flower:
-        flower_result, after_rounds = flower_comparison(run, rounds, tmp)
-    writer.finish()
-    return rounds, init_s, flower_result, after_rounds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,9 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     fed_s, naive_s, ratios = summarise(run, rounds, init_s, flower_result, after_rounds)
     graph, info = run.graph, run.info
     results = {
-        "benchmark": NAME, "smoke": args.smoke, "machine": info, "config": raw,
-        "graph": {"nodes": graph.num_nodes, "edges": int(graph.edge_index.size(1)),
-                  "features": run.dataset.num_features, "classes": run.dataset.num_classes},
+        "benchmark": NAME,
+        "smoke": args.smoke,
+        "machine": info,
+        "config": raw,
+        "graph": {
+            "nodes": graph.num_nodes,
+            "edges": int(graph.edge_index.size(1)),
+            "features": run.dataset.num_features,
+            "classes": run.dataset.num_classes,
+        },
         "load_data_s": run.load_data_s,
         "student_epoch": epochs_cmp,
         "equivalence": equivalence,

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from . import common
 
 if TYPE_CHECKING:
-    from .speed import Rounds, SpeedSetup
+    from .speed import SpeedSetup
+    from .speed_rounds import Rounds
 
 
 class RoundsWatcher:
@@ -46,7 +47,7 @@ class RoundsWatcher:
                     self.seen[int(row["round"])] = now
             self._stop.wait(self.poll)
 
-    def __enter__(self) -> "RoundsWatcher":
+    def __enter__(self) -> RoundsWatcher:
         self._thread.start()
         return self
 
@@ -88,7 +89,8 @@ def measure_flower(cfg, k: int, workdir: Path) -> dict:
         "total_s": end - start,
         "trainer_reply_seconds": [row["seconds"] for row in watcher.rows if row["round"] >= 1],
         "mean_test_at_best_val": summary.get("mean_test_at_best_val"),
-        "load_before": load_before, "load_after": common.load(),
+        "load_before": load_before,
+        "load_after": common.load(),
     }
 
 

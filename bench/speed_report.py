@@ -10,7 +10,8 @@ from . import common
 from .common import fmt, md_table
 
 if TYPE_CHECKING:
-    from .speed import Rounds, SpeedSetup
+    from .speed import SpeedSetup
+    from .speed_rounds import Rounds
 
 
 def summary(rows: list[dict], k: int) -> dict:
@@ -33,8 +34,9 @@ def summary(rows: list[dict], k: int) -> dict:
     }
 
 
-def summarise(run: SpeedSetup, rounds: Rounds, init_s: float, flower_result: dict,
-              after_rounds: list[dict]) -> tuple[dict, dict, dict]:
+def summarise(
+    run: SpeedSetup, rounds: Rounds, init_s: float, flower_result: dict, after_rounds: list[dict]
+) -> tuple[dict, dict, dict]:
     """fedalign's and the naive implementation's summaries, and their ratios (and Flower's to in-process).
 
     Args:
@@ -56,24 +58,54 @@ def summarise(run: SpeedSetup, rounds: Rounds, init_s: float, flower_result: dic
         after = [row["seconds"] for row in after_rounds if row["round"] > run.rounds + k]
         fed_s["after_flower_round_median_s"] = common.median(after or [row["seconds"] for row in after_rounds])
         if flower_result.get("steady_round_median_s") is not None:
-            ratios["flower_over_inprocess_round"] = (flower_result["steady_round_median_s"]
-                                                     / fed_s["after_flower_round_median_s"])
+            ratios["flower_over_inprocess_round"] = (
+                flower_result["steady_round_median_s"] / fed_s["after_flower_round_median_s"]
+            )
     return fed_s, naive_s, ratios
+
+
+def _round_rows(f: dict, n: dict, fl: dict) -> list[list]:
+    """The per-round table's rows: fedalign in process, the naive implementation and, where it ran, Flower.
+
+    Args:
+        f, n, fl: the results of fedalign in process, the naive implementation and Flower."""
+    rows = [
+        [
+            "fedalign, in process",
+            fmt(f["round_median_s"]),
+            fmt(f["round_std_s"], 2),
+            fmt(f["epoch_median_s"]),
+            fmt(f["evaluate_median_s"]),
+            fmt(f["load_mean"]),
+        ],
+        [
+            "naive (peers re-run every step)",
+            fmt(n["round_median_s"]),
+            fmt(n["round_std_s"], 2),
+            fmt(n["epoch_median_s"]),
+            fmt(n["evaluate_median_s"]),
+            fmt(n["load_mean"]),
+        ],
+    ]
+    if "steady_round_median_s" in fl:
+        rows.append(
+            [
+                "fedalign on Flower (Ray), steady state",
+                fmt(fl["steady_round_median_s"]),
+                "-",
+                "-",
+                "-",
+                f"{fl['load_before']} / {fl['load_after']}",
+            ]
+        )
+    return rows
 
 
 def markdown(res: dict) -> str:
     f, n, fl, g = res["fedalign_inprocess"], res["naive"], res["flower"], res["graph"]
     cfg = res["config"]
     m = cfg["model"]
-    rows = [
-        ["fedalign, in process", fmt(f["round_median_s"]), fmt(f["round_std_s"], 2), fmt(f["epoch_median_s"]),
-         fmt(f["evaluate_median_s"]), fmt(f["load_mean"])],
-        ["naive (peers re-run every step)", fmt(n["round_median_s"]), fmt(n["round_std_s"], 2),
-         fmt(n["epoch_median_s"]), fmt(n["evaluate_median_s"]), fmt(n["load_mean"])],
-    ]
-    if "steady_round_median_s" in fl:
-        rows.append(["fedalign on Flower (Ray), steady state", fmt(fl["steady_round_median_s"]), "-", "-", "-",
-                     f"{fl['load_before']} / {fl['load_after']}"])
+    rows = _round_rows(f, n, fl)
     lines = [
         f"# Speed: {cfg['data']['name']}, {cfg['federation']['num_clients']} GCN students, "
         f"{m['hidden_layers']} hidden layers x {m['hidden_dim']}, alternating, "
@@ -89,8 +121,13 @@ def markdown(res: dict) -> str:
         "",
         "Per student-epoch, one student, variants interleaved epoch by epoch (median of the timed epochs):",
         "",
-        md_table(["variant", "ms / student-epoch", "x plain training"],
-                 [[name, f"{1000 * e['median_s']:.1f}", f"{e['over_none']:.2f}"] for name, e in res["student_epoch"].items()]),
+        md_table(
+            ["variant", "ms / student-epoch", "x plain training"],
+            [
+                [name, f"{1000 * e['median_s']:.1f}", f"{e['over_none']:.2f}"]
+                for name, e in res["student_epoch"].items()
+            ],
+        ),
         "",
         "Per alternating round (fedalign's in-process engine against the naive implementation):",
         "",
@@ -148,7 +185,8 @@ def _flower_lines(res: dict) -> list[str]:
             f"first {len(fl['first_rounds_s'])} rounds {', '.join(fmt(x) for x in fl['first_rounds_s'])} s; "
             f"steady state {fmt(fl['steady_round_median_s'])} s / round (median of {len(fl['steady_rounds_s'])}); "
             f"shutdown {fmt(fl['shutdown_s'])} s; total {fmt(fl['total_s'])} s.",
-            f"* Flower / in process per steady round: **{res['ratios'].get('flower_over_inprocess_round', float('nan')):.2f}x** "
+            "* Flower / in process per steady round: "
+            f"**{res['ratios'].get('flower_over_inprocess_round', float('nan')):.2f}x** "
             f"(in-process rounds re-timed right after the Flower run: {fmt(f.get('after_flower_round_median_s'))} s).",
         ]
     if "error" in fl:

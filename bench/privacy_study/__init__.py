@@ -32,8 +32,18 @@ from .tuning import choose, write_tuning
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "results" / "privacy-study"
 
-__all__ = ["load_records", "summarise", "write_table", "comparisons", "write_conclusions", "choose", "write_tuning",
-           "plot", "report", "main"]
+__all__ = [
+    "load_records",
+    "summarise",
+    "write_table",
+    "comparisons",
+    "write_conclusions",
+    "choose",
+    "write_tuning",
+    "plot",
+    "report",
+    "main",
+]
 
 
 def load_records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -42,7 +52,8 @@ def load_records(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     Args:
         out: the study's results folder (one sweep folder per subfolder with a results.csv).
     """
-    study, tuning = [], []
+    study: list[Any] = []
+    tuning: list[Any] = []
     for folder in sweep_folders(out):
         for cell in read_cells(folder):
             (tuning if cell["purpose"] == "tuning" else study).append(describe(cell))

@@ -27,10 +27,19 @@ import yaml
 from . import OUT, load_records
 
 FIXED = {
-    "votes": ["align.strategy=votes", "align.weight=1.0", "privacy.secure_aggregation=true",
-              "privacy.final_release=false"],
-    "logits-q": ["align.strategy=logits", "align.weight=0.1", "align.logit_temperature=10.0",
-                 "privacy.secure_aggregation=true", "privacy.final_release=false"],
+    "votes": [
+        "align.strategy=votes",
+        "align.weight=1.0",
+        "privacy.secure_aggregation=true",
+        "privacy.final_release=false",
+    ],
+    "logits-q": [
+        "align.strategy=logits",
+        "align.weight=0.1",
+        "align.logit_temperature=10.0",
+        "privacy.secure_aggregation=true",
+        "privacy.final_release=false",
+    ],
     "dp-fedavg": ["align.strategy=dp-fedavg", "privacy.mechanism=none", "privacy.secure_aggregation=false"],
 }
 
@@ -72,8 +81,13 @@ def tuned_arms(records: list[dict[str, Any]]) -> dict[str, list[str]]:
         arms[name] = base + [f"{k}={v}" for k, v in grid.items() if k != "arm"]
     if "dp-fedavg" in arms:  # its noise-free twin: the same rounds, no clipping, no noise
         rounds = [o for o in arms["dp-fedavg"] if o.startswith(("federation.rounds=", "train.local_epochs="))]
-        arms["fedavg"] = ["align.strategy=fedavg", "privacy.mechanism=none", "privacy.secure_aggregation=false",
-                          "privacy.target_epsilon=null", *rounds]
+        arms["fedavg"] = [
+            "align.strategy=fedavg",
+            "privacy.mechanism=none",
+            "privacy.secure_aggregation=false",
+            "privacy.target_epsilon=null",
+            *rounds,
+        ]
     return arms
 
 
@@ -87,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     if not arms:
         print(f"no finished tuning cells under {args.out}")
         return 1
-    header = ("# Written by `python -m bench.privacy_study.arms` from the tuning sweeps (validation only); "
-              "do not edit by hand.\n")
+    header = (
+        "# Written by `python -m bench.privacy_study.arms` from the tuning sweeps (validation only); "
+        "do not edit by hand.\n"
+    )
     args.write.write_text(header + yaml.safe_dump(arms, sort_keys=False, width=200))
     print(args.write.read_text())
     return 0

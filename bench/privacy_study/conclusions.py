@@ -4,9 +4,9 @@ Four families, found from the rows' configs (not named one by one): every DP row
 control (does anything of the peers' statistics get through the noise?), secure aggregation minus each
 client alone (same K, split, arm, epsilon and options), each option (baseline subtracted, release
 every k-th turn) minus the same row without it, and every DP statistics row minus ``dp-fedavg`` (noise
-on averaged weights, the field's reference) at the same K, split and epsilon. Each difference is paired by seed: mean ± SE in points,
-the per-seed differences, the paired t-test's p, and the verdict: ``significant gain`` / ``significant
-loss`` at p < 0.05, else ``inconclusive``. The gains over ``none`` are in table.md.
+on averaged weights, the field's reference) at the same K, split and epsilon. Each difference is paired by
+seed: mean ± SE in points, the per-seed differences, the paired t-test's p, and the verdict:
+``significant gain`` / ``significant loss`` at p < 0.05, else ``inconclusive``. The gains over ``none`` are in table.md.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ from bench.reproduction_analysis import paired
 from .table import Key, by_seed, format_epsilon, group, noise_control_of, order
 
 ALPHA = 0.05
-FAMILIES = ("DP minus its noise control", "secure aggregation minus alone", "option minus the default",
-            "statistics minus DP-FedAvg at the same ε")
+FAMILIES = (
+    "DP minus its noise control",
+    "secure aggregation minus alone",
+    "option minus the default",
+    "statistics minus DP-FedAvg at the same ε",
+)
 
 
 def verdict(comparison: dict[str, Any]) -> str:
@@ -37,8 +41,11 @@ def verdict(comparison: dict[str, Any]) -> str:
 def _find(cells: dict[Key, list[dict]], first: dict, **want) -> Key | None:
     for key, group_cells in cells.items():
         c = group_cells[0]
-        if key[:3] == (first["K"], first["split"], first["arm"]) and c["level"] == first["level"] and \
-                all(c[name] == value for name, value in want.items()):
+        if (
+            key[:3] == (first["K"], first["split"], first["arm"])
+            and c["level"] == first["level"]
+            and all(c[name] == value for name, value in want.items())
+        ):
             return key
     return None
 
@@ -105,25 +112,36 @@ def write_conclusions(found: list[dict[str, Any]], out: Path) -> str:
         found: :func:`comparisons`' results.
         out: the study's results folder.
     """
-    lines = ["# Privacy study: paired differences between rows", "",
-             "Written by `python -m bench.privacy_study`. Differences in test accuracy points, paired by seed "
-             "(mean ± SE over seeds, the per-seed differences, two-sided paired t-test); verdict: significant "
-             "gain / loss at p < 0.05, else inconclusive. Gains over `none` are in table.md.", ""]
+    lines = [
+        "# Privacy study: paired differences between rows",
+        "",
+        "Written by `python -m bench.privacy_study`. Differences in test accuracy points, paired by seed "
+        "(mean ± SE over seeds, the per-seed differences, two-sided paired t-test); verdict: significant "
+        "gain / loss at p < 0.05, else inconclusive. Gains over `none` are in table.md.",
+        "",
+    ]
     for family in dict.fromkeys(f["family"] for f in found):
         members = [f for f in found if f["family"] == family]
         significant = sum(f["verdict"] != "inconclusive" for f in members)
-        lines += [f"## {family}", "", f"{len(members)} comparisons, {significant} at p < 0.05 (about "
-                  f"{len(members) * ALPHA:.1f} expected by chance if none differed; Holm's adjustment for the "
-                  "family in the last column, the verdict reads the unadjusted p).", "",
-                  "| row | minus | difference (points) ± SE | per seed | p | seeds | verdict | Holm p |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for f, adjusted in zip(members, holm([f["p"] for f in members])):
+        lines += [
+            f"## {family}",
+            "",
+            f"{len(members)} comparisons, {significant} at p < 0.05 (about "
+            f"{len(members) * ALPHA:.1f} expected by chance if none differed; Holm's adjustment for the "
+            "family in the last column, the verdict reads the unadjusted p).",
+            "",
+            "| row | minus | difference (points) ± SE | per seed | p | seeds | verdict | Holm p |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for f, adjusted in zip(members, holm([f["p"] for f in members]), strict=True):
             se = "—" if f["se"] is None else f"{f['se'] * 100:.2f}"
             p = "—" if f["p"] is None else f"{f['p']:.2f}"
             seeds = ", ".join(f"{d * 100:+.1f}" for d in f["diffs"])
             other = f"{f['other'][3]}, ε {format_epsilon({'epsilon': f['other'][4], 'mode': f['other'][3]})}"
-            lines.append(f"| {_describe(f['row'])} | {other} | {f['mean'] * 100:+.2f} ± {se} | {seeds} | {p} | "
-                         f"{f['n']} | {f['verdict']} | {'—' if adjusted is None else f'{adjusted:.2f}'} |")
+            lines.append(
+                f"| {_describe(f['row'])} | {other} | {f['mean'] * 100:+.2f} ± {se} | {seeds} | {p} | "
+                f"{f['n']} | {f['verdict']} | {'—' if adjusted is None else f'{adjusted:.2f}'} |"
+            )
         lines.append("")
     text = "\n".join(lines)
     (out / "conclusions.md").write_text(text)

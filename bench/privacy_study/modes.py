@@ -117,12 +117,25 @@ def describe(cell: dict[str, Any]) -> dict[str, Any]:
     options = _options(p) if kind in ("dp", "control", "noise-only") else ""
     vals = [c["best_val"] for c in summary.get("clients", {}).values() if c.get("best_val") is not None]
     split = split_label(cfg.get("partition") or {}, (cfg.get("data") or {}).get("name", STUDY_DATASET))
-    return {"K": int(cfg["federation"]["num_clients"]), "split": split,
-            "arm": cell["row"].get("arm") or strategy, "strategy": strategy,
-            "mode": _mode_label(kind, secure, options, p.get("noise_multiplier")), "epsilon": eps, "kind": kind,
-            "secure": secure, "options": options, "level": level, "seed": int(cfg["seed"]),
-            "test": float(summary["mean_test_at_best_val"]), "validation": sum(vals) / len(vals) if vals else None,
-            "wall_seconds": summary.get("wall_seconds"), "sweep": cell["sweep"], "run": cell["run"],
-            "purpose": cell.get("purpose", "study"), "grid": cell.get("grid", {}),
-            "vote_labelled": (cell.get("vote_labels") or {}).get("mean_labelled"),
-            "vote_accuracy": (cell.get("vote_labels") or {}).get("mean_accuracy")}
+    return {
+        "K": int(cfg["federation"]["num_clients"]),
+        "split": split,
+        "arm": cell["row"].get("arm") or strategy,
+        "strategy": strategy,
+        "mode": _mode_label(kind, secure, options, p.get("noise_multiplier")),
+        "epsilon": eps,
+        "kind": kind,
+        "secure": secure,
+        "options": options,
+        "level": level,
+        "seed": int(cfg["seed"]),
+        "test": float(summary["mean_test_at_best_val"]),
+        "validation": sum(vals) / len(vals) if vals else None,
+        "wall_seconds": summary.get("wall_seconds"),
+        "sweep": cell["sweep"],
+        "run": cell["run"],
+        "purpose": cell.get("purpose", "study"),
+        "grid": cell.get("grid", {}),
+        "vote_labelled": (cell.get("vote_labels") or {}).get("mean_labelled"),
+        "vote_accuracy": (cell.get("vote_labels") or {}).get("mean_accuracy"),
+    }

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 INF = math.inf
-STYLES = {"secure aggregation": ("-", "o"), "alone": (":", "s"), "label DP": ("-.", "x"),
-          "noise control": ("--", "v")}
+STYLES = {"secure aggregation": ("-", "o"), "alone": (":", "s"), "label DP": ("-.", "x"), "noise control": ("--", "v")}
 ON_AXIS = ("dp", "control", "label-dp", "weights-dp")  # kinds drawn at their epsilon (noise-only: a line)
 OTHER_STYLE = ("none", "^")  # options (baseline subtracted, release every k-th turn), central DP: markers only
 OFFSETS = {"secure aggregation": 0.07, "alone": -0.07}  # modes side by side at one epsilon (other options: +0.14)
@@ -38,7 +37,8 @@ def _colours(table: list[dict[str, Any]]) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
     arms = sorted({r["arm"] for r in table} - {"none"})
-    palette = plt.get_cmap("tab10").colors
+    tab10 = plt.get_cmap("tab10")
+    palette = [tab10(i) for i in range(tab10.N)]
     return {"none": "black", **{arm: palette[i % len(palette)] for i, arm in enumerate(arms)}}
 
 
@@ -53,20 +53,34 @@ def _panel(ax, rows: list[dict[str, Any]], positions: dict[float, int], colours:
         for mode in modes:
             points = [r for r in rows if r["arm"] == arm and r["mode"] == mode]
             linestyle, marker = _style(mode)
-            on_axis = sorted(((positions[r["epsilon"]] + _offset(mode), r) for r in points if r["kind"] in ON_AXIS
-                              and r["epsilon"] in positions), key=lambda item: item[0])
+            on_axis = sorted(
+                (
+                    (positions[r["epsilon"]] + _offset(mode), r)
+                    for r in points
+                    if r["kind"] in ON_AXIS and r["epsilon"] in positions
+                ),
+                key=lambda item: item[0],
+            )
             if not on_axis:  # sigma-given noise control (epsilon 0.1 or none of its own): a horizontal line
                 ax.axhline(points[0]["test_mean"] * 100, color=colour, linestyle=linestyle, alpha=0.7)
                 continue
             if mode in ("alone", "secure aggregation") and arm in clean:
                 on_axis.append((inf, clean[arm]))
-            ax.errorbar([x for x, _ in on_axis], [r["test_mean"] * 100 for _, r in on_axis],
-                        yerr=[(r["test_std"] or 0) * 100 for _, r in on_axis], color=colour, linestyle=linestyle,
-                        marker=marker, capsize=2, alpha=0.9)
+            ax.errorbar(
+                [x for x, _ in on_axis],
+                [r["test_mean"] * 100 for _, r in on_axis],
+                yerr=[(r["test_std"] or 0) * 100 for _, r in on_axis],
+                color=colour,
+                linestyle=linestyle,
+                marker=marker,
+                capsize=2,
+                alpha=0.9,
+            )
         if arm != "none" and arm in clean:
             r = clean[arm]
-            ax.errorbar([inf], [r["test_mean"] * 100], yerr=[(r["test_std"] or 0) * 100], color=colour, marker="D",
-                        capsize=2)
+            ax.errorbar(
+                [inf], [r["test_mean"] * 100], yerr=[(r["test_std"] or 0) * 100], color=colour, marker="D", capsize=2
+            )
 
 
 def plot(table: list[dict[str, Any]], out: Path) -> None:
@@ -82,35 +96,46 @@ def plot(table: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    panels = sorted(dict.fromkeys((r["K"], r["split"], r["mode"] == "label DP") for r in table),
-                    key=lambda p: (p[2], [(r["K"], r["split"]) for r in table].index(p[:2])))
+    panels = sorted(
+        dict.fromkeys((r["K"], r["split"], r["mode"] == "label DP") for r in table),
+        key=lambda p: (p[2], [(r["K"], r["split"]) for r in table].index(p[:2])),
+    )
     finite = sorted({r["epsilon"] for r in table if r["kind"] in ON_AXIS and r["epsilon"] not in (None, INF)})
     positions = {eps: i for i, eps in enumerate(finite + [INF])}
     colours = _colours(table)
     cols = 2 if len(panels) == 4 else min(3, len(panels))
     rows_n = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(6 * cols, 4.6 * rows_n), squeeze=False)
-    for ax, (k, split, labels) in zip(axes.flat, panels):
+    for ax, (k, split, labels) in zip(axes.flat, panels, strict=False):  # the grid may have spare axes
         rows = [r for r in table if (r["K"], r["split"]) == (k, split) and (r["mode"] == "label DP") == labels]
         if labels:  # label DP beside the references it is paired with: none and each arm without any DP
-            rows += [r for r in table if (r["K"], r["split"], r["mode"]) == (k, split, "no noise")
-                     and any(x["arm"] == r["arm"] for x in rows)]
+            rows += [
+                r
+                for r in table
+                if (r["K"], r["split"], r["mode"]) == (k, split, "no noise") and any(x["arm"] == r["arm"] for x in rows)
+            ]
         _panel(ax, rows, positions, colours)
         ax.set_xticks(list(positions.values()), [f"{e:g}" for e in finite] + ["∞"])
         ax.set_xlabel("ε per label (randomised response)" if labels else "ε per client (δ = 1e-5)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"K = {k}, {split} labels" + (": label DP" if labels else ""), fontsize=10)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles = [Line2D([], [], color=c, linewidth=2, label=a) for a, c in colours.items()]
-    handles += [Line2D([], [], color="grey", linestyle=s, marker=m, label=label) for label, (s, m) in
-                (("secure aggregation", STYLES["secure aggregation"]), ("alone", STYLES["alone"]),
-                 ("noise control (σ = 1000: horizontal)", STYLES["noise control"]), ("label DP", STYLES["label DP"]),
-                 ("option (baseline subtracted, every k-th turn)", OTHER_STYLE), ("no noise (at ∞)", ("none", "D")))]
+    handles += [
+        Line2D([], [], color="grey", linestyle=cast(Any, s), marker=m, label=label)
+        for label, (s, m) in (
+            ("secure aggregation", STYLES["secure aggregation"]),
+            ("alone", STYLES["alone"]),
+            ("noise control (σ = 1000: horizontal)", STYLES["noise control"]),
+            ("label DP", STYLES["label DP"]),
+            ("option (baseline subtracted, every k-th turn)", OTHER_STYLE),
+            ("no noise (at ∞)", ("none", "D")),
+        )
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Privacy study: test accuracy against ε (bars: std over seeds; paired gains in table.md)",
-                 fontsize=11)
+    fig.suptitle("Privacy study: test accuracy against ε (bars: std over seeds; paired gains in table.md)", fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 0.96))
     fig.savefig(out / "plot.png", dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -54,9 +54,16 @@ def read_runs(folder: Path) -> dict[str, dict[str, Any]]:
         with tarfile.open(archive) as tar:
             for member in tar:
                 parts = PurePosixPath(member.name).parts
-                if (member.isreg() and len(parts) == 3 and parts[0] == RUNS and parts[2] in WANTED + OPTIONAL
-                        and parts[1] not in (".", "..")):
-                    runs.setdefault(parts[1], {})[parts[2]] = _parse(parts[2], tar.extractfile(member).read())
+                if (
+                    member.isreg()
+                    and len(parts) == 3
+                    and parts[0] == RUNS
+                    and parts[2] in WANTED + OPTIONAL
+                    and parts[1] not in (".", "..")
+                ):
+                    stream = tar.extractfile(member)
+                    if stream is not None:  # None for anything but a regular file
+                        runs.setdefault(parts[1], {})[parts[2]] = _parse(parts[2], stream.read())
     return runs
 
 
@@ -64,7 +71,7 @@ def _cell_id(row: dict[str, str], columns: list[str]) -> str:
     """The run folder of a results.csv row (``run`` column, else rebuilt from the grid columns)."""
     if row.get("run"):
         return row["run"]
-    keys = columns[:columns.index("metric")]
+    keys = columns[: columns.index("metric")]
     return "__".join(f"{k}={row[k] if row[k] != '' else None}" for k in keys).replace("/", "_").replace(" ", "")
 
 
@@ -83,7 +90,7 @@ def read_cells(folder: Path) -> list[dict[str, Any]]:
         reader = csv.DictReader(handle)
         columns, rows = list(reader.fieldnames or []), list(reader)
     runs = read_runs(folder)
-    grid_columns = [c for c in columns[:columns.index("metric")] if c != "run"] if "metric" in columns else []
+    grid_columns = [c for c in columns[: columns.index("metric")] if c != "run"] if "metric" in columns else []
     cells = []
     for row in rows:
         if not row.get("test"):
@@ -92,9 +99,19 @@ def read_cells(folder: Path) -> list[dict[str, Any]]:
         found = runs.get(run, {})
         missing = [name for name in WANTED if name not in found]
         if missing:
-            raise FileNotFoundError(f"{folder}: run {run!r} of results.csv has no {' or '.join(missing)} "
-                                    f"under {RUNS}/ or in {ARCHIVE}")
-        cells.append({"sweep": Path(folder).name, "purpose": meta["purpose"], "run": run, "row": row,
-                      "grid": {c: row[c] for c in grid_columns}, "config": found["config.yaml"],
-                      "summary": found["summary.json"], "vote_labels": found.get("vote_labels.json")})
+            raise FileNotFoundError(
+                f"{folder}: run {run!r} of results.csv has no {' or '.join(missing)} under {RUNS}/ or in {ARCHIVE}"
+            )
+        cells.append(
+            {
+                "sweep": Path(folder).name,
+                "purpose": meta["purpose"],
+                "run": run,
+                "row": row,
+                "grid": {c: row[c] for c in grid_columns},
+                "config": found["config.yaml"],
+                "summary": found["summary.json"],
+                "vote_labels": found.get("vote_labels.json"),
+            }
+        )
     return cells

@@ -74,12 +74,22 @@ def noise_control_of(first: dict[str, Any], cells: dict[Key, list[dict[str, Any]
         return None
     for key, group_cells in cells.items():
         c = group_cells[0]
-        if (c["kind"] == "control" and key[:3] == _key(first)[:3] and c["level"] == first["level"]
-                and c["secure"] == first["secure"] and c["options"] == first["options"]):
+        if (
+            c["kind"] == "control"
+            and key[:3] == _key(first)[:3]
+            and c["level"] == first["level"]
+            and c["secure"] == first["secure"]
+            and c["options"] == first["options"]
+        ):
             return key
-    old = [key for key, group_cells in cells.items()
-           if group_cells[0]["kind"] == "noise-only" and key[:3] == _key(first)[:3] and not group_cells[0]["secure"]
-           and not group_cells[0]["options"]]
+    old = [
+        key
+        for key, group_cells in cells.items()
+        if group_cells[0]["kind"] == "noise-only"
+        and key[:3] == _key(first)[:3]
+        and not group_cells[0]["secure"]
+        and not group_cells[0]["options"]
+    ]
     return old[0] if old else None
 
 
@@ -100,22 +110,34 @@ def _row(key: Key, cells: dict[Key, list[dict[str, Any]]]) -> dict[str, Any]:
     if gain and clean_gain and finite and first["kind"] != "label-dp" and clean_gain["mean"]:
         kept = gain["mean"] / clean_gain["mean"]
     stats = mean_std(list(tests.values()))
+
     def mean_of(name: str) -> float | None:  # sorted: the same cells give the same float, in any sweep order
         return mean_std(sorted(r[name] for r in group_cells if r.get(name) is not None))["mean"]
 
     wall, labelled, accuracy = mean_of("wall_seconds"), mean_of("vote_labelled"), mean_of("vote_accuracy")
-    return {"K": k, "split": split, "arm": arm, "mode": mode, "epsilon": eps, "kind": first["kind"],
-            "seeds": stats["n"],
-            "test_mean": stats["mean"], "test_std": stats["std"],
-            "gain_over_none": gain["mean"] if gain else None, "gain_se": gain["se"] if gain else None,
-            "gain_p": gain["p"] if gain else None,
-            "noise_control": control_key[3] if control_key else None,
-            "gain_over_noise_control": control["mean"] if control else None,
-            "gain_over_noise_control_se": control["se"] if control else None,
-            "gain_over_noise_control_p": control["p"] if control else None,
-            "kept_of_no_noise_gain": kept, "wall_minutes_per_cell": None if wall is None else wall / 60,
-            "queries_labelled": labelled, "label_accuracy": accuracy,
-            "sweeps": " ".join(sorted({r["sweep"] for r in group_cells}))}
+    return {
+        "K": k,
+        "split": split,
+        "arm": arm,
+        "mode": mode,
+        "epsilon": eps,
+        "kind": first["kind"],
+        "seeds": stats["n"],
+        "test_mean": stats["mean"],
+        "test_std": stats["std"],
+        "gain_over_none": gain["mean"] if gain else None,
+        "gain_se": gain["se"] if gain else None,
+        "gain_p": gain["p"] if gain else None,
+        "noise_control": control_key[3] if control_key else None,
+        "gain_over_noise_control": control["mean"] if control else None,
+        "gain_over_noise_control_se": control["se"] if control else None,
+        "gain_over_noise_control_p": control["p"] if control else None,
+        "kept_of_no_noise_gain": kept,
+        "wall_minutes_per_cell": None if wall is None else wall / 60,
+        "queries_labelled": labelled,
+        "label_accuracy": accuracy,
+        "sweeps": " ".join(sorted({r["sweep"] for r in group_cells})),
+    }
 
 
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -164,17 +186,21 @@ def write_table(table: list[dict[str, Any]], out: Path) -> None:
         table: :func:`summarise`'s rows.
         out: the study's results folder.
     """
-    lines = ["| K | split, labels | arm | mode | ε per client | seeds | test accuracy (%) | gain over none (points) "
-             "± SE | p | gain over its noise control (points) ± SE | p | share of the no-noise gain kept | "
-             "minutes per cell | votes: queries labelled (label accuracy %) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| K | split, labels | arm | mode | ε per client | seeds | test accuracy (%) | gain over none (points) "
+        "± SE | p | gain over its noise control (points) ± SE | p | share of the no-noise gain kept | "
+        "minutes per cell | votes: queries labelled (label accuracy %) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in table:
-        lines.append(f"| {r['K']} | {r['split']} | {r['arm']} | {r['mode']} | {format_epsilon(r)} | {r['seeds']} | "
-                     f"{r['test_mean'] * 100:.2f} ± {_fmt(r['test_std'], '.2f', 100)} | "
-                     f"{_gain(r['gain_over_none'], r['gain_se'])} | {_fmt(r['gain_p'], '.3f')} | "
-                     f"{_gain(r['gain_over_noise_control'], r['gain_over_noise_control_se'])} | "
-                     f"{_fmt(r['gain_over_noise_control_p'], '.3f')} | {_fmt(r['kept_of_no_noise_gain'], '.2f')} | "
-                     f"{_fmt(r['wall_minutes_per_cell'], '.1f')} | {_labels(r)} |")
+        lines.append(
+            f"| {r['K']} | {r['split']} | {r['arm']} | {r['mode']} | {format_epsilon(r)} | {r['seeds']} | "
+            f"{r['test_mean'] * 100:.2f} ± {_fmt(r['test_std'], '.2f', 100)} | "
+            f"{_gain(r['gain_over_none'], r['gain_se'])} | {_fmt(r['gain_p'], '.3f')} | "
+            f"{_gain(r['gain_over_noise_control'], r['gain_over_noise_control_se'])} | "
+            f"{_fmt(r['gain_over_noise_control_p'], '.3f')} | {_fmt(r['kept_of_no_noise_gain'], '.2f')} | "
+            f"{_fmt(r['wall_minutes_per_cell'], '.1f')} | {_labels(r)} |"
+        )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))

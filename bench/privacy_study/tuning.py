@@ -41,9 +41,19 @@ def choose(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (sweep, k, split, arm, mode, eps), settings in groups.items():
         stats = {name: mean_std(values) for name, values in settings.items()}
         scored = {name: s["mean"] for name, s in stats.items() if s["mean"] is not None}
-        best = max(scored, key=scored.get) if scored else None
-        chosen.append({"sweep": sweep, "K": k, "split": split, "arm": arm, "mode": mode, "epsilon": eps,
-                       "settings": stats, "chosen": best})
+        best = max(scored, key=lambda name: scored[name]) if scored else None
+        chosen.append(
+            {
+                "sweep": sweep,
+                "K": k,
+                "split": split,
+                "arm": arm,
+                "mode": mode,
+                "epsilon": eps,
+                "settings": stats,
+                "chosen": best,
+            }
+        )
     return chosen
 
 
@@ -54,14 +64,24 @@ def write_tuning(chosen: list[dict[str, Any]], out: Path) -> str:
         chosen: :func:`choose`'s entries.
         out: the study's results folder.
     """
-    lines = ["# Privacy study: hyper-parameter choice (validation only)", "",
-             "Written by `python -m bench.privacy_study` from the sweeps marked `purpose: tuning`. Validation "
-             "metric: each student's best validation metric (run summary), mean over students, mean ± std over "
-             "seeds. The chosen setting of each arm is the argmax of validation; test metrics are not read.", ""]
+    lines = [
+        "# Privacy study: hyper-parameter choice (validation only)",
+        "",
+        "Written by `python -m bench.privacy_study` from the sweeps marked `purpose: tuning`. Validation "
+        "metric: each student's best validation metric (run summary), mean over students, mean ± std over "
+        "seeds. The chosen setting of each arm is the argmax of validation; test metrics are not read.",
+        "",
+    ]
     for c in chosen:
         eps = format_epsilon({"epsilon": c["epsilon"], "mode": c["mode"]})
-        lines += [f"## {c['arm']}: K = {c['K']}, {c['split']}, {c['mode']}, ε {eps} (sweep {c['sweep']})", "",
-                  f"Chosen: **{c['chosen']}**", "", "| setting | validation (mean ± std) | seeds |", "|---|---|---|"]
+        lines += [
+            f"## {c['arm']}: K = {c['K']}, {c['split']}, {c['mode']}, ε {eps} (sweep {c['sweep']})",
+            "",
+            f"Chosen: **{c['chosen']}**",
+            "",
+            "| setting | validation (mean ± std) | seeds |",
+            "|---|---|---|",
+        ]
         for name, s in sorted(c["settings"].items(), key=lambda item: -(item[1]["mean"] or 0)):
             value = "—" if s["mean"] is None else f"{s['mean'] * 100:.2f} ± {(s['std'] or 0) * 100:.2f}"
             lines.append(f"| {name}{' (chosen)' if name == c['chosen'] else ''} | {value} | {s['n']} |")
