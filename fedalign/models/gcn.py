@@ -60,7 +60,11 @@ class SparseFeatures:
     transpose: Tensor
 
     def size(self, dim: int) -> int:
-        """The size of ``X`` along ``dim`` (0: N nodes, 1: F features), as ``Tensor.size``."""
+        """The size of ``X`` along a dimension, as ``Tensor.size``.
+
+        Args:
+            dim: 0 (N nodes) or 1 (F features).
+        """
         return self.matrix.size(dim)
 
     def linear(self, weight: Tensor) -> Tensor:
