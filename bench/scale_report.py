@@ -58,43 +58,9 @@ def fits(runs: list[dict]) -> dict:
 def _row(r: dict) -> list:
     gb = f"{r['peak_mib'] * 2**20 / 1e9:.2f}" if r.get("peak_mib") else "-"
     if r.get("skipped"):
-        return [
-            f"{r['edges']:,}",
-            r["num_clients"],
-            r["mode"],
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
-            f"skipped: {r['skipped']}",
-            "-",
-        ]
+        return _unmeasured_row(r, "-", f"skipped: {r['skipped']}", "-")
     if "error" in r:
-        return [
-            f"{r['edges']:,}",
-            r["num_clients"],
-            r["mode"],
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
-            gb,
-            f"**does not fit**: killed past the {r['cap_mib'] * 2**20 / 1e9:.0f} GB cap in the phase after "
-            f"'{(r.get('phases') or [{}])[-1].get('phase', '-')}' (RSS then "
-            f"{(r.get('phases') or [{}])[-1].get('rss_mb', 0) * 2**20 / 1e9:.1f} GB)"
-            if r.get("capped")
-            else f"failed: {r['error'].strip().splitlines()[-1][:120] if r['error'].strip() else '?'}",
-            f"{r['load_before'][0]} / {r['load_after'][0]}",
-        ]
+        return _unmeasured_row(r, gb, _failure(r), f"{r['load_before'][0]} / {r['load_after'][0]}")
     return [
         f"{r['graph_edges']:,}",
         r["num_clients"],
@@ -111,6 +77,23 @@ def _row(r: dict) -> list:
         round_status(r),
         f"{r['load_before'][0]} / {r['load_after'][0]}",
     ]
+
+
+def _unmeasured_row(r: dict, peak: str, status: str, load: str) -> list:
+    """A table row for a configuration with no timings (skipped, or killed or failed before its rounds)."""
+    return [f"{r['edges']:,}", r["num_clients"], r["mode"], *["-"] * 8, peak, status, load]
+
+
+def _failure(r: dict) -> str:
+    """Why a configuration's run ended without results: past the memory cap (in which phase), or its last error line."""
+    if r.get("capped"):
+        last = (r.get("phases") or [{}])[-1]
+        return (
+            f"**does not fit**: killed past the {r['cap_mib'] * 2**20 / 1e9:.0f} GB cap in the phase after "
+            f"'{last.get('phase', '-')}' (RSS then {last.get('rss_mb', 0) * 2**20 / 1e9:.1f} GB)"
+        )
+    error = r["error"].strip()
+    return f"failed: {error.splitlines()[-1][:120] if error else '?'}"
 
 
 def cpu_per_round(r: dict) -> str:
