@@ -27,9 +27,14 @@ class NormalisedAdjacency:
         Args:
             x: node features [N, d].
         """
-        if self.matrix.dtype != x.dtype:  # e.g. a float64 model
-            return _SparseMatmul.apply(self.matrix.to(x.dtype), self.transpose.to(x.dtype), x)
-        return _SparseMatmul.apply(self.matrix, self.transpose, x)
+        return _sparse_matmul(self.matrix, self.transpose, x)
+
+
+def _sparse_matmul(matrix: Tensor, transpose: Tensor, x: Tensor) -> Tensor:
+    """CSR ``matrix @ x`` whose backward multiplies by ``transpose`` (both cast to x's dtype where they differ)."""
+    if matrix.dtype != x.dtype:  # e.g. a float64 model
+        return _SparseMatmul.apply(matrix.to(x.dtype), transpose.to(x.dtype), x)
+    return _SparseMatmul.apply(matrix, transpose, x)
 
 
 class _SparseMatmul(torch.autograd.Function):
@@ -73,23 +78,7 @@ class SparseFeatures:
         Args:
             weight: the linear map's weight [H, F].
         """
-        if self.matrix.dtype != weight.dtype:  # e.g. a float64 model
-            return _SparseLinear.apply(weight, self.matrix.to(weight.dtype), self.transpose.to(weight.dtype))
-        return _SparseLinear.apply(weight, self.matrix, self.transpose)
-
-
-class _SparseLinear(torch.autograd.Function):
-    """CSR ``X W^T`` whose weight gradient uses a precomputed ``X^T`` (features get no gradient)."""
-
-    @staticmethod
-    def forward(ctx, weight: Tensor, matrix: Tensor, transpose: Tensor) -> Tensor:
-        ctx.save_for_backward(transpose)
-        return matrix @ weight.t()
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        (transpose,) = ctx.saved_tensors
-        return (transpose @ grad_out).t(), None, None
+        return _sparse_matmul(self.matrix, self.transpose, weight.t())  # W's gradient: (X^T G)^T
 
 
 class _GCNLayer(GCNConv):
