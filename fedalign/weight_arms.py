@@ -1,7 +1,8 @@
 """The weight-averaging reference arms, ``align.strategy: fedavg | dp-fedavg``, end to end.
 
 The arithmetic is :mod:`fedalign.server.fedavg` (server: mean, clipping, noise -- the formula is there)
-and :mod:`fedalign.client.weights` (client: load, train, return the update; DP-FedAvg's calibration).
+and :mod:`fedalign.client.weights` (client: load, train, return the update), with DP-FedAvg's calibration
+(:class:`fedalign.privacy.fedavg.WeightPrivacy`).
 Here the in-process engine wires them together (:func:`run_fedavg_inprocess`: every student in this
 process, the server loop :class:`~fedalign.server.fedavg.WeightRounds`); the Flower ServerApp
 (``server/fedavg.py``) runs the same arithmetic through Flower's ``FedAvg`` and
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .client import Student, build_student
-from .client.weights import WeightPrivacy, get_weights, train_update
+from .client.weights import get_weights, train_update
 from .config import ExperimentConfig
 from .data import metric_name
 from .outputs import ProgressPrinter, RunWriter, run_dir_for
+from .privacy.fedavg import WeightPrivacy
 from .server.fedavg import SHARED, Averaging, WeightReply, WeightRounds, shared_note
 from .server.records import RoundListener
 

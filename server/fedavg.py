@@ -21,12 +21,12 @@ in-process twin of this arithmetic: :mod:`fedalign.server.fedavg`.
   ``compute_stdv(z, C, K)``.
 * Noise: Flower's wrapper draws its noise with ``np.random.normal`` (numpy's global, seedable PRNG). Here
   its one noise method, ``_add_noise_to_aggregated_arrays``, is overridden to draw the same
-  N(0, compute_stdv(z, C, K)^2) from fedalign's :class:`~fedalign.client.noise.NoiseSource` (the OS
+  N(0, compute_stdv(z, C, K)^2) from fedalign's :class:`~fedalign.noise.NoiseSource` (the OS
   CSPRNG; seeded with ``privacy.reproducible_noise``), in the in-process engine's order. This relies on
   a protected method of flwr 1.41 (checked by tests/test_fedavg.py); with Flower's own method the
   noise would come from numpy's PRNG, a limitation of the plain Flower path.
 * Accounting: Flower's accountant is not used; the epsilon after each round comes from the project's
-  (:class:`~fedalign.client.weights.WeightPrivacy`), with a dp-fedavg round of fewer than K replies
+  (:class:`~fedalign.privacy.fedavg.WeightPrivacy`), with a dp-fedavg round of fewer than K replies
   dropped (the noise is calibrated to K), as in the in-process engine.
 * The initial global model: every client's student as built (``query`` round 0); client 0's is used,
   as in-process (with ``model.init: shared`` they are all equal).
@@ -45,8 +45,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 from flwr.supercore.differential_privacy import compute_stdv
 
-from fedalign.client.weights import WeightPrivacy
 from fedalign.config import ExperimentConfig
+from fedalign.privacy.fedavg import WeightPrivacy
 from fedalign.server.fedavg import WeightReply, payload, round_records
 from fedalign.server.records import RoundListener, RoundRecord
 from fedalign.weight_arms import run_weight_arm

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from fedalign.client import build_student
-from fedalign.client.weights import WeightPrivacy, get_weights, set_weights, train_update
+from fedalign.client.weights import get_weights, set_weights, train_update
 from fedalign.config import config_from_dict
 from fedalign.inprocess import run_inprocess
-from fedalign.privacy.fedavg import dp_fedavg_noise_multiplier
+from fedalign.privacy.fedavg import WeightPrivacy, dp_fedavg_noise_multiplier
 from fedalign.server.fedavg import Averaging, clip_update, mean_update, noise_std, update_norm
 
 from loopback import LoopbackGrid

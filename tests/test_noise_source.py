@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-import fedalign.client.noise as noise_module
+import fedalign.noise as noise_module
 from fedalign.client import build_student
-from fedalign.client.noise import NoiseSource, noise_source, seeded_noise
+from fedalign.noise import NoiseSource, noise_source, seeded_noise
 from fedalign.config import ConfigError, config_from_dict
 from fedalign.privacy import StatisticsMechanism, keep_probability, randomised_response
 from fedalign.seeds import derive_seed
@@ -97,8 +97,9 @@ def test_two_clients_and_two_rounds_get_unrelated_noise_that_no_small_seed_regen
 def test_no_torch_generator_seed_on_any_privacy_path():
     """Static check beside the behavioural ones: the privacy code draws nothing from torch's RNGs."""
     privacy_paths = [*(ROOT / "fedalign" / "privacy").glob("*.py"), *(ROOT / "fedalign" / "client" / "release").glob("*.py"),
-                     ROOT / "fedalign" / "client" / "noise.py", ROOT / "fedalign" / "client" / "local_data.py",
-                     ROOT / "fedalign" / "client" / "training.py", ROOT / "fedalign" / "aggregation.py"]
+                     ROOT / "fedalign" / "noise.py", ROOT / "fedalign" / "client" / "local_data.py",
+                     ROOT / "fedalign" / "client" / "training.py", ROOT / "fedalign" / "aggregation.py",
+                     ROOT / "fedalign" / "server" / "fedavg.py", ROOT / "server" / "fedavg.py"]
     forbidden = re.compile(r"\.seed\(\)|torch\.Generator\(|manual_seed\(|torch\.(rand|randn|randint|normal|bernoulli|"
                            r"randperm|multinomial)\(|generator=")
     for path in privacy_paths:

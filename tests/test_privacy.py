@@ -12,7 +12,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import scatter
 
-from fedalign.client.noise import NoiseSource, seeded_noise
+from fedalign.noise import NoiseSource, seeded_noise
 
 from fedalign.privacy import (
     DPSGDTrainer,

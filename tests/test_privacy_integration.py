@@ -23,7 +23,7 @@ from fedalign.runner import run_experiment
 from fedalign.client import build_student
 from fedalign.client.training import task_loss
 from fedalign.seeds import derive_seed
-from fedalign.client.noise import seeded_noise
+from fedalign.noise import seeded_noise
 
 SMALL = {
     "data": {"name": "synthetic-csbm", "synthetic": {"num_nodes": 120}},

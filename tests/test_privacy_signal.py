@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fedalign.client import build_student
-from fedalign.client.noise import NoiseSource, seeded_noise
+from fedalign.noise import NoiseSource, seeded_noise
 from fedalign.config import config_from_dict
 from fedalign.inprocess import run_inprocess
 from fedalign.privacy import PrivacyLedger, StatisticsMechanism, noise_multiplier_for_epsilon

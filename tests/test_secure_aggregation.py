@@ -12,7 +12,7 @@ from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.quantization import dequantize
 
 from fedalign.client.checkpoint import checkpoint_path
-from fedalign.client.noise import NoiseSource
+from fedalign.noise import NoiseSource
 from fedalign.client.release.secure import SecureShareRelease
 from fedalign.config import ConfigError, config_from_dict
 from fedalign.inprocess import run_inprocess

@@ -11,8 +11,8 @@ from torch_geometric.utils import subgraph
 
 from ..config import ExperimentConfig
 from ..data import ClientData, GraphSplit, load_partition
+from ..noise import LABEL_STREAM, noise_source
 from ..privacy import randomised_response
-from .noise import LABEL_STREAM, noise_source
 
 
 @dataclass

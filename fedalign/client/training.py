@@ -12,9 +12,9 @@ from torch_geometric.data import Data
 
 from ..config import ExperimentConfig
 from ..data import GraphSplit
+from ..noise import DP_SGD_STREAM, noise_source, reported_epsilon
 from ..privacy import DPSGDTrainer, PrivacyLedger, require_per_graph_samples
 from .local_data import split_into_graphs
-from .noise import DP_SGD_STREAM, noise_source, reported_epsilon
 from .objective import AlignmentTargets
 
 if TYPE_CHECKING:

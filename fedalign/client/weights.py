@@ -12,35 +12,22 @@ client's last ones), so a client keeps no state between rounds and both engines 
 and the Flower ClientApp, which rebuilds its student for every message -- run the same arithmetic.
 The round's torch seed is the one :meth:`~fedalign.client.Student.train` uses (seed, client, round).
 
-:class:`WeightPrivacy` is DP-FedAvg's calibration as the servers of both engines use it: z
-(:mod:`fedalign.privacy.fedavg`), the noise draws from :class:`~fedalign.client.noise.NoiseSource` (the
-OS CSPRNG; seeded with ``privacy.reproducible_noise``, which reports epsilon = inf) and the epsilon
-reported after each round.
+DP-FedAvg's calibration (z, the server's noise, the epsilon reported) is
+:class:`fedalign.privacy.fedavg.WeightPrivacy`: the servers of both engines use it, not the clients.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..config import ExperimentConfig
-from ..privacy.fedavg import dp_fedavg_epsilon, dp_fedavg_noise_multiplier
 from ..seeds import derive_seed
-from .noise import noise_source
 from .training import train_full_batch
 
 if TYPE_CHECKING:
     from .student import Student
-
-log = logging.getLogger("fedalign")
-
-WEIGHT_NOISE_STREAM = 4  # the server's noise on the mean update (streams 1-3: fedalign.client.noise)
 
 
 def weight_names(student: Student) -> list[str]:
@@ -105,59 +92,3 @@ def train_update(
         (w - np.asarray(g, dtype=np.float32)).astype(np.float32) for w, g in zip(trained, global_weights, strict=True)
     ]
     return update, {**metrics, **student.evaluate()}
-
-
-@dataclass
-class WeightPrivacy:
-    """DP-FedAvg's calibration for ``cfg`` (fedavg: no noise, no epsilon).
-
-    Args:
-        cfg: the experiment config.
-    """
-
-    cfg: ExperimentConfig
-    _warned: bool = False
-
-    @property
-    def private(self) -> bool:
-        """Whether the arm adds client-level DP (``dp-fedavg``)."""
-        return self.cfg.align.strategy == "dp-fedavg"
-
-    @property
-    def noise_multiplier(self) -> float | None:
-        """z (None for fedavg)."""
-        return dp_fedavg_noise_multiplier(self.cfg) if self.private else None
-
-    @property
-    def clip_norm(self) -> float | None:
-        """C (None for fedavg)."""
-        return float(self.cfg.privacy.clip_norm) if self.private else None
-
-    def noise(self, round_number: int) -> Callable[[tuple[int, ...], float], np.ndarray]:
-        """Round ``round_number``'s draw ``(shape, std) -> float64 array`` of N(0, std^2): from the OS CSPRNG,
-        or a stream seeded by (seed, K, round, stream) with ``privacy.reproducible_noise``.
-
-        Args:
-            round_number: the round the noise is for.
-        """
-        source = noise_source(self.cfg, self.cfg.federation.num_clients, round_number, WEIGHT_NOISE_STREAM)
-        return lambda shape, std: source.normal(tuple(shape), std).numpy()
-
-    def epsilon_after(self, rounds: int) -> float:
-        """The epsilon every client has spent after ``rounds`` rounds (inf with ``privacy.reproducible_noise``).
-
-        Args:
-            rounds: the number of rounds completed.
-        """
-        epsilon = dp_fedavg_epsilon(self.cfg, rounds, self.noise_multiplier)
-        if self.cfg.privacy.reproducible_noise and epsilon != 0:  # reported_epsilon's rule, said once per run
-            if not self._warned:
-                log.warning(
-                    "dp-fedavg: privacy.reproducible_noise is on: the server's noise can be regenerated "
-                    "from the config, so every round reports epsilon = inf (%.4g holds only for secret "
-                    "noise); for tests only",
-                    epsilon,
-                )
-                self._warned = True
-            return math.inf
-        return epsilon

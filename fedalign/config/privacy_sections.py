@@ -94,7 +94,7 @@ class PrivacyConfig(Section):
     reproducible_noise: bool = Field(
         default=False,
         description="noise from the experiment seed (reproducible, for tests and comparisons) or, by "
-        "default, from the OS CSPRNG (fedalign.client.noise): a seed the server knows lets it regenerate and "
+        "default, from the OS CSPRNG (fedalign.noise): a seed the server knows lets it regenerate and "
         "subtract the noise, so a reproducible run reports epsilon = inf, and with target/max/label epsilon needs "
         "insecure_ok: true.",
     )

@@ -44,7 +44,7 @@ hidden layer l, ``p_l(u|v)``.
   a :class:`PrivacyLedger` records it as epsilon = infinity.
 * The guarantee covers the statistics only: anything else a client sends that
   depends on its data (weights, metrics) needs its own accounting. Noise comes
-  from the OS CSPRNG (:mod:`fedalign.client.noise`: no seed to search), each
+  from the OS CSPRNG (:mod:`fedalign.noise`: no seed to search), each
   Gaussian the halved sum of four (Opacus' ``secure_mode``); Mironov's (2012)
   attack on the float rounding of the noisy release is not mitigated.
 

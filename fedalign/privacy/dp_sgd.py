@@ -14,7 +14,7 @@ from torch_geometric.data import Data
 from .accounting import PrivacyLedger, check_record
 
 if TYPE_CHECKING:
-    from ..client.noise import NoiseSource
+    from ..noise import NoiseSource
 
 LossFn = Callable[[nn.Module, Data], Tensor]
 
@@ -102,7 +102,7 @@ class DPSGDTrainer:
             privacy, recorded as epsilon = infinity).
         max_grad_norm: per-graph L2 clip bound, in gradient units.
         noise: the source of both the Poisson sampling and the gradient noise
-            (:class:`fedalign.client.noise.NoiseSource`: the OS CSPRNG outside tests); the
+            (:class:`fedalign.noise.NoiseSource`: the OS CSPRNG outside tests); the
             noise is drawn on the CPU in float64 and moved to the parameters' device.
         ledger: where each step is recorded.
         clip_only: the explicit no-noise path.

@@ -14,12 +14,30 @@ With ``privacy.target_epsilon`` z is solved so that the run's R rounds spend exa
 (:func:`~fedalign.privacy.noise_multiplier_for_epsilon`, the solver of the statistics mechanism, within
 0.01 below the target). The epsilon is the same for every client: each one's data enters every
 round's sum once.
+
+:class:`WeightPrivacy` is that calibration as the servers of both engines use it (the in-process one,
+:mod:`fedalign.server.fedavg`, and Flower's DP wrapper in the ServerApp): z, the round's noise draws from
+:class:`~fedalign.noise.NoiseSource` (the OS CSPRNG; seeded with ``privacy.reproducible_noise``, which
+reports epsilon = inf) and the epsilon reported after each round. The server adds the noise
+(server-side fixed clipping): it is trusted with the updates, as in McMahan et al. (ICLR 2018).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
 from ..config import ExperimentConfig
+from ..noise import noise_source
 from .accounting import PrivacyLedger, noise_multiplier_for_epsilon
+
+log = logging.getLogger("fedalign")
+
+WEIGHT_NOISE_STREAM = 4  # the server's noise on the mean update (streams 1-3: fedalign.noise)
 
 
 def dp_fedavg_noise_multiplier(cfg: ExperimentConfig) -> float:
@@ -49,3 +67,59 @@ def dp_fedavg_epsilon(cfg: ExperimentConfig, rounds: int, noise_multiplier: floa
     if rounds > 0:
         ledger.record(z, 1.0, rounds)
     return ledger.epsilon()
+
+
+@dataclass
+class WeightPrivacy:
+    """DP-FedAvg's calibration for ``cfg`` (fedavg: no noise, no epsilon).
+
+    Args:
+        cfg: the experiment config.
+    """
+
+    cfg: ExperimentConfig
+    _warned: bool = False
+
+    @property
+    def private(self) -> bool:
+        """Whether the arm adds client-level DP (``dp-fedavg``)."""
+        return self.cfg.align.strategy == "dp-fedavg"
+
+    @property
+    def noise_multiplier(self) -> float | None:
+        """z (None for fedavg)."""
+        return dp_fedavg_noise_multiplier(self.cfg) if self.private else None
+
+    @property
+    def clip_norm(self) -> float | None:
+        """C (None for fedavg)."""
+        return float(self.cfg.privacy.clip_norm) if self.private else None
+
+    def noise(self, round_number: int) -> Callable[[tuple[int, ...], float], np.ndarray]:
+        """Round ``round_number``'s draw ``(shape, std) -> float64 array`` of N(0, std^2): from the OS CSPRNG,
+        or a stream seeded by (seed, K, round, stream) with ``privacy.reproducible_noise``.
+
+        Args:
+            round_number: the round the noise is for.
+        """
+        source = noise_source(self.cfg, self.cfg.federation.num_clients, round_number, WEIGHT_NOISE_STREAM)
+        return lambda shape, std: source.normal(tuple(shape), std).numpy()
+
+    def epsilon_after(self, rounds: int) -> float:
+        """The epsilon every client has spent after ``rounds`` rounds (inf with ``privacy.reproducible_noise``).
+
+        Args:
+            rounds: the number of rounds completed.
+        """
+        epsilon = dp_fedavg_epsilon(self.cfg, rounds, self.noise_multiplier)
+        if self.cfg.privacy.reproducible_noise and epsilon != 0:  # reported_epsilon's rule, said once per run
+            if not self._warned:
+                log.warning(
+                    "dp-fedavg: privacy.reproducible_noise is on: the server's noise can be regenerated "
+                    "from the config, so every round reports epsilon = inf (%.4g holds only for secret "
+                    "noise); for tests only",
+                    epsilon,
+                )
+                self._warned = True
+            return math.inf
+        return epsilon

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from ..client.noise import NoiseSource
+    from ..noise import NoiseSource
 
 
 def keep_probability(epsilon: float, num_classes: int) -> float:

@@ -18,7 +18,7 @@ from ..schedules import planned_releases
 from .accounting import DEFAULT_ACCOUNTANT, noise_multiplier_for_epsilon
 
 if TYPE_CHECKING:
-    from ..client.noise import NoiseSource
+    from ..noise import NoiseSource
 
 CLIP_SCOPES = ("release", "layer")
 
@@ -282,7 +282,7 @@ class StatisticsMechanism:
 
         Args:
             stats: the raw statistics, one [E] tensor per layer.
-            noise: the source of the noise (:class:`fedalign.client.noise.NoiseSource`: the OS
+            noise: the source of the noise (:class:`fedalign.noise.NoiseSource`: the OS
                 CSPRNG); it may be None only for a ``clip_only`` mechanism, which draws nothing.
         """
         return self._noised(self.clip(stats), self.noise_multiplier * self.clip_norm, noise)
@@ -305,7 +305,7 @@ class StatisticsMechanism:
         if self.clip_only:
             return clipped
         if noise is None:
-            raise ValueError("a noisy release needs a noise source; pass fedalign.client.noise.NoiseSource()")
+            raise ValueError("a noisy release needs a noise source; pass fedalign.noise.NoiseSource()")
         return clipped + noise.normal(clipped.shape, std, dtype=clipped.dtype, device=clipped.device)
 
     def release(

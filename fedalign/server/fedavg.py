@@ -14,13 +14,13 @@ The mean is uniform (unweighted). The noise std ``z C / K`` is Flower's ``comput
 (McMahan et al., ICLR 2018: noise z C on the sum of the clipped updates). Adding or removing one
 client -- its whole dataset -- changes the sum of clipped updates by at most C in L2, so each round is a
 Gaussian mechanism with noise multiplier z on sensitivity C, composed over the R rounds (sampling rate
-1) by the project's accountant (:func:`fedalign.client.weights.dp_fedavg_epsilon`). The noise is calibrated
+1) by the project's accountant (:func:`fedalign.privacy.fedavg.dp_fedavg_epsilon`). The noise is calibrated
 to K replies: a dp-fedavg round with fewer (n < K) drops its update (the global model stays), as
 Flower's accounted DP wrapper refuses such a round.
 
 Everything here is numpy on lists of arrays, the noise drawn by a callable the engine passes in
 (``noise(shape, std) -> array``; the engines hand in the OS CSPRNG of
-:class:`fedalign.client.noise.NoiseSource`): the in-process engine runs it through
+:class:`fedalign.noise.NoiseSource`): the in-process engine runs it through
 :class:`WeightRounds`, the Flower ServerApp (``server/fedavg.py``) through Flower's own ``FedAvg`` and
 ``DifferentialPrivacyServerSideFixedClipping``, both logging rounds with :func:`round_records`.
 """

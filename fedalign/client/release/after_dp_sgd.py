@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ...config import ExperimentConfig
+from ...noise import reported_epsilon
 from ...privacy import PrivacyLedger
-from ..noise import reported_epsilon
 from .base import ReleasePolicy, on_wire
 
 

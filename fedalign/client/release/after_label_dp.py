@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...config import ExperimentConfig
-from ..noise import reported_epsilon
+from ...noise import reported_epsilon
 from .base import ReleasePolicy, on_wire
 
 

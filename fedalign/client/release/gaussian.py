@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from ...config import ExperimentConfig
+from ...noise import STATISTICS_STREAM, noise_source, reported_epsilon
 from ...privacy import PrivacyLedger, StatisticsMechanism
 from ...schedules import initial_release_is_charged, planned_releases, releases_after_turn, skips_final_release
 from ...wire import ReleaseLayout
-from ..noise import STATISTICS_STREAM, noise_source, reported_epsilon
 from .base import ReleaseMetrics, ReleasePolicy, on_wire
 
 log = logging.getLogger("fedalign")

@@ -9,11 +9,11 @@ import torch
 
 from ...aggregation import honest_noise_shares
 from ...config import ExperimentConfig
+from ...noise import STATISTICS_STREAM, noise_source
 from ...privacy import project_to_distributions
 from ...privacy.mechanism import uniform_baseline
 from ...schedules import initial_release_is_charged, skips_final_release
 from ...wire import SUM_WITH_OWN, ReleaseLayout, Statistics
-from ..noise import STATISTICS_STREAM, noise_source
 from .gaussian import GaussianRelease
 
 

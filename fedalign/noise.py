@@ -1,10 +1,12 @@
-"""Where a client's privacy noise comes from: the operating system's CSPRNG.
+"""Where privacy noise comes from: the operating system's CSPRNG.
 
 Every random draw of a privacy mechanism -- the Gaussian noise on released statistics and on
 secure-aggregation shares, DP-SGD's gradient noise and Poisson sampling, randomised response on
-labels -- comes from a :class:`NoiseSource`. Its bits come from ``os.urandom`` (Linux'
-``getrandom(2)``: a ChaCha20 CSPRNG with a 256-bit key, reseeded from the kernel's entropy pool),
-read afresh for every draw: there is no user-space state to recover, and no seed. A 32-bit
+labels (all on the clients), and dp-fedavg's noise on the summed updates (on the server,
+:class:`fedalign.privacy.fedavg.WeightPrivacy`) -- comes from a :class:`NoiseSource`. Its bits come
+from ``os.urandom`` (Linux' ``getrandom(2)``: a ChaCha20 CSPRNG with a 256-bit key, reseeded from the
+kernel's entropy pool), read afresh for every draw: there is no user-space state to recover, and no
+seed. A 32-bit
 ``torch.Generator`` (what ``torch.Generator().seed()`` keeps on the CPU) would let an attacker
 search all 2^32 noise streams and re-make a release exactly; nothing here is seeded that way.
 
@@ -32,8 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import ExperimentConfig
-from ..seeds import derive_seed
+from .config import ExperimentConfig
+from .seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
