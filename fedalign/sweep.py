@@ -51,7 +51,9 @@ done the run folders are packed into ``<output>/runs.tar.xz``
 ``results.csv`` (one row per cell), ``table.md`` (mean +- std over seeds of
 the test metric at best validation, one row per combination of the
 non-seed keys), ``plot.png`` and ``sweep.json`` (:mod:`fedalign.sweep_tables`);
-``results.csv``'s ``run`` column names each cell's run folder.
+``results.csv``'s ``run`` column names each cell's run folder. Before each cell the process forgets
+the datasets and partitions it cached (:func:`fedalign.data.release_cached_data`), so a long sweep holds
+one cell's data at a time.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from typing import Any
 
 from .alignment import shares_statistics
 from .config import ExperimentConfig, load_config
+from .data import release_cached_data
 from .runner import config_differences
 from .runstore import RUNS, archive_runs, finished_summary, runs_dir, unarchive_runs
 from .sweep_spec import ARM, SweepSpec, read_sweep_spec
@@ -301,6 +304,7 @@ def _run_cell(runner: Runner, cfg: ExperimentConfig, run_dir: Path) -> tuple[dic
         for stale in ("rounds.jsonl", "summary.json", "server-state.npz"):
             (run_dir / stale).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "client-state", ignore_errors=True)
+    release_cached_data()  # the last cell's partition goes before this one's is built (not both in memory)
     started = time.perf_counter()
     _, summary = runner(cfg, run_dir)
     return summary, time.perf_counter() - started

@@ -58,6 +58,20 @@ def test_sweep_runs_each_cell_once_and_resumes(sweep_file, tmp_path):
     assert [r["test"] for r in again][:3] == [r["test"] for r in rows][:3]
 
 
+def test_each_cell_starts_with_no_cached_data_of_the_cells_before(sweep_file):
+    from fedalign.data import cache
+
+    cached = []
+
+    def runner(cfg, run_dir):
+        cached.append(cache._partition.cache_info().currsize + cache._dataset.cache_info().currsize)
+        return run_inprocess(cfg, run_dir)
+
+    run_sweep(load_sweep(sweep_file), runner)
+    assert cached == [0, 0, 0, 0]  # every cell before built its own partition, and it was dropped
+    assert cache._partition.cache_info().currsize == 1  # the last cell's, until the next sweep cell
+
+
 def test_table_is_mean_and_sample_std_over_seeds(sweep_file):
     spec = load_sweep(sweep_file)
     rows = [{"align.strategy": "none", "seed": 0, "test": 0.5}, {"align.strategy": "none", "seed": 1, "test": 0.7}]

@@ -46,9 +46,10 @@ start_lane() {  # sweep commit folder [workers]
     echo "$sweep: every cell finished"
     return
   fi
-  (cd "$dir" && FEDALIGN_DATA_ROOT=../shared/data OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 setsid nohup \
-    .venv/bin/fedalign sweep "simulations/privacy-study/$sweep.yaml" --workers "$workers" \
-    >>"$(dirname "$MAIN")/lane-$sweep.log" 2>&1 </dev/null &)
+  (cd "$dir" || exit 1  # only the sweep goes to the background: nothing here waits for it
+   FEDALIGN_DATA_ROOT=../shared/data OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 setsid nohup \
+     .venv/bin/fedalign sweep "simulations/privacy-study/$sweep.yaml" --workers "$workers" \
+     >>"$(dirname "$MAIN")/lane-$sweep.log" 2>&1 </dev/null &)
   echo "$sweep: started in $dir at $commit, $workers worker(s) (log ../lane-$sweep.log)"
 }
 

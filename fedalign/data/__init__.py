@@ -1,6 +1,6 @@
 """Graph datasets (synthetic and real, via PyG) and their federated partitions."""
 
-from .cache import load_partition, load_public_graph
+from .cache import load_partition, load_public_graph, release_cached_data
 from .datasets import (
     DATASET_NAMES,
     MULTI_GRAPH_DATASETS,
@@ -27,6 +27,7 @@ __all__ = [
     "load_dataset",
     "load_partition",
     "load_public_graph",
+    "release_cached_data",
     "metric_name",
     "missing_raw_files",
     "partition_dataset",

@@ -51,6 +51,19 @@ def _partition(
     )
 
 
+def release_cached_data() -> None:
+    """Forget every cached dataset, partition and public graph of this process.
+
+    A sweep calls it before each cell: the caches keep up to four partitions, and a partition holds every
+    client's local graph with its own copy of the public nodes' features (Coauthor CS, K = 100: ~10 GB), so
+    a process moving from one seed's cells to the next would otherwise hold both while it builds the new one.
+    Reloading costs seconds; the data, and so every result, is the same (loading is deterministic).
+    """
+    _partition.cache_clear()
+    _public.cache_clear()
+    _dataset.cache_clear()
+
+
 def load_partition(cfg: ExperimentConfig) -> tuple[GraphDataset, list[ClientData]]:
     """The dataset of ``cfg`` and every client's share of it (``partition`` section). Under label DP
     (``privacy.unit: labels``) the labelled share is drawn independently of the labels.
